@@ -1,0 +1,56 @@
+"""Shared command-line plumbing: Hydra argv fix-ups and clear error reporting."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable
+
+from data_gen.errors import InputError
+
+log = logging.getLogger("data_gen")
+
+_RANGE = re.compile(r"^(\+{0,2}[\w.]+)=(range\(.*\))$")
+
+
+def quote_range_overrides(argv: list[str]) -> list[str]:
+    """``key=range(a,b)`` -> ``key='range(a,b)'``: a value, not a Hydra multirun sweep."""
+    out = []
+    for a in argv:
+        m = _RANGE.match(a)
+        out.append(f"{m.group(1)}='{m.group(2)}'" if m else a)
+    return out
+
+
+def origin_hint(message: str, config_name: str) -> str:
+    """Where the config key an error message starts with came from (CLI or which YAML)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # not under Hydra (library use)
+        return ""
+    m = re.match(r"^([a-z_][\w]*(?:\.[\w]+)*)", message)
+    if m is None:
+        return ""
+    key = m.group(1)
+    for o in hc.overrides.task:
+        k = o.split("=", 1)[0].lstrip("+~")
+        if key == k or key.startswith(k + ".") or k.startswith(key + "."):
+            return f" [set on the command line: {o}]"
+    group = key.split(".", 1)[0]
+    choice = hc.runtime.choices.get(group)
+    if choice is not None and "." in key:
+        return f" [from conf/{group}/{choice}.yaml]"
+    return f" [from conf/{config_name}.yaml]"
+
+
+def run_task(fn: Callable[[], object], config_name: str) -> object:
+    """Run ``fn``; an :class:`InputError` becomes one line on stderr and exit status 2."""
+    try:
+        return fn()
+    except InputError as e:
+        msg = str(e)
+        print(f"error: {msg}{origin_hint(msg, config_name)}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,0 +1,457 @@
+"""Generation of a dataset: config -> objects -> shards (one independent task per shard).
+
+Seeds derive from (base seed, shard index, sample index) for the per-sample draws
+and from (base seed, shard index, frame index) for the originals, so a shard's
+bytes depend only on the generation config and its index, never on the number of
+workers or which shards run together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data_gen import __version__
+from data_gen.errors import InputError, require
+from data_gen.optics import PSFBank, load_psf_file, zernike_bank
+from data_gen.render import BlurOperator, draw_sample, render_batch
+from data_gen.sensor import SensorModel, build_sensor
+from data_gen.shards import (
+    MANIFEST,
+    SCALE,
+    SCHEMA_VERSION,
+    ShardWriter,
+    StorageSpec,
+    build_manifest,
+    meta_dtype,
+    remove_stale_tmp,
+    shard_complete,
+    shard_name,
+    write_json_atomic,
+    write_record,
+)
+from data_gen.sources import DeadLeavesSource, FolderSource
+
+log = logging.getLogger(__name__)
+
+# Keys that change how a run executes but never what it writes.
+RUNTIME_KEYS = ("out_dir", "shard_index", "workers", "fft_threads", "progress", "write")
+DTYPES = ("float32", "float16")
+COMPRESSIONS = (None, "gzip", "lzf")
+_FRAME_STREAM = 1  # domain tag separating frame seeds from sample seeds
+
+
+def generation_config(cfg: dict) -> dict:
+    """The part of a resolved config that determines the data (runtime keys removed)."""
+    return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS and k != "hydra"}
+
+
+def config_hash(gen_cfg: dict) -> str:
+    blob = json.dumps(gen_cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def parse_shard_index(spec, total: int) -> list[int]:
+    """``None`` (all), an int, a list, ``'a:b'`` or ``'range(a,b)'`` -> sorted shard indices."""
+    if spec is None:
+        idx = list(range(total))
+    elif isinstance(spec, bool):
+        raise InputError(f"shard_index = {spec!r}: give an index, a list or range(a,b)")
+    elif isinstance(spec, int):
+        idx = [spec]
+    elif isinstance(spec, (list, tuple)):
+        idx = [int(i) for i in spec]
+    elif isinstance(spec, str):
+        m = re.fullmatch(
+            r"\s*(?:range\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)|(-?\d+)\s*:\s*(-?\d+))\s*", spec
+        )
+        if m is None:
+            if spec.strip().lstrip("-").isdigit():
+                idx = [int(spec)]
+            else:
+                raise InputError(
+                    f"shard_index = {spec!r}: give an index, a list, a:b or range(a,b)"
+                )
+        else:
+            a, b = (int(g) for g in (m.group(1, 2) if m.group(1) is not None else m.group(3, 4)))
+            require(b > a, f"shard_index = {spec!r} is empty")
+            idx = list(range(a, b))
+    else:
+        raise InputError(f"shard_index = {spec!r}: give an index, a list or range(a,b)")
+    for i in idx:
+        require(0 <= i < total, f"shard_index {i} is outside 0..{total - 1} (shards = {total})")
+    return sorted(set(idx))
+
+
+@dataclass
+class Pipeline:
+    """Everything built from a generation config, validated."""
+
+    cfg: dict
+    hash: str
+    source: FolderSource | DeadLeavesSource
+    sensor: SensorModel
+    bank: PSFBank
+    storage: StorageSpec
+
+    @property
+    def min_frame(self) -> int:
+        return self.cfg["patch_size"] + self.bank.size - 1
+
+
+def _positive_int(cfg: dict, key: str, minimum: int = 1) -> int:
+    v = cfg.get(key)
+    require(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+        f"{key} = {v!r} must be an integer >= {minimum}",
+    )
+    return v
+
+
+def build_bank(lens: dict, channels: int) -> PSFBank:
+    kind = lens.get("kind")
+    if kind == "zernike":
+        for key in ("f_number", "pixel_pitch_um", "wavelengths_nm", "size"):
+            require(lens.get(key) is not None, f"lens.{key} is missing from the lens config")
+        wl = list(lens["wavelengths_nm"])
+        require(
+            len(wl) == channels,
+            f"lens.wavelengths_nm has {len(wl)} values but channels = {channels}",
+        )
+        return zernike_bank(
+            wl,
+            float(lens["f_number"]),
+            float(lens["pixel_pitch_um"]),
+            int(lens["size"]),
+            lens.get("zernike_um"),
+            lens.get("oversample"),
+            lens.get("focal_length_mm"),
+            lens.get("focus_m"),
+        )
+    if kind == "file":
+        require(
+            lens.get("path") not in (None, "???"),
+            "lens.path is missing: give the PSF file as lens.path=FILE (.npy, .npz or image)",
+        )
+        return PSFBank(load_psf_file(lens["path"], channels), name=Path(lens["path"]).name)
+    raise InputError(f"lens.kind = {kind!r}: use 'zernike' or 'file'")
+
+
+def build_pipeline(cfg: dict) -> Pipeline:
+    """Validate a resolved config and build the pipeline; raises :class:`InputError`."""
+    gen = generation_config(cfg)
+    for key in ("shards", "samples_per_shard", "patch_size", "patches_per_source", "batch_size"):
+        _positive_int(cfg, key)
+    channels = _positive_int(cfg, "channels")
+    require(
+        isinstance(cfg.get("seed"), int) and cfg["seed"] >= 0,
+        f"seed = {cfg.get('seed')!r} must be an integer >= 0",
+    )
+    require(
+        cfg.get("layout") == "rgb",
+        f"layout = {cfg.get('layout')!r}: this version writes 'rgb' only",
+    )
+    exp = cfg.get("exposure") or {}
+    lo, hi = exp.get("min"), exp.get("max")
+    require(
+        isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo <= hi,
+        f"exposure = {exp}: need 0 < exposure.min <= exposure.max",
+    )
+    st = cfg.get("storage") or {}
+    require(st.get("dtype") in DTYPES, f"storage.dtype = {st.get('dtype')!r}: use one of {DTYPES}")
+    require(
+        st.get("compression") in COMPRESSIONS,
+        f"storage.compression = {st.get('compression')!r}: use one of {COMPRESSIONS}",
+    )
+    storage = StorageSpec(
+        st["dtype"],
+        st.get("compression"),
+        st.get("compression_opts"),
+        int(st.get("chunk_samples", 1)),
+    )
+    require(storage.chunk_samples >= 1, "storage.chunk_samples must be >= 1")
+    src = cfg.get("source") or {}
+    kind = src.get("kind")
+    if kind == "dead_leaves":
+        source = DeadLeavesSource(
+            src.get("size", 384),
+            src.get("supersample", 2),
+            src.get("r_min", 1.5),
+            src.get("r_max", 120.0),
+            src.get("alpha", 3.0),
+            channels,
+        )
+    elif kind == "folder":
+        require(src.get("path") not in (None, "???"), "source.path is missing: give the image folder as source.path=DIR")
+        source = FolderSource(
+            src["path"],
+            bool(src.get("linearize", True)),
+            float(src.get("shrink", 1.0)),
+            channels,
+            src.get("check", "full"),
+        )
+    else:
+        raise InputError(f"source.kind = {kind!r}: use 'dead_leaves' or 'folder'")
+    sensor = build_sensor(cfg.get("sensor") or {}, channels)
+    bank = build_bank(cfg.get("lens") or {}, channels)
+    return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage)
+
+
+def sample_seed(seed: int, shard: int, index: int, stream: int = 0) -> int:
+    """64-bit seed of sample (or frame) ``index`` of ``shard``."""
+    ss = np.random.SeedSequence([seed, shard, stream, index])
+    return int(ss.generate_state(1, np.uint64)[0])
+
+
+def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
+    """Yield ``(patches, meta)`` batches of shard ``shard`` in sample order."""
+    c = pipe.cfg
+    p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
+    exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
+    blur = BlurOperator(pipe.bank, p, threads)
+    state = pipe.bank.state
+    frame, frame_id = None, -1
+    for start in range(0, m, c["batch_size"]):
+        specs = []
+        for i in range(start, min(m, start + c["batch_size"])):
+            if i // per_frame != frame_id:
+                frame_id = i // per_frame
+                rng = np.random.default_rng(sample_seed(c["seed"], shard, frame_id, _FRAME_STREAM))
+                frame = pipe.source.frame(rng)
+            specs.append(
+                draw_sample(
+                    frame,
+                    sample_seed(c["seed"], shard, i),
+                    p,
+                    pipe.bank.size,
+                    exposure,
+                    pipe.sensor,
+                    pipe.bank,
+                )
+            )
+        patches = render_batch(specs, blur)
+        meta = np.zeros(len(specs), meta_dtype(c["channels"]))
+        for j, s in enumerate(specs):
+            meta[j] = (
+                s.frame.name,
+                s.y,
+                s.x,
+                state.zoom,
+                state.f_number,
+                state.focus,
+                s.image_height,
+                s.azimuth,
+                s.psf_index,
+                s.noise.iso,
+                s.noise.k0,
+                s.noise.k1,
+                s.noise.ob,
+                s.noise.white,
+                s.exposure,
+                s.seed,
+            )
+        yield patches, meta
+
+
+def shard_attrs(pipe: Pipeline, shard: int) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "layout": pipe.cfg["layout"],
+        "scale": SCALE,
+        "channels": pipe.cfg["channels"],
+        "config": yaml.safe_dump(generation_config(pipe.cfg), sort_keys=True),
+        "config_hash": pipe.hash,
+        "package_version": __version__,
+        "shard_index": shard,
+        "num_shards": pipe.cfg["shards"],
+        "psf_name": pipe.bank.name,
+    }
+
+
+def make_shard(
+    pipe: Pipeline, out_dir: Path, shard: int, threads: int = 1, write: bool = True, progress=None
+) -> dict | None:
+    """Render shard ``shard`` and (when ``write``) store it; returns its record."""
+    name = shard_name(shard, pipe.cfg["shards"])
+    writer = None
+    if write:
+        remove_stale_tmp(out_dir, name)
+        writer = ShardWriter(
+            out_dir / name,
+            pipe.cfg["samples_per_shard"],
+            pipe.cfg["channels"],
+            pipe.cfg["patch_size"],
+            pipe.storage,
+            shard_attrs(pipe, shard),
+            {"psfs": pipe.bank.psfs},
+        )
+    try:
+        for patches, meta in iter_shard(pipe, shard, threads):
+            if writer is not None:
+                writer.write(patches, meta)
+            if progress is not None:
+                progress(len(meta))
+        if writer is None:
+            return None
+        writer.commit()
+        writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return write_record(out_dir, name, shard, pipe.cfg["samples_per_shard"], pipe.hash)
+
+
+# ---- process pool -------------------------------------------------------------------
+_worker_pipe: Pipeline | None = None
+_worker_queue = None
+
+
+def _init_worker(cfg: dict, queue) -> None:
+    global _worker_pipe, _worker_queue
+    logging.basicConfig(level=logging.WARNING)
+    _worker_pipe, _worker_queue = build_pipeline(cfg), queue
+
+
+def _worker_task(args: tuple) -> dict | None:
+    out_dir, shard, threads, write = args
+    assert _worker_pipe is not None
+    return make_shard(_worker_pipe, Path(out_dir), shard, threads, write, _worker_queue.put)
+
+
+def _check_out_dir(out_dir: Path, pipe: Pipeline) -> None:
+    """Refuse a directory that holds a dataset made with another config."""
+    saved = out_dir / "config.yaml"
+    if saved.is_file():
+        try:
+            old = yaml.safe_load(saved.read_text())
+        except yaml.YAMLError as e:
+            raise InputError(f"{saved} is not valid YAML ({e}); is {out_dir} a dataset?") from None
+        old_hash = config_hash(old) if isinstance(old, dict) else None
+        if old_hash != pipe.hash:
+            changed = sorted(
+                k
+                for k in set(old or {}) | set(generation_config(pipe.cfg))
+                if (old or {}).get(k) != generation_config(pipe.cfg).get(k)
+            )
+            raise InputError(
+                f"out_dir = {str(out_dir)!r} holds a dataset made with another config "
+                f"(differs in: {', '.join(changed)}); nothing was changed there. Use another "
+                "out_dir, or delete that one to regenerate."
+            )
+    elif out_dir.exists() and any(out_dir.glob("shard-*.h5")):
+        raise InputError(
+            f"out_dir = {str(out_dir)!r} holds shards but no config.yaml; refusing to mix datasets"
+        )
+
+
+def generate(cfg: dict) -> dict:
+    """Generate (or finish) the dataset described by the resolved config ``cfg``.
+
+    Returns a summary: shards written / skipped, samples, seconds, quadruples/s, and
+    whether the manifest was written. Raises :class:`InputError` on bad input before
+    anything is written.
+    """
+    pipe = build_pipeline(cfg)
+    total = cfg["shards"]
+    indices = parse_shard_index(cfg.get("shard_index"), total)
+    workers = cfg.get("workers", 1)
+    require(isinstance(workers, int) and workers >= 1, f"workers = {workers!r} must be >= 1")
+    threads = cfg.get("fft_threads") or 1
+    write = bool(cfg.get("write", True))
+    progress = bool(cfg.get("progress", True))
+    pipe.source.validate(pipe.min_frame, progress)
+    out_dir = Path(cfg["out_dir"])
+    todo = indices
+    if write:
+        _check_out_dir(out_dir, pipe)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saved = out_dir / "config.yaml"
+        if not saved.exists():
+            tmp = saved.with_name(f"config.yaml.tmp-{os.getpid()}")
+            tmp.write_text(yaml.safe_dump(generation_config(cfg), sort_keys=True))
+            os.replace(tmp, saved)
+        todo = [i for i in indices if not shard_complete(out_dir, shard_name(i, total), pipe.hash)]
+        if len(todo) < len(indices):
+            log.info(
+                "%d of %d shards already complete, skipped", len(indices) - len(todo), len(indices)
+            )
+    samples = len(todo) * cfg["samples_per_shard"]
+    t0 = time.perf_counter()
+    _run(pipe, cfg, out_dir, todo, workers, threads, write, progress, samples)
+    seconds = time.perf_counter() - t0
+    manifest_written = False
+    if write:
+        header = {
+            "schema_version": SCHEMA_VERSION,
+            "config_hash": pipe.hash,
+            "samples_per_shard": cfg["samples_per_shard"],
+            "patch_size": cfg["patch_size"],
+            "channels": cfg["channels"],
+            "layout": cfg["layout"],
+            "dtype": pipe.storage.dtype,
+            "scale": SCALE,
+            "package_version": __version__,
+        }
+        manifest = build_manifest(out_dir, total, header)
+        if manifest is not None:
+            write_json_atomic(out_dir / MANIFEST, manifest)
+            manifest_written = True
+    return {
+        "out_dir": str(out_dir),
+        "shards_written": len(todo) if write else 0,
+        "shards_skipped": len(indices) - len(todo),
+        "samples": samples,
+        "seconds": seconds,
+        "quadruples_per_s": samples / seconds if seconds > 0 and samples else math.nan,
+        "manifest": manifest_written,
+    }
+
+
+def _run(pipe, cfg, out_dir, todo, workers, threads, write, progress, samples) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=samples,
+        unit="quad",
+        desc="generating",
+        disable=not progress,
+        smoothing=0.1,
+        dynamic_ncols=True,
+    )
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                make_shard(pipe, out_dir, i, threads, write, bar.update)
+            return
+        ctx = mp.get_context("spawn")  # no inherited HDF5 handles or thread pools
+        queue = ctx.Queue()
+
+        def pump() -> None:  # worker progress -> bar; None ends it
+            while (n := queue.get()) is not None:
+                bar.update(n)
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        try:
+            with ctx.Pool(min(workers, len(todo)), _init_worker, (cfg, queue)) as pool:
+                for _ in pool.imap_unordered(
+                    _worker_task, [(str(out_dir), i, threads, write) for i in todo]
+                ):
+                    pass
+        finally:
+            queue.put(None)
+            t.join(timeout=5)
+    finally:
+        bar.close()

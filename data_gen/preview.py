@@ -1,0 +1,110 @@
+"""``python -m data_gen.preview DIR out=FILE.png [n=6] [shard=0] [gain=1]``: contact sheet.
+
+One row per sample: clean | blur | noise | noise_blur | R_b = noise − noise_blur |
+R_n = blur − noise_blur. Images are shown through the sRGB curve; residuals as
+0.5 + gain·R/(2·max|R|) per map, grey = 0.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image, ImageDraw
+
+from data_gen.errors import InputError, require
+from data_gen.render import PATCHES
+from data_gen.shards import load_manifest
+from data_gen.sources import linear_to_srgb
+
+COLUMNS = (*PATCHES, "R_b", "R_n")
+
+
+def _to_rgb8(x: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8 (greyscale / >3 channels: first or mean)."""
+    if x.shape[0] != 3:
+        x = np.repeat(x.mean(axis=0, keepdims=True), 3, axis=0)
+    return (np.clip(x, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+
+
+def contact_sheet(
+    data_dir: Path, n: int = 6, shard: int = 0, scale: int = 2, gain: float = 1.0
+) -> Image.Image:
+    """Build the sheet from the first ``n`` samples of shard ``shard``."""
+    m = load_manifest(data_dir)
+    require(
+        0 <= shard < len(m["shards"]),
+        f"shard = {shard}: the dataset has shards 0..{len(m['shards']) - 1}",
+    )
+    path = data_dir / m["shards"][shard]["name"]
+    with h5py.File(path, "r") as f:
+        k = min(n, f["clean"].shape[0])
+        arr = {name: f[name][:k].astype(np.float32) for name in PATCHES}
+        meta = f["meta"][:k]
+    arr["R_b"] = arr["noise"] - arr["noise_blur"]
+    arr["R_n"] = arr["blur"] - arr["noise_blur"]
+    p = arr["clean"].shape[-1] * scale
+    pad, head, left = 4, 18, 110
+    sheet = Image.new("RGB", (left + len(COLUMNS) * (p + pad), head + k * (p + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(COLUMNS):
+        draw.text((left + j * (p + pad) + 2, 3), name, fill="black")
+    for i in range(k):
+        y = head + i * (p + pad)
+        draw.text((4, y + 2), f"#{i} ISO {meta['iso'][i]:.0f}", fill="black")
+        draw.text((4, y + 16), f"exp {meta['exposure'][i]:.2f}", fill="black")
+        for j, name in enumerate(COLUMNS):
+            x = arr[name][i]
+            if name.startswith("R_"):
+                peak = max(float(np.abs(x).max()), 1e-6)
+                vis = 0.5 + gain * x / (2 * peak)
+            else:
+                vis = linear_to_srgb(x)
+            im = Image.fromarray(_to_rgb8(vis)).resize((p, p), Image.Resampling.NEAREST)
+            sheet.paste(im, (left + j * (p + pad), y))
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    opts = {"out": None, "n": "6", "shard": "0", "scale": "2", "gain": "1"}
+    pos = []
+    for a in argv:
+        if a in ("-h", "--help"):
+            print(__doc__)
+            return 0
+        if "=" in a:
+            k, v = a.split("=", 1)
+            if k not in opts:
+                print(f"error: unknown option {k!r}; known: {', '.join(opts)}", file=sys.stderr)
+                return 2
+            opts[k] = v
+        else:
+            pos.append(a)
+    try:
+        require(
+            len(pos) == 1,
+            "give exactly one dataset directory: python -m data_gen.preview DIR out=FILE.png",
+        )
+        require(opts["out"] is not None, "out=FILE.png is required")
+        sheet = contact_sheet(
+            Path(pos[0]),
+            int(opts["n"]),
+            int(opts["shard"]),
+            int(opts["scale"]),
+            float(opts["gain"]),
+        )
+    except (InputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(opts["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    print(f"preview: {out} ({sheet.width}x{sheet.height})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

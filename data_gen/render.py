@@ -1,0 +1,137 @@
+"""Rendering of training quadruples (DESIGN §1): clean, blur, noise, noise_blur.
+
+Arrays are float32 ``(B, C, P, P)`` in normalised linear units (0 = black level,
+1 = white level). One noise realisation ``n = σ(B)·r`` is shared by ``noise = S + n``
+and ``noise_blur = B + n``; all four patches are clipped at the white level (a
+sensor saturates), values below black are kept (as raw data does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+
+from data_gen.optics import PSFBank
+from data_gen.sensor import NoiseParams, SensorModel, noise_variance
+from data_gen.sources import Frame
+
+PATCHES = ("clean", "blur", "noise", "noise_blur")
+
+
+def fft_size(n: int) -> int:
+    """Smallest size >= n that real FFTs handle fast (products of 2, 3, 5)."""
+    return int(scipy.fft.next_fast_len(n, real=True))
+
+
+class BlurOperator:
+    """Batched 'valid' convolution with a bank's PSFs through cached real FFTs.
+
+    Input: a zero-padded buffer ``(B, C, N, N)`` from :meth:`buffer`, whose top-left
+    ``(P + K - 1)²`` holds the crops; output ``(B, C, P, P)``. ``N = fft_size(P + K - 1)``:
+    circular wrap-around only reaches the first ``K - 1`` rows and columns, which the
+    valid region excludes. Kernel transforms are computed once per PSF index.
+    """
+
+    def __init__(self, bank: PSFBank, patch_size: int, threads: int = 1) -> None:
+        self.bank = bank
+        self.p = patch_size
+        self.k = bank.size
+        self.m = patch_size + self.k - 1
+        self.n = fft_size(self.m)
+        self.threads = max(1, int(threads))
+        self._kernels: dict[int, np.ndarray] = {}
+
+    def buffer(self, batch: int, channels: int) -> np.ndarray:
+        return np.zeros((batch, channels, self.n, self.n), np.float32)
+
+    def kernel_fft(self, index: int) -> np.ndarray:
+        if index not in self._kernels:
+            psf = self.bank.psfs[index]
+            self._kernels[index] = scipy.fft.rfft2(psf, s=(self.n, self.n), workers=1)
+        return self._kernels[index]
+
+    def __call__(self, x: np.ndarray, psf_index: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], x.shape[1], self.p, self.p), np.float32)
+        lo, hi = self.k - 1, self.k - 1 + self.p
+        for idx in np.unique(psf_index):
+            sel = np.flatnonzero(psf_index == idx)
+            xs = x if len(sel) == len(x) else x[sel]
+            spec = scipy.fft.rfft2(xs, workers=self.threads)
+            spec *= self.kernel_fft(int(idx))
+            y = scipy.fft.irfft2(spec, s=(self.n, self.n), workers=self.threads, overwrite_x=True)
+            out[sel] = y[:, :, lo:hi, lo:hi]
+        return out
+
+
+@dataclass
+class SampleSpec:
+    """What one sample draws: crop position, exposure, ISO, PSF index, its rng."""
+
+    frame: Frame
+    y: int  # crop top-left of the patch in the frame, pixels
+    x: int
+    exposure: float
+    noise: NoiseParams
+    psf_index: int
+    image_height: float  # patch centre distance from frame centre / half diagonal
+    azimuth: float  # radians, atan2(dy, dx) with y pointing down
+    seed: int
+    rng: np.random.Generator
+
+
+def draw_sample(
+    frame: Frame,
+    seed: int,
+    patch_size: int,
+    psf_size: int,
+    exposure: tuple[float, float],
+    sensor: SensorModel,
+    bank: PSFBank,
+) -> SampleSpec:
+    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO, PSF)."""
+    rng = np.random.default_rng(seed)
+    _, h, w = frame.pixels.shape
+    r = psf_size // 2
+    y = int(rng.integers(r, h - patch_size - r + 1))
+    x = int(rng.integers(r, w - patch_size - r + 1))
+    lo, hi = exposure
+    e = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
+    iso = sensor.iso.draw(rng)
+    cy, cx = y + patch_size / 2 - h / 2, x + patch_size / 2 - w / 2
+    height = math.hypot(cy, cx) / math.hypot(h / 2, w / 2)
+    az = math.atan2(cy, cx)
+    psf_index = bank.index_for(height, az, rng)
+    return SampleSpec(frame, y, x, e, sensor.params(iso), psf_index, height, az, seed, rng)
+
+
+def render_batch(specs: list[SampleSpec], blur: BlurOperator) -> dict[str, np.ndarray]:
+    """Render the quadruples of ``specs``: dict of ``(B, C, P, P)`` float32 arrays."""
+    p, r, m = blur.p, blur.k // 2, blur.m
+    c = specs[0].frame.pixels.shape[0]
+    buf = blur.buffer(len(specs), c)
+    for i, s in enumerate(specs):
+        np.multiply(
+            s.frame.pixels[:, s.y - r : s.y + p + r, s.x - r : s.x + p + r],
+            np.float32(s.exposure),
+            out=buf[i, :, :m, :m],
+        )
+    clean = np.ascontiguousarray(buf[:, :, r : r + p, r : r + p])
+    blurred = blur(buf, np.array([s.psf_index for s in specs]))
+    a = np.stack([s.noise.a for s in specs])
+    b = np.stack([s.noise.b for s in specs])
+    noise = np.empty_like(clean)
+    for i, s in enumerate(specs):
+        s.rng.standard_normal(dtype=np.float32, out=noise[i])
+    noise *= np.sqrt(noise_variance(blurred, a, b))
+    out = {
+        "clean": clean,
+        "blur": blurred,
+        "noise": clean + noise,
+        "noise_blur": blurred + noise,
+    }
+    for v in out.values():
+        np.minimum(v, 1.0, out=v)
+    return out

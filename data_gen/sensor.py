@@ -1,0 +1,287 @@
+"""Sensor noise model (DESIGN §1) in normalised units.
+
+Raw model, per channel, signal ``s`` in DN at ISO ``I``:
+``σ²(s) = [k1·(s − OB) + k0] · I/100`` (``k1`` DN/DN, ``k0`` DN², both at ISO 100).
+With ``v = (s − OB) / (white − OB)`` (0 = black level, 1 = white level) this is
+``σ²(v) = a·v + b`` with ``a = k1·g/(white − OB)``, ``b = k0·g/(white − OB)²``,
+``g = I/100``. darktable's profiles give ``a``, ``b`` per ISO directly on that scale;
+the equivalent ``k0``, ``k1`` are recorded with every sample so deployment can
+recompute ``σ`` from the sample's metadata.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_gen.errors import InputError, require
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    """Per-sample noise parameters: ``a``, ``b`` ``(C,)`` normalised; ``k0``, ``k1`` ``(C,)`` raw DN."""
+
+    iso: float
+    a: np.ndarray
+    b: np.ndarray
+    k0: np.ndarray
+    k1: np.ndarray
+    ob: float
+    white: float
+
+
+def noise_variance(signal: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """σ² of ``signal`` ``(..., C, H, W)`` (normalised) for per-channel ``a``, ``b``.
+
+    ``a``, ``b``: ``(C,)`` or ``(B, C)`` broadcasting against the leading axes of
+    ``signal``. Clamped at 0: a variance is never negative (darktable fits can have
+    ``b < 0``, and raw values can fall below black).
+    """
+    a = np.asarray(a, np.float32)[..., None, None]
+    b = np.asarray(b, np.float32)[..., None, None]
+    return np.maximum(a * signal + b, np.float32(0.0))
+
+
+class ISOSampler:
+    """ISO drawn uniformly from a list, or log-uniformly from ``{min, max}``."""
+
+    def __init__(self, spec, where: str = "sensor.iso") -> None:
+        if isinstance(spec, (int, float)):
+            spec = [spec]
+        if hasattr(spec, "keys"):
+            keys = set(spec.keys())
+            require(
+                keys == {"min", "max"},
+                f"{where} = {dict(spec)}: a range needs exactly the keys min and max",
+            )
+            lo, hi = float(spec["min"]), float(spec["max"])
+            require(lo > 0, f"{where}.min = {lo:g}: ISO must be > 0")
+            require(hi >= lo, f"{where}: max {hi:g} < min {lo:g}")
+            self.values: list[float] | None = None
+            self.range = (lo, hi)
+        else:
+            vals = [float(v) for v in spec]
+            require(bool(vals), f"{where} is empty: give at least one ISO value")
+            for v in vals:
+                require(v > 0 and math.isfinite(v), f"{where} contains {v:g}: ISO must be > 0")
+            self.values = vals
+            self.range = (min(vals), max(vals))
+
+    def draw(self, rng: np.random.Generator) -> float:
+        if self.values is not None:
+            return self.values[int(rng.integers(len(self.values)))]
+        lo, hi = self.range
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+class SensorModel:
+    """Poisson-Gaussian sensor: ``params(iso)`` gives the per-channel noise parameters."""
+
+    name: str
+    ob: float
+    white: float
+    channels: int
+    iso: ISOSampler
+
+    def params(self, iso: float) -> NoiseParams:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _from_ab(self, iso: float, a: np.ndarray, b: np.ndarray) -> NoiseParams:
+        span = self.white - self.ob
+        g = iso / 100.0
+        return NoiseParams(
+            iso=float(iso),
+            a=np.asarray(a, np.float32),
+            b=np.asarray(b, np.float32),
+            k1=np.asarray(a * span / g, np.float32),
+            k0=np.asarray(b * span * span / g, np.float32),
+            ob=float(self.ob),
+            white=float(self.white),
+        )
+
+
+def _check_levels(ob: float, white: float, where: str) -> None:
+    require(math.isfinite(ob), f"{where}.ob = {ob} must be finite")
+    require(
+        math.isfinite(white) and white > ob,
+        f"{where}.white = {white:g} must be greater than {where}.ob = {ob:g}",
+    )
+
+
+class RawNoiseModel(SensorModel):
+    """DESIGN §1 model with scalar or per-channel ``k0`` (DN²), ``k1`` (DN/DN) at ISO 100."""
+
+    def __init__(
+        self,
+        k0,
+        k1,
+        ob: float,
+        white: float,
+        iso,
+        channels: int = 3,
+        name: str = "sensor",
+        where: str = "sensor",
+    ) -> None:
+        self.name, self.channels = name, channels
+        self.ob, self.white = float(ob), float(white)
+        _check_levels(self.ob, self.white, where)
+        self.k0 = self._per_channel(k0, f"{where}.k0")
+        self.k1 = self._per_channel(k1, f"{where}.k1")
+        for key, arr in (("k0", self.k0), ("k1", self.k1)):
+            bad = arr[arr < 0]
+            if bad.size:
+                raise InputError(
+                    f"{where}.{key} = {float(bad[0]):g} must be >= 0 "
+                    f"({'shot-noise slope' if key == 'k1' else 'dark + read variance'})"
+                )
+        self.iso = ISOSampler(iso, f"{where}.iso")
+
+    def _per_channel(self, v, where: str) -> np.ndarray:
+        arr = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        if arr.size == 1:
+            arr = np.repeat(arr, self.channels)
+        require(
+            arr.shape == (self.channels,),
+            f"{where} has {arr.size} values; give one or one per channel ({self.channels})",
+        )
+        require(bool(np.isfinite(arr).all()), f"{where} = {arr.tolist()} must be finite")
+        return arr
+
+    def params(self, iso: float) -> NoiseParams:
+        span = self.white - self.ob
+        g = iso / 100.0
+        return self._from_ab(iso, self.k1 * g / span, self.k0 * g / span**2)
+
+
+class DarktableNoiseModel(SensorModel):
+    """darktable ``noiseprofiles.json``: per-ISO ``a``, ``b`` per channel, interpolated in ISO.
+
+    ``negative_b``: ``'clamp'`` sets negative ``b`` to 0 with a warning; ``'error'``
+    refuses the profile. ``ob``/``white`` only serve to express ``k0``/``k1`` in DN
+    in the metadata (darktable's values are already normalised).
+    """
+
+    def __init__(
+        self,
+        profile: str,
+        maker: str,
+        model: str,
+        iso,
+        ob: float = 0.0,
+        white: float = 1.0,
+        negative_b: str = "clamp",
+        channels: int = 3,
+        where: str = "sensor",
+    ) -> None:
+        self.name, self.channels = f"{maker} {model}", channels
+        self.ob, self.white = float(ob), float(white)
+        _check_levels(self.ob, self.white, where)
+        require(
+            negative_b in ("clamp", "error"),
+            f"{where}.negative_b = {negative_b!r}: use 'clamp' or 'error'",
+        )
+        path = Path(str(profile)).expanduser()
+        require(
+            path.is_file(),
+            f"{where}.profile = {str(profile)!r}: file does not exist (darktable installs it as "
+            "/usr/share/darktable/noiseprofiles.json; or give sensor.profile=PATH)",
+        )
+        try:
+            doc = json.loads(path.read_text())
+            makers = doc["noiseprofiles"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{path}: not a darktable noiseprofiles.json ({e})") from None
+        entry = None
+        for mk in makers:
+            if str(mk.get("maker", "")).lower() == str(maker).lower():
+                for mo in mk.get("models", []):
+                    if str(mo.get("model", "")).lower() == str(model).lower():
+                        entry = mo
+        if entry is None:
+            known = [
+                f"{mk.get('maker')} {mo.get('model')}"
+                for mk in makers
+                for mo in mk.get("models", [])
+            ]
+            close = difflib.get_close_matches(f"{maker} {model}", known, n=5, cutoff=0.5)
+            raise InputError(
+                f"{where}: camera {maker!r} {model!r} not found in {path}"
+                + (f"; closest: {', '.join(close)}" if close else "")
+            )
+        rows = []
+        for p in entry["profiles"]:
+            if p.get("skip"):
+                continue
+            a, b = np.asarray(p["a"], float), np.asarray(p["b"], float)
+            require(
+                a.shape == (channels,) and b.shape == (channels,),
+                f"{path}: {maker} {model} ISO {p['iso']}: expected {channels} values of a and b",
+            )
+            if (b < 0).any():
+                msg = (
+                    f"{path}: {maker} {model} ISO {p['iso']} has negative b = "
+                    f"{b.tolist()} (variance a·x + b < 0 in the shadows)"
+                )
+                if negative_b == "error":
+                    raise InputError(msg + f"; set {where}.negative_b=clamp to clamp it to 0")
+                log.warning("%s; clamped to 0", msg)
+                b = np.maximum(b, 0.0)
+            rows.append((float(p["iso"]), a, b))
+        require(bool(rows), f"{path}: {maker} {model} has no usable profiles")
+        rows.sort(key=lambda r: r[0])
+        self.isos = np.array([r[0] for r in rows])
+        self.a = np.stack([r[1] for r in rows])
+        self.b = np.stack([r[2] for r in rows])
+        self.iso = ISOSampler(iso, f"{where}.iso")
+        lo, hi = self.iso.range
+        require(
+            lo >= self.isos[0] and hi <= self.isos[-1],
+            f"{where}.iso spans {lo:g}..{hi:g} but the profile of {maker} {model} covers "
+            f"ISO {self.isos[0]:g}..{self.isos[-1]:g}",
+        )
+
+    def params(self, iso: float) -> NoiseParams:
+        a = np.array([np.interp(iso, self.isos, self.a[:, c]) for c in range(self.channels)])
+        b = np.array([np.interp(iso, self.isos, self.b[:, c]) for c in range(self.channels)])
+        return self._from_ab(iso, a, b)
+
+
+def build_sensor(cfg: dict, channels: int = 3, where: str = "sensor") -> SensorModel:
+    """Sensor model from a plain config dict (``kind: raw`` or ``kind: darktable``)."""
+    kind = cfg.get("kind", "raw")
+    if kind == "raw":
+        for key in ("k0", "k1", "ob", "white", "iso"):
+            require(cfg.get(key) is not None, f"{where}.{key} is missing from the sensor config")
+        return RawNoiseModel(
+            cfg["k0"],
+            cfg["k1"],
+            cfg["ob"],
+            cfg["white"],
+            cfg["iso"],
+            channels,
+            cfg.get("name", "sensor"),
+            where,
+        )
+    if kind == "darktable":
+        for key in ("profile", "maker", "model", "iso"):
+            require(cfg.get(key) is not None, f"{where}.{key} is missing from the sensor config")
+        return DarktableNoiseModel(
+            cfg["profile"],
+            cfg["maker"],
+            cfg["model"],
+            cfg["iso"],
+            cfg.get("ob", 0.0),
+            cfg.get("white", 1.0),
+            cfg.get("negative_b", "clamp"),
+            channels,
+            where,
+        )
+    raise InputError(f"{where}.kind = {kind!r}: use 'raw' or 'darktable'")

@@ -1,0 +1,263 @@
+"""HDF5 shard storage, schema v1 (DESIGN §3), per-shard records and the manifest.
+
+A shard is written to ``NAME.tmp-PID`` and renamed when complete, so a crashed task
+never leaves a half shard under its final name. After the rename a record
+``records/NAME.json`` (sample count, sha256, config hash) is written; a shard is
+*complete* when its record exists and the file's sha256 matches it. ``manifest.json``
+is assembled from the records once every shard is complete; it holds no timestamps,
+so the same config gives a byte-identical manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from data_gen.errors import InputError
+from data_gen.render import PATCHES
+
+SCHEMA_VERSION = 1
+SCALE = "linear; 0 = black level, 1 = white level"
+MANIFEST = "manifest.json"
+RECORDS = "records"
+
+
+def shard_name(index: int, total: int) -> str:
+    return f"shard-{index:05d}-of-{total:05d}.h5"
+
+
+def meta_dtype(channels: int) -> np.dtype:
+    """Compound dtype of the per-sample ``meta`` dataset (raw-DN noise parameters per channel)."""
+    return np.dtype(
+        [
+            ("source", h5py.string_dtype("utf-8")),
+            ("y", "<i4"),
+            ("x", "<i4"),
+            ("zoom", "<f4"),
+            ("f_number", "<f4"),
+            ("focus", "<f4"),
+            ("image_height", "<f4"),
+            ("azimuth", "<f4"),
+            ("psf_index", "<i4"),
+            ("iso", "<f4"),
+            ("k0", "<f4", (channels,)),
+            ("k1", "<f4", (channels,)),
+            ("ob", "<f4"),
+            ("white", "<f4"),
+            ("exposure", "<f4"),
+            ("seed", "<u8"),
+        ]
+    )
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    dtype: str = "float32"
+    compression: str | None = None
+    compression_opts: int | None = None
+    chunk_samples: int = 1
+
+
+class ShardWriter:
+    """Writes one shard batch by batch to a temporary file; :meth:`commit` renames it."""
+
+    def __init__(
+        self,
+        final: Path,
+        samples: int,
+        channels: int,
+        patch: int,
+        storage: StorageSpec,
+        attrs: dict,
+        extra: dict | None = None,
+    ) -> None:
+        self.final = final
+        self.tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+        self.samples, self.pos = samples, 0
+        self.meta = np.zeros(samples, meta_dtype(channels))
+        self.f = h5py.File(self.tmp, "w", track_order=False)
+        # one uncompressed sample per chunk: write chunks directly, bypassing HDF5's pipeline
+        self.direct = storage.compression is None and storage.chunk_samples == 1
+        chunks = (min(storage.chunk_samples, samples), channels, patch, patch)
+        for name in PATCHES:
+            self.f.create_dataset(
+                name,
+                shape=(samples, channels, patch, patch),
+                dtype=storage.dtype,
+                chunks=chunks,
+                compression=storage.compression,
+                compression_opts=storage.compression_opts,
+                track_times=False,
+            )
+        for k, v in attrs.items():
+            self.f.attrs[k] = v
+        for k, v in (extra or {}).items():  # e.g. the PSF bank, (N, C, K, K)
+            self.f.create_dataset(k, data=v, track_times=False)
+
+    def write(self, patches: dict[str, np.ndarray], meta: np.ndarray) -> None:
+        n = len(meta)
+        for name in PATCHES:
+            ds = self.f[name]
+            # convert in numpy: HDF5's own float32 -> float16 conversion is far slower
+            arr = np.ascontiguousarray(patches[name], dtype=ds.dtype)
+            if self.direct:
+                for j in range(n):
+                    ds.id.write_direct_chunk((self.pos + j, 0, 0, 0), arr[j])
+            else:
+                ds[self.pos : self.pos + n] = arr
+        self.meta[self.pos : self.pos + n] = meta
+        self.pos += n
+
+    def commit(self) -> Path:
+        if self.pos != self.samples:
+            raise RuntimeError(f"shard {self.final.name}: {self.pos} of {self.samples} written")
+        self.f.create_dataset("meta", data=self.meta, track_times=False)
+        self.f.close()
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def remove_stale_tmp(out_dir: Path, name: str) -> None:
+    """Delete temporary files a crashed writer of shard ``name`` left behind."""
+    for t in out_dir.glob(f"{name}.tmp-*"):
+        t.unlink(missing_ok=True)
+
+
+def write_record(out_dir: Path, name: str, index: int, samples: int, config_hash: str) -> dict:
+    path = out_dir / name
+    rec = {
+        "name": name,
+        "index": index,
+        "samples": samples,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "config_hash": config_hash,
+    }
+    (out_dir / RECORDS).mkdir(exist_ok=True)
+    write_json_atomic(out_dir / RECORDS / f"{name}.json", rec)
+    return rec
+
+
+def read_record(out_dir: Path, name: str) -> dict | None:
+    p = out_dir / RECORDS / f"{name}.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def shard_complete(out_dir: Path, name: str, config_hash: str) -> bool:
+    """True when the shard exists, has a record of this config, and its sha256 matches."""
+    rec = read_record(out_dir, name)
+    path = out_dir / name
+    return (
+        rec is not None
+        and rec.get("config_hash") == config_hash
+        and path.is_file()
+        and path.stat().st_size == rec.get("bytes")
+        and sha256_file(path) == rec.get("sha256")
+    )
+
+
+def build_manifest(out_dir: Path, total: int, header: dict) -> dict | None:
+    """Manifest from the records when all ``total`` shards have one; else ``None``."""
+    shards = []
+    for i in range(total):
+        rec = read_record(out_dir, shard_name(i, total))
+        if rec is None or rec.get("config_hash") != header["config_hash"]:
+            return None
+        shards.append({k: rec[k] for k in ("name", "index", "samples", "bytes", "sha256")})
+    return {
+        **header,
+        "num_shards": total,
+        "total_samples": sum(s["samples"] for s in shards),
+        "shards": shards,
+    }
+
+
+def load_manifest(data_dir: Path) -> dict:
+    p = Path(data_dir) / MANIFEST
+    if not p.is_file():
+        raise InputError(f"{p}: no manifest (is {data_dir} a generated dataset, and complete?)")
+    try:
+        m = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{p}: manifest is not valid JSON ({e})") from None
+    for key in ("schema_version", "config_hash", "shards"):
+        if key not in m:
+            raise InputError(f"{p}: manifest lacks the key {key!r}")
+    return m
+
+
+def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int]:
+    """Check a dataset against its manifest. Returns (problems, samples checked)."""
+    d = Path(data_dir)
+    m = load_manifest(d)
+    problems: list[str] = []
+    if m["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"manifest schema_version {m['schema_version']} != {SCHEMA_VERSION}")
+    n = 0
+    for s in m["shards"]:
+        p = d / s["name"]
+        if not p.is_file():
+            problems.append(f"{s['name']}: missing")
+            continue
+        if p.stat().st_size != s["bytes"]:
+            problems.append(f"{s['name']}: {p.stat().st_size} bytes, manifest says {s['bytes']}")
+            continue
+        if checksums and sha256_file(p) != s["sha256"]:
+            problems.append(
+                f"{s['name']}: sha256 does not match the manifest (modified or corrupt)"
+            )
+            continue
+        try:
+            with h5py.File(p, "r") as f:
+                if f.attrs.get("schema_version") != SCHEMA_VERSION:
+                    problems.append(f"{s['name']}: schema_version {f.attrs.get('schema_version')}")
+                if f.attrs.get("config_hash") != m["config_hash"]:
+                    problems.append(f"{s['name']}: made with another config than the manifest's")
+                for name in (*PATCHES, "meta"):
+                    if name not in f:
+                        problems.append(f"{s['name']}: dataset {name!r} missing")
+                    elif f[name].shape[0] != s["samples"]:
+                        problems.append(
+                            f"{s['name']}/{name}: {f[name].shape[0]} samples, "
+                            f"manifest says {s['samples']}"
+                        )
+        except OSError as e:
+            problems.append(f"{s['name']}: not a readable HDF5 file ({e})")
+            continue
+        n += s["samples"]
+    return problems, n
+
+
+def stray_files(data_dir: Path, names: Iterable[str]) -> list[str]:
+    """Temporary files left by crashed writers (reported by verify, harmless)."""
+    return sorted(p.name for name in names for p in Path(data_dir).glob(f"{name}.tmp-*"))

@@ -1,0 +1,328 @@
+"""Sources of original (component-free) images, as linear float32 ``(C, H, W)`` arrays.
+
+Values are linear, 0 = black, 1 = white (before the per-sample exposure scale).
+Two sources: a folder of PNG / TIFF / JPEG files and a procedural dead-leaves
+generator that needs no files. Both hand out *frames*; the renderer crops patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from data_gen.errors import InputError, require
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding: encoded values in [0, 1] -> linear [0, 1]."""
+    v = np.asarray(v, dtype=np.float32)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(v: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`srgb_to_linear` (input clipped to [0, 1])."""
+    v = np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def _to_unit(a: np.ndarray, where: Path) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    if a.dtype.kind == "f":
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu":  # e.g. PIL's int32 'I' mode for 16-bit greyscale PNG
+        return a.astype(np.float32) / 65535.0
+    raise InputError(f"{where}: unsupported pixel type {a.dtype}")
+
+
+def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> np.ndarray:
+    """Read an 8/16-bit PNG / TIFF / JPEG (or float TIFF) as ``(C, H, W)`` float32 in [0, 1].
+
+    Integer images are scaled by their full range; float TIFFs are kept as they are.
+    ``linearize`` applies sRGB decoding (not to float data, which is taken as linear).
+    Greyscale is repeated to ``channels``; alpha is dropped.
+    """
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            a = tifffile.imread(p)
+        else:
+            with Image.open(p) as im:
+                im.load()
+                if im.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
+                    im = im.convert("RGBA" if "A" in im.mode else "RGB")
+                a = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise InputError(f"image {p} cannot be read (corrupt or not an image): {e}") from None
+    except Exception as e:  # tifffile raises its own types
+        raise InputError(f"image {p} cannot be read: {type(e).__name__}: {e}") from None
+    is_float = a.dtype.kind == "f"
+    a = _to_unit(a, p)
+    if a.ndim == 2:
+        a = a[..., None]
+    require(a.ndim == 3, f"image {p}: expected 2-D or 3-D pixel array, got shape {a.shape}")
+    if a.shape[2] in (2, 4) and channels != a.shape[2]:
+        a = a[..., : a.shape[2] - 1]  # drop alpha
+    if a.shape[2] == 1 and channels > 1:
+        a = np.repeat(a, channels, axis=2)
+    require(
+        a.shape[2] == channels,
+        f"image {p} has {a.shape[2]} channels, expected {channels}",
+    )
+    if not np.isfinite(a).all():
+        raise InputError(f"image {p} contains non-finite values (NaN or inf)")
+    if linearize and not is_float:
+        a = srgb_to_linear(a)
+    return np.ascontiguousarray(np.moveaxis(a, 2, 0))
+
+
+def shrink(img: np.ndarray, factor: float) -> np.ndarray:
+    """Downscale ``(C, H, W)`` by ``factor >= 1`` with area averaging (in linear light).
+
+    Integer factors average ``factor x factor`` blocks exactly; other factors use
+    PIL's box filter per channel.
+    """
+    require(factor >= 1, f"shrink factor must be >= 1, got {factor}")
+    if factor == 1:
+        return img
+    c, h, w = img.shape
+    f = round(factor)
+    if abs(factor - f) < 1e-9:
+        h2, w2 = h // f, w // f
+        return img[:, : h2 * f, : w2 * f].reshape(c, h2, f, w2, f).mean(axis=(2, 4))
+    h2, w2 = max(1, int(h / factor)), max(1, int(w / factor))
+    out = np.empty((c, h2, w2), np.float32)
+    for i in range(c):
+        im = Image.fromarray(img[i].astype(np.float32), mode="F")
+        out[i] = np.asarray(im.resize((w2, h2), Image.Resampling.BOX))
+    return out
+
+
+@dataclass
+class Frame:
+    """One original image: ``pixels`` ``(C, H, W)`` linear float32 and its name."""
+
+    name: str
+    pixels: np.ndarray
+
+
+class FolderSource:
+    """Images from a folder (recursively), sorted by relative path for determinism."""
+
+    def __init__(
+        self,
+        path: str,
+        linearize: bool = True,
+        shrink_factor: float = 1.0,
+        channels: int = 3,
+        check: str = "full",
+    ) -> None:
+        self.root = Path(path).expanduser()
+        self.linearize = linearize
+        self.shrink_factor = float(shrink_factor)
+        self.channels = channels
+        require(check in ("full", "header"), f"source.check = {check!r}: use 'full' or 'header'")
+        self.check = check
+        if not self.root.is_dir():
+            raise InputError(f"source.path = {str(path)!r}: folder does not exist")
+        self.files = sorted(
+            f for f in self.root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+        require(
+            bool(self.files),
+            f"source.path = {str(path)!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder",
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def validate(self, min_size: int, progress: bool = False) -> None:
+        """Open every image before anything is written; error names the first bad file.
+
+        ``min_size``: the smallest height/width a frame needs after shrinking (pixels).
+        ``check='full'`` decodes every pixel (catches truncated files); ``'header'``
+        only reads the headers.
+        """
+        from tqdm import tqdm
+
+        for f in tqdm(self.files, desc="checking images", unit="img", disable=not progress):
+            if self.check == "full":
+                h, w = read_image(f, self.linearize, self.channels).shape[1:]
+            else:
+                try:
+                    with Image.open(f) as im:
+                        w, h = im.size
+                except (OSError, UnidentifiedImageError) as e:
+                    raise InputError(f"image {f} cannot be read: {e}") from None
+            h2, w2 = int(h / self.shrink_factor), int(w / self.shrink_factor)
+            if min(h2, w2) < min_size:
+                raise InputError(
+                    f"image {f} is {w}x{h} pixels"
+                    + (
+                        f" ({w2}x{h2} after shrink {self.shrink_factor:g})"
+                        if self.shrink_factor != 1
+                        else ""
+                    )
+                    + f"; patches need at least {min_size}x{min_size} (patch_size + PSF size - 1)"
+                )
+
+    def frame(self, rng: np.random.Generator) -> Frame:
+        f = self.files[int(rng.integers(len(self.files)))]
+        img = read_image(f, self.linearize, self.channels)
+        img = shrink(img, self.shrink_factor)
+        return Frame(str(f.relative_to(self.root)), np.ascontiguousarray(img, dtype=np.float32))
+
+
+def _natural_colours(rng: np.random.Generator, n: int, channels: int) -> np.ndarray:
+    """Linear-RGB reflectance-like colours: log-uniform brightness, mostly low saturation."""
+    value = np.exp(rng.uniform(np.log(0.03), np.log(0.95), n))
+    sat = rng.beta(1.2, 2.5, n)
+    hue = rng.uniform(0, 1, n)
+    # HSV -> RGB, vectorised
+    i = np.floor(hue * 6).astype(int) % 6
+    f = hue * 6 - np.floor(hue * 6)
+    p, q, t = value * (1 - sat), value * (1 - f * sat), value * (1 - (1 - f) * sat)
+    table = np.stack(
+        [
+            np.stack([value, t, p], 1),
+            np.stack([q, value, p], 1),
+            np.stack([p, value, t], 1),
+            np.stack([p, q, value], 1),
+            np.stack([t, p, value], 1),
+            np.stack([value, p, q], 1),
+        ]
+    )
+    rgb = table[i, np.arange(n)]
+    if channels != 3:
+        rgb = np.repeat(rgb.mean(axis=1, keepdims=True), channels, axis=1)
+    return rgb.astype(np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_disks(label, cy, cx, r, first):  # pragma: no cover - compiled
+    """Front-to-back fill: disk ``first + k`` takes each still-empty (-1) pixel it covers.
+
+    A pixel belongs to a disk when its centre lies inside: (x+0.5-cx)² + (y+0.5-cy)² <= r².
+    Returns the number of pixels newly covered.
+    """
+    n = label.shape[0]
+    covered = 0
+    for k in range(r.shape[0]):
+        rk, ck_y, ck_x = r[k], cy[k], cx[k]
+        y0 = max(0, int(np.floor(ck_y - rk - 0.5)))
+        y1 = min(n - 1, int(np.ceil(ck_y + rk - 0.5)))
+        for y in range(y0, y1 + 1):
+            dy = y + 0.5 - ck_y
+            h2 = rk * rk - dy * dy
+            if h2 < 0.0:
+                continue
+            h = np.sqrt(h2)
+            x0 = max(0, int(np.ceil(ck_x - h - 0.5)))
+            x1 = min(n - 1, int(np.floor(ck_x + h - 0.5)))
+            for x in range(x0, x1 + 1):
+                if label[y, x] < 0:
+                    label[y, x] = first + k
+                    covered += 1
+    return covered
+
+
+@numba.njit(cache=True, nogil=True)
+def _box_colour(label, palette, s):  # pragma: no cover - compiled
+    """``(C, n/s, n/s)`` mean colour of each s x s block of the label map."""
+    n = label.shape[0]
+    m = n // s
+    c = palette.shape[1]
+    out = np.zeros((c, m, m), np.float32)
+    w = np.float32(1.0 / (s * s))
+    for y in range(n):
+        for x in range(n):
+            col = palette[label[y, x]]
+            for ch in range(c):
+                out[ch, y // s, x // s] += col[ch] * w
+    return out
+
+
+def dead_leaves(
+    rng: np.random.Generator,
+    size: int = 512,
+    channels: int = 3,
+    supersample: int = 2,
+    r_min: float = 1.5,
+    r_max: float = 120.0,
+    alpha: float = 3.0,
+    coverage: float = 0.999,
+    max_disks: int = 1_000_000,
+) -> np.ndarray:
+    """Dead-leaves image ``(C, size, size)`` float32 linear in [0, 1].
+
+    Occluding disks with radii drawn from ``p(r) ∝ r^-alpha`` on ``[r_min, r_max]``
+    (pixels of the output); disk ``k`` lies in front of every later disk. Painted front
+    to back at ``supersample`` times the output resolution until ``coverage`` of the
+    pixels is covered (the rest shows a background colour), then box-downscaled so
+    edges are sharp but anti-aliased.
+    """
+    require(size >= 8, f"dead_leaves size must be >= 8, got {size}")
+    require(0 < r_min < r_max, f"dead_leaves radii need 0 < r_min < r_max, got {r_min}, {r_max}")
+    s = int(supersample)
+    n = size * s
+    label = np.full((n, n), -1, np.int32)
+    a1 = 1.0 - alpha
+    colours = []
+    drawn = covered = 0
+    batch = 4096
+    while drawn < max_disks and covered < coverage * n * n:
+        u = rng.uniform(0, 1, batch)
+        r = (r_min**a1 + u * (r_max**a1 - r_min**a1)) ** (1 / a1) * s
+        cy = rng.uniform(-r_max * s * 0.5, n + r_max * s * 0.5, batch)
+        cx = rng.uniform(-r_max * s * 0.5, n + r_max * s * 0.5, batch)
+        colours.append(_natural_colours(rng, batch, channels))
+        covered += _paint_disks(label, cy, cx, r, drawn)
+        drawn += batch
+    palette = np.concatenate([*colours, _natural_colours(rng, 1, channels)])
+    label[label < 0] = drawn  # background behind the last leaves
+    return _box_colour(label, palette, s)
+
+
+class DeadLeavesSource:
+    """Procedural originals: one dead-leaves frame per draw, seeded by the caller's rng."""
+
+    def __init__(
+        self,
+        size: int = 512,
+        supersample: int = 2,
+        r_min: float = 1.5,
+        r_max: float = 120.0,
+        alpha: float = 3.0,
+        channels: int = 3,
+    ) -> None:
+        self.kw = dict(
+            size=int(size),
+            supersample=int(supersample),
+            r_min=float(r_min),
+            r_max=float(r_max),
+            alpha=float(alpha),
+            channels=channels,
+        )
+        require(supersample >= 1, f"source.supersample = {supersample} must be >= 1")
+
+    def validate(self, min_size: int, progress: bool = False) -> None:
+        size = self.kw["size"]
+        require(
+            size >= min_size,
+            f"source.size = {size}: dead-leaves frames must be at least {min_size} px "
+            "(patch_size + PSF size - 1)",
+        )
+
+    def frame(self, rng: np.random.Generator) -> Frame:
+        seed = int(rng.integers(2**63))
+        return Frame(f"dead_leaves:{seed}", dead_leaves(np.random.default_rng(seed), **self.kw))

@@ -1,0 +1,59 @@
+"""Shared fixtures: real configs composed from conf/, tiny sizes, the shared data folder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Small but real: 16 px patches, a 7 px PSF, 64 px dead-leaves frames.
+TINY = [
+    "progress=false",
+    "shards=3",
+    "samples_per_shard=12",
+    "patch_size=16",
+    "patches_per_source=5",
+    "batch_size=5",
+    "lens.size=7",
+]
+TINY_DEAD_LEAVES = ["source.size=64", "source.supersample=2"]
+
+
+def compose_cfg(*overrides: str, tiny: bool = True) -> dict:
+    """The data_gen config exactly as the CLI would resolve it, as a plain dict."""
+    extra = []
+    if tiny:
+        extra = list(TINY)
+        if not any(o.startswith("source=") for o in overrides):
+            extra += TINY_DEAD_LEAVES
+        if any(o.startswith("lens=") and o != "lens=soft_prime" for o in overrides):
+            extra.remove("lens.size=7")
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("data_gen", overrides=[*extra, *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test naming what is missing."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs {p} (../shared/data is only in the project's own checkouts)")
+    return p
+
+
+def tree_digest(d: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``d`` (empty when ``d`` is absent)."""
+    if not d.exists():
+        return {}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,156 @@
+"""Rendering physics: FFT blur, the residual identities of DESIGN §1, the noise model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.signal import convolve2d
+
+from data_gen.generate import generate
+from data_gen.optics import PSFBank
+from data_gen.render import BlurOperator, fft_size
+from tests.conftest import compose_cfg
+
+
+def read_all(d: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    arrays, metas = defaultdict(list), []
+    for f in sorted(d.glob("shard-*.h5")):
+        with h5py.File(f, "r") as h:
+            for k in ("clean", "blur", "noise", "noise_blur"):
+                arrays[k].append(h[k][:].astype(np.float64))
+            metas.append(h["meta"][:])
+    return {k: np.concatenate(v) for k, v in arrays.items()}, np.concatenate(metas)
+
+
+def test_fft_size_is_fast_and_large_enough():
+    for n in (94, 97, 100, 127, 160):
+        m = fft_size(n)
+        assert m >= n
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        assert r == 1
+
+
+def test_batched_fft_blur_equals_direct_valid_convolution():
+    rng = np.random.default_rng(0)
+    psfs = rng.random((3, 2, 9, 9)).astype(np.float32)
+    psfs /= psfs.sum(axis=(2, 3), keepdims=True)
+    op = BlurOperator(PSFBank(psfs), patch_size=20)
+    x = rng.random((5, 2, 28, 28)).astype(np.float32)
+    buf = op.buffer(5, 2)
+    buf[:, :, :28, :28] = x
+    idx = np.array([0, 2, 1, 2, 0])
+    out = op(buf, idx)
+    for i in range(5):
+        for c in range(2):
+            ref = convolve2d(
+                x[i, c].astype(np.float64), psfs[idx[i], c].astype(np.float64), "valid"
+            )
+            np.testing.assert_allclose(out[i, c], ref, atol=2e-6)
+
+
+def test_residual_identities_hold_for_every_sample(tmp_path):
+    summary = generate(
+        compose_cfg(
+            f"out_dir={tmp_path}",
+            "shards=2",
+            "exposure.min=0.02",
+            "exposure.max=3.0",
+            "sensor.iso=[100,6400]",
+        )
+    )
+    assert summary["manifest"]
+    a, meta = read_all(tmp_path)
+    assert len(meta) == 24
+    unclipped = (a["noise"] < 1) & (a["noise_blur"] < 1) & (a["clean"] < 1) & (a["blur"] < 1)
+    assert 0.5 < unclipped.mean() < 1  # exposure up to 3 saturates some highlights
+    r_b = a["noise"] - a["noise_blur"]
+    r_n = a["blur"] - a["noise_blur"]
+    # R_b = noise − noise_blur = S − B and R_n = blur − noise_blur = −n, per sample
+    np.testing.assert_allclose(r_b[unclipped], (a["clean"] - a["blur"])[unclipped], atol=1e-6)
+    np.testing.assert_allclose((a["noise"] - a["clean"])[unclipped], -r_n[unclipped], atol=1e-6)
+    # x + R_b + R_n recovers the clean patch
+    np.testing.assert_allclose(
+        (a["noise_blur"] + r_b + r_n)[unclipped], a["clean"][unclipped], atol=2e-6
+    )
+    # clipping at white, never above; values below black are kept
+    for k in a:
+        assert a[k].max() <= 1.0
+    assert (a["noise_blur"] < 0).any()
+    assert (a["noise_blur"] == 1.0).any()
+    # the noise is not zero and differs between samples
+    assert np.abs(r_n).mean() > 1e-4
+    assert not np.allclose(r_n[0], r_n[1])
+
+
+def test_float16_storage_keeps_identities_to_half_precision(tmp_path):
+    generate(compose_cfg(f"out_dir={tmp_path}", "shards=1", "storage.dtype=float16"))
+    with h5py.File(next(tmp_path.glob("*.h5")), "r") as f:
+        assert f["clean"].dtype == np.float16
+    a, _ = read_all(tmp_path)
+    err = np.abs((a["noise"] - a["noise_blur"]) - (a["clean"] - a["blur"]))
+    assert err.max() <= 4 * 2.0**-11  # four roundings of values <= 1
+
+
+@pytest.fixture
+def flat_folder(tmp_path) -> tuple[Path, dict[str, float]]:
+    """16-bit flat images (linear, no sRGB decoding) at known levels."""
+    d = tmp_path / "flat"
+    d.mkdir()
+    levels = {}
+    for v in (0.02, 0.1, 0.35, 0.7):
+        q = round(v * 65535)
+        name = f"flat_{q:05d}.png"
+        Image.fromarray(np.full((80, 80), q, np.uint16)).save(d / name)
+        levels[name] = q / 65535
+    return d, levels
+
+
+def test_measured_noise_variance_follows_the_sensor_model(tmp_path, flat_folder):
+    folder, levels = flat_folder
+    cfg = compose_cfg(
+        f"out_dir={tmp_path / 'ds'}",
+        "source=folder",
+        f"source.path={folder}",
+        "source.linearize=false",
+        "exposure.min=1",
+        "exposure.max=1",
+        "sensor.iso=[100,800,6400]",
+        "shards=4",
+        "samples_per_shard=60",
+        "patch_size=32",
+        "patches_per_source=1",
+        "batch_size=20",
+    )
+    generate(cfg)
+    a, meta = read_all(tmp_path / "ds")
+    n = a["noise"] - a["clean"]
+    groups = defaultdict(list)
+    for i, m in enumerate(meta):
+        groups[(m["source"].decode(), float(m["iso"]))].append(i)
+    isos = {iso for _, iso in groups}
+    assert isos == {100.0, 800.0, 6400.0}
+    checked = 0
+    for (src, iso), idx in groups.items():
+        if len(idx) < 3:
+            continue
+        m = meta[idx[0]]
+        span = m["white"] - m["ob"]
+        v = levels[src]
+        # DESIGN §1, per channel, in DN², then normalised
+        var_model = (m["k1"] * v * span + m["k0"]) * iso / 100 / span**2
+        x = n[idx]  # (k, C, P, P)
+        var_meas = x.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1)
+        count = x[:, 0].size
+        tol = 5 * np.sqrt(2 / (count - 1))  # 5 sigma of a sample variance
+        np.testing.assert_allclose(var_meas, var_model, rtol=tol, err_msg=f"{src} ISO {iso}")
+        assert abs(x.mean()) < 5 * np.sqrt(var_model.mean() / x.size)
+        checked += 1
+    assert checked >= 9

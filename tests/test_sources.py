@@ -1,0 +1,118 @@
+"""Originals: image decoding, sRGB linearisation, shrinking, dead leaves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from data_gen.errors import InputError
+from data_gen.sources import (
+    DeadLeavesSource,
+    FolderSource,
+    dead_leaves,
+    linear_to_srgb,
+    read_image,
+    shrink,
+    srgb_to_linear,
+)
+from tests.conftest import shared
+
+
+def test_srgb_round_trip_and_known_values():
+    v = np.linspace(0, 1, 1001, dtype=np.float32)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(v)), v, atol=2e-6)
+    assert srgb_to_linear(np.float32(0.5)) == pytest.approx(0.21404, abs=1e-5)
+    assert srgb_to_linear(np.float32(0.04)) == pytest.approx(0.04 / 12.92, rel=1e-6)
+
+
+def test_8_and_16_bit_png_tiff_jpeg_decode_to_unit_range(tmp_path):
+    rng = np.random.default_rng(0)
+    a8 = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    a16 = rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)
+    Image.fromarray(a8).save(tmp_path / "a.png")
+    tifffile.imwrite(tmp_path / "b.tif", a16)
+    smooth = np.broadcast_to(np.linspace(20, 230, 30, dtype=np.uint8)[None, :, None], (20, 30, 3))
+    Image.fromarray(np.ascontiguousarray(smooth)).save(tmp_path / "c.jpg", quality=95)
+    g16 = rng.integers(0, 65536, (20, 30), dtype=np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g.png")
+    np.testing.assert_allclose(
+        read_image(tmp_path / "a.png"), np.moveaxis(a8, 2, 0) / 255.0, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        read_image(tmp_path / "b.tif"), np.moveaxis(a16, 2, 0) / 65535.0, atol=1e-7
+    )
+    assert np.abs(read_image(tmp_path / "c.jpg") - np.moveaxis(smooth, 2, 0) / 255.0).max() < 0.03
+    g = read_image(tmp_path / "g.png")
+    assert g.shape == (3, 20, 30)
+    np.testing.assert_allclose(g[1], g16 / 65535.0, atol=1e-7)
+    lin = read_image(tmp_path / "a.png", linearize=True)
+    np.testing.assert_allclose(lin, srgb_to_linear(np.moveaxis(a8, 2, 0) / 255.0), atol=1e-6)
+
+
+def test_float_tiff_is_taken_as_linear(tmp_path):
+    a = np.random.default_rng(1).random((3, 8, 8)).astype(np.float32) * 2
+    tifffile.imwrite(tmp_path / "f.tif", np.moveaxis(a, 0, 2), photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "f.tif", linearize=True), a)
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+    good = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(good)
+    (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:60])
+    with pytest.raises(InputError, match="trunc.png"):
+        read_image(tmp_path / "trunc.png")
+
+
+def test_shrink_integer_factor_is_exact_block_mean():
+    img = np.arange(2 * 6 * 8, dtype=np.float32).reshape(2, 6, 8)
+    out = shrink(img, 2)
+    assert out.shape == (2, 3, 4)
+    assert out[1, 0, 0] == pytest.approx(img[1, :2, :2].mean())
+    frac = shrink(np.ones((3, 30, 30), np.float32), 1.5)
+    assert frac.shape == (3, 20, 20)
+    np.testing.assert_allclose(frac, 1.0, atol=1e-6)
+
+
+def test_dead_leaves_is_deterministic_varied_and_sharp():
+    a = dead_leaves(np.random.default_rng(5), 128, 3, 2)
+    b = dead_leaves(np.random.default_rng(5), 128, 3, 2)
+    c = dead_leaves(np.random.default_rng(6), 128, 3, 2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (3, 128, 128) and a.dtype == np.float32
+    assert 0 <= a.min() and a.max() <= 1
+    # piecewise constant: most horizontal neighbours are equal, a few jump (edges)
+    d = np.abs(np.diff(a, axis=2)).max(axis=0)
+    assert 0.5 < (d < 1e-6).mean() < 0.99
+    assert (d > 0.05).mean() > 0.01
+    # many distinct colours
+    assert len(np.unique(a[0])) > 100
+
+
+def test_folder_source_validation(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        FolderSource(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        FolderSource(str(tmp_path / "empty"))
+    Image.fromarray(np.zeros((20, 50, 3), np.uint8)).save(tmp_path / "small.png")
+    src = FolderSource(str(tmp_path))
+    with pytest.raises(InputError, match=r"small.png is 50x20 pixels.*at least 30x30"):
+        src.validate(30)
+    src.validate(20)
+
+
+def test_dead_leaves_source_checks_frame_size():
+    with pytest.raises(InputError, match="source.size = 32"):
+        DeadLeavesSource(size=32).validate(40)
+
+
+def test_kodak_folder_frames_are_linear_and_shrunk():
+    d = shared("kodak24")
+    src = FolderSource(str(d), linearize=True, shrink_factor=2)
+    assert len(src) == 24
+    f = src.frame(np.random.default_rng(0))
+    assert f.name.endswith(".png") and f.pixels.shape[1:] in ((256, 384), (384, 256))
+    assert 0 <= f.pixels.min() and f.pixels.max() <= 1
