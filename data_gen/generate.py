@@ -194,7 +194,10 @@ def build_pipeline(cfg: dict) -> Pipeline:
             channels,
         )
     elif kind == "folder":
-        require(src.get("path") not in (None, "???"), "source.path is missing: give the image folder as source.path=DIR")
+        require(
+            src.get("path") not in (None, "???"),
+            "source.path is missing: give the image folder as source.path=DIR",
+        )
         source = FolderSource(
             src["path"],
             bool(src.get("linearize", True)),
