@@ -185,14 +185,7 @@ def build_pipeline(cfg: dict) -> Pipeline:
     src = cfg.get("source") or {}
     kind = src.get("kind")
     if kind == "dead_leaves":
-        source = DeadLeavesSource(
-            src.get("size", 384),
-            src.get("supersample", 2),
-            src.get("r_min", 1.5),
-            src.get("r_max", 120.0),
-            src.get("alpha", 3.0),
-            channels,
-        )
+        source = DeadLeavesSource(channels, **{k: v for k, v in src.items() if k != "kind"})
     elif kind == "folder":
         require(
             src.get("path") not in (None, "???"),

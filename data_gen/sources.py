@@ -7,6 +7,7 @@ generator that needs no files. Both hand out *frames*; the renderer crops patche
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,26 +295,18 @@ def dead_leaves(
 
 
 class DeadLeavesSource:
-    """Procedural originals: one dead-leaves frame per draw, seeded by the caller's rng."""
+    """Procedural originals: one dead-leaves frame per draw, seeded by the caller's rng.
 
-    def __init__(
-        self,
-        size: int = 512,
-        supersample: int = 2,
-        r_min: float = 1.5,
-        r_max: float = 120.0,
-        alpha: float = 3.0,
-        channels: int = 3,
-    ) -> None:
-        self.kw = dict(
-            size=int(size),
-            supersample=int(supersample),
-            r_min=float(r_min),
-            r_max=float(r_max),
-            alpha=float(alpha),
-            channels=channels,
-        )
-        require(supersample >= 1, f"source.supersample = {supersample} must be >= 1")
+    ``params``: keyword arguments of :func:`dead_leaves` (size, supersample, radii, ...).
+    """
+
+    def __init__(self, channels: int = 3, **params) -> None:
+        unknown = sorted(set(params) - set(inspect.signature(dead_leaves).parameters))
+        if unknown:
+            raise InputError(f"source.{unknown[0]}: not an option of the dead_leaves source")
+        self.kw = {"channels": channels, **params}
+        self.kw.setdefault("size", inspect.signature(dead_leaves).parameters["size"].default)
+        require(int(self.kw.get("supersample", 1)) >= 1, "source.supersample must be >= 1")
 
     def validate(self, min_size: int, progress: bool = False) -> None:
         size = self.kw["size"]
