@@ -22,7 +22,7 @@ from data_gen.sources import linear_to_srgb
 COLUMNS = (*PATCHES, "R_b", "R_n")
 
 
-def _to_rgb8(x: np.ndarray) -> np.ndarray:
+def to_rgb8(x: np.ndarray) -> np.ndarray:
     """``(C, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8 (greyscale / >3 channels: first or mean)."""
     if x.shape[0] != 3:
         x = np.repeat(x.mean(axis=0, keepdims=True), 3, axis=0)
@@ -62,7 +62,7 @@ def contact_sheet(
                 vis = 0.5 + gain * x / (2 * peak)
             else:
                 vis = linear_to_srgb(x)
-            im = Image.fromarray(_to_rgb8(vis)).resize((p, p), Image.Resampling.NEAREST)
+            im = Image.fromarray(to_rgb8(vis)).resize((p, p), Image.Resampling.NEAREST)
             sheet.paste(im, (left + j * (p + pad), y))
     return sheet
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,11 @@ def tree_digest(d: Path) -> dict[str, str]:
         for p in sorted(d.rglob("*"))
         if p.is_file()
     }
+
+
+def pytest_configure(config) -> None:
+    # pytest-xdist runs one process per core: one torch thread each avoids oversubscription
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

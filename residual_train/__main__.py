@@ -1,0 +1,54 @@
+"""``python -m residual_train data.dir=DIR run_dir=DIR experiment=tiny ...``: train.
+
+Prints the result as one JSON line and returns the monitored validation metric, so a
+Hydra sweeper can optimise it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from data_gen.cli import quote_range_overrides, run_task
+
+# Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's argv,
+# which under multirun would sweep again and under ${now:} pick another run_dir. The
+# parent pins its job's overrides (run_dir included) here; children use them instead.
+JOB_ENV = "RESIDUAL_TRAIN_JOB_OVERRIDES"
+
+
+def _child_argv() -> list[str] | None:
+    if os.environ.get("LOCAL_RANK", "0") != "0" and JOB_ENV in os.environ:
+        return json.loads(os.environ[JOB_ENV])
+    return None
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from residual_train.train import train
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = str(Path(resolved["run_dir"]).resolve())
+    resolved["run_dir"] = run_dir
+    if _child_argv() is None:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("run_dir=")]
+        os.environ[JOB_ENV] = json.dumps([*overrides, f"run_dir={run_dir}"])
+    result = run_task(lambda: train(resolved), "train")
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(json.dumps(result), flush=True)
+    return result["value"]
+
+
+if __name__ == "__main__":
+    child = _child_argv()
+    sys.argv[1:] = child if child is not None else quote_range_overrides(sys.argv[1:])
+    main()

@@ -1,0 +1,270 @@
+"""Training data: HDF5 shards -> batches of inputs, residual targets and metadata.
+
+* :class:`ShardDataset` is picklable and opens its HDF5 files lazily, once per
+  process (keyed by pid), so DataLoader workers started by ``fork`` or ``spawn``
+  never share a handle.
+* :class:`EpochSampler` permutes the samples with a seed derived from (seed, epoch),
+  gives each rank a disjoint slice, and hands every sample an augmentation seed
+  derived from (seed, epoch, index): data order and augmentations are identical
+  whatever the number of workers, and a resumed run sees exactly what an
+  uninterrupted one would.
+* :class:`ResidualDataModule` reads and checks ``manifest.json`` and splits train /
+  validation by shard.
+
+A batch is a dict of float32 tensors ``(B, C, P, P)``: ``x`` (= ``noise_blur``),
+``clean``, ``blur``, ``noise``, the targets ``R_blur = noise − noise_blur`` and
+``R_noise = blur − noise_blur``, optionally ``sigma`` (the per-pixel noise level of
+``x``), plus ``iso`` ``(B,)``, ``a``/``b`` ``(B, C)`` noise parameters and ``id``
+``(B, 2)`` = (shard, index).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from data_gen.errors import require
+from data_gen.render import PATCHES
+from data_gen.shards import load_manifest, sha256_file
+
+HEADS = ("blur", "noise")
+
+
+def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """DESIGN §1: ``R_blur = noise − noise_blur``, ``R_noise = blur − noise_blur``."""
+    return {"blur": p["noise"] - p["noise_blur"], "noise": p["blur"] - p["noise_blur"]}
+
+
+def augment(arrays: dict[str, np.ndarray], crop: int, seed: int, random: bool) -> dict:
+    """Crop ``(C, P, P)`` arrays to ``crop`` and flip / rotate them, identically.
+
+    ``random=False``: centre crop, no flips (validation).
+    """
+    p = next(iter(arrays.values())).shape[-1]
+    if not random:
+        o = (p - crop) // 2
+        return {k: v[:, o : o + crop, o : o + crop] for k, v in arrays.items()}
+    rng = np.random.default_rng(seed)
+    y, x = (int(v) for v in rng.integers(0, p - crop + 1, 2))
+    flip, rot = bool(rng.integers(2)), int(rng.integers(4))
+    out = {}
+    for k, v in arrays.items():
+        v = v[:, y : y + crop, x : x + crop]
+        if flip:
+            v = v[:, :, ::-1]
+        out[k] = np.ascontiguousarray(np.rot90(v, rot, axes=(1, 2)))
+    return out
+
+
+class ShardDataset(Dataset):
+    """Samples of a list of shards; items are addressed by ``(index, augmentation seed)``."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        shards: Sequence[dict],
+        crop: int,
+        augment: bool,
+        sigma_map: bool = False,
+    ) -> None:
+        self.dir = Path(data_dir)
+        self.names = [s["name"] for s in shards]
+        self.shard_ids = [int(s["index"]) for s in shards]
+        counts = [int(s["samples"]) for s in shards]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.crop, self.augment, self.sigma_map = crop, augment, sigma_map
+        self._files: dict[int, h5py.File] = {}
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getstate__(self) -> dict:  # never pickle open handles
+        state = self.__dict__.copy()
+        state["_files"], state["_pid"] = {}, None
+        return state
+
+    def _file(self, k: int) -> h5py.File:
+        if self._pid != os.getpid():  # first use in this process (worker or DDP rank)
+            self._files, self._pid = {}, os.getpid()
+        if k not in self._files:
+            self._files[k] = h5py.File(self.dir / self.names[k], "r")
+        return self._files[k]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return k, int(index - self.offsets[k])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, seed = item if isinstance(item, tuple) else (item, item)
+        k, j = self.locate(index)
+        f = self._file(k)
+        arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
+        meta = f["meta"][j]
+        arrays = augment(arrays, self.crop, seed, self.augment)
+        span = float(meta["white"] - meta["ob"])
+        g = float(meta["iso"]) / 100.0
+        a = (meta["k1"].astype(np.float64) * g / span).astype(np.float32)
+        b = (meta["k0"].astype(np.float64) * g / span**2).astype(np.float32)
+        out = {
+            "x": torch.from_numpy(arrays["noise_blur"]),
+            **{name: torch.from_numpy(arrays[name]) for name in ("clean", "blur", "noise")},
+            **{f"R_{h}": torch.from_numpy(v) for h, v in residual_targets(arrays).items()},
+            "iso": torch.tensor(float(meta["iso"])),
+            "a": torch.from_numpy(a),
+            "b": torch.from_numpy(b),
+            "id": torch.tensor([self.shard_ids[k], j]),
+        }
+        if self.sigma_map:
+            var = a[:, None, None] * arrays["noise_blur"] + b[:, None, None]
+            out["sigma"] = torch.from_numpy(np.sqrt(np.maximum(var, 0)).astype(np.float32))
+        return out
+
+
+class EpochSampler(Sampler):
+    """Deterministic per-epoch permutation, split disjointly across ranks.
+
+    Like ``DistributedSampler`` (padding by wrap-around so every rank gets the same
+    count), but yields ``(index, aug_seed)``. Lightning calls :meth:`set_epoch`.
+    """
+
+    def __init__(
+        self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1
+    ) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.per_rank * self.world
+        order = (order * math.ceil(total / max(1, self.n)))[:total]
+        mine = order[self.rank : total : self.world]
+        base = (self.seed * 1_000_003 + self.epoch) * 2**20
+        return iter((i, base + i) for i in mine)
+
+
+def _split(shards: list[dict], val: int | float | list) -> tuple[list[dict], list[dict]]:
+    """``val``: a number of shards (int), a fraction (float < 1) or shard indices (list)."""
+    n = len(shards)
+    if isinstance(val, (list, tuple)):
+        idx = {int(i) for i in val}
+        bad = sorted(i for i in idx if not 0 <= i < n)
+        require(not bad, f"data.val_shards lists {bad}, outside 0..{n - 1}")
+    else:
+        k = round(val * n) if isinstance(val, float) and val < 1 else int(val)
+        require(0 <= k < n, f"data.val_shards = {val}: need at least one training shard of {n}")
+        idx = set(range(n - k, n))
+    return [s for i, s in enumerate(shards) if i not in idx], [
+        s for i, s in enumerate(shards) if i in idx
+    ]
+
+
+class ResidualDataModule(pl.LightningDataModule):
+    """Train / validation loaders over a generated dataset directory."""
+
+    def __init__(
+        self,
+        dir: str,
+        crop: int | None = None,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        val_shards: int | float | list = 1,
+        num_workers: int = 0,
+        start_method: str | None = None,
+        augment: bool = True,
+        sigma_map: bool = False,
+        verify: str = "size",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dir = Path(str(dir)).expanduser()
+        self.manifest = load_manifest(self.dir)
+        m = self.manifest
+        for key in ("patch_size", "channels", "total_samples"):
+            require(key in m, f"{self.dir / 'manifest.json'}: manifest lacks {key!r}")
+        self.patch = int(m["patch_size"])
+        self.channels = int(m["channels"])
+        self.crop = self.patch if crop is None else int(crop)
+        require(
+            0 < self.crop <= self.patch,
+            f"data.crop = {crop}: the dataset's patches are {self.patch} px "
+            f"({self.dir}); crop must be in 1..{self.patch}",
+        )
+        require(verify in ("none", "size", "sha256"), f"data.verify = {verify!r}: none|size|sha256")
+        self._check_files(verify)
+        self.train_shards, self.val_shards = _split(list(m["shards"]), val_shards)
+        require(batch_size >= 1, f"data.batch_size = {batch_size} must be >= 1")
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.start_method = num_workers, start_method
+        require(
+            start_method in (None, "fork", "spawn", "forkserver"),
+            f"data.start_method = {start_method!r}: fork|spawn|forkserver or null",
+        )
+        self.augment_train, self.sigma_map, self.seed = augment, sigma_map, seed
+
+    def _check_files(self, mode: str) -> None:
+        for s in self.manifest["shards"]:
+            p = self.dir / s["name"]
+            require(p.is_file(), f"{p}: shard listed in the manifest is missing")
+            if mode in ("size", "sha256"):
+                require(
+                    p.stat().st_size == s["bytes"],
+                    f"{p}: {p.stat().st_size} bytes, the manifest says {s['bytes']} "
+                    "(modified or half-written; run python -m data_gen.verify)",
+                )
+            if mode == "sha256":
+                require(
+                    sha256_file(p) == s["sha256"],
+                    f"{p}: sha256 does not match the manifest (modified or corrupt)",
+                )
+
+    def dataset(self, train: bool) -> ShardDataset:
+        shards = self.train_shards if train else self.val_shards
+        return ShardDataset(
+            self.dir, shards, self.crop, train and self.augment_train, self.sigma_map
+        )
+
+    def _loader(self, train: bool) -> DataLoader:
+        ds = self.dataset(train)
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = EpochSampler(len(ds), self.seed, shuffle=train, rank=rank, world=world)
+        ctx = None
+        if self.num_workers > 0 and self.start_method is not None:
+            ctx = torch.multiprocessing.get_context(self.start_method)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            multiprocessing_context=ctx,
+            persistent_workers=self.num_workers > 0,
+            drop_last=train,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(False)

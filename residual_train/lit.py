@@ -1,0 +1,221 @@
+"""LightningModule: losses per head, AdamW + warm-up/cosine, per-component metrics.
+
+Loss (DESIGN §1), per head ``h`` with weight ``w_h``:
+* residual domain: ``L(R̂_h, R_h)``;
+* image domain: ``L(x + R̂_h, target_h)`` with ``target_blur = noise`` and
+  ``target_noise = blur``.
+For point-wise losses the two agree up to rounding (``x`` cancels); they differ once
+outputs are clipped or the loss is not point-wise.
+
+Validation PSNR (data range 1 = white level), mean over samples:
+``psnr_blur`` = PSNR(x + R̂_b, noise) (blur corrected, noise kept),
+``psnr_noise`` = PSNR(x + R̂_n, blur), ``psnr_full`` = PSNR(x + R̂_b + R̂_n, clean),
+each with the input's own PSNR (``*_input``) for reference and per ISO bin.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from residual_train.models import build_model
+
+TARGET_IMAGE = {"blur": "noise", "noise": "blur"}
+
+
+def pointwise_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    d = pred - target
+    if kind == "l1":
+        return d.abs().mean()
+    if kind == "l2":
+        return d.pow(2).mean()
+    if kind == "charbonnier":
+        return torch.sqrt(d * d + eps * eps).mean()
+    raise ValueError(f"loss.type = {kind!r}: use l1, l2 or charbonnier")
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR in dB for data range 1: ``(B, C, H, W)`` -> ``(B,)``."""
+    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return -10.0 * torch.log10(mse)
+
+
+def iso_bin_names(edges: list[float]) -> list[str]:
+    bounds = [0, *edges, math.inf]
+    return [
+        f"iso{int(lo)}-{'inf' if math.isinf(hi) else int(hi)}"
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+
+
+class ResidualModule(pl.LightningModule):
+    """Trains a :class:`~residual_train.models.ResidualNet` on residual targets."""
+
+    def __init__(
+        self,
+        model: dict,
+        channels: int,
+        loss: dict,
+        optim: dict,
+        val: dict,
+        run_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts only: checkpoints load with weights_only
+        self.net = build_model(model, channels)
+        self.heads = self.net.heads
+        self.loss_cfg, self.optim_cfg, self.val_cfg = loss, optim, val
+        weights = loss.get("weights") or {}
+        self.head_weight = {h: float(weights.get(h, 1.0)) for h in self.heads}
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.iso_edges = [float(e) for e in val.get("iso_bins", [])]
+        self.iso_names = iso_bin_names(self.iso_edges)
+        self._acc: dict[str, torch.Tensor] = {}
+        self._panel_batch: dict | None = None
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None):
+        return self.net(x, sigma)
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        pred = self(batch["x"], batch.get("sigma"))
+        kind, eps = self.loss_cfg.get("type", "charbonnier"), float(self.loss_cfg.get("eps", 1e-3))
+        domain = self.loss_cfg.get("domain", "residual")
+        out = {}
+        for h in self.heads:
+            if domain == "residual":
+                out[h] = pointwise_loss(kind, pred[h], batch[f"R_{h}"], eps)
+            elif domain == "image":
+                out[h] = pointwise_loss(kind, batch["x"] + pred[h], batch[TARGET_IMAGE[h]], eps)
+            else:
+                raise ValueError(f"loss.domain = {domain!r}: use residual or image")
+        out["total"] = sum(self.head_weight[h] * out[h] for h in self.heads)
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        b = batch["x"].shape[0]
+        for k, v in losses.items():
+            self.log(
+                f"train/loss_{k}" if k != "total" else "train/loss",
+                v,
+                batch_size=b,
+                prog_bar=k == "total",
+            )
+        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=b)
+        return losses["total"]
+
+    # ---- validation -------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._acc = {
+            n: torch.zeros(2, dtype=torch.float64, device=self.device) for n in self.metric_names()
+        }
+        self._panel_batch = None
+
+    def metric_names(self) -> list[str]:
+        """Every accumulated metric; the same on every rank (one all-reduce each)."""
+        names = [f"psnr_{h}{s}" for h in self.heads for s in ("", "_input")]
+        for base in ("psnr_full", "psnr_full_input"):
+            names += [base, *(f"{base}/{b}" for b in self.iso_names)]
+        return names
+
+    def _add(self, name: str, values: torch.Tensor) -> None:
+        """Accumulate (sum, count) of per-sample values."""
+        s = torch.stack(
+            [values.double().sum(), values.new_tensor(values.numel(), dtype=torch.float64)]
+        )
+        self._acc[name] = self._acc[name] + s
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = batch["x"]
+        pred = self(x, batch.get("sigma"))
+        losses = self.losses(batch)
+        self.log("val/loss", losses["total"], batch_size=x.shape[0], sync_dist=True)
+        metrics = {}
+        if "blur" in pred:
+            metrics["psnr_blur"] = psnr(x + pred["blur"], batch["noise"])
+            metrics["psnr_blur_input"] = psnr(x, batch["noise"])
+        if "noise" in pred:
+            metrics["psnr_noise"] = psnr(x + pred["noise"], batch["blur"])
+            metrics["psnr_noise_input"] = psnr(x, batch["blur"])
+        full = x + sum(pred.values())
+        metrics["psnr_full"] = psnr(full, batch["clean"])
+        metrics["psnr_full_input"] = psnr(x, batch["clean"])
+        bins = torch.bucketize(
+            batch["iso"].float(), torch.tensor(self.iso_edges, device=x.device), right=True
+        )
+        for name, v in metrics.items():
+            self._add(name, v)
+            if name in ("psnr_full", "psnr_full_input"):
+                for i, bin_name in enumerate(self.iso_names):
+                    self._add(f"{name}/{bin_name}", v[bins == i])
+        if batch_idx == 0:
+            self._panel_batch = {
+                k: v[: self.val_cfg.get("panel_samples", 4)].detach().cpu()
+                for k, v in batch.items()
+            }
+            self._panel_batch["pred"] = {
+                k: v[: self.val_cfg.get("panel_samples", 4)].detach().cpu() for k, v in pred.items()
+            }
+
+    def on_validation_epoch_end(self) -> None:
+        for name in self.metric_names():  # same order on every rank
+            s = self.trainer.strategy.reduce(self._acc[name], reduce_op="sum")
+            if s[1] > 0:
+                self.log(
+                    f"val/{name}",
+                    (s[0] / s[1]).float(),
+                    sync_dist=False,
+                    prog_bar=name == "psnr_full",
+                )
+        every = int(self.val_cfg.get("panel_every", 0) or 0)
+        if (
+            every
+            and self._panel_batch is not None
+            and self.trainer.is_global_zero
+            and not self.trainer.sanity_checking
+            and self.current_epoch % every == 0
+        ):
+            self._save_panel()
+
+    def _save_panel(self) -> None:
+        from residual_train.panels import residual_panel
+
+        img = residual_panel(self._panel_batch)
+        if self.run_dir is not None:
+            out = self.run_dir / "panels" / f"epoch{self.current_epoch:04d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out)
+        arr = np.asarray(img)
+        for logger in self.loggers:
+            exp = getattr(logger, "experiment", None)
+            if hasattr(exp, "add_image"):  # TensorBoard
+                exp.add_image("val/panel", arr, self.global_step, dataformats="HWC")
+            elif hasattr(logger, "log_image"):  # wandb
+                logger.log_image("val/panel", [arr], step=self.global_step)
+
+    # ---- optimisation -----------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        opt = torch.optim.AdamW(
+            self.parameters(),
+            lr=float(o.get("lr", 2e-4)),
+            weight_decay=float(o.get("weight_decay", 1e-4)),
+            betas=tuple(o.get("betas", (0.9, 0.99))),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = int(o.get("warmup_steps", 0))
+        floor = float(o.get("min_lr_ratio", 0.01))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

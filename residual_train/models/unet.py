@@ -1,0 +1,57 @@
+"""The method's network: a U-Net with a convolutional encoder, transposed-convolution
+decoder and additive skip connections; heads predict one residual per component."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from residual_train.models.base import ResidualNet
+
+
+def conv_block(c_in: int, c_out: int, n: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers)
+
+
+class UNet(ResidualNet):
+    """Widths ``width * 2**level`` for ``depth`` downsamplings; ``blocks`` convs per level."""
+
+    def __init__(
+        self,
+        channels: int = 3,
+        heads=("blur", "noise"),
+        width: int = 32,
+        depth: int = 3,
+        blocks: int = 2,
+        sigma_map: bool = False,
+    ) -> None:
+        super().__init__(channels, heads, sigma_map)
+        if width < 1 or depth < 0 or blocks < 1:
+            raise ValueError(f"width {width}, depth {depth}, blocks {blocks} must be positive")
+        self.levels, self.features = depth, width
+        w = [width * 2**i for i in range(depth + 1)]
+        self.stem = conv_block(self.in_channels, w[0], 1)
+        self.enc = nn.ModuleList([conv_block(w[i], w[i], blocks) for i in range(depth)])
+        self.down = nn.ModuleList(
+            [nn.Conv2d(w[i], w[i + 1], 3, stride=2, padding=1) for i in range(depth)]
+        )
+        self.mid = conv_block(w[depth], w[depth], blocks)
+        self.up = nn.ModuleList(
+            [nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(depth)]
+        )
+        self.dec = nn.ModuleList([conv_block(w[i], w[i], blocks) for i in range(depth)])
+        self._make_heads()
+
+    def trunk(self, z):
+        x = self.stem(z)
+        skips = []
+        for enc, down in zip(self.enc, self.down, strict=True):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        x = self.mid(x)
+        for i in reversed(range(self.levels)):
+            x = self.dec[i](self.up[i](x) + skips[i])  # additive skip
+        return x

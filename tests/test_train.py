@@ -1,0 +1,376 @@
+"""Training: data loading, models, Lightning module, entry point (CPU, tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import Callback
+
+from data_gen.errors import InputError
+from data_gen.generate import generate
+from residual_train.data import EpochSampler, ResidualDataModule, ShardDataset
+from residual_train.lit import ResidualModule
+from residual_train.models import build_model
+from residual_train.train import train
+from tests.conftest import CONF, ROOT, compose_cfg
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """4 shards x 16 samples of 24 px patches (float32)."""
+    d = tmp_path_factory.mktemp("train") / "ds"
+    generate(
+        compose_cfg(
+            f"out_dir={d}",
+            "shards=4",
+            "samples_per_shard=16",
+            "patch_size=24",
+            "source.size=96",
+            "patches_per_source=8",
+            "sensor.iso=[400,3200]",
+        )
+    )
+    return d
+
+
+def train_cfg(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("train", overrides=["experiment=tiny", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "residual_train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# ---- data ---------------------------------------------------------------------------------
+def test_batches_carry_inputs_targets_and_identical_augmentation(dataset):
+    dm = ResidualDataModule(str(dataset), crop=16, batch_size=4, val_shards=1)
+    assert [s["index"] for s in dm.train_shards] == [0, 1, 2] and len(dm.val_shards) == 1
+    ds = dm.dataset(train=True)
+    item = ds[(5, 1234)]
+    assert item["x"].shape == (3, 16, 16)
+    # targets from the stored patches, after the same crop/flip/rotation
+    torch.testing.assert_close(item["R_blur"], item["noise"] - item["x"])
+    torch.testing.assert_close(item["R_noise"], item["blur"] - item["x"])
+    # R_b + R_n recovers clean wherever nothing clipped
+    torch.testing.assert_close(
+        item["x"] + item["R_blur"] + item["R_noise"], item["clean"], atol=2e-6, rtol=0
+    )
+    # same seed -> same augmentation; another seed -> another crop or orientation
+    torch.testing.assert_close(ds[(5, 1234)]["x"], item["x"])
+    assert any(not torch.equal(ds[(5, s)]["x"], item["x"]) for s in range(5))
+
+
+def test_epoch_sampler_splits_ranks_disjointly_and_reshuffles():
+    n = 50
+    a = [i for i, _ in EpochSampler(n, seed=3, rank=0, world=2)]
+    b = [i for i, _ in EpochSampler(n, seed=3, rank=1, world=2)]
+    assert len(a) == len(b) == 25 and set(a).isdisjoint(b) and set(a) | set(b) == set(range(n))
+    s = EpochSampler(n, seed=3)
+    e0 = list(s)
+    s.set_epoch(1)
+    assert [i for i, _ in e0] != [i for i, _ in s] and sorted(i for i, _ in s) == list(range(n))
+    assert list(EpochSampler(n, seed=3)) == e0  # deterministic
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_two_workers_read_the_same_data_as_the_main_process(dataset, method):
+    dm = ResidualDataModule(str(dataset), crop=16, batch_size=4, num_workers=2, start_method=method)
+    dm.dataset(True)[(0, 0)]  # a handle opened in the parent before the workers start
+    ref = ResidualDataModule(str(dataset), crop=16, batch_size=4, num_workers=0)
+    got = list(dm.train_dataloader())
+    want = list(ref.train_dataloader())
+    assert len(got) == len(want) == 12
+    for g, w in zip(got, want, strict=True):
+        for k in ("x", "R_blur", "R_noise", "id"):
+            torch.testing.assert_close(g[k], w[k], rtol=0, atol=0)
+
+
+def test_dataset_pickles_without_open_handles(dataset):
+    import pickle
+
+    ds = ShardDataset(
+        dataset, [{"name": "shard-00000-of-00004.h5", "index": 0, "samples": 16}], 16, False
+    )
+    ds[(0, 0)]
+    assert ds._files
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._files == {}
+    torch.testing.assert_close(clone[(3, 0)]["x"], ds[(3, 0)]["x"])
+
+
+# ---- models -------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["unet", "nafnet"])
+def test_models_take_any_size_and_return_one_residual_per_head(arch):
+    m = build_model({"arch": arch, "heads": ["blur", "noise"], "width": 8, "depth": 3}, 3)
+    x = torch.randn(2, 3, 29, 42)
+    out = m(x)
+    assert set(out) == {"blur", "noise"} and all(v.shape == x.shape for v in out.values())
+    # heads start at zero: the untrained network corrects nothing
+    assert all(v.abs().max() == 0 for v in out.values())
+    restored = m.restore(x)
+    torch.testing.assert_close(restored["blur"], x)
+    cond = build_model(
+        {"arch": arch, "heads": ["noise"], "width": 8, "depth": 2, "sigma_map": True}, 3
+    )
+    with pytest.raises(ValueError, match="sigma"):
+        cond(x)
+    assert cond(x, torch.rand_like(x))["noise"].shape == x.shape
+
+
+def test_unknown_head_or_arch_is_refused():
+    with pytest.raises(InputError, match="unknown head 'fog'"):
+        build_model({"arch": "unet", "heads": ["blur", "fog"]}, 3)
+    with pytest.raises(InputError, match="model.arch = 'resnet'"):
+        build_model({"arch": "resnet"}, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heads", [["blur", "noise"], ["blur"], ["noise"]])
+def test_a_model_overfits_one_fixed_batch(dataset, heads):
+    torch.manual_seed(0)
+    dm = ResidualDataModule(str(dataset), crop=16, batch_size=4)
+    batch = next(iter(dm.train_dataloader()))
+    module = ResidualModule(
+        {"arch": "unet", "heads": heads, "width": 16, "depth": 2}, 3, {"type": "l2"}, {}, {}
+    )
+    opt = torch.optim.Adam(module.parameters(), lr=2e-3)
+    first = None
+    for _ in range(300):
+        loss = module.losses(batch)["total"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 10, (first, loss.item())
+
+
+def test_image_and_residual_domain_losses_agree_for_pointwise_losses(dataset):
+    dm = ResidualDataModule(str(dataset), crop=16, batch_size=4)
+    batch = next(iter(dm.train_dataloader()))
+    net = {"arch": "unet", "heads": ["blur", "noise"], "width": 8, "depth": 2}
+    a = ResidualModule(net, 3, {"type": "l1", "domain": "residual"}, {}, {})
+    b = ResidualModule(net, 3, {"type": "l1", "domain": "image"}, {}, {})
+    b.load_state_dict(a.state_dict())
+    for p in a.net.out.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    b.load_state_dict(a.state_dict())
+    la, lb = a.losses(batch), b.losses(batch)
+    torch.testing.assert_close(la["total"], lb["total"], atol=1e-6, rtol=1e-5)
+
+
+# ---- training runs ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_training_run_writes_checkpoints_logs_panels_and_beats_the_input(dataset, tmp_path):
+    cfg = train_cfg(
+        f"data.dir={dataset}",
+        f"run_dir={tmp_path}",
+        "trainer.max_epochs=8",
+        "model.width=16",
+        "optim.lr=2e-3",
+        "val.panel_every=2",
+    )
+    res = train(cfg)
+    assert res["monitor"] == "val/psnr_full" and res["global_step"] == 8 * 12
+    names = {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    assert "last.ckpt" in names and any(n.startswith("best-") for n in names)
+    ck = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 96
+    rows = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for col in (
+        "val/psnr_blur",
+        "val/psnr_noise",
+        "val/psnr_full",
+        "val/psnr_full/iso200-800",
+        "val/psnr_full/iso3200-inf",
+        "train/loss",
+    ):
+        assert col in header
+    last = [r.split(",") for r in rows[1:] if r.split(",")[header.index("val/psnr_full")]][-1]
+    full = float(last[header.index("val/psnr_full")])
+    inp = float(last[header.index("val/psnr_full_input")])
+    assert full > inp + 0.5, (full, inp)  # learned something real in 96 steps
+    assert len(list((tmp_path / "panels").glob("*.png"))) == 4  # epochs 0, 2, 4, 6
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "psnr" not in saved and f"dir: {dataset}" in saved
+
+
+class StopAfterEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):
+    common = [
+        f"data.dir={dataset}",
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "val.panel_every=0",
+    ]
+    full = train(train_cfg(*common, f"run_dir={tmp_path / 'full'}"))
+    part = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}"), [StopAfterEpoch(1)])
+    assert part["global_step"] == 24
+    resumed = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}", "ckpt_path=last"))
+    assert resumed["global_step"] == full["global_step"] == 48
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 48
+    # the CSV log continued in the same file
+    steps = [
+        int(r.split(",")[2])
+        for r in (tmp_path / "part" / "logs" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert max(steps) >= 47 and min(steps) == 0
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_on_disjoint_samples(dataset, tmp_path):
+    r = run_cli(
+        f"data.dir={dataset}",
+        f"run_dir={tmp_path}",
+        "experiment=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "record_seen=true",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sum(ln.startswith("{") for ln in r.stdout.splitlines()) == 1  # rank 0 reports
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["global_step"] == 2 * 6  # 48 train samples / (2 ranks x 4)
+    for epoch in (0, 1):
+        r0 = {
+            tuple(x)
+            for x in json.loads((tmp_path / "seen" / f"rank0-epoch{epoch}.json").read_text())
+        }
+        r1 = {
+            tuple(x)
+            for x in json.loads((tmp_path / "seen" / f"rank1-epoch{epoch}.json").read_text())
+        }
+        assert len(r0) == len(r1) == 24 and r0.isdisjoint(r1)
+        assert {s for s, _ in r0 | r1} == {0, 1, 2}
+    assert [p.name for p in tmp_path.parent.iterdir() if p.name.startswith(tmp_path.name)] == [
+        tmp_path.name
+    ]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_keeps_its_id_across_resume(dataset, tmp_path):
+    pytest.importorskip("wandb")
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path)}
+    args = [
+        f"data.dir={dataset}",
+        f"run_dir={tmp_path / 'run'}",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+    ]
+    r = run_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_id = (tmp_path / "run" / "wandb_run_id").read_text().strip()
+    runs = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 1
+    # the offline record log (protobuf) holds each logged key and its JSON value as text
+    log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
+    for key in (b"val/psnr_full", b"val/psnr_blur", b"train/loss", b"val/panel"):
+        assert key in log, key
+    r = run_cli(*args[:-1], "trainer.max_epochs=2", "ckpt_path=last", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "wandb_run_id").read_text().strip() == run_id
+    assert len(list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+
+
+# ---- bad input ----------------------------------------------------------------------------
+def _damage(dataset: Path, tmp: Path, case: str) -> tuple[list[str], str]:
+    d = tmp / "ds"
+    shutil.copytree(dataset, d)
+    if case == "missing manifest":
+        (d / "manifest.json").unlink()
+        return [f"data.dir={d}"], "no manifest"
+    if case == "corrupt manifest":
+        (d / "manifest.json").write_text('{"shards": [')
+        return [f"data.dir={d}"], "not valid JSON"
+    if case == "checksum mismatch":
+        p = d / "shard-00002-of-00004.h5"
+        raw = bytearray(p.read_bytes())
+        raw[-100] ^= 1
+        p.write_bytes(bytes(raw))
+        return [f"data.dir={d}"], "shard-00002-of-00004.h5: sha256 does not match"
+    if case == "crop larger than stored":
+        return [f"data.dir={d}", "data.crop=32"], "data.crop = 32: the dataset's patches are 24 px"
+    if case == "unknown head":
+        return [f"data.dir={d}", "model.heads=[blur,haze]"], "unknown head 'haze'"
+    if case == "resume without checkpoint":
+        return [f"data.dir={d}", "ckpt_path=last"], "nothing to resume"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing manifest",
+        "corrupt manifest",
+        "checksum mismatch",
+        "crop larger than stored",
+        "unknown head",
+        "resume without checkpoint",
+    ],
+)
+def test_bad_input_stops_before_training_starts(dataset, tmp_path, case):
+    overrides, needle = _damage(dataset, tmp_path, case)
+    run = tmp_path / "run"
+    with pytest.raises(InputError) as e:
+        train(train_cfg(*overrides, f"run_dir={run}"))
+    assert needle in str(e.value)
+    assert not (run / "checkpoints").exists()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    r = run_cli(
+        f"data.dir={tmp_path / 'nothing'}", f"run_dir={tmp_path / 'run'}", "experiment=tiny"
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "error:" in r.stderr and "no manifest" in r.stderr
+
+
+def test_real_configs_compose_and_nafnet_trains(dataset, tmp_path):
+    cfg = train_cfg("experiment=default", f"data.dir={dataset}")
+    assert cfg["model"]["width"] == 32 and cfg["trainer"]["max_epochs"] == 20
+    res = train(
+        train_cfg(
+            f"data.dir={dataset}",
+            f"run_dir={tmp_path}",
+            "model=nafnet",
+            "model.width=8",
+            "model.depth=2",
+            "trainer.max_epochs=1",
+        )
+    )
+    assert np.isfinite(res["value"])
