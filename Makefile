@@ -33,6 +33,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/datagen.py
+	$(PY) bench/train.py
 
 clean-venv:
 	rm -rf $(VENV)

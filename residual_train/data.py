@@ -82,6 +82,7 @@ class ShardDataset(Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.crop, self.augment, self.sigma_map = crop, augment, sigma_map
         self._files: dict[int, h5py.File] = {}
+        self._meta: dict[int, np.ndarray] = {}
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -89,14 +90,15 @@ class ShardDataset(Dataset):
 
     def __getstate__(self) -> dict:  # never pickle open handles
         state = self.__dict__.copy()
-        state["_files"], state["_pid"] = {}, None
+        state["_files"], state["_meta"], state["_pid"] = {}, {}, None
         return state
 
     def _file(self, k: int) -> h5py.File:
         if self._pid != os.getpid():  # first use in this process (worker or DDP rank)
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._meta, self._pid = {}, {}, os.getpid()
         if k not in self._files:
             self._files[k] = h5py.File(self.dir / self.names[k], "r")
+            self._meta[k] = self._files[k]["meta"][:]  # small; read once per process
         return self._files[k]
 
     def locate(self, index: int) -> tuple[int, int]:
@@ -108,7 +110,7 @@ class ShardDataset(Dataset):
         k, j = self.locate(index)
         f = self._file(k)
         arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
-        meta = f["meta"][j]
+        meta = self._meta[k][j]
         arrays = augment(arrays, self.crop, seed, self.augment)
         span = float(meta["white"] - meta["ob"])
         g = float(meta["iso"]) / 100.0
