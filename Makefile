@@ -34,6 +34,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/datagen.py
 	$(PY) bench/train.py
+	$(PY) bench/deploy.py
 
 clean-venv:
 	rm -rf $(VENV)

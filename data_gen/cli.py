@@ -54,3 +54,29 @@ def run_task(fn: Callable[[], object], config_name: str) -> object:
         msg = str(e)
         print(f"error: {msg}{origin_hint(msg, config_name)}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def parse_kv(
+    argv: list[str], defaults: dict[str, str | None], positional: int = 0, usage: str = ""
+) -> tuple[list[str], dict[str, str | None]]:
+    """``key=value`` command-line arguments (Hydra-like, for the small CLIs).
+
+    Keys must be in ``defaults`` (a ``None`` default marks a required key); ``positional``
+    bare arguments are allowed. Raises :class:`InputError` naming the bad argument.
+    """
+    opts = dict(defaults)
+    pos: list[str] = []
+    for a in argv:
+        if "=" in a:
+            k, v = a.split("=", 1)
+            if k not in opts:
+                raise InputError(f"unknown option {k!r}; known: {', '.join(opts)}. {usage}")
+            opts[k] = v
+        else:
+            pos.append(a)
+    if len(pos) != positional:
+        raise InputError(f"expected {positional} positional argument(s), got {pos}. {usage}")
+    missing = [k for k, v in opts.items() if v is None]
+    if missing:
+        raise InputError(f"{', '.join(f'{k}=...' for k in missing)} required. {usage}")
+    return pos, opts

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
+from data_gen.cli import parse_kv
 from data_gen.errors import InputError, require
 from data_gen.render import PATCHES
 from data_gen.shards import load_manifest
@@ -69,26 +70,16 @@ def contact_sheet(
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    opts = {"out": None, "n": "6", "shard": "0", "scale": "2", "gain": "1"}
-    pos = []
-    for a in argv:
-        if a in ("-h", "--help"):
-            print(__doc__)
-            return 0
-        if "=" in a:
-            k, v = a.split("=", 1)
-            if k not in opts:
-                print(f"error: unknown option {k!r}; known: {', '.join(opts)}", file=sys.stderr)
-                return 2
-            opts[k] = v
-        else:
-            pos.append(a)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
     try:
-        require(
-            len(pos) == 1,
-            "give exactly one dataset directory: python -m data_gen.preview DIR out=FILE.png",
+        pos, opts = parse_kv(
+            argv,
+            {"out": None, "n": "6", "shard": "0", "scale": "2", "gain": "1"},
+            positional=1,
+            usage="python -m data_gen.preview DIR out=FILE.png",
         )
-        require(opts["out"] is not None, "out=FILE.png is required")
         sheet = contact_sheet(
             Path(pos[0]),
             int(opts["n"]),

@@ -47,10 +47,9 @@ class ResidualNet(nn.Module):
             z = x
         h, w = z.shape[-2:]
         m = 2**self.levels
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
-            z = F.pad(z, (0, pw, 0, ph), mode=mode)
+        # always pad (possibly by 0): a branch on the size would be frozen by ONNX tracing;
+        # replicate works for any size
+        z = F.pad(z, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
         f = self.trunk(z)
         return {k: head(f)[..., :h, :w] for k, head in self.out.items()}
 

@@ -1,0 +1,305 @@
+"""Deployment: run an exported model once per image, then compose at any strengths.
+
+Library use::
+
+    from residual_train.deploy import load_model, read_input, compose
+    model = load_model("runs/export")                  # or load_model("name:best", registry=...)
+    x = read_input("photo.tif")                        # (C, H, W) linear float32
+    maps = model.predict(x)                            # {"blur": R_b, "noise": R_n}, tiled
+    A, B = model.noise_params(iso=800)
+    y = compose("consistent", x, maps["blur"], maps["noise"], a=1.0, b=0.3, A=A, B=B)
+
+Maps are saved as 32-bit float TIFF next to ``maps.json`` (what :mod:`recompose` needs:
+the sensor's noise parameters at the image's ISO), so strengths can change later
+without any network.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_gen.errors import InputError, require
+from data_gen.sources import linear_to_srgb, read_image
+from residual_train.deploy.compose import MODES, compose
+
+__all__ = [
+    "MODES",
+    "DeployedModel",
+    "compose",
+    "infer_tiled",
+    "load_maps",
+    "load_model",
+    "read_input",
+    "save_maps",
+    "tile_weights",
+]
+
+RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".kdc", ".raf", ".orf", ".rw2", ".pef")
+
+
+def read_input(path: str | Path, linearize: bool = False, channels: int = 3) -> np.ndarray:
+    """PNG / TIFF (8/16-bit; float TIFF as is) or RAW (demosaiced linearly by LibRaw,
+    white level = 1) -> ``(C, H, W)`` float32 linear."""
+    p = Path(path)
+    require(p.is_file(), f"input = {str(path)!r}: file does not exist")
+    if p.suffix.lower() in RAW_SUFFIXES:
+        import rawpy
+
+        try:
+            with rawpy.imread(str(p)) as raw:
+                rgb = raw.postprocess(
+                    gamma=(1, 1),
+                    no_auto_bright=True,
+                    output_bps=16,
+                    use_camera_wb=True,
+                    user_flip=0,
+                )
+        except Exception as e:  # LibRaw errors
+            raise InputError(f"input = {str(path)!r}: LibRaw cannot read it ({e})") from None
+        x = np.moveaxis(rgb.astype(np.float32) / 65535.0, 2, 0)
+        require(
+            x.shape[0] == channels, f"{p}: RAW gives {x.shape[0]} channels, model wants {channels}"
+        )
+        return np.ascontiguousarray(x)
+    try:
+        return read_image(p, linearize=linearize, channels=channels)
+    except InputError as e:
+        if "channels, expected" in str(e):
+            raise InputError(f"{e} (the model's card says {channels} channels)") from None
+        raise
+
+
+def tile_weights(n: int, start: int, size: int, overlap: int) -> np.ndarray:
+    """1-D blending weights of a tile ``[start, start + size)`` on an axis of length ``n``.
+
+    Zero within ``overlap // 4`` of an edge shared with a neighbour tile (where padding
+    changes the network's output), rising smoothly over ``overlap // 2``; 1 at the
+    image's own borders.
+    """
+    margin, ramp = overlap // 4, max(1, overlap // 2)
+    pos = np.arange(size, dtype=np.float64)
+    w = np.ones(size)
+    if start > 0:
+        t = np.clip((pos - margin + 0.5) / ramp, 0, 1)
+        w *= 0.5 - 0.5 * np.cos(np.pi * t)
+    if start + size < n:
+        t = np.clip((size - 1 - pos - margin + 0.5) / ramp, 0, 1)
+        w *= 0.5 - 0.5 * np.cos(np.pi * t)
+    return w
+
+
+def _starts(n: int, tile: int, overlap: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    step = tile - overlap
+    s = list(range(0, n - tile, step))
+    return [*s, n - tile]
+
+
+def infer_tiled(
+    run,
+    x: np.ndarray,
+    heads: list[str],
+    tile: int = 256,
+    overlap: int = 64,
+    batch: int = 4,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Apply ``run(batch (B, C, t, t)) -> {head: (B, C, t, t)}`` over tiles and blend.
+
+    Memory: the output maps plus ``batch`` tiles, whatever the image size.
+    """
+    require(tile > overlap >= 4, f"tile = {tile}, overlap = {overlap}: need tile > overlap >= 4")
+    c, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    out = {k: np.zeros((c, h, w), np.float32) for k in heads}
+    norm = np.zeros((h, w), np.float64)
+    boxes = [(y0, x0) for y0 in _starts(h, th, overlap) for x0 in _starts(w, tw, overlap)]
+    from tqdm import tqdm
+
+    for i in tqdm(range(0, len(boxes), batch), desc="tiles", unit="batch", disable=not progress):
+        chunk = boxes[i : i + batch]
+        tiles = np.stack([x[:, y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])
+        res = run(np.ascontiguousarray(tiles))
+        for j, (y0, x0) in enumerate(chunk):
+            wgt = np.outer(tile_weights(h, y0, th, overlap), tile_weights(w, x0, tw, overlap))
+            norm[y0 : y0 + th, x0 : x0 + tw] += wgt
+            for k in heads:
+                out[k][:, y0 : y0 + th, x0 : x0 + tw] += (res[k][j] * wgt).astype(np.float32)
+    inv = (1.0 / norm).astype(np.float32)
+    for k in heads:
+        out[k] *= inv
+    return out
+
+
+class DeployedModel:
+    """An exported model directory: its card and an onnxruntime (or torch) session."""
+
+    def __init__(self, path: str | Path, backend: str = "onnx") -> None:
+        self.path = Path(path)
+        require(
+            (self.path / "card.json").is_file(),
+            f"model = {str(path)!r}: no card.json (not an exported model directory)",
+        )
+        self.card = json.loads((self.path / "card.json").read_text())
+        self.heads: list[str] = list(self.card["components"])
+        self.channels = int(self.card["channels"])
+        self.sigma_input = "sigma" in self.card.get("inputs", [])
+        require(backend in ("onnx", "torch"), f"backend = {backend!r}: onnx or torch")
+        self.backend = backend
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            try:
+                self.session = ort.InferenceSession(
+                    str(self.path / "model.onnx"), providers=["CPUExecutionProvider"]
+                )
+            except Exception as e:
+                raise InputError(
+                    f"{self.path / 'model.onnx'}: not a loadable ONNX model ({e})"
+                ) from None
+            inp = self.session.get_inputs()[0].shape
+            require(
+                inp[1] == self.channels,
+                f"{self.path}: card says {self.channels} channels, the ONNX model takes {inp[1]}",
+            )
+        else:
+            from safetensors.torch import load_file
+
+            from residual_train.models import build_model
+
+            self.net = build_model(dict(self.card["model"]), self.channels).eval()
+            self.net.load_state_dict(load_file(str(self.path / "weights.safetensors")))
+
+    def noise_params(self, iso: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel ``A``, ``B`` of ``σ²(v) = A·v + B`` at ``iso`` (the card's table)."""
+        nm = self.card.get("noise_model")
+        require(nm is not None, f"{self.path}: the card has no sensor noise model")
+        isos = np.asarray(nm["iso"], float)
+        iso = float(np.sqrt(isos[0] * isos[-1])) if iso is None else float(iso)
+        require(
+            isos[0] <= iso <= isos[-1],
+            f"iso = {iso:g} is outside the model's training range {isos[0]:g}..{isos[-1]:g}",
+        )
+        a, b = np.asarray(nm["a"]), np.asarray(nm["b"])
+        A = np.array([np.interp(iso, isos, a[:, c]) for c in range(self.channels)], np.float32)
+        B = np.array([np.interp(iso, isos, b[:, c]) for c in range(self.channels)], np.float32)
+        return A, B
+
+    def _run(self, tiles: np.ndarray, A=None, B=None) -> dict[str, np.ndarray]:
+        sigma = None
+        if self.sigma_input:
+            var = A[None, :, None, None] * tiles + B[None, :, None, None]
+            sigma = np.sqrt(np.maximum(var, 0)).astype(np.float32)
+        if self.backend == "onnx":
+            feeds = {"x": tiles} if sigma is None else {"x": tiles, "sigma": sigma}
+            outs = self.session.run(None, feeds)
+            return dict(zip(self.heads, outs, strict=True))
+        import torch
+
+        with torch.no_grad():
+            out = self.net(
+                torch.from_numpy(tiles), None if sigma is None else torch.from_numpy(sigma)
+            )
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict(
+        self,
+        x: np.ndarray,
+        tile: int = 256,
+        overlap: int = 64,
+        batch: int = 4,
+        iso: float | None = None,
+        progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        require(
+            x.ndim == 3 and x.shape[0] == self.channels,
+            f"image has shape {x.shape}; the model wants ({self.channels}, H, W)",
+        )
+        A = B = None
+        if self.sigma_input:
+            A, B = self.noise_params(iso)
+        return infer_tiled(
+            lambda t: self._run(t, A, B),
+            x.astype(np.float32, copy=False),
+            self.heads,
+            tile,
+            overlap,
+            batch,
+            progress,
+        )
+
+
+def load_model(
+    model: str | Path, registry: str | Path | None = None, backend: str = "onnx"
+) -> DeployedModel:
+    """An export directory, or ``NAME[:VERSION|ALIAS]`` in ``registry`` (sha256-verified)."""
+    if registry:
+        from residual_train.publish import Registry
+
+        return DeployedModel(Registry(registry).fetch(str(model)), backend)
+    return DeployedModel(model, backend)
+
+
+def predict_sequential(
+    noise_model: DeployedModel, blur_model: DeployedModel, x: np.ndarray, **kw
+) -> dict[str, np.ndarray]:
+    """A pair of single-head models: noise first, blur on the denoised image (DESIGN §1)."""
+    require(
+        noise_model.heads == ["noise"] and blur_model.heads == ["blur"],
+        f"sequential mode needs a noise-only and a blur-only model, got "
+        f"{noise_model.heads} and {blur_model.heads}",
+    )
+    r_n = noise_model.predict(x, **kw)["noise"]
+    r_b = blur_model.predict(x + r_n, **kw)["blur"]
+    return {"blur": r_b, "noise": r_n}
+
+
+def save_maps(out_dir: Path, x: np.ndarray, maps: dict[str, np.ndarray], meta: dict) -> None:
+    """``input.tif``, ``R_<head>.tif`` (32-bit float, lossless) and ``maps.json``."""
+    import tifffile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(out_dir / "input.tif", np.moveaxis(x, 0, 2), photometric="rgb")
+    for k, v in maps.items():
+        tifffile.imwrite(
+            out_dir / f"R_{k}.tif", np.moveaxis(v, 0, 2).astype(np.float32), photometric="rgb"
+        )
+    (out_dir / "maps.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    import tifffile
+
+    d = Path(d)
+    require((d / "maps.json").is_file(), f"maps = {str(d)!r}: no maps.json (not a deploy output)")
+    meta = json.loads((d / "maps.json").read_text())
+    x = np.ascontiguousarray(np.moveaxis(tifffile.imread(d / "input.tif"), 2, 0))
+    maps = {
+        k: np.ascontiguousarray(np.moveaxis(tifffile.imread(d / f"R_{k}.tif"), 2, 0))
+        for k in meta["components"]
+    }
+    return x, maps, meta
+
+
+def write_output(path: Path, y: np.ndarray) -> None:
+    """``.tif``/``.tiff``: 32-bit float linear; ``.npy``; ``.png``: 8-bit sRGB preview."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suf = path.suffix.lower()
+    if suf in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+    elif suf == ".npy":
+        np.save(path, y.astype(np.float32))
+    elif suf == ".png":
+        from PIL import Image
+
+        from data_gen.preview import to_rgb8
+
+        Image.fromarray(to_rgb8(linear_to_srgb(y))).save(path)
+    else:
+        raise InputError(f"out = {str(path)!r}: use .tif, .npy or .png")

@@ -1,0 +1,306 @@
+"""``python -m residual_train.export ckpt=PATH out_dir=DIR``: checkpoint -> deployable files.
+
+Writes ``model.onnx`` (opset >= 17; dynamic batch, height, width; inputs ``x`` [and
+``sigma``], outputs ``R_<head>`` in head order), ``weights.safetensors``,
+``card.json`` (machine-readable) and ``card.md``, and ``SHA256SUMS`` over all four.
+Before anything appears under ``out_dir`` the ONNX graph is run with onnxruntime
+against PyTorch on random and on rendered dead-leaves input at several sizes
+(including sizes that are not multiples of the stride); a max |diff| above the
+tolerance fails the export and leaves ``out_dir`` untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from data_gen import __version__
+from data_gen.cli import parse_kv
+from data_gen.errors import InputError, require
+from data_gen.sensor import build_sensor
+from data_gen.shards import sha256_file
+from residual_train.models import ResidualNet, build_model
+
+CARD_FORMAT = "residual-train-model/1"
+PARITY_SIZES = ((1, 37, 53), (2, 64, 64), (1, 100, 131), (1, 128, 96))
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the PyTorch model."""
+
+
+class OnnxWrapper(torch.nn.Module):
+    """Tuple outputs in head order (ONNX has no dict outputs)."""
+
+    def __init__(self, net: ResidualNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None):
+        out = self.net(x, sigma)
+        return tuple(out[h] for h in self.net.heads)
+
+
+def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
+    """Net (eval mode), its hyper-parameters and the raw checkpoint (loaded without pickle)."""
+    p = Path(path)
+    require(p.is_file(), f"ckpt = {str(path)!r}: file does not exist")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"ckpt = {str(path)!r}: not a loadable checkpoint ({e})") from None
+    hp = ck.get("hyper_parameters") or {}
+    require(
+        "model" in hp and "channels" in hp,
+        f"{p}: not a residual-train checkpoint (hyper_parameters lack model/channels)",
+    )
+    net = build_model(dict(hp["model"]), int(hp["channels"]))
+    state = {k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return net.eval(), hp, ck
+
+
+def noise_table(sensor_cfg: dict | None, channels: int, points: int = 17) -> dict | None:
+    """The training sensor's ``σ²(v) = a·v + b`` as a table over ISO (a, b are linear in
+    ISO between the listed points, exactly so for the raw model)."""
+    if not sensor_cfg:
+        return None
+    sensor = build_sensor(sensor_cfg, channels)
+    lo, hi = sensor.iso.range
+    isos = sorted({*(sensor.iso.values or []), *np.geomspace(lo, hi, points).round(3).tolist()})
+    if hasattr(sensor, "isos"):  # darktable: its own knots inside the range
+        isos = sorted({*isos, *(float(i) for i in sensor.isos if lo <= i <= hi)})
+    rows = [sensor.params(i) for i in isos]
+    return {
+        "iso": isos,
+        "a": [r.a.tolist() for r in rows],
+        "b": [r.b.tolist() for r in rows],
+        "ob": sensor.ob,
+        "white": sensor.white,
+        "source": sensor_cfg,
+    }
+
+
+def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None, dict | None]:
+    """(training config, result, dataset config, manifest) found beside the checkpoint."""
+    run_dir = ckpt.parent.parent
+    cfg = (
+        yaml.safe_load((run_dir / "config.yaml").read_text())
+        if (run_dir / "config.yaml").is_file()
+        else None
+    )
+    res = (
+        json.loads((run_dir / "result.json").read_text())
+        if (run_dir / "result.json").is_file()
+        else None
+    )
+    data_cfg = manifest = None
+    if cfg and (cfg.get("data") or {}).get("dir"):
+        d = Path(cfg["data"]["dir"])
+        if (d / "config.yaml").is_file():
+            data_cfg = yaml.safe_load((d / "config.yaml").read_text())
+        if (d / "manifest.json").is_file():
+            manifest = json.loads((d / "manifest.json").read_text())
+            manifest["_sha256"] = sha256_file(d / "manifest.json")
+    return cfg, res, data_cfg, manifest
+
+
+def parity_inputs(channels: int, seed: int = 0) -> list[np.ndarray]:
+    """Random normal and rendered dead-leaves + noise batches at PARITY_SIZES."""
+    from data_gen.sources import dead_leaves
+
+    rng = np.random.default_rng(seed)
+    frame = dead_leaves(rng, 160, channels, 2)
+    out = []
+    for b, h, w in PARITY_SIZES:
+        out.append(rng.normal(0.3, 0.3, (b, channels, h, w)).astype(np.float32))
+        real = np.stack([frame[:, i : i + h, i : i + w] for i in range(b)])
+        out.append((real + rng.normal(0, 0.02, real.shape)).astype(np.float32))
+    return out
+
+
+def check_parity(onnx_path: Path, net: ResidualNet, tol: float) -> dict:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst, sizes = 0.0, []
+    for x in parity_inputs(net.channels):
+        feeds = {"x": x}
+        sigma = None
+        if net.sigma_map:
+            sigma = np.full_like(x, 0.01)
+            feeds["sigma"] = sigma
+        try:
+            got = sess.run(None, feeds)
+        except Exception as e:  # onnxruntime's own error types
+            raise ExportError(f"the ONNX graph fails on input {tuple(x.shape)}: {e}") from None
+        with torch.no_grad():
+            want = net(torch.from_numpy(x), None if sigma is None else torch.from_numpy(sigma))
+        diff = max(
+            float(np.abs(g - want[h].numpy()).max()) for g, h in zip(got, net.heads, strict=True)
+        )
+        worst = max(worst, diff)
+        sizes.append(list(x.shape))
+        if not diff <= tol:
+            raise ExportError(
+                f"ONNX parity failed at input {tuple(x.shape)}: max |diff| = "
+                f"{diff:.3g} > {tol:g}; nothing was written"
+            )
+    return {
+        "max_abs_diff": worst,
+        "tolerance": tol,
+        "shapes": sizes,
+        "runtime": f"onnxruntime {ort.__version__}",
+    }
+
+
+def export(ckpt: str | Path, out_dir: str | Path, opset: int = 17, tol: float = 1e-4) -> dict:
+    """Export ``ckpt`` into ``out_dir`` (must not hold files yet); returns the card."""
+    from safetensors.torch import save_file
+
+    ckpt, out_dir = Path(ckpt), Path(out_dir)
+    require(opset >= 17, f"opset = {opset}: need >= 17")
+    require(
+        not (out_dir.exists() and any(out_dir.iterdir())),
+        f"out_dir = {str(out_dir)!r} already holds files; nothing is overwritten",
+    )
+    net, hp, raw = load_checkpoint(ckpt)
+    train_cfg, result, data_cfg, manifest = _training_context(ckpt)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        onnx_path = tmp / "model.onnx"
+        c = net.channels
+        # trace at a size that needs padding, so no shape-dependent path is frozen
+        args = (torch.zeros(1, c, 37, 53),) + (
+            (torch.zeros(1, c, 37, 53),) if net.sigma_map else ()
+        )
+        names = ["x", "sigma"][: len(args)]
+        outs = [f"R_{h}" for h in net.heads]
+        dyn = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, *outs]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                OnnxWrapper(net),
+                args,
+                str(onnx_path),
+                input_names=names,
+                output_names=outs,
+                dynamic_axes=dyn,
+                opset_version=opset,
+                dynamo=False,
+            )
+        parity = check_parity(onnx_path, net, tol)
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()},
+            str(tmp / "weights.safetensors"),
+            metadata={"format": CARD_FORMAT},
+        )
+        card = {
+            "format": CARD_FORMAT,
+            "components": list(net.heads),
+            "inputs": names,
+            "outputs": outs,
+            "layout": (data_cfg or {}).get("layout", "rgb"),
+            "channels": c,
+            "scale": "linear; 0 = black level, 1 = white level",
+            "stride": 2**net.levels,
+            "model": dict(hp["model"]),
+            "noise_model": noise_table((data_cfg or {}).get("sensor"), c),
+            "lens": (data_cfg or {}).get("lens"),
+            "dataset": None
+            if manifest is None
+            else {
+                "dir": (train_cfg or {}).get("data", {}).get("dir"),
+                "config_hash": manifest.get("config_hash"),
+                "manifest_sha256": manifest["_sha256"],
+                "total_samples": manifest.get("total_samples"),
+            },
+            "training": train_cfg,
+            "metrics": {
+                "monitor": (result or {}).get("monitor"),
+                "value": (result or {}).get("value"),
+                "global_step": raw.get("global_step"),
+                "epoch": raw.get("epoch"),
+            },
+            "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt)},
+            "parity": parity,
+            "package_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        (tmp / "card.md").write_text(card_markdown(card))
+        card["files"] = {
+            n: sha256_file(tmp / n) for n in ("model.onnx", "weights.safetensors", "card.md")
+        }
+        (tmp / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+        sums = "".join(
+            f"{sha256_file(tmp / n)}  {n}\n"
+            for n in ("card.json", "card.md", "model.onnx", "weights.safetensors")
+        )
+        (tmp / "SHA256SUMS").write_text(sums)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    m = card["metrics"]
+    nm = card.get("noise_model") or {}
+    lines = [
+        f"# residual-train model ({', '.join(card['components'])})",
+        "",
+        f"- components / outputs: {', '.join(card['outputs'])} (residuals; `x + R` corrects that component)",
+        f"- input: `{card['layout']}`, {card['channels']} channels, {card['scale']}",
+        f"- architecture: {card['model'].get('arch')} {json.dumps({k: v for k, v in card['model'].items() if k != 'arch'})}",
+        f"- validation: {m.get('monitor')} = {m.get('value')} at step {m.get('global_step')}",
+        f"- sensor noise model: ISO {nm.get('iso', ['?'])[0]}..{nm.get('iso', ['?'])[-1]}"
+        if nm
+        else "- sensor noise model: unknown",
+        f"- dataset config hash: {(card.get('dataset') or {}).get('config_hash')}",
+        f"- ONNX parity: max |diff| {card['parity']['max_abs_diff']:.2e} (tolerance {card['parity']['tolerance']:g})",
+        f"- package {card['package_version']}, torch {card['torch_version']}",
+        "",
+        "Compose at strengths with `python -m residual_train.deploy` (DESIGN §1).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    usage = "usage: python -m residual_train.export ckpt=PATH out_dir=DIR [opset=17] [tol=1e-4]"
+    try:
+        _, o = parse_kv(
+            sys.argv[1:] if argv is None else argv,
+            {"ckpt": None, "out_dir": None, "opset": "17", "tol": "1e-4"},
+            usage=usage,
+        )
+        card = export(o["ckpt"], o["out_dir"], int(o["opset"]), float(o["tol"]))
+    except (InputError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, InputError) else 1
+    print(
+        json.dumps(
+            {
+                "out_dir": o["out_dir"],
+                "parity_max_abs_diff": card["parity"]["max_abs_diff"],
+                "files": card["files"],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

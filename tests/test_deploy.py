@@ -1,0 +1,361 @@
+"""Export, registry, tiled deployment and composition at strengths (DESIGN §1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from data_gen.errors import InputError
+from data_gen.generate import generate
+from data_gen.sensor import noise_variance
+from residual_train.deploy import load_maps, load_model, read_input, tile_weights
+from residual_train.deploy.compose import (
+    Component,
+    compose_chain,
+    compose_consistent,
+    compose_consistent_fast,
+    compose_literal,
+    noise_var,
+)
+from residual_train.export import ExportError, export
+from residual_train.publish import Registry, TamperedError
+from residual_train.train import train
+from tests.conftest import ROOT, compose_cfg
+from tests.test_train import train_cfg
+
+
+def run(module: str, *args: str):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+# ---- composition with the true residuals of generated data --------------------------------
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    """Float32 shards at high ISO, fixed exposure: (arrays, A, B) per sample."""
+    d = tmp_path_factory.mktemp("truth") / "ds"
+    generate(
+        compose_cfg(
+            f"out_dir={d}",
+            "shards=1",
+            "samples_per_shard=24",
+            "patch_size=48",
+            "source.size=128",
+            "patches_per_source=6",
+            "lens.size=15",
+            "sensor.iso=[6400]",
+            "exposure.min=0.6",
+            "exposure.max=0.6",
+        )
+    )
+    with h5py.File(next(d.glob("*.h5"))) as f:
+        arr = {k: f[k][:].astype(np.float32) for k in ("clean", "blur", "noise", "noise_blur")}
+        meta = f["meta"][:]
+    span = float(meta["white"][0] - meta["ob"][0])
+    A = (meta["k1"][0] * 64 / span).astype(np.float32)
+    B = (meta["k0"][0] * 64 / span**2).astype(np.float32)
+    return arr, A, B
+
+
+def per_sample(fn, arr, A, B, a, b):
+    x = arr["noise_blur"]
+    rb, rn = arr["noise"] - x, arr["blur"] - x
+    return np.stack([fn(x[i], rb[i], rn[i], a, b, A, B) for i in range(len(x))])
+
+
+def test_zero_strengths_return_the_input_bit_for_bit(truth):
+    arr, A, B = truth
+    for fn in (compose_consistent, compose_consistent_fast, compose_literal):
+        assert np.array_equal(per_sample(fn, arr, A, B, 0, 0), arr["noise_blur"])
+
+
+def test_full_strengths_return_the_clean_patch(truth):
+    arr, A, B = truth
+    y = per_sample(compose_consistent_fast, arr, A, B, 1, 1)
+    ok = (arr["noise"] < 1) & (arr["noise_blur"] < 1)
+    np.testing.assert_allclose(y[ok], arr["clean"][ok], atol=2e-6)
+
+
+def test_intermediate_strengths_interpolate(truth):
+    arr, A, B = truth
+    f = compose_consistent_fast
+    y0, y5, y1 = (per_sample(f, arr, A, B, a, 1) for a in (0, 0.5, 1))
+    np.testing.assert_allclose(y5, (y0 + y1) / 2, atol=2e-6)  # linear in a at b = 1
+    n0, n5, n1 = (per_sample(f, arr, A, B, 0, b) for b in (0, 0.5, 1))
+    np.testing.assert_allclose(n5, (n0 + n1) / 2, atol=2e-6)  # linear in b at a = 0
+    # at a = 1 the noise level decreases monotonically with b
+    e = [np.var(per_sample(f, arr, A, B, 1, b) - arr["clean"]) for b in (0, 0.5, 0.9)]
+    assert e[0] > e[1] > e[2]
+
+
+def test_sharp_output_has_the_noise_of_the_sharp_image_not_the_blurred_one(truth):
+    """a = 1, b = 0: noise variance follows σ²(clean); reusing R_n would give σ²(blur)."""
+    arr, A, B = truth
+    y = per_sample(compose_consistent_fast, arr, A, B, 1, 0)
+    x = arr["noise_blur"]
+    naive = x + (arr["noise"] - x)  # = x + R_b: the unmodified noise residual kept
+    s, bl = arr["clean"], arr["blur"]
+    var_s = noise_variance(s, A, B)
+    dark_side = (bl > s + 0.04) & (arr["noise"] < 1) & (arr["noise_blur"] < 1)  # edge pixels
+    assert dark_side.sum() > 2000
+    ratio = ((y - s) ** 2 / var_s)[dark_side].mean()
+    ratio_naive = ((naive - s) ** 2 / var_s)[dark_side].mean()
+    tol = 5 * np.sqrt(2 / dark_side.sum())
+    assert abs(ratio - 1) < max(tol, 0.03), ratio
+    assert ratio_naive > 1.2, ratio_naive  # too much noise in shadows next to highlights
+
+
+def test_chain_of_blur_then_noise_is_the_consistent_composition(truth):
+    arr, A, B = truth
+    x = arr["noise_blur"][0]
+    rb, rn = arr["noise"][0] - x, arr["blur"][0] - x
+    for a, b in ((0.3, 0.6), (1, 0), (0, 1)):
+        chain = compose_chain(
+            x, [Component("blur", rb, a), Component("noise", rn, b, lambda v: noise_var(v, A, B))]
+        )
+        np.testing.assert_allclose(chain, compose_consistent(x, rb, rn, a, b, A, B), atol=1e-6)
+    # a third, additive component (e.g. relighting) first in physical order
+    rl = np.full_like(x, 0.01)
+    three = compose_chain(
+        x,
+        [
+            Component("relight", rl, 1.0),
+            Component("blur", rb, 1.0),
+            Component("noise", rn, 1.0, lambda v: noise_var(v, A, B)),
+        ],
+    )
+    np.testing.assert_allclose(three, x + rl + rb + rn, atol=1e-6)
+
+
+def test_literal_mode_differs_from_consistent_but_agrees_at_zero_noise_strength(truth):
+    arr, A, B = truth
+    lit = per_sample(compose_literal, arr, A, B, 1, 1)
+    con = per_sample(compose_consistent, arr, A, B, 1, 1)
+    assert not np.allclose(lit, con)
+    np.testing.assert_allclose(
+        per_sample(compose_literal, arr, A, B, 0.7, 0),
+        arr["noise_blur"] + 0.7 * (arr["noise"] - arr["noise_blur"]),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "x"])
+def test_strength_outside_range_is_refused(bad):
+    z = np.zeros((3, 4, 4), np.float32)
+    with pytest.raises(InputError, match="strengths.blur"):
+        compose_consistent_fast(z, z, z, bad, 0.5, np.ones(3), np.ones(3))
+
+
+# ---- export, registry, deploy --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    ds = root / "ds"
+    generate(
+        compose_cfg(
+            f"out_dir={ds}", "shards=3", "samples_per_shard=12", "patch_size=24", "source.size=96"
+        )
+    )
+    train(
+        train_cfg(
+            f"data.dir={ds}", f"run_dir={root / 'run'}", "trainer.max_epochs=1", "val.panel_every=0"
+        )
+    )
+    export(root / "run" / "checkpoints" / "last.ckpt", root / "exp")
+    return root / "exp"
+
+
+def test_export_writes_onnx_safetensors_and_a_complete_card(exported):
+    card = json.loads((exported / "card.json").read_text())
+    assert card["components"] == ["blur", "noise"] and card["outputs"] == ["R_blur", "R_noise"]
+    assert card["layout"] == "rgb" and card["channels"] == 3 and "0 = black" in card["scale"]
+    assert card["parity"]["max_abs_diff"] <= 1e-4
+    assert any(s[2] % card["stride"] for s in card["parity"]["shapes"])  # odd sizes checked
+    assert card["noise_model"]["source"]["k1"] == 0.63 and card["lens"]["f_number"] == 2.8
+    assert card["dataset"]["config_hash"] and card["training"]["model"]["width"] == 8
+    assert card["metrics"]["monitor"] == "val/psnr_full"
+    from data_gen.shards import sha256_file
+
+    for name, digest in card["files"].items():
+        assert sha256_file(exported / name) == digest
+    sums = (exported / "SHA256SUMS").read_text()
+    assert sha256_file(exported / "card.json") in sums
+    from safetensors.torch import load_file
+
+    assert any(k.startswith("out.blur") for k in load_file(str(exported / "weights.safetensors")))
+
+
+def test_export_fails_loudly_on_parity_and_writes_nothing(exported, tmp_path):
+    ckpt = Path(json.loads((exported / "card.json").read_text())["checkpoint"]["path"])
+    with pytest.raises(ExportError, match="parity failed"):
+        export(ckpt, tmp_path / "out", tol=0.0)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+    with pytest.raises(InputError, match="already holds files"):
+        export(ckpt, exported)
+
+
+def test_tiled_inference_equals_whole_image_inference(exported):
+    m = load_model(exported)
+    x = np.random.default_rng(0).random((3, 150, 190), dtype=np.float32)
+    whole = m.predict(x, tile=512)
+    tiled = m.predict(x, tile=64, overlap=32)
+    band = 16  # at the image border the whole image is padded to the stride, tiles are not
+    for k in m.heads:
+        assert np.abs(whole[k] - tiled[k])[:, band:-band, band:-band].max() <= 1e-4
+    torch_model = load_model(exported, backend="torch")
+    np.testing.assert_allclose(torch_model.predict(x, tile=512)["blur"], whole["blur"], atol=1e-5)
+    w = tile_weights(190, 64, 64, 32)
+    assert w[0] == 0 and w[-1] == 0 and w[32] == 1
+
+
+def test_registry_versions_aliases_and_tamper_detection(exported, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.publish(exported, "dl", "1.0", aliases=["prod"])
+    with pytest.raises(InputError, match="immutable"):
+        reg.publish(exported, "dl", "1.0")
+    reg.publish(exported, "dl", "1.1")
+    idx = reg.index("dl")
+    assert idx["aliases"]["latest"] == "1.1" and idx["aliases"]["prod"] == "1.0"
+    assert idx["aliases"]["best"] == "1.0"  # equal metric: best does not move
+    reg.set_alias("dl", "prod", "1.1")
+    assert reg.resolve("dl:prod") == ("dl", "1.1")
+    rows = reg.list()
+    assert [r["version"] for r in rows] == ["1.0", "1.1"] and rows[0]["value"] is not None
+    assert reg.fetch("dl:1.0") == tmp_path / "reg" / "dl" / "1.0"
+    onnx = tmp_path / "reg" / "dl" / "1.0" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(TamperedError, match="model.onnx"):
+        reg.fetch("dl:1.0")
+    card = tmp_path / "reg" / "dl" / "1.1" / "card.json"
+    card.write_text(card.read_text().replace('"rgb"', '"rggb"'))
+    with pytest.raises(TamperedError, match="card.json"):
+        load_model("dl:prod", registry=tmp_path / "reg")
+    with pytest.raises(InputError, match="neither a version nor an alias"):
+        reg.resolve("dl:nope")
+
+
+def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):
+    img = (np.random.default_rng(1).random((70, 90, 3)) * 65535).astype(np.uint16)
+    Image.fromarray(img[..., 0]).save(tmp_path / "grey.png")
+    tifffile.imwrite(tmp_path / "in.tif", img, photometric="rgb")
+    r = run(
+        "residual_train.deploy",
+        f"model={exported}",
+        f"input={tmp_path / 'in.tif'}",
+        f"out_dir={tmp_path / 'o'}",
+        "strengths.blur=0.8",
+        "strengths.noise=0.3",
+        "iso=800",
+        "linearize=true",
+        "tile=64",
+        "overlap=32",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    x, maps, meta = load_maps(tmp_path / "o")
+    np.testing.assert_allclose(x, read_input(tmp_path / "in.tif", linearize=True), atol=1e-7)
+    A, B = np.asarray(meta["noise_A"], np.float32), np.asarray(meta["noise_B"], np.float32)
+    want = compose_consistent(x, maps["blur"], maps["noise"], 0.8, 0.3, A, B)
+    got = np.moveaxis(tifffile.imread(tmp_path / "o" / "composed.tif"), 2, 0)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    r = run(
+        "residual_train.deploy.recompose",
+        f"maps={tmp_path / 'o'}",
+        "strengths.blur=0.2",
+        "strengths.noise=1",
+        f"out={tmp_path / 'r.npy'}",
+    )
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(
+        np.load(tmp_path / "r.npy"),
+        compose_consistent(x, maps["blur"], maps["noise"], 0.2, 1, A, B),
+        atol=1e-6,
+    )
+    r = run(
+        "residual_train.deploy.recompose",
+        f"maps={tmp_path / 'o'}",
+        "strengths.noise=2",
+        f"out={tmp_path / 'r2.npy'}",
+    )
+    assert r.returncode == 2 and "strengths.noise = 2 must be in [0, 1]" in r.stderr
+
+
+def test_deploy_bad_input(exported, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "model.onnx").write_text("not a model")
+    with pytest.raises(InputError, match="not a loadable ONNX model"):
+        load_model(broken)
+    wrong = tmp_path / "wrong"
+    shutil.copytree(exported, wrong)
+    card = json.loads((wrong / "card.json").read_text())
+    card["channels"] = 4
+    (wrong / "card.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="card says 4 channels, the ONNX model takes 3"):
+        load_model(wrong)
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((20, 20, 5), np.float32))
+    with pytest.raises(InputError, match="5 channels, expected 3"):
+        read_input(tmp_path / "five.tif")
+    m = load_model(exported)
+    with pytest.raises(InputError, match="outside the model's training range"):
+        m.noise_params(iso=10)
+    r = run(
+        "residual_train.deploy",
+        f"model={exported}",
+        f"input={tmp_path / 'five.tif'}",
+        f"out_dir={tmp_path / 'o'}",
+        "strengths.blur=1.2",
+    )
+    assert r.returncode == 2 and "strengths.blur = 1.2" in r.stderr
+
+
+def test_raw_input_through_libraw():
+    from tests.conftest import shared
+
+    x = read_input(shared("raw", "tinydng_colorchart_Canon550D_MagicLantern.dng"))
+    assert x.shape[0] == 3 and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(InputError, match="LibRaw cannot read"):
+        bad = Path(shared("raw").parent / "psf" / "levin09_kernels.npz")
+        tmp = Path("/tmp") / "not_raw.dng"
+        tmp.write_bytes(bad.read_bytes()[:1000])
+        read_input(tmp)
+
+
+@pytest.mark.slow
+def test_publish_logs_a_wandb_artifact_offline(exported, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "residual_train.publish",
+            f"src={exported}",
+            f"registry={tmp_path / 'reg'}",
+            "name=dl",
+            "version=2",
+            "wandb=true",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "WANDB_MODE": "offline"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_id = json.loads(r.stdout.strip().splitlines()[-1])["wandb_run"]
+    runs = list((tmp_path / "reg" / "dl").glob(f"wandb/offline-run-*-{run_id}"))
+    assert len(runs) == 1
+    log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
+    assert b"model.onnx" in log and b"residual-train-model/1" in log
