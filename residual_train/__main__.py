@@ -31,14 +31,19 @@ def _child_argv() -> list[str] | None:
 @hydra.main(version_base=None, config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from residual_train.train import train
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and not any(o.startswith("run_dir=") for o in hc.overrides.task):
+        # sweep jobs can start within the same second: each gets its sweep subdirectory
+        resolved["run_dir"] = hc.runtime.output_dir
     run_dir = str(Path(resolved["run_dir"]).resolve())
     resolved["run_dir"] = run_dir
     if _child_argv() is None:
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("run_dir=")]
+        overrides = [o for o in hc.overrides.task if not o.startswith("run_dir=")]
         os.environ[JOB_ENV] = json.dumps([*overrides, f"run_dir={run_dir}"])
     result = run_task(lambda: train(resolved), "train")
     from lightning_fabric.utilities.rank_zero import rank_zero_only

@@ -283,6 +283,31 @@ def test_ddp_two_cpu_processes_train_on_disjoint_samples(dataset, tmp_path):
 
 
 @pytest.mark.slow
+def test_multirun_gives_each_job_its_own_run_dir_and_result(dataset, tmp_path):
+    r = run_cli(
+        "-m",
+        f"data.dir={dataset}",
+        "experiment=tiny",
+        "trainer.max_epochs=1",
+        "val.panel_every=0",
+        "optim.lr=1e-3,3e-3",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = [json.loads((tmp_path / str(i) / "result.json").read_text()) for i in (0, 1)]
+    assert [Path(x["run_dir"]).name for x in results] == ["0", "1"]
+    assert all(np.isfinite(x["value"]) for x in results)
+    lrs = [yaml_load(tmp_path / str(i) / "config.yaml")["optim"]["lr"] for i in (0, 1)]
+    assert lrs == [1e-3, 3e-3]
+
+
+def yaml_load(p: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(p.read_text())
+
+
+@pytest.mark.slow
 def test_wandb_offline_run_keeps_its_id_across_resume(dataset, tmp_path):
     pytest.importorskip("wandb")
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path)}
