@@ -17,9 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m data_gen out_dir=$(DEMO_DIR)/data shards=4 samples_per_shard=256 workers=2
-	$(PY) -m data_gen.verify $(DEMO_DIR)/data
-	$(PY) -m data_gen.preview $(DEMO_DIR)/data out=$(DEMO_DIR)/preview.png
+	$(PY) -m residual_train.demo out=$(DEMO_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2
@@ -32,9 +30,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check data_gen residual_train bench tests
 
 bench: $(VENV)/.installed
-	$(PY) bench/datagen.py
-	$(PY) bench/train.py
-	$(PY) bench/deploy.py
+	$(PY) bench/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)

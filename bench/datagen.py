@@ -5,7 +5,7 @@ float16 HDF5 shards written with 1 and 2 worker processes; the same pipeline
 rendering only (``write=false``); 2 workers with 512 patches per frame; and parts
 alone (dead-leaves frames, batched FFT convolution). Prints a table and saves ``bench/results/datagen.json``.
 
-    python bench/datagen.py [--samples 2048] [--target 2500]
+    python bench/datagen.py [--samples 16384] [--target 2500]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def dead_leaves_rate(reps: int = 5) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--samples", type=int, default=4096)
+    ap.add_argument("--samples", type=int, default=16384)
     ap.add_argument("--target", type=float, default=2500.0)
     args = ap.parse_args()
     rows = {}
