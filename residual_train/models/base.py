@@ -14,7 +14,8 @@ class ResidualNet(nn.Module):
 
     ``channels``: image channels C; ``sigma_map``: an extra C-channel noise-level map is
     concatenated to the input (conditioning). Subclasses set ``self.levels`` and
-    ``self.features`` and implement ``trunk(z) -> (B, features, H, W)``.
+    ``self.features`` and the modules of the U-shaped :meth:`trunk` (``stem``, per level
+    ``enc``/``down``/``up``/``dec``, and ``mid``), or override ``trunk``.
     """
 
     levels: int
@@ -33,8 +34,18 @@ class ResidualNet(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def trunk(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    def trunk(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder, bottleneck, decoder with additive skips: ``(B, features, H, W)``."""
+        x = self.stem(z)
+        skips = []
+        for enc, down in zip(self.enc, self.down, strict=True):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        x = self.mid(x)
+        for i in reversed(range(self.levels)):
+            x = self.dec[i](self.up[i](x) + skips[i])  # additive skip
+        return x
 
     def forward(
         self, x: torch.Tensor, sigma: torch.Tensor | None = None

@@ -67,6 +67,8 @@ class NAFNet(ResidualNet):
         sigma_map: bool = False,
     ) -> None:
         super().__init__(channels, heads, sigma_map)
+        if width < 1 or depth < 0 or blocks < 1 or middle < 0:
+            raise ValueError(f"width {width}, depth {depth}, blocks {blocks}, middle {middle}")
         self.levels, self.features = depth, width
         w = [width * 2**i for i in range(depth + 1)]
         self.stem = nn.Conv2d(self.in_channels, w[0], 3, padding=1)
@@ -85,15 +87,3 @@ class NAFNet(ResidualNet):
             [nn.Sequential(*[NAFBlock(w[i]) for _ in range(blocks)]) for i in range(depth)]
         )
         self._make_heads()
-
-    def trunk(self, z):
-        x = self.stem(z)
-        skips = []
-        for enc, down in zip(self.enc, self.down, strict=True):
-            x = enc(x)
-            skips.append(x)
-            x = down(x)
-        x = self.mid(x)
-        for i in reversed(range(self.levels)):
-            x = self.dec[i](self.up[i](x) + skips[i])
-        return x

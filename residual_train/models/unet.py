@@ -43,15 +43,3 @@ class UNet(ResidualNet):
         )
         self.dec = nn.ModuleList([conv_block(w[i], w[i], blocks) for i in range(depth)])
         self._make_heads()
-
-    def trunk(self, z):
-        x = self.stem(z)
-        skips = []
-        for enc, down in zip(self.enc, self.down, strict=True):
-            x = enc(x)
-            skips.append(x)
-            x = down(x)
-        x = self.mid(x)
-        for i in reversed(range(self.levels)):
-            x = self.dec[i](self.up[i](x) + skips[i])  # additive skip
-        return x
