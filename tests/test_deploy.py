@@ -359,3 +359,58 @@ def test_publish_logs_a_wandb_artifact_offline(exported, tmp_path, monkeypatch):
     assert len(runs) == 1
     log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
     assert b"model.onnx" in log and b"residual-train-model/1" in log
+
+
+@pytest.mark.slow
+def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp_path):
+    ds = Path(json.loads((exported / "card.json").read_text())["training"]["data"]["dir"])
+    models = {}
+    for head in ("noise", "blur"):
+        run_dir = tmp_path / head
+        train(
+            train_cfg(
+                f"data.dir={ds}",
+                f"run_dir={run_dir}",
+                "model=single_head",
+                f"model.heads=[{head}]",
+                "model.width=8",
+                "model.depth=2",
+                "model.blocks=1",
+                "trainer.max_epochs=1",
+                "val.panel_every=0",
+            )
+        )
+        export(run_dir / "checkpoints" / "last.ckpt", tmp_path / f"exp_{head}")
+        models[head] = load_model(tmp_path / f"exp_{head}")
+    from residual_train.deploy import predict_sequential
+
+    x = np.random.default_rng(3).random((3, 40, 52), dtype=np.float32)
+    maps = predict_sequential(models["noise"], models["blur"], x, tile=512)
+    r_n = models["noise"].predict(x, tile=512)["noise"]
+    np.testing.assert_allclose(maps["noise"], r_n, atol=0)
+    np.testing.assert_allclose(
+        maps["blur"], models["blur"].predict(x + r_n, tile=512)["blur"], atol=1e-6
+    )
+    assert not np.allclose(maps["blur"], models["blur"].predict(x, tile=512)["blur"])
+    with pytest.raises(InputError, match="noise-only and a blur-only"):
+        predict_sequential(models["blur"], models["noise"], x)
+    r = run(
+        "residual_train.deploy",
+        f"model={tmp_path / 'exp_noise'}",
+        f"blur_model={tmp_path / 'exp_blur'}",
+        f"input={tmp_path / 'in.tif'}",
+        f"out_dir={tmp_path / 'o'}",
+    )
+    assert r.returncode == 2 and "in.tif" in r.stderr  # a missing input is named
+    tifffile.imwrite(tmp_path / "in.tif", np.moveaxis(x, 0, 2), photometric="rgb")
+    r = run(
+        "residual_train.deploy",
+        f"model={tmp_path / 'exp_noise'}",
+        f"blur_model={tmp_path / 'exp_blur'}",
+        f"input={tmp_path / 'in.tif'}",
+        f"out_dir={tmp_path / 'o'}",
+        "strengths.blur=0.5",
+        "iso=800",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(load_maps(tmp_path / "o")[1]) == ["blur", "noise"]
