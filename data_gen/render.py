@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.fft
 
 from data_gen.optics import PSFBank
-from data_gen.sensor import NoiseParams, SensorModel, noise_variance
+from data_gen.sensor import NoiseParams, SensorModel
 from data_gen.sources import Frame
 
 PATCHES = ("clean", "blur", "noise", "noise_blur")
@@ -120,18 +121,30 @@ def render_batch(specs: list[SampleSpec], blur: BlurOperator) -> dict[str, np.nd
         )
     clean = np.ascontiguousarray(buf[:, :, r : r + p, r : r + p])
     blurred = blur(buf, np.array([s.psf_index for s in specs]))
-    a = np.stack([s.noise.a for s in specs])
-    b = np.stack([s.noise.b for s in specs])
-    noise = np.empty_like(clean)
+    a = np.stack([s.noise.a for s in specs]).astype(np.float32)
+    b = np.stack([s.noise.b for s in specs]).astype(np.float32)
+    normal = np.empty_like(clean)
     for i, s in enumerate(specs):
-        s.rng.standard_normal(dtype=np.float32, out=noise[i])
-    noise *= np.sqrt(noise_variance(blurred, a, b))
-    out = {
-        "clean": clean,
-        "blur": blurred,
-        "noise": clean + noise,
-        "noise_blur": blurred + noise,
-    }
-    for v in out.values():
-        np.minimum(v, 1.0, out=v)
-    return out
+        s.rng.standard_normal(dtype=np.float32, out=normal[i])
+    noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
+    _add_noise_and_clip(clean, blurred, normal, a, b, noisy, noisy_blur)
+    return {"clean": clean, "blur": blurred, "noise": noisy, "noise_blur": noisy_blur}
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_noise_and_clip(clean, blurred, normal, a, b, noisy, noisy_blur):  # pragma: no cover
+    """One pass: ``n = sqrt(max(a·B + b, 0))·r``; ``noise = S + n``, ``noise_blur = B + n``;
+    all four clipped at 1 (the same float32 operations as :func:`noise_variance`)."""
+    one, zero = np.float32(1), np.float32(0)
+    nb, nc, h, w = clean.shape
+    for i in range(nb):
+        for c in range(nc):
+            ac, bc = a[i, c], b[i, c]
+            for y in range(h):
+                for x in range(w):
+                    s, bl = clean[i, c, y, x], blurred[i, c, y, x]
+                    n = np.sqrt(max(ac * bl + bc, zero)) * normal[i, c, y, x]
+                    noisy[i, c, y, x] = min(s + n, one)
+                    noisy_blur[i, c, y, x] = min(bl + n, one)
+                    clean[i, c, y, x] = min(s, one)
+                    blurred[i, c, y, x] = min(bl, one)
