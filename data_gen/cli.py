@@ -57,13 +57,21 @@ def run_task(fn: Callable[[], object], config_name: str) -> object:
 
 
 def parse_kv(
-    argv: list[str], defaults: dict[str, str | None], positional: int = 0, usage: str = ""
+    argv: list[str],
+    defaults: dict[str, str | None],
+    positional: int = 0,
+    usage: str = "",
+    doc: str | None = None,
 ) -> tuple[list[str], dict[str, str | None]]:
     """``key=value`` command-line arguments (Hydra-like, for the small CLIs).
 
     Keys must be in ``defaults`` (a ``None`` default marks a required key); ``positional``
-    bare arguments are allowed. Raises :class:`InputError` naming the bad argument.
+    bare arguments are allowed. ``-h``/``--help`` prints ``doc`` (or ``usage``) and exits
+    0. Raises :class:`InputError` naming the bad argument.
     """
+    if any(a in ("-h", "--help") for a in argv):
+        print(doc or usage)
+        sys.exit(0)
     opts = dict(defaults)
     pos: list[str] = []
     for a in argv:

@@ -70,14 +70,12 @@ def contact_sheet(
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
     try:
         pos, opts = parse_kv(
             argv,
             {"out": None, "n": "6", "shard": "0", "scale": "2", "gain": "1"},
             positional=1,
+            doc=__doc__,
             usage="python -m data_gen.preview DIR out=FILE.png",
         )
         sheet = contact_sheet(

@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         _, o = parse_kv(
             sys.argv[1:] if argv is None else argv,
             {"out": "runs/demo", "profile": "full"},
+            doc=__doc__,
             usage="python -m residual_train.demo [out=DIR] [profile=full|tiny]",
         )
         run_demo(Path(o["out"]), o["profile"])

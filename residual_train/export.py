@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         _, o = parse_kv(
             sys.argv[1:] if argv is None else argv,
             {"ckpt": None, "out_dir": None, "opset": "17", "tol": "1e-4"},
+            doc=__doc__,
             usage=usage,
         )
         card = export(o["ckpt"], o["out_dir"], int(o["opset"]), float(o["tol"]))

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     usage = __doc__.split("CLI::", 1)[1]
     try:
         if argv[:1] == ["list"]:
-            _, o = parse_kv(argv[1:], {"registry": None, "name": ""}, usage=usage)
+            _, o = parse_kv(argv[1:], {"registry": None, "name": ""}, doc=__doc__, usage=usage)
             for r in Registry(o["registry"]).list(o["name"] or None):
                 print(
                     f"{r['name']:20s} {r['version']:12s} {','.join(r['aliases']):18s} "
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             _, o = parse_kv(
                 argv[1:],
                 {"registry": None, "name": None, "version": None, "alias": None},
+                doc=__doc__,
                 usage=usage,
             )
             Registry(o["registry"]).set_alias(o["name"], o["alias"], o["version"])
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 "wandb": "false",
                 "project": "residual-train",
             },
+            doc=__doc__,
             usage=usage,
         )
         aliases = [a for a in o["alias"].split(",") if a]

@@ -30,9 +30,6 @@ from residual_train.deploy.compose import check_strength, compose
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
     defaults = {
         "model": None,
         "input": None,
@@ -50,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         "batch": "4",
     }
     try:
-        _, o = parse_kv(argv, defaults, usage="see python -m residual_train.deploy --help")
+        _, o = parse_kv(
+            argv, defaults, doc=__doc__, usage="see python -m residual_train.deploy --help"
+        )
         a = check_strength("blur", o["strengths.blur"])
         b = check_strength("noise", o["strengths.noise"])
         out_dir = Path(o["out_dir"])

@@ -22,9 +22,6 @@ from residual_train.deploy.compose import compose
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
     try:
         _, o = parse_kv(
             argv,
@@ -36,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mode": "consistent",
                 "overwrite": "false",
             },
+            doc=__doc__,
             usage="see python -m residual_train.deploy.recompose --help",
         )
         out = Path(o["out"])
