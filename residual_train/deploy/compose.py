@@ -82,24 +82,22 @@ class Component:
 def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
     """Components in physical order (e.g. relight -> blur -> noise).
 
-    Each residual ``R_i`` was estimated at ``ref_i = x + Σ_{j>i} R_j`` (the later
-    components removed); once the earlier ones are corrected at their strengths the
+    Each residual ``R_i`` was estimated at ``ref_i = x + Σ_{j>=i} R_j`` (that component
+    and the later ones removed); once the earlier ones are corrected at their strengths the
     image there is ``m_i = ref_i + Σ_{j<i} s_j·R_j``, and a signal-dependent component
     rescales by ``k_i = σ(m_i)/σ(ref_i)``. Output ``y = x + Σ R_i·(1 − (1 − s_i)·k_i)``.
     With blur -> noise this is :func:`compose_consistent`.
     """
     eps = np.float32(EPS)
     y = x.copy()
-    n = len(components)
     for i, c in enumerate(components):
         s = np.float32(check_strength(c.name, c.strength))
         if c.variance is None:
             y += s * c.residual
             continue
-        ref = x.copy()
-        for later in components[i + 1 :][::-1]:
+        ref = x
+        for later in components[i:][::-1]:
             ref = ref + later.residual
-        ref = ref + c.residual if i == n - 1 else ref
         m = ref
         for earlier in components[:i]:
             m = m + np.float32(earlier.strength) * earlier.residual
