@@ -177,11 +177,13 @@ class FolderSource:
                     + f"; patches need at least {min_size}x{min_size} (patch_size + PSF size - 1)"
                 )
 
-    def frame(self, rng: np.random.Generator) -> Frame:
-        f = self.files[int(rng.integers(len(self.files)))]
-        img = read_image(f, self.linearize, self.channels)
-        img = shrink(img, self.shrink_factor)
+    def load(self, f: Path) -> Frame:
+        """One of ``self.files`` decoded, linearised and shrunk as configured."""
+        img = shrink(read_image(f, self.linearize, self.channels), self.shrink_factor)
         return Frame(str(f.relative_to(self.root)), np.ascontiguousarray(img, dtype=np.float32))
+
+    def frame(self, rng: np.random.Generator) -> Frame:
+        return self.load(self.files[int(rng.integers(len(self.files)))])
 
 
 def _natural_colours(rng: np.random.Generator, n: int, channels: int) -> np.ndarray:

@@ -97,9 +97,7 @@ def held_out_images(data_cfg: dict, profile: dict) -> list[tuple[str, np.ndarray
     if kodak.is_dir() and profile["kodak"]:
         fs = FolderSource(str(kodak), linearize=True, shrink_factor=2)
         for f in fs.files[: profile["kodak"]]:
-            from data_gen.sources import read_image, shrink
-
-            img = shrink(read_image(f, linearize=True), 2)
+            img = fs.load(f).pixels
             h, w = img.shape[1:]
             s = min(size, h, w)
             y0, x0 = (h - s) // 2, (w - s) // 2

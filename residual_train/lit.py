@@ -154,13 +154,9 @@ class ResidualModule(pl.LightningModule):
                 for i, bin_name in enumerate(self.iso_names):
                     self._add(f"{name}/{bin_name}", v[bins == i])
         if batch_idx == 0:
-            self._panel_batch = {
-                k: v[: self.val_cfg.get("panel_samples", 4)].detach().cpu()
-                for k, v in batch.items()
-            }
-            self._panel_batch["pred"] = {
-                k: v[: self.val_cfg.get("panel_samples", 4)].detach().cpu() for k, v in pred.items()
-            }
+            n = self.val_cfg.get("panel_samples", 4)
+            self._panel_batch = {k: v[:n].detach().cpu() for k, v in batch.items()}
+            self._panel_batch["pred"] = {k: v[:n].detach().cpu() for k, v in pred.items()}
 
     def on_validation_epoch_end(self) -> None:
         for name in self.metric_names():  # same order on every rank
