@@ -24,8 +24,9 @@ import numpy as np
 import yaml
 
 from data_gen import __version__
+from data_gen.cfa import PATTERNS, PLANE_COLOUR
 from data_gen.errors import InputError, require
-from data_gen.optics import PSFBank, load_psf_file, zernike_bank
+from data_gen.optics import PSFBank, build_bank
 from data_gen.render import BlurOperator, draw_sample, render_batch
 from data_gen.sensor import SensorModel, build_sensor
 from data_gen.shards import (
@@ -42,12 +43,21 @@ from data_gen.shards import (
     write_json_atomic,
     write_record,
 )
-from data_gen.sources import DeadLeavesSource, FolderSource
+from data_gen.sources import DeadLeavesSource, FolderSource, RawSource
 
 log = logging.getLogger(__name__)
 
 # Keys that change how a run executes but never what it writes.
-RUNTIME_KEYS = ("out_dir", "shard_index", "workers", "fft_threads", "progress", "write")
+RUNTIME_KEYS = (
+    "out_dir",
+    "shard_index",
+    "workers",
+    "fft_threads",
+    "progress",
+    "write",
+    "bank_cache",
+)
+LAYOUTS = ("rgb", "rggb")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 _FRAME_STREAM = 1  # domain tag separating frame seeds from sample seeds
@@ -101,7 +111,7 @@ class Pipeline:
 
     cfg: dict
     hash: str
-    source: FolderSource | DeadLeavesSource
+    source: FolderSource | RawSource | DeadLeavesSource
     sensor: SensorModel
     bank: PSFBank
     storage: StorageSpec
@@ -109,6 +119,24 @@ class Pipeline:
     @property
     def min_frame(self) -> int:
         return self.cfg["patch_size"] + self.bank.size - 1
+
+    @property
+    def cfa(self) -> str | None:
+        """Bayer pattern when the shards hold packed mosaics, else None."""
+        return self.cfg["cfa"] if self.cfg["layout"] == "rggb" else None
+
+    @property
+    def stored_channels(self) -> int:
+        return 4 if self.cfa else self.cfg["channels"]
+
+    @property
+    def stored_patch(self) -> int:
+        return self.cfg["patch_size"] // 2 if self.cfa else self.cfg["patch_size"]
+
+    @property
+    def channel_colour(self) -> list[int]:
+        """Colour channel (of the source / sensor model) behind each stored channel."""
+        return list(PLANE_COLOUR) if self.cfa else list(range(self.cfg["channels"]))
 
 
 def _positive_int(cfg: dict, key: str, minimum: int = 1) -> int:
@@ -118,35 +146,6 @@ def _positive_int(cfg: dict, key: str, minimum: int = 1) -> int:
         f"{key} = {v!r} must be an integer >= {minimum}",
     )
     return v
-
-
-def build_bank(lens: dict, channels: int) -> PSFBank:
-    kind = lens.get("kind")
-    if kind == "zernike":
-        for key in ("f_number", "pixel_pitch_um", "wavelengths_nm", "size"):
-            require(lens.get(key) is not None, f"lens.{key} is missing from the lens config")
-        wl = list(lens["wavelengths_nm"])
-        require(
-            len(wl) == channels,
-            f"lens.wavelengths_nm has {len(wl)} values but channels = {channels}",
-        )
-        return zernike_bank(
-            wl,
-            float(lens["f_number"]),
-            float(lens["pixel_pitch_um"]),
-            int(lens["size"]),
-            lens.get("zernike_um"),
-            lens.get("oversample"),
-            lens.get("focal_length_mm"),
-            lens.get("focus_m"),
-        )
-    if kind == "file":
-        require(
-            lens.get("path") not in (None, "???"),
-            "lens.path is missing: give the PSF file as lens.path=FILE (.npy, .npz or image)",
-        )
-        return PSFBank(load_psf_file(lens["path"], channels), name=Path(lens["path"]).name)
-    raise InputError(f"lens.kind = {kind!r}: use 'zernike' or 'file'")
 
 
 def build_pipeline(cfg: dict) -> Pipeline:
@@ -159,10 +158,18 @@ def build_pipeline(cfg: dict) -> Pipeline:
         isinstance(cfg.get("seed"), int) and cfg["seed"] >= 0,
         f"seed = {cfg.get('seed')!r} must be an integer >= 0",
     )
-    require(
-        cfg.get("layout") == "rgb",
-        f"layout = {cfg.get('layout')!r}: this version writes 'rgb' only",
-    )
+    layout = cfg.get("layout")
+    require(layout in LAYOUTS, f"layout = {layout!r}: use one of {LAYOUTS}")
+    if layout == "rggb":
+        require(
+            cfg.get("cfa") in PATTERNS,
+            f"cfa = {cfg.get('cfa')!r}: use one of {', '.join(PATTERNS)}",
+        )
+        require(channels == 3, f"channels = {channels}: layout = rggb mosaics 3 colour channels")
+        require(
+            cfg["patch_size"] % 2 == 0,
+            f"patch_size = {cfg['patch_size']} must be even for layout = rggb (2x2 Bayer blocks)",
+        )
     exp = cfg.get("exposure") or {}
     lo, hi = exp.get("min"), exp.get("max")
     require(
@@ -198,10 +205,20 @@ def build_pipeline(cfg: dict) -> Pipeline:
             channels,
             src.get("check", "full"),
         )
+    elif kind == "raw":
+        require(
+            src.get("path") not in (None, "???"),
+            "source.path is missing: give the RAW folder as source.path=DIR",
+        )
+        source = RawSource(
+            src["path"], float(src.get("shrink", 1.0)), channels, src.get("check", "full")
+        )
     else:
-        raise InputError(f"source.kind = {kind!r}: use 'dead_leaves' or 'folder'")
+        raise InputError(f"source.kind = {kind!r}: use 'dead_leaves', 'folder' or 'raw'")
     sensor = build_sensor(cfg.get("sensor") or {}, channels)
-    bank = build_bank(cfg.get("lens") or {}, channels)
+    bank = build_bank(
+        cfg.get("lens") or {}, channels, cfg.get("bank_cache"), bool(cfg.get("progress", False))
+    )
     return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage)
 
 
@@ -217,7 +234,7 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
     exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
     blur = BlurOperator(pipe.bank, p, threads)
-    state = pipe.bank.state
+    colour = pipe.channel_colour
     frame, frame_id = None, -1
     for start in range(0, m, c["batch_size"]):
         specs = []
@@ -237,9 +254,10 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
                     pipe.bank,
                 )
             )
-        patches = render_batch(specs, blur)
-        meta = np.zeros(len(specs), meta_dtype(c["channels"]))
+        patches = render_batch(specs, blur, pipe.cfa)
+        meta = np.zeros(len(specs), meta_dtype(pipe.stored_channels))
         for j, s in enumerate(specs):
+            state = pipe.bank.state_of(s.psf_index)
             meta[j] = (
                 s.frame.name,
                 s.y,
@@ -251,8 +269,8 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
                 s.azimuth,
                 s.psf_index,
                 s.noise.iso,
-                s.noise.k0,
-                s.noise.k1,
+                s.noise.k0[colour],
+                s.noise.k1[colour],
                 s.noise.ob,
                 s.noise.white,
                 s.exposure,
@@ -266,7 +284,8 @@ def shard_attrs(pipe: Pipeline, shard: int) -> dict:
         "schema_version": SCHEMA_VERSION,
         "layout": pipe.cfg["layout"],
         "scale": SCALE,
-        "channels": pipe.cfg["channels"],
+        "channels": pipe.stored_channels,
+        **({"cfa": pipe.cfa} if pipe.cfa else {}),
         "config": yaml.safe_dump(generation_config(pipe.cfg), sort_keys=True),
         "config_hash": pipe.hash,
         "package_version": __version__,
@@ -287,8 +306,8 @@ def make_shard(
         writer = ShardWriter(
             out_dir / name,
             pipe.cfg["samples_per_shard"],
-            pipe.cfg["channels"],
-            pipe.cfg["patch_size"],
+            pipe.stored_channels,
+            pipe.stored_patch,
             pipe.storage,
             shard_attrs(pipe, shard),
             {"psfs": pipe.bank.psfs},
@@ -393,9 +412,10 @@ def generate(cfg: dict) -> dict:
             "schema_version": SCHEMA_VERSION,
             "config_hash": pipe.hash,
             "samples_per_shard": cfg["samples_per_shard"],
-            "patch_size": cfg["patch_size"],
-            "channels": cfg["channels"],
+            "patch_size": pipe.stored_patch,
+            "channels": pipe.stored_channels,
             "layout": cfg["layout"],
+            **({"cfa": pipe.cfa} if pipe.cfa else {}),
             "dtype": pipe.storage.dtype,
             "scale": SCALE,
             "package_version": __version__,

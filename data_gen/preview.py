@@ -24,8 +24,13 @@ COLUMNS = (*PATCHES, "R_b", "R_n")
 
 
 def to_rgb8(x: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8 (greyscale / >3 channels: first or mean)."""
-    if x.shape[0] != 3:
+    """``(C, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8. Four channels are packed Bayer
+    planes R, Gr, Gb, B (shown as half-resolution RGB); other counts as their mean."""
+    if x.shape[0] == 4:
+        from data_gen.cfa import superpixel_rgb
+
+        x = superpixel_rgb(x)
+    elif x.shape[0] != 3:
         x = np.repeat(x.mean(axis=0, keepdims=True), 3, axis=0)
     return (np.clip(x, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
 

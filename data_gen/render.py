@@ -8,13 +8,13 @@ sensor saturates), values below black are kept (as raw data does).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 import scipy.fft
 
+from data_gen.cfa import PLANE_COLOUR, mosaic_packed
 from data_gen.optics import PSFBank
 from data_gen.sensor import NoiseParams, SensorModel
 from data_gen.sources import Frame
@@ -55,16 +55,18 @@ class BlurOperator:
         return self._kernels[index]
 
     def __call__(self, x: np.ndarray, psf_index: np.ndarray) -> np.ndarray:
-        out = np.empty((x.shape[0], x.shape[1], self.p, self.p), np.float32)
+        """One batched forward and inverse FFT; each sample's spectrum is multiplied by
+        its own PSF's cached transform (a field-varying bank costs no extra FFTs)."""
         lo, hi = self.k - 1, self.k - 1 + self.p
-        for idx in np.unique(psf_index):
-            sel = np.flatnonzero(psf_index == idx)
-            xs = x if len(sel) == len(x) else x[sel]
-            spec = scipy.fft.rfft2(xs, workers=self.threads)
-            spec *= self.kernel_fft(int(idx))
-            y = scipy.fft.irfft2(spec, s=(self.n, self.n), workers=self.threads, overwrite_x=True)
-            out[sel] = y[:, :, lo:hi, lo:hi]
-        return out
+        spec = scipy.fft.rfft2(x, workers=self.threads)
+        idx = np.asarray(psf_index)
+        if (idx == idx[0]).all():
+            spec *= self.kernel_fft(int(idx[0]))
+        else:
+            for i, j in enumerate(idx):
+                spec[i] *= self.kernel_fft(int(j))
+        y = scipy.fft.irfft2(spec, s=(self.n, self.n), workers=self.threads, overwrite_x=True)
+        return np.ascontiguousarray(y[:, :, lo:hi, lo:hi])
 
 
 @dataclass
@@ -78,7 +80,7 @@ class SampleSpec:
     noise: NoiseParams
     psf_index: int
     image_height: float  # patch centre distance from frame centre / half diagonal
-    azimuth: float  # radians, atan2(dy, dx) with y pointing down
+    azimuth: float  # radians, atan2(dy, dx) with y pointing down (sensor geometry)
     seed: int
     rng: np.random.Generator
 
@@ -101,15 +103,22 @@ def draw_sample(
     lo, hi = exposure
     e = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
     iso = sensor.iso.draw(rng)
-    cy, cx = y + patch_size / 2 - h / 2, x + patch_size / 2 - w / 2
-    height = math.hypot(cy, cx) / math.hypot(h / 2, w / 2)
-    az = math.atan2(cy, cx)
-    psf_index = bank.index_for(height, az, rng)
+    fy, fx = (y + patch_size / 2) / h, (x + patch_size / 2) / w  # patch centre, fraction
+    height, az = bank.locate(fy, fx, (h, w))
+    psf_index = bank.index_for(fy, fx, rng)
     return SampleSpec(frame, y, x, e, sensor.params(iso), psf_index, height, az, seed, rng)
 
 
-def render_batch(specs: list[SampleSpec], blur: BlurOperator) -> dict[str, np.ndarray]:
-    """Render the quadruples of ``specs``: dict of ``(B, C, P, P)`` float32 arrays."""
+def render_batch(
+    specs: list[SampleSpec], blur: BlurOperator, cfa: str | None = None
+) -> dict[str, np.ndarray]:
+    """Render the quadruples of ``specs``: dict of ``(B, C, P, P)`` float32 arrays.
+
+    ``cfa`` (e.g. ``'RGGB'``): Bayer sensor. Each colour plane is blurred with its own
+    PSF at full resolution, then mosaicked with that pattern and packed to
+    ``(B, 4, P/2, P/2)`` planes R, Gr, Gb, B; noise is added per photosite with the
+    noise parameters of its colour.
+    """
     p, r, m = blur.p, blur.k // 2, blur.m
     c = specs[0].frame.pixels.shape[0]
     buf = blur.buffer(len(specs), c)
@@ -123,6 +132,9 @@ def render_batch(specs: list[SampleSpec], blur: BlurOperator) -> dict[str, np.nd
     blurred = blur(buf, np.array([s.psf_index for s in specs]))
     a = np.stack([s.noise.a for s in specs]).astype(np.float32)
     b = np.stack([s.noise.b for s in specs]).astype(np.float32)
+    if cfa is not None:
+        clean, blurred = mosaic_packed(clean, cfa), mosaic_packed(blurred, cfa)
+        a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
     normal = np.empty_like(clean)
     for i, s in enumerate(specs):
         s.rng.standard_normal(dtype=np.float32, out=normal[i])

@@ -43,10 +43,13 @@ def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"blur": p["noise"] - p["noise_blur"], "noise": p["blur"] - p["noise_blur"]}
 
 
-def augment(arrays: dict[str, np.ndarray], crop: int, seed: int, random: bool) -> dict:
+def augment(
+    arrays: dict[str, np.ndarray], crop: int, seed: int, random: bool, flips: bool = True
+) -> dict:
     """Crop ``(C, P, P)`` arrays to ``crop`` and flip / rotate them, identically.
 
-    ``random=False``: centre crop, no flips (validation).
+    ``random=False``: centre crop, no flips (validation). ``flips=False``: random crop
+    only (packed Bayer planes: a flip or rotation would change the CFA phase).
     """
     p = next(iter(arrays.values())).shape[-1]
     if not random:
@@ -55,6 +58,8 @@ def augment(arrays: dict[str, np.ndarray], crop: int, seed: int, random: bool) -
     rng = np.random.default_rng(seed)
     y, x = (int(v) for v in rng.integers(0, p - crop + 1, 2))
     flip, rot = bool(rng.integers(2)), int(rng.integers(4))
+    if not flips:
+        flip, rot = False, 0
     out = {}
     for k, v in arrays.items():
         v = v[:, y : y + crop, x : x + crop]
@@ -74,8 +79,10 @@ class ShardDataset(Dataset):
         crop: int,
         augment: bool,
         sigma_map: bool = False,
+        flips: bool = True,
     ) -> None:
         self.dir = Path(data_dir)
+        self.flips = flips
         self.names = [s["name"] for s in shards]
         self.shard_ids = [int(s["index"]) for s in shards]
         counts = [int(s["samples"]) for s in shards]
@@ -111,7 +118,7 @@ class ShardDataset(Dataset):
         f = self._file(k)
         arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
         meta = self._meta[k][j]
-        arrays = augment(arrays, self.crop, seed, self.augment)
+        arrays = augment(arrays, self.crop, seed, self.augment, self.flips)
         span = float(meta["white"] - meta["ob"])
         g = float(meta["iso"]) / 100.0
         a = (meta["k1"].astype(np.float64) * g / span).astype(np.float32)
@@ -242,7 +249,12 @@ class ResidualDataModule(pl.LightningDataModule):
     def dataset(self, train: bool) -> ShardDataset:
         shards = self.train_shards if train else self.val_shards
         return ShardDataset(
-            self.dir, shards, self.crop, train and self.augment_train, self.sigma_map
+            self.dir,
+            shards,
+            self.crop,
+            train and self.augment_train,
+            self.sigma_map,
+            flips=self.manifest.get("layout", "rgb") != "rggb",
         )
 
     def _loader(self, train: bool) -> DataLoader:

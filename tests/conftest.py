@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,8 @@ def tree_digest(d: Path) -> dict[str, str]:
 
 
 def pytest_configure(config) -> None:
+    # PSF banks of lens descriptions are cached; keep the tests' out of the user's home
+    os.environ.setdefault("RESIDUAL_TRAIN_CACHE", tempfile.mkdtemp(prefix="rt-test-cache-"))
     # pytest-xdist runs one process per core: one torch thread each avoids oversubscription
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch

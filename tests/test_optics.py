@@ -143,4 +143,4 @@ def test_zernike_bank_validates_lens_values():
     with pytest.raises(InputError, match="unknown Zernike term"):
         zernike_bank([550.0], 2.0, 3.0, 7, {"comma": 0.1})
     bank = zernike_bank([610.0, 540.0, 465.0], 2.8, 3.0, 15, {"defocus": 0.1})
-    assert bank.psfs.shape == (1, 3, 15, 15) and bank.state.f_number == 2.8
+    assert bank.psfs.shape == (1, 3, 15, 15) and bank.state_of(0).f_number == 2.8

@@ -1,4 +1,4 @@
-"""Optics: point-spread functions and the PSF provider the renderer asks.
+"""Point-spread functions: pupil diffraction, Zernike aberrations, sensor sampling.
 
 Pure functions: wavelengths in nanometres, pixel pitch and optical path
 difference (OPD) in micrometres, PSF arrays ``(C, K, K)`` float32 with ``K`` odd,
@@ -10,11 +10,11 @@ frame and convolves with cached transforms of ``bank.psfs[index]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 from scipy.special import factorial
 
 from data_gen.errors import InputError, require
@@ -176,6 +176,68 @@ def pixel_psf(
     return psf / psf.sum()
 
 
+def sensor_mtf(
+    fy: np.ndarray, fx: np.ndarray, olpf_separation_um: float, aperture_um: float
+) -> np.ndarray:
+    """MTF of a 4-spot birefringent OLPF and a square pixel aperture.
+
+    ``fy``, ``fx`` in cycles/µm. The OLPF splits a point into four spots at
+    ``(±s/2, ±s/2)``: transfer ``cos(π fx s)·cos(π fy s)`` (first zero at ``1/(2s)``);
+    the aperture (side ``aperture_um``) contributes ``sinc(fx a)·sinc(fy a)``.
+    """
+    s, a = float(olpf_separation_um), float(aperture_um)
+    return np.cos(np.pi * fy * s) * np.cos(np.pi * fx * s) * np.sinc(fy * a) * np.sinc(fx * a)
+
+
+def apply_sensor_mtf(
+    fine: np.ndarray, fine_pitch_um: float, olpf_separation_um: float, aperture_um: float
+) -> np.ndarray:
+    """Convolve a finely sampled PSF ``(..., M, M)`` with the OLPF spots and pixel aperture.
+
+    Done in the Fourier domain on a grid padded by the kernels' reach (no wrap-around);
+    exact for a PSF sampled above its Nyquist rate. Returns the same shape, float64.
+    """
+    m = fine.shape[-1]
+    reach = olpf_separation_um / 2 + aperture_um / 2
+    pad = math.ceil(reach / fine_pitch_um) + 1
+    n = int(scipy.fft.next_fast_len(m + 2 * pad, real=True))
+    spec = scipy.fft.rfft2(fine, s=(n, n))
+    fy = scipy.fft.fftfreq(n, d=fine_pitch_um)[:, None]
+    fx = scipy.fft.rfftfreq(n, d=fine_pitch_um)[None, :]
+    spec *= sensor_mtf(fy, fx, olpf_separation_um, aperture_um)
+    # zero padding beyond m + pad: the window [0, m) of the circular result is exact
+    return scipy.fft.irfft2(spec, s=(n, n))[..., :m, :m]
+
+
+def sensor_psf(
+    wavelength_nm: float,
+    f_number: float,
+    pixel_pitch_um: float,
+    size: int,
+    zernike_um: Mapping[int, float] | None = None,
+    olpf_separation_um: float = 0.0,
+    fill_factor: float = 1.0,
+    oversample: int | None = None,
+) -> np.ndarray:
+    """Pixel PSF ``(size, size)`` (sum 1) of optics + OLPF + pixel aperture.
+
+    The optical PSF is computed at ``oversample`` points per pixel, convolved with the
+    OLPF spots (separation in µm, 0 = none) and a square aperture of side
+    ``sqrt(fill_factor)·pitch``, then sampled at the pixel centres.
+    """
+    require(0 < fill_factor <= 1, f"fill_factor = {fill_factor} must be in (0, 1]")
+    require(olpf_separation_um >= 0, f"OLPF separation {olpf_separation_um} µm must be >= 0")
+    os_ = oversample or oversampling_for(pixel_pitch_um, wavelength_nm, f_number)
+    require(os_ % 2 == 1, f"oversample must be odd, got {os_}")
+    fine_pitch = pixel_pitch_um / os_
+    fine = pupil_psf(wavelength_nm, f_number, fine_pitch, size * os_, zernike_um)
+    conv = apply_sensor_mtf(
+        fine, fine_pitch, olpf_separation_um, math.sqrt(fill_factor) * pixel_pitch_um
+    )
+    psf = np.maximum(conv[os_ // 2 :: os_, os_ // 2 :: os_], 0.0)  # tiny ringing < 0
+    return psf / psf.sum()
+
+
 def validate_psf(psf: np.ndarray, channels: int, where: str) -> np.ndarray:
     """Check a PSF and return it as ``(channels, K, K)`` float32, each channel summing to 1.
 
@@ -249,68 +311,3 @@ def load_psf_file(path: str | Path, channels: int) -> np.ndarray:
         o = (k - q.shape[-1]) // 2
         out[i, :, o : o + q.shape[-1], o : o + q.shape[-1]] = q
     return out
-
-
-@dataclass(frozen=True)
-class LensState:
-    """Lens state recorded with every sample (NaN where the lens model has none)."""
-
-    zoom: float = float("nan")  # focal length, mm
-    f_number: float = float("nan")
-    focus: float = float("nan")  # focus distance, m
-
-
-@dataclass
-class PSFBank:
-    """A set of PSFs and the rule that picks one for a patch position.
-
-    ``psfs``: ``(N, C, K, K)`` float32, each channel sums to 1. ``index_for`` gets the
-    patch centre's normalised image height (0 = centre, 1 = frame corner), its azimuth
-    (radians) and a random generator, and returns the PSF index. This v1 bank is
-    position-independent (one PSF, or a uniform draw from a file of kernels); a
-    field-dependent lens implements the same interface.
-    """
-
-    psfs: np.ndarray
-    state: LensState = field(default_factory=LensState)
-    name: str = "psf"
-
-    def index_for(self, image_height: float, azimuth: float, rng: np.random.Generator) -> int:
-        n = self.psfs.shape[0]
-        return 0 if n == 1 else int(rng.integers(n))
-
-    @property
-    def size(self) -> int:
-        return int(self.psfs.shape[-1])
-
-
-def zernike_bank(
-    wavelengths_nm: Sequence[float],
-    f_number: float,
-    pixel_pitch_um: float,
-    size: int,
-    zernike_um: Mapping | None = None,
-    oversample: int | None = None,
-    focal_length_mm: float | None = None,
-    focus_m: float | None = None,
-    where: str = "lens",
-) -> PSFBank:
-    """One diffraction + aberration PSF per channel (at that channel's wavelength)."""
-    require(
-        math.isfinite(f_number) and f_number > 0,
-        f"{where}.f_number = {f_number} must be > 0",
-    )
-    require(pixel_pitch_um > 0, f"{where}.pixel_pitch_um = {pixel_pitch_um} must be > 0")
-    require(size >= 1 and size % 2 == 1, f"{where}.size = {size} must be odd and >= 1")
-    for w in wavelengths_nm:
-        require(w > 0, f"{where}.wavelengths_nm contains {w}; wavelengths must be > 0 nm")
-    coeffs = parse_zernike(zernike_um, f"{where}.zernike_um")
-    psfs = np.stack(
-        [pixel_psf(w, f_number, pixel_pitch_um, size, coeffs, oversample) for w in wavelengths_nm]
-    )
-    state = LensState(
-        zoom=float("nan") if focal_length_mm is None else float(focal_length_mm),
-        f_number=float(f_number),
-        focus=float("nan") if focus_m is None else float(focus_m),
-    )
-    return PSFBank(validate_psf(psfs, len(wavelengths_nm), where)[None], state, "zernike")
