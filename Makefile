@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(PY) -m residual_train.demo out=$(DEMO_DIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"

@@ -56,6 +56,7 @@ RUNTIME_KEYS = (
     "progress",
     "write",
     "bank_cache",
+    "manifest_only",
 )
 LAYOUTS = ("rgb", "rggb")
 DTYPES = ("float32", "float16")
@@ -389,6 +390,18 @@ def generate(cfg: dict) -> dict:
     pipe.source.validate(pipe.min_frame, progress)
     out_dir = Path(cfg["out_dir"])
     todo = indices
+    if cfg.get("manifest_only"):
+        # the finishing step of a job array: every shard must be complete already
+        missing = [
+            i for i in range(total) if not shard_complete(out_dir, shard_name(i, total), pipe.hash)
+        ]
+        require(
+            not missing,
+            f"manifest_only: {len(missing)} of {total} shards in {out_dir} are missing or "
+            f"incomplete (indices {missing[:20]}{' ...' if len(missing) > 20 else ''}); "
+            "re-run those array tasks",
+        )
+        todo, indices = [], []
     if write:
         _check_out_dir(out_dir, pipe)
         out_dir.mkdir(parents=True, exist_ok=True)

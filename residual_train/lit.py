@@ -23,6 +23,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from data_gen.errors import InputError
 from residual_train.models import build_model
 
 TARGET_IMAGE = {"blur": "noise", "noise": "blur"}
@@ -36,7 +37,7 @@ def pointwise_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, eps: flo
         return d.pow(2).mean()
     if kind == "charbonnier":
         return torch.sqrt(d * d + eps * eps).mean()
-    raise ValueError(f"loss.type = {kind!r}: use l1, l2 or charbonnier")
+    raise InputError(f"loss.type = {kind!r}: use l1, l2 or charbonnier")
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ class ResidualModule(pl.LightningModule):
             elif domain == "image":
                 out[h] = pointwise_loss(kind, batch["x"] + pred[h], batch[TARGET_IMAGE[h]], eps)
             else:
-                raise ValueError(f"loss.domain = {domain!r}: use residual or image")
+                raise InputError(f"loss.domain = {domain!r}: use residual or image")
         out["total"] = sum(self.head_weight[h] * out[h] for h in self.heads)
         return out
 
@@ -162,10 +163,12 @@ class ResidualModule(pl.LightningModule):
         for name in self.metric_names():  # same order on every rank
             s = self.trainer.strategy.reduce(self._acc[name], reduce_op="sum")
             if s[1] > 0:
+                # already summed over ranks above, so the value is the same everywhere
                 self.log(
                     f"val/{name}",
                     (s[0] / s[1]).float(),
                     sync_dist=False,
+                    rank_zero_only=True,
                     prog_bar=name == "psnr_full",
                 )
         every = int(self.val_cfg.get("panel_every", 0) or 0)

@@ -36,9 +36,17 @@ def monitor_metric(cfg: dict) -> str:
 
 
 def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` -> ``RUN_DIR/checkpoints/last.ckpt`` (must exist); a path must exist."""
+    """``last`` -> ``RUN_DIR/checkpoints/last.ckpt`` (must exist); a path must exist.
+
+    ``auto`` (Slurm jobs): the newest of Lightning's requeue checkpoints
+    (``RUN_DIR/hpc_ckpt_N.ckpt``) and ``last.ckpt``, or a fresh start when there is none.
+    """
     if ckpt_path in (None, "", "null"):
         return None
+    if ckpt_path == "auto":
+        found = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+        found = [p for p in found if p.is_file()]
+        return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
     p = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     require(
         p.is_file(),

@@ -69,3 +69,29 @@ def pytest_configure(config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """SLURM_CONF of the cluster started by ``scripts/local_slurm.sh start`` (.ci/run does),
+    or skip naming why there is none."""
+    import shutil
+    import subprocess
+
+    d = Path(os.environ.get("LOCAL_SLURM_DIR", "/tmp/residual-train-slurm"))
+    if shutil.which("sbatch") is None:
+        pytest.skip("no Slurm: sbatch is not installed (scripts/local_slurm.sh start installs one)")
+    r = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "local_slurm.sh"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if r.returncode != 0:
+        why = (d / "failed").read_text().strip() if (d / "failed").is_file() else r.stdout.strip()
+        pytest.skip(
+            f"no local Slurm cluster answers ({why}); start one: scripts/local_slurm.sh start"
+        )
+    conf = str(d / "slurm.conf")
+    os.environ["SLURM_CONF"] = conf  # inherited by sbatch and by the jobs
+    return conf

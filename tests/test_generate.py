@@ -359,3 +359,20 @@ def test_real_photographs_as_originals(tmp_path):
         names = {s.decode() for s in f["meta"]["source"]}
         assert all(n.startswith("kodim") for n in names)
         assert np.isfinite(f["noise_blur"][:]).all()
+
+
+def test_manifest_only_writes_the_manifest_or_names_missing_shards(reference, tmp_path):
+    d = tmp_path / "ds"
+    shutil.copytree(reference, d)
+    (d / "manifest.json").unlink()
+    cfg = compose_cfg(f"out_dir={d}", "manifest_only=true")
+    s = generate(cfg)
+    assert s["manifest"] and s["shards_written"] == 0
+    assert (d / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+    (d / "shard-00001-of-00003.h5").unlink()
+    (d / "manifest.json").unlink()
+    with pytest.raises(
+        InputError, match=r"1 of 3 shards .* missing or incomplete \(indices \[1\]\)"
+    ):
+        generate(cfg)
+    assert not (d / "manifest.json").exists()

@@ -399,3 +399,17 @@ def test_real_configs_compose_and_nafnet_trains(dataset, tmp_path):
         )
     )
     assert np.isfinite(res["value"])
+
+
+def test_ckpt_path_auto_picks_the_newest_checkpoint(tmp_path):
+    from residual_train.train import resolve_ckpt
+
+    assert resolve_ckpt("auto", tmp_path) is None  # nothing yet: a fresh start
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    assert resolve_ckpt("auto", tmp_path) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"x")
+    os.utime(last, ns=(1, 1))  # the requeue checkpoint is newer
+    assert resolve_ckpt("auto", tmp_path) == str(hpc)

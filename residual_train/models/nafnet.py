@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from data_gen.errors import InputError
 from residual_train.models.base import ResidualNet
 
 
@@ -68,7 +69,10 @@ class NAFNet(ResidualNet):
     ) -> None:
         super().__init__(channels, heads, sigma_map)
         if width < 1 or depth < 0 or blocks < 1 or middle < 0:
-            raise ValueError(f"width {width}, depth {depth}, blocks {blocks}, middle {middle}")
+            raise InputError(
+                f"model.width = {width}, model.depth = {depth}, model.blocks = {blocks}, "
+                f"model.middle = {middle}: each must be a positive integer"
+            )
         self.levels, self.features = depth, width
         w = [width * 2**i for i in range(depth + 1)]
         self.stem = nn.Conv2d(self.in_channels, w[0], 3, padding=1)

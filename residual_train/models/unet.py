@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from data_gen.errors import InputError
 from residual_train.models.base import ResidualNet
 
 
@@ -29,7 +30,10 @@ class UNet(ResidualNet):
     ) -> None:
         super().__init__(channels, heads, sigma_map)
         if width < 1 or depth < 0 or blocks < 1:
-            raise ValueError(f"width {width}, depth {depth}, blocks {blocks} must be positive")
+            raise InputError(
+                f"model.width = {width}, model.depth = {depth}, model.blocks = {blocks}: "
+                "each must be a positive integer"
+            )
         self.levels, self.features = depth, width
         w = [width * 2**i for i in range(depth + 1)]
         self.stem = conv_block(self.in_channels, w[0], 1)
