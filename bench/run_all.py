@@ -44,7 +44,15 @@ def main() -> int:
         extra = {
             k: v
             for k, v in (r.get("result") or {}).items()
-            if k in ("meets_target", "targets_met", "loader_10x_faster", "ratios")
+            if k
+            in (
+                "meets_target",
+                "targets_met",
+                "loader_10x_faster",
+                "ratios",
+                "lens_and_bayer_meet_target",
+                "field_bank_distinct_psfs_used",
+            )
         }
         if extra:
             lines += ["", f"`{json.dumps(extra)}`"]

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from data_gen.errors import InputError, require
+from data_gen.raw import RAW_SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -120,6 +121,9 @@ class Frame:
 class FolderSource:
     """Images from a folder (recursively), sorted by relative path for determinism."""
 
+    kind = "images"
+    suffixes = IMAGE_SUFFIXES
+
     def __init__(
         self,
         path: str,
@@ -137,11 +141,12 @@ class FolderSource:
         if not self.root.is_dir():
             raise InputError(f"source.path = {str(path)!r}: folder does not exist")
         self.files = sorted(
-            f for f in self.root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            f for f in self.root.rglob("*") if f.is_file() and f.suffix.lower() in self.suffixes
         )
         require(
             bool(self.files),
-            f"source.path = {str(path)!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder",
+            f"source.path = {str(path)!r}: no {self.kind} ({', '.join(self.suffixes)}) "
+            "in the folder",
         )
 
     def __len__(self) -> int:
@@ -195,26 +200,14 @@ class RawSource(FolderSource):
     Colours stay in camera space (no white balance), as a Bayer sensor model expects.
     """
 
+    kind = "RAW files"
+    suffixes = RAW_SUFFIXES
+
     def __init__(
         self, path: str, shrink_factor: float = 1.0, channels: int = 3, check: str = "full"
     ):
-        from data_gen.raw import RAW_SUFFIXES
-
         require(channels == 3, f"channels = {channels}: RAW originals give 3 colour channels")
-        self.root = Path(path).expanduser()
-        self.shrink_factor = float(shrink_factor)
-        self.channels = channels
-        require(check in ("full", "header"), f"source.check = {check!r}: use 'full' or 'header'")
-        self.check = check
-        if not self.root.is_dir():
-            raise InputError(f"source.path = {str(path)!r}: folder does not exist")
-        self.files = sorted(
-            f for f in self.root.rglob("*") if f.is_file() and f.suffix.lower() in RAW_SUFFIXES
-        )
-        require(
-            bool(self.files),
-            f"source.path = {str(path)!r}: no RAW files ({', '.join(RAW_SUFFIXES)}) in the folder",
-        )
+        super().__init__(path, False, shrink_factor, channels, check)
 
     def validate(self, min_size: int, progress: bool = False) -> None:
         from tqdm import tqdm
