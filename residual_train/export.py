@@ -69,11 +69,22 @@ def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
     return net.eval(), hp, ck
 
 
-def noise_table(sensor_cfg: dict | None, channels: int, points: int = 17) -> dict | None:
+def noise_table(
+    sensor_cfg: dict | None, channels: int, points: int = 17, layout: str = "rgb"
+) -> dict | None:
     """The training sensor's ``σ²(v) = a·v + b`` as a table over ISO (a, b are linear in
-    ISO between the listed points, exactly so for the raw model)."""
+    ISO between the listed points, exactly so for the raw model). ``layout='rggb'``: the
+    colour model's values per packed plane R, Gr, Gb, B."""
     if not sensor_cfg:
         return None
+    if layout == "rggb":
+        from data_gen.cfa import PLANE_COLOUR
+
+        table = noise_table(sensor_cfg, 3, points)
+        assert table is not None
+        for k in ("a", "b"):
+            table[k] = [[row[c] for c in PLANE_COLOUR] for row in table[k]]
+        return table
     sensor = build_sensor(sensor_cfg, channels)
     lo, hi = sensor.iso.range
     isos = sorted({*(sensor.iso.values or []), *np.geomspace(lo, hi, points).round(3).tolist()})
@@ -211,11 +222,16 @@ def export(ckpt: str | Path, out_dir: str | Path, opset: int = 17, tol: float = 
             "inputs": names,
             "outputs": outs,
             "layout": (data_cfg or {}).get("layout", "rgb"),
+            "cfa": (data_cfg or {}).get("cfa")
+            if (data_cfg or {}).get("layout") == "rggb"
+            else None,
             "channels": c,
             "scale": "linear; 0 = black level, 1 = white level",
             "stride": 2**net.levels,
             "model": dict(hp["model"]),
-            "noise_model": noise_table((data_cfg or {}).get("sensor"), c),
+            "noise_model": noise_table(
+                (data_cfg or {}).get("sensor"), c, layout=(data_cfg or {}).get("layout", "rgb")
+            ),
             "lens": (data_cfg or {}).get("lens"),
             "dataset": None
             if manifest is None

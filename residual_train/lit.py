@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,10 @@ import torch
 
 from data_gen.errors import InputError
 from residual_train.models import build_model
+
+# validation metrics are summed over ranks by hand (strategy.reduce) before self.log, so
+# Lightning's advice to pass sync_dist=True does not apply
+warnings.filterwarnings("ignore", message=r".*self\.log\('val/.*sync_dist=True.*")
 
 TARGET_IMAGE = {"blur": "noise", "noise": "blur"}
 
@@ -163,12 +168,11 @@ class ResidualModule(pl.LightningModule):
         for name in self.metric_names():  # same order on every rank
             s = self.trainer.strategy.reduce(self._acc[name], reduce_op="sum")
             if s[1] > 0:
-                # already summed over ranks above, so the value is the same everywhere
+                # already summed over ranks above: every rank logs the same value
                 self.log(
                     f"val/{name}",
                     (s[0] / s[1]).float(),
                     sync_dist=False,
-                    rank_zero_only=True,
                     prog_bar=name == "psnr_full",
                 )
         every = int(self.val_cfg.get("panel_every", 0) or 0)

@@ -182,3 +182,28 @@ def test_a_bayer_dataset_trains(tmp_path):
     res = train(OmegaConf.to_container(cfg, resolve=True))
     assert res["global_step"] > 0 and np.isfinite(res["value"])
     assert any((tmp_path / "run" / "panels").iterdir())
+    # export and deploy on a real RAW file: its mosaic packed to the model's planes
+    from residual_train.deploy.__main__ import main as deploy_main
+    from residual_train.export import export
+
+    best = res["best"]
+    card = export(best, tmp_path / "export")
+    assert card["layout"] == "rggb" and card["channels"] == 4 and card["cfa"] == "RGGB"
+    assert len(card["noise_model"]["a"][0]) == 4
+    raw = read_raw(shared(*DNG))
+    out = tmp_path / "deploy"
+    args = [f"model={tmp_path / 'export'}", f"input={shared(*DNG)}", f"out_dir={out}", "tile=128"]
+    assert deploy_main([*args, "strengths.blur=0", "strengths.noise=0"]) == 0
+    import tifffile
+
+    y = tifffile.imread(out / "composed.tif")
+    np.testing.assert_array_equal(y, raw.packed())  # a = b = 0 gives the input back
+    assert deploy_main([*args[:2], f"out_dir={tmp_path / 'd2'}", "tile=128"]) == 0
+    y1 = tifffile.imread(tmp_path / "d2" / "composed.tif")
+    assert y1.shape == raw.packed().shape and not np.array_equal(y1, y)
+    png = tmp_path / "p.png"
+    png.write_bytes((out / "composed.png").read_bytes())
+    assert (
+        deploy_main([f"model={tmp_path / 'export'}", f"input={png}", f"out_dir={tmp_path / 'd3'}"])
+        == 2
+    )

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.errors import InputError, require
+from data_gen.raw import RAW_SUFFIXES
 from data_gen.sources import linear_to_srgb, read_image
 from residual_train.deploy.compose import MODES, compose
 
@@ -37,14 +38,27 @@ __all__ = [
     "tile_weights",
 ]
 
-RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".kdc", ".raf", ".orf", ".rw2", ".pef")
 
-
-def read_input(path: str | Path, linearize: bool = False, channels: int = 3) -> np.ndarray:
+def read_input(
+    path: str | Path, linearize: bool = False, channels: int = 3, layout: str = "rgb"
+) -> np.ndarray:
     """PNG / TIFF (8/16-bit; float TIFF as is) or RAW (demosaiced linearly by LibRaw,
-    white level = 1) -> ``(C, H, W)`` float32 linear."""
+    white level = 1) -> ``(C, H, W)`` float32 linear.
+
+    ``layout='rggb'`` (a model trained on Bayer data): a RAW file's own mosaic, black
+    subtracted and packed to planes R, Gr, Gb, B ``(4, H/2, W/2)`` whatever its CFA.
+    """
     p = Path(path)
     require(p.is_file(), f"input = {str(path)!r}: file does not exist")
+    if layout == "rggb":
+        require(
+            p.suffix.lower() in RAW_SUFFIXES,
+            f"input = {str(path)!r}: this model takes packed Bayer data (layout rggb); give a "
+            f"RAW file ({', '.join(RAW_SUFFIXES)})",
+        )
+        from data_gen.raw import read_raw
+
+        return np.ascontiguousarray(read_raw(p).packed())
     if p.suffix.lower() in RAW_SUFFIXES:
         import rawpy
 
@@ -286,13 +300,17 @@ def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
 
 
 def write_output(path: Path, y: np.ndarray) -> None:
-    """``.tif``/``.tiff``: 32-bit float linear; ``.npy``; ``.png``: 8-bit sRGB preview."""
+    """``.tif``/``.tiff``: 32-bit float linear (RGB, or 4 planes R, Gr, Gb, B for packed
+    Bayer data); ``.npy``; ``.png``: 8-bit sRGB preview (Bayer planes as half-size RGB)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     suf = path.suffix.lower()
     if suf in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+        if y.shape[0] == 3:
+            tifffile.imwrite(path, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+        else:
+            tifffile.imwrite(path, y.astype(np.float32), photometric="minisblack")
     elif suf == ".npy":
         np.save(path, y.astype(np.float32))
     elif suf == ".png":

@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             f"out_dir = {str(out_dir)!r} already holds files; nothing is overwritten",
         )
         model = load_model(o["model"], o["registry"] or None, o["backend"])
-        x = read_input(o["input"], o["linearize"].lower() in ("1", "true", "yes"), model.channels)
+        x = read_input(
+            o["input"],
+            o["linearize"].lower() in ("1", "true", "yes"),
+            model.channels,
+            model.card.get("layout", "rgb"),
+        )
         iso = float(o["iso"]) if o["iso"] else None
         A, B = model.noise_params(iso)
         kw = dict(
