@@ -187,7 +187,13 @@ def test_requeue_signal_checkpoints_requeues_and_resumes_in_the_same_run_dir(
         "trainer.max_epochs=-1",
         "data.crop=24",
         "model.width=16",
-        env={"RUN_DIR": str(run), "ACCELERATOR": "cpu"},
+        "logger=wandb",
+        env={
+            "RUN_DIR": str(run),
+            "ACCELERATOR": "cpu",
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+        },
     )
     t0 = time.monotonic()
     while not (run / "checkpoints" / "last.ckpt").is_file():  # training is under way
@@ -196,6 +202,12 @@ def test_requeue_signal_checkpoints_requeues_and_resumes_in_the_same_run_dir(
     # what Slurm sends --signal=USR1@margin before the time limit, sent now
     r = sh("scancel", "--signal=USR1", job)
     assert r.returncode == 0, r.stderr
+    # the requeued job must start again before its end state means anything (while it is
+    # being requeued, accounting briefly shows the first run's end)
+    t0 = time.monotonic()
+    while "restart 1," not in log.read_text():
+        assert time.monotonic() - t0 < 120, (sacct([job]), log.read_text()[-3000:])
+        time.sleep(0.5)
     rec = wait_jobs([job], timeout=300)
     assert rec[job]["state"] == "COMPLETED", (rec, log.read_text()[-3000:])
     info = sh("scontrol", "show", "job", job).stdout
@@ -210,6 +222,12 @@ def test_requeue_signal_checkpoints_requeues_and_resumes_in_the_same_run_dir(
     result = json.loads((run / "result.json").read_text())
     assert result["global_step"] == steps and result["run_dir"] == str(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "train.out"]  # one run dir
+    # the resumed job continued the same wandb run: one id, one offline record per start
+    run_id = (run / "wandb_run_id").read_text().strip()
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")) == [
+        run_id,
+        run_id,
+    ]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == steps
 
