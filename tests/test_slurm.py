@@ -81,6 +81,22 @@ def sbatch(*args: str, env: dict | None = None) -> str:
     return r.stdout.strip().split(";")[0]
 
 
+def pipeline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Variables of a tiny slurm/pipeline.sh chain under ``tmp_path`` that waits for its end."""
+    return {
+        "DATA_DIR": str(tmp_path / "ds"),
+        "SHARDS": "4",
+        "RUN_DIR": str(tmp_path / "run"),
+        "REGISTRY": str(tmp_path / "registry"),
+        "CPUS_PER_TASK": "1",
+        "DATA_OVERRIDES": " ".join(GEN),
+        "TRAIN_OVERRIDES": " ".join(TRAIN),
+        "WAIT": "1",
+        "POLL": "1",
+        **extra,
+    }
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("slurm") / "ds"
@@ -134,20 +150,13 @@ def test_datagen_array_then_manifest_and_a_resubmission_does_no_work(slurm_clust
 def test_chain_datagen_ddp_two_ranks_export_publish(slurm_cluster, tmp_path):
     from residual_train.publish import Registry
 
-    env = {
-        "DATA_DIR": str(tmp_path / "ds"),
-        "SHARDS": "4",
-        "RUN_DIR": str(tmp_path / "run"),
-        "REGISTRY": str(tmp_path / "registry"),
-        "NAME": "dual",
-        "VERSION": "v1",
-        "CPU_TASKS": "2",
-        "CPUS_PER_TASK": "1",
-        "DATA_OVERRIDES": " ".join(GEN),
-        "TRAIN_OVERRIDES": " ".join([*TRAIN, "record_seen=true"]),
-        "WAIT": "1",
-        "POLL": "1",
-    }
+    env = pipeline_env(
+        tmp_path,
+        NAME="dual",
+        VERSION="v1",
+        CPU_TASKS="2",
+        TRAIN_OVERRIDES=" ".join([*TRAIN, "record_seen=true"]),
+    )
     r = sh("slurm/pipeline.sh", env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     for stage in ("datagen", "manifest", "train", "export_publish"):
@@ -289,18 +298,7 @@ def test_optuna_sweep_of_three_trials_writes_its_best_parameters(slurm_cluster, 
 def test_a_failing_stage_stops_the_chain_with_a_clear_message(
     slurm_cluster, tmp_path, failing, overrides, message
 ):
-    env = {
-        "DATA_DIR": str(tmp_path / "ds"),
-        "SHARDS": "2",
-        "RUN_DIR": str(tmp_path / "run"),
-        "REGISTRY": str(tmp_path / "registry"),
-        "CPUS_PER_TASK": "1",
-        "DATA_OVERRIDES": " ".join(GEN),
-        "TRAIN_OVERRIDES": " ".join(TRAIN),
-        "WAIT": "1",
-        "POLL": "1",
-        **overrides,
-    }
+    env = pipeline_env(tmp_path, SHARDS="2", **overrides)
     t0 = time.monotonic()
     r = sh("slurm/pipeline.sh", env=env, timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
