@@ -35,7 +35,6 @@ def as_field_bank(bank: PSFBank, lens: dict) -> FieldBank:
         "cannot form a field bank; use a lens description (kind: model) or a grid",
     )
     return FieldBank(
-        psfs=bank.psfs,
         states=list(bank.states) or [LensState()],
         name=bank.name,
         grid=bank.psfs[None, None, None],

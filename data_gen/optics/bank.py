@@ -93,6 +93,7 @@ class FieldBank(PSFBank):
     fractional row / column positions of the grid points over the frame.
     """
 
+    psfs: np.ndarray = field(init=False)  # the grid's PSFs as (N, C, K, K), a view
     grid: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1, 1, 1, 1), np.float32))
     geometry: str = "polar"
     axis1: np.ndarray = field(default_factory=lambda: np.zeros(1))
@@ -245,7 +246,6 @@ def load_bank(path: str | Path) -> FieldBank:
     )
     hw = tuple(float(v) for v in attrs["sensor_hw"])
     return FieldBank(
-        psfs=grid.reshape(-1, *grid.shape[3:]),
         states=[LensState(*map(float, s)) for s in states],
         name=str(attrs.get("name", path.stem)),
         sensor_hw=None if any(math.isnan(v) for v in hw) else hw,

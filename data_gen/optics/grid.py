@@ -128,7 +128,6 @@ def grid_bank(d: Mapping, channels: int, where: str = "lens") -> FieldBank:
         not (num("f_number") <= 0), f"{where}.state.f_number = {st.get('f_number')} must be > 0"
     )
     return FieldBank(
-        psfs=dense.reshape(-1, *dense.shape[2:]),
         states=[LensState(num("focal_length_mm"), num("f_number"), num("focus_m"))],
         name=str(d.get("name", Path(d["path"]).stem)),
         sensor_hw=(float(sensor[0]), float(sensor[1])),

@@ -233,7 +233,6 @@ def model_bank(
                     bar.update(1)
     states = [LensState(st.focal_length_mm, st.f_number, st.focus_m) for st in lens.states]
     return FieldBank(
-        psfs=grid.reshape(-1, c, k, k),
         states=states,
         name=lens.name,
         sensor_hw=lens.sensor_mm,
