@@ -387,13 +387,15 @@ def generate(cfg: dict) -> dict:
     threads = cfg.get("fft_threads") or 1
     write = bool(cfg.get("write", True))
     progress = bool(cfg.get("progress", True))
-    pipe.source.validate(pipe.min_frame, progress)
     out_dir = Path(cfg["out_dir"])
     todo = indices
     if cfg.get("manifest_only"):
-        # the finishing step of a job array: every shard must be complete already
+        # the finishing step of a job array: every shard must be complete already. Sizes
+        # and records only: the manifest job's `data_gen.verify` hashes every shard next.
         missing = [
-            i for i in range(total) if not shard_complete(out_dir, shard_name(i, total), pipe.hash)
+            i
+            for i in range(total)
+            if not shard_complete(out_dir, shard_name(i, total), pipe.hash, checksum=False)
         ]
         require(
             not missing,
@@ -402,6 +404,8 @@ def generate(cfg: dict) -> dict:
             "re-run those array tasks",
         )
         todo, indices = [], []
+    else:  # only rendering needs the originals checked
+        pipe.source.validate(pipe.min_frame, progress)
     if write:
         _check_out_dir(out_dir, pipe)
         out_dir.mkdir(parents=True, exist_ok=True)

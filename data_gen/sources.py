@@ -15,8 +15,9 @@ import numba
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from data_gen.cfa import superpixel_rgb
 from data_gen.errors import InputError, require
-from data_gen.raw import RAW_SUFFIXES
+from data_gen.raw import RAW_SUFFIXES, read_raw
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -212,8 +213,6 @@ class RawSource(FolderSource):
     def validate(self, min_size: int, progress: bool = False) -> None:
         from tqdm import tqdm
 
-        from data_gen.raw import read_raw
-
         for f in tqdm(self.files, desc="checking RAW files", unit="file", disable=not progress):
             h, w = read_raw(f).mosaic.shape
             h2, w2 = int(h / 2 / self.shrink_factor), int(w / 2 / self.shrink_factor)
@@ -224,9 +223,6 @@ class RawSource(FolderSource):
             )
 
     def load(self, f: Path) -> Frame:
-        from data_gen.cfa import superpixel_rgb
-        from data_gen.raw import read_raw
-
         rgb = superpixel_rgb(read_raw(f).packed())
         img = shrink(np.ascontiguousarray(rgb, dtype=np.float32), self.shrink_factor)
         return Frame(str(f.relative_to(self.root)), np.ascontiguousarray(img, dtype=np.float32))

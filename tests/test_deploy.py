@@ -394,23 +394,16 @@ def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp
     assert not np.allclose(maps["blur"], models["blur"].predict(x, tile=512)["blur"])
     with pytest.raises(InputError, match="noise-only and a blur-only"):
         predict_sequential(models["blur"], models["noise"], x)
-    r = run(
+    args = [
         "residual_train.deploy",
         f"model={tmp_path / 'exp_noise'}",
         f"blur_model={tmp_path / 'exp_blur'}",
         f"input={tmp_path / 'in.tif'}",
         f"out_dir={tmp_path / 'o'}",
-    )
+    ]
+    r = run(*args)
     assert r.returncode == 2 and "in.tif" in r.stderr  # a missing input is named
     tifffile.imwrite(tmp_path / "in.tif", np.moveaxis(x, 0, 2), photometric="rgb")
-    r = run(
-        "residual_train.deploy",
-        f"model={tmp_path / 'exp_noise'}",
-        f"blur_model={tmp_path / 'exp_blur'}",
-        f"input={tmp_path / 'in.tif'}",
-        f"out_dir={tmp_path / 'o'}",
-        "strengths.blur=0.5",
-        "iso=800",
-    )
+    r = run(*args, "strengths.blur=0.5", "iso=800")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(load_maps(tmp_path / "o")[1]) == ["blur", "noise"]
