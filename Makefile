@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIP ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-fast lint bench clean-venv
+.PHONY: demo test test-fast lint bench clean-venv shipped-model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m residual_train.demo out=$(DEMO_DIR)
+	$(PY) -m residual_train.pipelines.demo out=$(DEMO_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadgroup
@@ -31,6 +31,17 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py
+
+# Reproduce the shipped `default` model (hours on a CPU; minutes on a GPU with trainer=gpu):
+# its data, its training, export with ONNX parity, and publication into the package's
+# registry as version SHIPPED_VERSION (then evaluate it: see README, "Quality").
+SHIPPED_DIR ?= runs/shipped
+SHIPPED_VERSION ?= $(shell date +%Y%m%d)
+shipped-model: $(VENV)/.installed
+	$(PY) -m data_gen dataset=shipped out_dir=$(SHIPPED_DIR)/data
+	$(PY) -m residual_train experiment=shipped data.dir=$(SHIPPED_DIR)/data run_dir=$(SHIPPED_DIR)/train ckpt_path=auto
+	$(PY) -m residual_train.export ckpt=$(SHIPPED_DIR)/train/checkpoints/last.ckpt out_dir=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION)
+	$(PY) -m residual_train.publish src=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION) registry=residual_train/weights name=default version=$(SHIPPED_VERSION)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,10 +33,9 @@ from data_gen.sources import dead_leaves
 
 
 def config(out_dir: str, samples: int, workers: int, write: bool, extra: list[str]) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from data_gen.cli import compose_config
+    from data_gen.paths import CONF
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
     shards = 4
     overrides = [
         f"out_dir={out_dir}",
@@ -50,8 +49,7 @@ def config(out_dir: str, samples: int, workers: int, write: bool, extra: list[st
         "progress=false",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        return OmegaConf.to_container(compose("data_gen", overrides=overrides), resolve=True)
+    return compose_config(CONF, "data_gen", overrides)
 
 
 def pipeline_rate(

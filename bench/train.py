@@ -22,7 +22,7 @@ from bench.common import save
 from bench.datagen import config as datagen_config
 from data_gen.generate import generate
 from residual_train.data import ResidualDataModule
-from residual_train.lit import ResidualModule
+from residual_train.training.lit import ResidualModule
 
 DEFAULT_MODEL = {"arch": "unet", "heads": ["blur", "noise"], "width": 32, "depth": 3, "blocks": 2}
 

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from data_gen.cli import quote_range_overrides, run_task
+from data_gen.cli import run_app
+from data_gen.paths import CONF
 
 log = logging.getLogger("data_gen")
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="data_gen")
-def main(cfg: DictConfig) -> dict:
+def run(cfg: dict) -> dict:
     from data_gen.generate import generate
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    summary = run_task(lambda: generate(resolved), "data_gen")
+    summary = generate(cfg)
     log.info(
         "%s: %d shards written, %d already complete, %.0f quadruples/s; manifest %s",
         summary["out_dir"],
@@ -28,10 +22,12 @@ def main(cfg: DictConfig) -> dict:
         summary["quadruples_per_s"],
         "written" if summary["manifest"] else "pending other shards",
     )
-    print(json.dumps(summary))
     return summary
 
 
+def main() -> None:
+    run_app(CONF, "data_gen", run)
+
+
 if __name__ == "__main__":
-    sys.argv[1:] = quote_range_overrides(sys.argv[1:])
     main()

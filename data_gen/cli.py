@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from data_gen.errors import InputError
 
@@ -56,35 +57,76 @@ def run_task(fn: Callable[[], object], config_name: str) -> object:
         sys.exit(2)
 
 
-def parse_kv(
-    argv: list[str],
-    defaults: dict[str, str | None],
-    positional: int = 0,
-    usage: str = "",
-    doc: str | None = None,
-) -> tuple[list[str], dict[str, str | None]]:
-    """``key=value`` command-line arguments (Hydra-like, for the small CLIs).
+def named_words(argv: list[str], words: dict[str, str]) -> list[str]:
+    """Leading bare words as named keys: ``words = {"dir": "*"}`` turns ``DIR`` into
+    ``dir=DIR``; ``{"action": "list|alias"}`` turns ``list`` into ``action=list`` (only
+    those values). Keeps commands like ``verify DIR`` and ``publish list`` working."""
+    out, rest = [], list(argv)
+    for key, allowed in words.items():
+        if not rest or "=" in rest[0] or rest[0].startswith("-"):
+            break
+        if allowed != "*" and rest[0] not in allowed.split("|"):
+            break
+        out.append(f"{key}={rest.pop(0)}")
+    return [*out, *rest]
 
-    Keys must be in ``defaults`` (a ``None`` default marks a required key); ``positional``
-    bare arguments are allowed. ``-h``/``--help`` prints ``doc`` (or ``usage``) and exits
-    0. Raises :class:`InputError` naming the bad argument.
+
+def compose_config(config_dir: str | Path, name: str, overrides: list[str]) -> dict:
+    """A config resolved as its command line would resolve it, as a plain dict.
+
+    Works inside a running Hydra app too (the demo composes the generator's and the
+    trainer's configs from within its own job): the app's global state is set aside and
+    restored afterwards.
     """
-    if any(a in ("-h", "--help") for a in argv):
-        print(doc or usage)
-        sys.exit(0)
-    opts = dict(defaults)
-    pos: list[str] = []
-    for a in argv:
-        if "=" in a:
-            k, v = a.split("=", 1)
-            if k not in opts:
-                raise InputError(f"unknown option {k!r}; known: {', '.join(opts)}. {usage}")
-            opts[k] = v
-        else:
-            pos.append(a)
-    if len(pos) != positional:
-        raise InputError(f"expected {positional} positional argument(s), got {pos}. {usage}")
-    missing = [k for k, v in opts.items() if v is None]
-    if missing:
-        raise InputError(f"{', '.join(f'{k}=...' for k in missing)} required. {usage}")
-    return pos, opts
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+    from omegaconf import OmegaConf
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+            return OmegaConf.to_container(compose(name, overrides=overrides), resolve=True)
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def run_app(
+    config_path: str | Path,
+    config_name: str,
+    fn: Callable[[dict], object],
+    words: dict[str, str] | None = None,
+    flags: dict[str, str] | None = None,
+    print_result: bool = True,
+) -> None:
+    """Run ``fn(resolved config as a plain dict)`` as a Hydra command (the one way every
+    entry point is made): argv fix-ups (``key=range(a,b)`` quoted, leading ``words`` named,
+    old ``flags`` such as ``--no-checksums`` mapped to overrides), the config tree at
+    ``config_path``, :func:`run_task`'s one-line errors, and the result printed as one
+    JSON line."""
+    import json
+
+    import hydra
+    from omegaconf import OmegaConf
+
+    argv = [(flags or {}).get(a, a) for a in sys.argv[1:]]
+    # a small command writes nothing of Hydra's own and stays in the working directory
+    quiet = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout"]
+    quiet = [q for q in quiet if not any(a.startswith(q.split("=")[0] + "=") for a in argv)]
+    sys.argv[1:] = [*quote_range_overrides(named_words(argv, words or {})), *quiet]
+
+    @hydra.main(version_base=None, config_path=str(config_path), config_name=config_name)
+    def _main(cfg) -> object:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        where = (
+            config_name
+            if Path(config_path).name == "conf"
+            else f"{Path(config_path).name}/{config_name}"
+        )
+        result = run_task(lambda: fn(resolved), where)
+        if print_result and result is not None:
+            print(json.dumps(result, default=str), flush=True)
+        return result
+
+    _main()

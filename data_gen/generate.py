@@ -43,7 +43,7 @@ from data_gen.shards import (
     write_json_atomic,
     write_record,
 )
-from data_gen.sources import DeadLeavesSource, FolderSource, RawSource
+from data_gen.sources import Source, build_source
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Pipeline:
 
     cfg: dict
     hash: str
-    source: FolderSource | RawSource | DeadLeavesSource
+    source: Source
     sensor: SensorModel
     bank: PSFBank
     storage: StorageSpec
@@ -190,32 +190,7 @@ def build_pipeline(cfg: dict) -> Pipeline:
         int(st.get("chunk_samples", 1)),
     )
     require(storage.chunk_samples >= 1, "storage.chunk_samples must be >= 1")
-    src = cfg.get("source") or {}
-    kind = src.get("kind")
-    if kind == "dead_leaves":
-        source = DeadLeavesSource(channels, **{k: v for k, v in src.items() if k != "kind"})
-    elif kind == "folder":
-        require(
-            src.get("path") not in (None, "???"),
-            "source.path is missing: give the image folder as source.path=DIR",
-        )
-        source = FolderSource(
-            src["path"],
-            bool(src.get("linearize", True)),
-            float(src.get("shrink", 1.0)),
-            channels,
-            src.get("check", "full"),
-        )
-    elif kind == "raw":
-        require(
-            src.get("path") not in (None, "???"),
-            "source.path is missing: give the RAW folder as source.path=DIR",
-        )
-        source = RawSource(
-            src["path"], float(src.get("shrink", 1.0)), channels, src.get("check", "full")
-        )
-    else:
-        raise InputError(f"source.kind = {kind!r}: use 'dead_leaves', 'folder' or 'raw'")
+    source = build_source(cfg.get("source") or {}, channels)
     sensor = build_sensor(cfg.get("sensor") or {}, channels)
     bank = build_bank(
         cfg.get("lens") or {}, channels, cfg.get("bank_cache"), bool(cfg.get("progress", False))

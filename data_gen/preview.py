@@ -7,15 +7,15 @@ R_n = blur − noise_blur. Images are shown through the sRGB curve; residuals as
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_gen.cli import parse_kv
-from data_gen.errors import InputError, require
+from data_gen.cli import run_app
+from data_gen.errors import require
+from data_gen.paths import CONF
 from data_gen.render import PATCHES
 from data_gen.shards import load_manifest
 from data_gen.sources import linear_to_srgb
@@ -73,32 +73,23 @@ def contact_sheet(
     return sheet
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        pos, opts = parse_kv(
-            argv,
-            {"out": None, "n": "6", "shard": "0", "scale": "2", "gain": "1"},
-            positional=1,
-            doc=__doc__,
-            usage="python -m data_gen.preview DIR out=FILE.png",
-        )
-        sheet = contact_sheet(
-            Path(pos[0]),
-            int(opts["n"]),
-            int(opts["shard"]),
-            int(opts["scale"]),
-            float(opts["gain"]),
-        )
-    except (InputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = Path(opts["out"])
+def run(cfg: dict) -> dict:
+    sheet = contact_sheet(
+        Path(str(cfg["dir"])),
+        int(cfg["n"]),
+        int(cfg["shard"]),
+        int(cfg["scale"]),
+        float(cfg["gain"]),
+    )
+    out = Path(str(cfg["out"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
-    print(f"preview: {out} ({sheet.width}x{sheet.height})")
-    return 0
+    return {"preview": str(out), "size": [sheet.width, sheet.height]}
+
+
+def main() -> None:
+    run_app(CONF, "preview", run, words={"dir": "*"})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,4 +1,4 @@
-"""Rendering of training quadruples (DESIGN §1): clean, blur, noise, noise_blur.
+"""Rendering of training quadruples (docs/design.md §1): clean, blur, noise, noise_blur.
 
 Arrays are float32 ``(B, C, P, P)`` in normalised linear units (0 = black level,
 1 = white level). One noise realisation ``n = σ(B)·r`` is shared by ``noise = S + n``
@@ -15,6 +15,8 @@ import numpy as np
 import scipy.fft
 
 from data_gen.cfa import PLANE_COLOUR, mosaic_packed
+from data_gen.errors import require
+from data_gen.noise import NoiseModel
 from data_gen.optics import PSFBank
 from data_gen.sensor import NoiseParams, SensorModel
 from data_gen.sources import Frame
@@ -139,24 +141,96 @@ def render_batch(
     for i, s in enumerate(specs):
         s.rng.standard_normal(dtype=np.float32, out=normal[i])
     noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
-    _add_noise_and_clip(clean, blurred, normal, a, b, noisy, noisy_blur)
+    sigma = NoiseModel(a, b).std(blurred)  # noise level of the blurred signal, per photosite
+    _add_noise_and_clip(clean, blurred, normal, sigma, noisy, noisy_blur)
     return {"clean": clean, "blur": blurred, "noise": noisy, "noise_blur": noisy_blur}
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_noise_and_clip(clean, blurred, normal, a, b, noisy, noisy_blur):  # pragma: no cover
-    """One pass: ``n = sqrt(max(a·B + b, 0))·r``; ``noise = S + n``, ``noise_blur = B + n``;
-    all four clipped at 1 (the same float32 operations as :func:`noise_variance`)."""
-    one, zero = np.float32(1), np.float32(0)
+def _add_noise_and_clip(clean, blurred, normal, sigma, noisy, noisy_blur):  # pragma: no cover
+    """One pass: ``n = σ(B)·r``; ``noise = S + n``, ``noise_blur = B + n``; all four
+    clipped at 1. ``sigma``: :meth:`NoiseModel.std` of the blurred patches."""
+    one = np.float32(1)
     nb, nc, h, w = clean.shape
     for i in range(nb):
         for c in range(nc):
-            ac, bc = a[i, c], b[i, c]
             for y in range(h):
                 for x in range(w):
                     s, bl = clean[i, c, y, x], blurred[i, c, y, x]
-                    n = np.sqrt(max(ac * bl + bc, zero)) * normal[i, c, y, x]
+                    n = sigma[i, c, y, x] * normal[i, c, y, x]
                     noisy[i, c, y, x] = min(s + n, one)
                     noisy_blur[i, c, y, x] = min(bl + n, one)
                     clean[i, c, y, x] = min(s, one)
                     blurred[i, c, y, x] = min(bl, one)
+
+
+def psf_index_map(
+    bank: PSFBank,
+    shape: tuple[int, int],
+    frame_hw: tuple[int, int],
+    offset: int,
+    state: int,
+    block: int = 8,
+) -> np.ndarray:
+    """Bank PSF index of every pixel of a ``shape`` = (H, W) output whose pixel (0, 0) sits
+    at ``(offset, offset)`` in a frame of ``frame_hw``: the generator's per-patch rule
+    (nearest bank position, lens ``state``) applied to blocks of ``block`` pixels."""
+    h, w = shape
+    out = np.zeros(shape, np.int32)
+    if not hasattr(bank, "index_at"):  # position-independent: one PSF (drawn by the caller)
+        out[:] = state
+        return out
+    fh, fw = frame_hw
+    for y0 in range(0, h, block):
+        for x0 in range(0, w, block):
+            cy = offset + y0 + min(block, h - y0) / 2
+            cx = offset + x0 + min(block, w - x0) / 2
+            out[y0 : y0 + block, x0 : x0 + block] = bank.index_at(cy / fh, cx / fw, state)
+    return out
+
+
+def render_frame(
+    pixels: np.ndarray,
+    bank: PSFBank,
+    noise: NoiseModel,
+    rng: np.random.Generator,
+    exposure: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """The generator's physics on a whole frame (evaluation on real photographs).
+
+    ``pixels`` ``(C, H, W)`` linear. Every output pixel is blurred with the bank PSF
+    nearest its position in the frame (the rule :func:`draw_sample` applies to a patch
+    centre; one lens state per frame), so a field-varying lens is exercised over the
+    whole frame. Output: ``clean``, ``blur``, ``noise``, ``noise_blur`` of shape
+    ``(C, H − K + 1, W − K + 1)`` (the 'valid' region: every pixel has its full PSF
+    support), clipped at white like the shards, plus ``psf_index`` ``(H', W')``.
+    """
+    from scipy.signal import fftconvolve
+
+    c, h, w = pixels.shape
+    k = bank.size
+    r = k // 2
+    ho, wo = h - k + 1, w - k + 1
+    require(ho > 0 and wo > 0, f"frame {w}x{h} is smaller than the PSF ({k} px)")
+    states = bank.grid.shape[0] if hasattr(bank, "grid") else bank.psfs.shape[0]
+    state = 0 if states == 1 else int(rng.integers(states))
+    index = psf_index_map(bank, (ho, wo), (h, w), r, state)
+    frame = pixels.astype(np.float32) * np.float32(exposure)
+    blurred = np.zeros((c, ho, wo), np.float32)
+    for j in np.unique(index):
+        sel = index == j
+        for ch in range(c):
+            conv = fftconvolve(frame[ch], bank.psfs[j, ch], mode="valid").astype(np.float32)
+            blurred[ch][sel] = conv[sel]
+    clean = np.ascontiguousarray(frame[:, r : r + ho, r : r + wo])[None]
+    blurred = blurred[None]
+    normal = rng.standard_normal(clean.shape, dtype=np.float32)
+    noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
+    _add_noise_and_clip(clean, blurred, normal, noise.std(blurred), noisy, noisy_blur)
+    return {
+        "clean": clean[0],
+        "blur": blurred[0],
+        "noise": noisy[0],
+        "noise_blur": noisy_blur[0],
+        "psf_index": index,
+    }

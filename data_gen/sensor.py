@@ -1,4 +1,4 @@
-"""Sensor noise model (DESIGN §1) in normalised units.
+"""Sensor noise model (docs/design.md §1) in normalised units.
 
 Raw model, per channel, signal ``s`` in DN at ISO ``I``:
 ``σ²(s) = [k1·(s − OB) + k0] · I/100`` (``k1`` DN/DN, ``k0`` DN², both at ISO 100).
@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.errors import InputError, require
+from data_gen.noise import NoiseModel
+from data_gen.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +39,10 @@ class NoiseParams:
     ob: float
     white: float
 
-
-def noise_variance(signal: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """σ² of ``signal`` ``(..., C, H, W)`` (normalised) for per-channel ``a``, ``b``.
-
-    ``a``, ``b``: ``(C,)`` or ``(B, C)`` broadcasting against the leading axes of
-    ``signal``. Clamped at 0: a variance is never negative (darktable fits can have
-    ``b < 0``, and raw values can fall below black).
-    """
-    a = np.asarray(a, np.float32)[..., None, None]
-    b = np.asarray(b, np.float32)[..., None, None]
-    return np.maximum(a * signal + b, np.float32(0.0))
+    @property
+    def model(self) -> NoiseModel:
+        """The noise level ``σ²(v) = a·max(v, 0) + b`` of this sample."""
+        return NoiseModel(self.a, self.b)
 
 
 class ISOSampler:
@@ -117,7 +112,7 @@ def _check_levels(ob: float, white: float, where: str) -> None:
 
 
 class RawNoiseModel(SensorModel):
-    """DESIGN §1 model with scalar or per-channel ``k0`` (DN²), ``k1`` (DN/DN) at ISO 100."""
+    """docs/design.md §1 model with scalar or per-channel ``k0`` (DN²), ``k1`` (DN/DN) at ISO 100."""
 
     def __init__(
         self,
@@ -254,34 +249,33 @@ class DarktableNoiseModel(SensorModel):
         return self._from_ab(iso, a, b)
 
 
+SENSORS = Registry("sensor")
+
+
+def _required(cfg: dict, keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        require(cfg.get(key) is not None, f"{where}.{key} is missing from the sensor config")
+
+
+@SENSORS.register("raw")
+def _raw(cfg: dict, channels: int, where: str) -> RawNoiseModel:
+    _required(cfg, ("k0", "k1", "ob", "white", "iso"), where)
+    return RawNoiseModel(
+        cfg["k0"], cfg["k1"], cfg["ob"], cfg["white"], cfg["iso"], channels,
+        cfg.get("name", "sensor"), where,
+    )  # fmt: skip
+
+
+@SENSORS.register("darktable")
+def _darktable(cfg: dict, channels: int, where: str) -> DarktableNoiseModel:
+    _required(cfg, ("profile", "maker", "model", "iso"), where)
+    return DarktableNoiseModel(
+        cfg["profile"], cfg["maker"], cfg["model"], cfg["iso"], cfg.get("ob", 0.0),
+        cfg.get("white", 1.0), cfg.get("negative_b", "clamp"), channels, where,
+    )  # fmt: skip
+
+
 def build_sensor(cfg: dict, channels: int = 3, where: str = "sensor") -> SensorModel:
-    """Sensor model from a plain config dict (``kind: raw`` or ``kind: darktable``)."""
-    kind = cfg.get("kind", "raw")
-    if kind == "raw":
-        for key in ("k0", "k1", "ob", "white", "iso"):
-            require(cfg.get(key) is not None, f"{where}.{key} is missing from the sensor config")
-        return RawNoiseModel(
-            cfg["k0"],
-            cfg["k1"],
-            cfg["ob"],
-            cfg["white"],
-            cfg["iso"],
-            channels,
-            cfg.get("name", "sensor"),
-            where,
-        )
-    if kind == "darktable":
-        for key in ("profile", "maker", "model", "iso"):
-            require(cfg.get(key) is not None, f"{where}.{key} is missing from the sensor config")
-        return DarktableNoiseModel(
-            cfg["profile"],
-            cfg["maker"],
-            cfg["model"],
-            cfg["iso"],
-            cfg.get("ob", 0.0),
-            cfg.get("white", 1.0),
-            cfg.get("negative_b", "clamp"),
-            channels,
-            where,
-        )
-    raise InputError(f"{where}.kind = {kind!r}: use 'raw' or 'darktable'")
+    """Sensor model from a plain config dict (``kind`` names the builder in :data:`SENSORS`;
+    a missing kind is ``raw``)."""
+    return SENSORS.build({"kind": "raw", **cfg}, channels, where=where)

@@ -1,4 +1,4 @@
-"""HDF5 shard storage, schema v1 (DESIGN §3), per-shard records and the manifest.
+"""HDF5 shard storage, schema v1 (docs/design.md §6), per-shard records and the manifest.
 
 A shard is written to ``NAME.tmp-PID`` and renamed when complete, so a crashed task
 never leaves a half shard under its final name. After the rename a record

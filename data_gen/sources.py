@@ -8,6 +8,7 @@ generator that needs no files. Both hand out *frames*; the renderer crops patche
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from PIL import Image, UnidentifiedImageError
 
 from data_gen.cfa import superpixel_rgb
 from data_gen.errors import InputError, require
+from data_gen.paths import preset_path
 from data_gen.raw import RAW_SUFFIXES, read_raw
+from data_gen.registry import Registry
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -133,7 +136,7 @@ class FolderSource:
         channels: int = 3,
         check: str = "full",
     ) -> None:
-        self.root = Path(path).expanduser()
+        self.root = preset_path(path)
         self.linearize = linearize
         self.shrink_factor = float(shrink_factor)
         self.channels = channels
@@ -363,3 +366,95 @@ class DeadLeavesSource:
     def frame(self, rng: np.random.Generator) -> Frame:
         seed = int(rng.integers(2**63))
         return Frame(f"dead_leaves:{seed}", dead_leaves(np.random.default_rng(seed), **self.kw))
+
+
+class MixSource:
+    """Frames from several named sources, each frame's source drawn with the given weights.
+
+    The choice comes from the frame's own rng (before the source draws the frame), so a
+    mixed dataset stays a function of (seed, shard, frame index). Frame names are
+    prefixed ``<name>/``.
+    """
+
+    def __init__(self, members: dict[str, tuple[object, float]]) -> None:
+        require(bool(members), "source.sources is empty: name at least one source to mix")
+        self.names = list(members)
+        self.sources = [members[n][0] for n in self.names]
+        w = np.array([float(members[n][1]) for n in self.names])
+        require(
+            bool(np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0),
+            f"source.sources: weights {dict(zip(self.names, w.tolist(), strict=True))} must be "
+            ">= 0 with a positive sum",
+        )
+        self.cdf = np.cumsum(w / w.sum())
+
+    def validate(self, min_size: int, progress: bool = False) -> None:
+        for s in self.sources:
+            s.validate(min_size, progress)
+
+    def frame(self, rng: np.random.Generator) -> Frame:
+        k = min(int(np.searchsorted(self.cdf, rng.uniform(), side="right")), len(self.cdf) - 1)
+        f = self.sources[k].frame(rng)
+        return Frame(f"{self.names[k]}/{f.name}", f.pixels)
+
+
+Source = FolderSource | RawSource | DeadLeavesSource | MixSource
+SOURCES = Registry("source")
+
+
+def _path(src: Mapping, where: str, what: str) -> str:
+    require(
+        src.get("path") not in (None, "???"),
+        f"{where}.path is missing: give the {what} folder as {where}.path=DIR",
+    )
+    return str(src["path"])
+
+
+@SOURCES.register("dead_leaves")
+def _dead_leaves(src: Mapping, channels: int, where: str) -> DeadLeavesSource:
+    return DeadLeavesSource(
+        channels, **{k: v for k, v in src.items() if k not in ("kind", "weight")}
+    )
+
+
+@SOURCES.register("folder")
+def _folder(src: Mapping, channels: int, where: str) -> FolderSource:
+    return FolderSource(
+        _path(src, where, "image"),
+        bool(src.get("linearize", True)),
+        float(src.get("shrink", 1.0)),
+        channels,
+        src.get("check", "full"),
+    )
+
+
+@SOURCES.register("raw")
+def _raw(src: Mapping, channels: int, where: str) -> RawSource:
+    return RawSource(
+        _path(src, where, "RAW"), float(src.get("shrink", 1.0)), channels, src.get("check", "full")
+    )
+
+
+@SOURCES.register("mix")
+def _mix(src: Mapping, channels: int, where: str) -> MixSource:
+    members = src.get("sources") or {}
+    require(
+        hasattr(members, "items"),
+        f"{where}.sources must map names to source configs, got {members!r}",
+    )
+    built = {}
+    for name, sub in members.items():
+        require(
+            hasattr(sub, "get") and sub.get("kind") in SOURCES and sub.get("kind") != "mix",
+            f"{where}.sources.{name}: give kind dead_leaves, folder or raw",
+        )
+        built[name] = (
+            build_source(sub, channels, f"{where}.sources.{name}"),
+            sub.get("weight", 1.0),
+        )
+    return MixSource(built)
+
+
+def build_source(src: Mapping, channels: int, where: str = "source") -> Source:
+    """A source from its config dict (``kind`` names the builder in :data:`SOURCES`)."""
+    return SOURCES.build(src, channels, where=where)

@@ -1,12 +1,10 @@
 """residual-train: per-component residual networks for camera image restoration.
 
-The training side (DataModule, models, Lightning) builds on the shards written by
-:mod:`data_gen`; see ``DESIGN.md`` §2 for the data flow.
+The training side (DataModule, models, Lightning), export, registry, deployment and
+evaluation build on the shards and physics of :mod:`data_gen`; see ``docs/design.md`` §5
+for the data flow.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from data_gen import __version__
 
-try:
-    __version__ = version("residual-train")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

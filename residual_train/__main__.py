@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data_gen.cli import quote_range_overrides, run_task
+from data_gen.paths import CONF
 
 # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's argv,
 # which under multirun would sweep again and under ${now:} pick another run_dir. The
@@ -28,12 +29,12 @@ def _child_argv() -> list[str] | None:
     return None
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="train")
+@hydra.main(version_base=None, config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from residual_train.train import train
+    from residual_train.training.train import train
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     hc = HydraConfig.get()

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_gen.errors import require
+from data_gen.noise import NoiseModel
 from data_gen.render import PATCHES
 from data_gen.shards import load_manifest, sha256_file
 
@@ -39,7 +40,7 @@ HEADS = ("blur", "noise")
 
 
 def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """DESIGN §1: ``R_blur = noise − noise_blur``, ``R_noise = blur − noise_blur``."""
+    """docs/design.md §3: ``R_blur = noise − noise_blur``, ``R_noise = blur − noise_blur``."""
     return {"blur": p["noise"] - p["noise_blur"], "noise": p["blur"] - p["noise_blur"]}
 
 
@@ -132,9 +133,8 @@ class ShardDataset(Dataset):
             "b": torch.from_numpy(b),
             "id": torch.tensor([self.shard_ids[k], j]),
         }
-        if self.sigma_map:
-            var = a[:, None, None] * arrays["noise_blur"] + b[:, None, None]
-            out["sigma"] = torch.from_numpy(np.sqrt(np.maximum(var, 0)).astype(np.float32))
+        if self.sigma_map:  # the noise level the input's brightness implies (known at deployment)
+            out["sigma"] = torch.from_numpy(NoiseModel(a, b).std(arrays["noise_blur"]))
         return out
 
 
@@ -245,6 +245,16 @@ class ResidualDataModule(pl.LightningDataModule):
                     sha256_file(p) == s["sha256"],
                     f"{p}: sha256 does not match the manifest (modified or corrupt)",
                 )
+
+    def mean_psf(self) -> np.ndarray | None:
+        """Mean of the PSF bank the first shard was rendered with ``(C, K, K)``; None for
+        packed Bayer data (its planes are half-resolution mosaics, not blurred images)."""
+        if self.manifest.get("layout", "rgb") != "rgb":
+            return None
+        with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
+            if "psfs" not in f:
+                return None
+            return f["psfs"][:].astype(np.float64).mean(axis=0)
 
     def dataset(self, train: bool) -> ShardDataset:
         shards = self.train_shards if train else self.val_shards

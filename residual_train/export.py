@@ -24,8 +24,9 @@ import torch
 import yaml
 
 from data_gen import __version__
-from data_gen.cli import parse_kv
+from data_gen.cli import run_app
 from data_gen.errors import InputError, require
+from data_gen.paths import APPS
 from data_gen.sensor import build_sensor
 from data_gen.shards import sha256_file
 from residual_train.models import ResidualNet, build_model
@@ -289,35 +290,27 @@ def card_markdown(card: dict) -> str:
         f"- ONNX parity: max |diff| {card['parity']['max_abs_diff']:.2e} (tolerance {card['parity']['tolerance']:g})",
         f"- package {card['package_version']}, torch {card['torch_version']}",
         "",
-        "Compose at strengths with `python -m residual_train.deploy` (DESIGN §1).",
+        "Compose at strengths with `python -m residual_train.deploy` (docs/design.md §4).",
     ]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    usage = "usage: python -m residual_train.export ckpt=PATH out_dir=DIR [opset=17] [tol=1e-4]"
+def run(cfg: dict) -> dict:
     try:
-        _, o = parse_kv(
-            sys.argv[1:] if argv is None else argv,
-            {"ckpt": None, "out_dir": None, "opset": "17", "tol": "1e-4"},
-            doc=__doc__,
-            usage=usage,
-        )
-        card = export(o["ckpt"], o["out_dir"], int(o["opset"]), float(o["tol"]))
-    except (InputError, ExportError) as e:
+        card = export(cfg["ckpt"], cfg["out_dir"], int(cfg["opset"]), float(cfg["tol"]))
+    except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, InputError) else 1
-    print(
-        json.dumps(
-            {
-                "out_dir": o["out_dir"],
-                "parity_max_abs_diff": card["parity"]["max_abs_diff"],
-                "files": card["files"],
-            }
-        )
-    )
-    return 0
+        sys.exit(1)
+    return {
+        "out_dir": str(cfg["out_dir"]),
+        "parity_max_abs_diff": card["parity"]["max_abs_diff"],
+        "files": card["files"],
+    }
+
+
+def main() -> None:
+    run_app(APPS, "export", run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

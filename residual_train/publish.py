@@ -1,170 +1,25 @@
-"""A weight registry on any filesystem path (e.g. a cluster's shared filesystem).
-
-Layout::
-
-    REGISTRY/NAME/VERSION/   model.onnx, weights.safetensors, card.json, card.md, SHA256SUMS
-    REGISTRY/NAME/index.json {versions: {V: {card_sha256, metrics, published}}, aliases: {A: V}}
-
-Versions are immutable: publishing an existing version is refused. Aliases
-(``latest``, ``best``, user-defined) move. :meth:`Registry.fetch` verifies the card
-against the index and every file against the card, and refuses a tampered file.
+"""``python -m residual_train.publish``: copy an export into a registry, list, move aliases.
 
 CLI::
 
     python -m residual_train.publish src=DIR registry=PATH name=NAME version=V [alias=A[,B]] [wandb=true]
     python -m residual_train.publish list registry=PATH [name=NAME]
     python -m residual_train.publish alias registry=PATH name=NAME version=V alias=A
+
+The registry itself (layout, immutability, verification) is :mod:`residual_train.registry`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import re
-import shutil
-import sys
-import time
 from pathlib import Path
 
-from data_gen.cli import parse_kv
-from data_gen.errors import InputError, require
-from data_gen.shards import sha256_file, write_json_atomic
+from data_gen.cli import run_app
+from data_gen.errors import require
+from data_gen.paths import APPS
+from residual_train.registry import FILES, Registry, TamperedError
 
-FILES = ("model.onnx", "weights.safetensors", "card.json", "card.md", "SHA256SUMS")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class TamperedError(InputError):
-    """A registry file does not match its recorded sha256."""
-
-
-class Registry:
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
-
-    def _index_path(self, name: str) -> Path:
-        return self.root / name / "index.json"
-
-    def index(self, name: str) -> dict:
-        p = self._index_path(name)
-        if not p.is_file():
-            return {"versions": {}, "aliases": {}}
-        return json.loads(p.read_text())
-
-    @contextlib.contextmanager
-    def _locked(self, name: str):
-        (self.root / name).mkdir(parents=True, exist_ok=True)
-        with open(self.root / name / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # several jobs may publish at once
-            yield
-
-    def publish(
-        self, src: str | Path, name: str, version: str, aliases: list[str] | tuple = ()
-    ) -> Path:
-        """Copy an export directory in as ``name/version``; returns its path."""
-        src = Path(src)
-        for n, v in (("name", name), ("version", version), *(("alias", a) for a in aliases)):
-            require(bool(_NAME.match(v)), f"{n} = {v!r}: use letters, digits, '.', '_' or '-'")
-        for f in FILES:
-            require(
-                (src / f).is_file(), f"src = {str(src)!r}: {f} missing (not an export directory)"
-            )
-        card = json.loads((src / "card.json").read_text())
-        for f, digest in card.get("files", {}).items():
-            if sha256_file(src / f) != digest:
-                raise TamperedError(f"{src / f}: sha256 does not match its card")
-        with self._locked(name):
-            idx = self.index(name)
-            dest = self.root / name / version
-            if version in idx["versions"] or dest.exists():
-                raise InputError(
-                    f"{name}/{version} is already published in {self.root}; "
-                    "versions are immutable, choose a new version"
-                )
-            tmp = self.root / name / f".{version}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for f in FILES:
-                shutil.copy2(src / f, tmp / f)
-            os.replace(tmp, dest)
-            metrics = card.get("metrics") or {}
-            idx["versions"][version] = {
-                "card_sha256": sha256_file(dest / "card.json"),
-                "metrics": metrics,
-                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            idx["aliases"]["latest"] = version
-            best = idx["aliases"].get("best")
-            value = metrics.get("value")
-            old = idx["versions"].get(best, {}).get("metrics", {}).get("value") if best else None
-            if value is not None and (old is None or value > old):  # metrics are PSNR: higher wins
-                idx["aliases"]["best"] = version
-            for a in aliases:
-                idx["aliases"][a] = version
-            write_json_atomic(self._index_path(name), idx)
-        return dest
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        require(bool(_NAME.match(alias)), f"alias = {alias!r}: letters, digits, '.', '_' or '-'")
-        with self._locked(name):
-            idx = self.index(name)
-            require(version in idx["versions"], f"{name}/{version} is not published in {self.root}")
-            idx["aliases"][alias] = version
-            write_json_atomic(self._index_path(name), idx)
-
-    def resolve(self, ref: str) -> tuple[str, str]:
-        """``NAME[:VERSION_OR_ALIAS]`` (default alias ``latest``) -> (name, version)."""
-        name, _, tag = ref.partition(":")
-        tag = tag or "latest"
-        idx = self.index(name)
-        require(bool(idx["versions"]), f"model {name!r} is not in the registry {self.root}")
-        version = idx["aliases"].get(tag, tag)
-        require(
-            version in idx["versions"],
-            f"{name}:{tag} is neither a version nor an alias in {self.root} "
-            f"(versions {sorted(idx['versions'])}, aliases {sorted(idx['aliases'])})",
-        )
-        return name, version
-
-    def fetch(self, ref: str) -> Path:
-        """Verified directory of ``ref``; raises :class:`TamperedError` on any mismatch."""
-        name, version = self.resolve(ref)
-        d = self.root / name / version
-        entry = self.index(name)["versions"][version]
-        if sha256_file(d / "card.json") != entry["card_sha256"]:
-            raise TamperedError(f"{d / 'card.json'}: sha256 differs from the registry index")
-        card = json.loads((d / "card.json").read_text())
-        for f, digest in card["files"].items():
-            if not (d / f).is_file() or sha256_file(d / f) != digest:
-                raise TamperedError(f"{d / f}: sha256 differs from the card (tampered or corrupt)")
-        return d
-
-    def list(self, name: str | None = None) -> list[dict]:
-        names = (
-            [name]
-            if name
-            else sorted(p.name for p in self.root.iterdir() if (p / "index.json").is_file())
-        )
-        rows = []
-        for n in names:
-            idx = self.index(n)
-            tags = {}
-            for a, v in idx["aliases"].items():
-                tags.setdefault(v, []).append(a)
-            for v, e in sorted(idx["versions"].items()):
-                rows.append(
-                    {
-                        "name": n,
-                        "version": v,
-                        "aliases": sorted(tags.get(v, [])),
-                        "monitor": e["metrics"].get("monitor"),
-                        "value": e["metrics"].get("value"),
-                        "published": e["published"],
-                    }
-                )
-        return rows
+__all__ = ["FILES", "Registry", "TamperedError", "log_wandb_artifact", "run"]
 
 
 def log_wandb_artifact(path: Path, name: str, version: str, project: str = "residual-train") -> str:
@@ -185,52 +40,34 @@ def log_wandb_artifact(path: Path, name: str, version: str, project: str = "resi
         run.finish()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    usage = __doc__.split("CLI::", 1)[1]
-    try:
-        if argv[:1] == ["list"]:
-            _, o = parse_kv(argv[1:], {"registry": None, "name": ""}, doc=__doc__, usage=usage)
-            for r in Registry(o["registry"]).list(o["name"] or None):
-                print(
-                    f"{r['name']:20s} {r['version']:12s} {','.join(r['aliases']):18s} "
-                    f"{r['monitor']}={r['value']}  {r['published']}"
-                )
-            return 0
-        if argv[:1] == ["alias"]:
-            _, o = parse_kv(
-                argv[1:],
-                {"registry": None, "name": None, "version": None, "alias": None},
-                doc=__doc__,
-                usage=usage,
+def run(cfg: dict) -> dict | None:
+    reg = Registry(cfg["registry"])
+    action = cfg["action"]
+    if action == "list":
+        for r in reg.list(cfg.get("name") or None):
+            print(
+                f"{r['name']:20s} {r['version']:12s} {','.join(r['aliases']):18s} "
+                f"{r['monitor']}={r['value']}  {r['published']}"
             )
-            Registry(o["registry"]).set_alias(o["name"], o["alias"], o["version"])
-            return 0
-        _, o = parse_kv(
-            argv,
-            {
-                "src": None,
-                "registry": None,
-                "name": None,
-                "version": None,
-                "alias": "",
-                "wandb": "false",
-                "project": "residual-train",
-            },
-            doc=__doc__,
-            usage=usage,
-        )
-        aliases = [a for a in o["alias"].split(",") if a]
-        dest = Registry(o["registry"]).publish(o["src"], o["name"], o["version"], aliases)
-        out = {"published": str(dest)}
-        if o["wandb"].lower() in ("1", "true", "yes"):
-            out["wandb_run"] = log_wandb_artifact(dest, o["name"], o["version"], o["project"])
-        print(json.dumps(out))
-        return 0
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return None
+    for key in ("name", "version", *(("src",) if action == "publish" else ("alias",))):
+        require(cfg.get(key) not in (None, ""), f"{key} is required to {action} ({key}=...)")
+    name, version = str(cfg["name"]), str(cfg["version"])
+    if action == "alias":
+        reg.set_alias(name, str(cfg["alias"]), version)
+        return {"alias": str(cfg["alias"]), "version": version}
+    require(action == "publish", f"action = {action!r}: use publish, list or alias")
+    aliases = [a for a in str(cfg.get("alias") or "").split(",") if a]
+    dest = reg.publish(cfg["src"], name, version, aliases)
+    out = {"published": str(dest)}
+    if cfg.get("wandb"):
+        out["wandb_run"] = log_wandb_artifact(dest, name, version, cfg["project"])
+    return out
+
+
+def main() -> None:
+    run_app(APPS, "publish", run, words={"action": "list|alias|publish"})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

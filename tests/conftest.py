@@ -50,6 +50,33 @@ def shared(*parts: str) -> Path:
     return p
 
 
+def run_if(
+    *, gpu: bool = False, chromium: bool = False, shared_data: bool = False, module: str = ""
+) -> pytest.MarkDecorator:
+    """``@run_if(...)``: skip unless every named requirement holds, saying which is missing
+    (cf. lightning-hydra-template's ``RunIf``). Slurm needs a running cluster: use the
+    ``slurm_cluster`` fixture instead."""
+    import importlib.util
+    import shutil
+
+    why = []
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            why.append("a CUDA GPU")
+    if chromium and not (
+        (shutil.which("chromium") or shutil.which("chromium-browser"))
+        and shutil.which("chromedriver")
+    ):
+        why.append("Debian's chromium and chromium-driver (.ci/run installs them)")
+    if shared_data and not SHARED_DATA.is_dir():
+        why.append(f"{SHARED_DATA} (only in the project's own checkouts)")
+    if module and importlib.util.find_spec(module) is None:
+        why.append(f"the Python package {module!r}")
+    return pytest.mark.skipif(bool(why), reason="needs " + "; ".join(why))
+
+
 def tree_digest(d: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under ``d`` (empty when ``d`` is absent)."""
     if not d.exists():

@@ -152,7 +152,7 @@ def test_a_bayer_dataset_trains(tmp_path):
     from omegaconf import OmegaConf
 
     from residual_train.data import ResidualDataModule
-    from residual_train.train import train
+    from residual_train.training.train import train
     from tests.conftest import CONF
 
     d = tmp_path / "ds"
@@ -183,8 +183,13 @@ def test_a_bayer_dataset_trains(tmp_path):
     assert res["global_step"] > 0 and np.isfinite(res["value"])
     assert any((tmp_path / "run" / "panels").iterdir())
     # export and deploy on a real RAW file: its mosaic packed to the model's planes
-    from residual_train.deploy.__main__ import main as deploy_main
+    from data_gen.paths import APPS
+    from residual_train.deploy.__main__ import run as deploy_run
     from residual_train.export import export
+
+    def deploy_main(overrides: list[str]) -> None:
+        with initialize_config_dir(config_dir=str(APPS), version_base=None):
+            deploy_run(OmegaConf.to_container(compose("deploy", overrides=overrides), resolve=True))
 
     best = res["best"]
     card = export(best, tmp_path / "export")
@@ -193,17 +198,15 @@ def test_a_bayer_dataset_trains(tmp_path):
     raw = read_raw(shared(*DNG))
     out = tmp_path / "deploy"
     args = [f"model={tmp_path / 'export'}", f"input={shared(*DNG)}", f"out_dir={out}", "tile=128"]
-    assert deploy_main([*args, "strengths.blur=0", "strengths.noise=0"]) == 0
+    deploy_main([*args, "strengths.blur=0", "strengths.noise=0"])
     import tifffile
 
     y = tifffile.imread(out / "composed.tif")
     np.testing.assert_array_equal(y, raw.packed())  # a = b = 0 gives the input back
-    assert deploy_main([*args[:2], f"out_dir={tmp_path / 'd2'}", "tile=128"]) == 0
+    deploy_main([*args[:2], f"out_dir={tmp_path / 'd2'}", "tile=128"])
     y1 = tifffile.imread(tmp_path / "d2" / "composed.tif")
     assert y1.shape == raw.packed().shape and not np.array_equal(y1, y)
     png = tmp_path / "p.png"
     png.write_bytes((out / "composed.png").read_bytes())
-    assert (
+    with pytest.raises(InputError, match="takes packed Bayer data"):
         deploy_main([f"model={tmp_path / 'export'}", f"input={png}", f"out_dir={tmp_path / 'd3'}"])
-        == 2
-    )

@@ -1,4 +1,4 @@
-"""Export, registry, tiled deployment and composition at strengths (DESIGN §1)."""
+"""Export, registry, tiled deployment and composition at strengths (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image
 
 from data_gen.errors import InputError
 from data_gen.generate import generate
-from data_gen.sensor import noise_variance
+from data_gen.noise import NoiseModel
 from residual_train.deploy import load_maps, load_model, read_input, tile_weights
 from residual_train.deploy.compose import (
     Component,
@@ -24,11 +24,10 @@ from residual_train.deploy.compose import (
     compose_consistent,
     compose_consistent_fast,
     compose_literal,
-    noise_var,
 )
 from residual_train.export import ExportError, export
-from residual_train.publish import Registry, TamperedError
-from residual_train.train import train
+from residual_train.registry import Registry, TamperedError
+from residual_train.training.train import train
 from tests.conftest import ROOT, compose_cfg
 from tests.test_train import train_cfg
 
@@ -64,48 +63,48 @@ def truth(tmp_path_factory):
     span = float(meta["white"][0] - meta["ob"][0])
     A = (meta["k1"][0] * 64 / span).astype(np.float32)
     B = (meta["k0"][0] * 64 / span**2).astype(np.float32)
-    return arr, A, B
+    return arr, NoiseModel(A, B)
 
 
-def per_sample(fn, arr, A, B, a, b):
+def per_sample(fn, arr, noise, a, b):
     x = arr["noise_blur"]
     rb, rn = arr["noise"] - x, arr["blur"] - x
-    return np.stack([fn(x[i], rb[i], rn[i], a, b, A, B) for i in range(len(x))])
+    return np.stack([fn(x[i], rb[i], rn[i], a, b, noise) for i in range(len(x))])
 
 
 def test_zero_strengths_return_the_input_bit_for_bit(truth):
-    arr, A, B = truth
+    arr, noise = truth
     for fn in (compose_consistent, compose_consistent_fast, compose_literal):
-        assert np.array_equal(per_sample(fn, arr, A, B, 0, 0), arr["noise_blur"])
+        assert np.array_equal(per_sample(fn, arr, noise, 0, 0), arr["noise_blur"])
 
 
 def test_full_strengths_return_the_clean_patch(truth):
-    arr, A, B = truth
-    y = per_sample(compose_consistent_fast, arr, A, B, 1, 1)
+    arr, noise = truth
+    y = per_sample(compose_consistent_fast, arr, noise, 1, 1)
     ok = (arr["noise"] < 1) & (arr["noise_blur"] < 1)
     np.testing.assert_allclose(y[ok], arr["clean"][ok], atol=2e-6)
 
 
 def test_intermediate_strengths_interpolate(truth):
-    arr, A, B = truth
+    arr, noise = truth
     f = compose_consistent_fast
-    y0, y5, y1 = (per_sample(f, arr, A, B, a, 1) for a in (0, 0.5, 1))
+    y0, y5, y1 = (per_sample(f, arr, noise, a, 1) for a in (0, 0.5, 1))
     np.testing.assert_allclose(y5, (y0 + y1) / 2, atol=2e-6)  # linear in a at b = 1
-    n0, n5, n1 = (per_sample(f, arr, A, B, 0, b) for b in (0, 0.5, 1))
+    n0, n5, n1 = (per_sample(f, arr, noise, 0, b) for b in (0, 0.5, 1))
     np.testing.assert_allclose(n5, (n0 + n1) / 2, atol=2e-6)  # linear in b at a = 0
     # at a = 1 the noise level decreases monotonically with b
-    e = [np.var(per_sample(f, arr, A, B, 1, b) - arr["clean"]) for b in (0, 0.5, 0.9)]
+    e = [np.var(per_sample(f, arr, noise, 1, b) - arr["clean"]) for b in (0, 0.5, 0.9)]
     assert e[0] > e[1] > e[2]
 
 
 def test_sharp_output_has_the_noise_of_the_sharp_image_not_the_blurred_one(truth):
     """a = 1, b = 0: noise variance follows σ²(clean); reusing R_n would give σ²(blur)."""
-    arr, A, B = truth
-    y = per_sample(compose_consistent_fast, arr, A, B, 1, 0)
+    arr, noise = truth
+    y = per_sample(compose_consistent_fast, arr, noise, 1, 0)
     x = arr["noise_blur"]
     naive = x + (arr["noise"] - x)  # = x + R_b: the unmodified noise residual kept
     s, bl = arr["clean"], arr["blur"]
-    var_s = noise_variance(s, A, B)
+    var_s = noise.variance(s)
     dark_side = (bl > s + 0.04) & (arr["noise"] < 1) & (arr["noise_blur"] < 1)  # edge pixels
     assert dark_side.sum() > 2000
     ratio = ((y - s) ** 2 / var_s)[dark_side].mean()
@@ -116,14 +115,12 @@ def test_sharp_output_has_the_noise_of_the_sharp_image_not_the_blurred_one(truth
 
 
 def test_chain_of_blur_then_noise_is_the_consistent_composition(truth):
-    arr, A, B = truth
+    arr, noise = truth
     x = arr["noise_blur"][0]
     rb, rn = arr["noise"][0] - x, arr["blur"][0] - x
     for a, b in ((0.3, 0.6), (1, 0), (0, 1)):
-        chain = compose_chain(
-            x, [Component("blur", rb, a), Component("noise", rn, b, lambda v: noise_var(v, A, B))]
-        )
-        np.testing.assert_allclose(chain, compose_consistent(x, rb, rn, a, b, A, B), atol=1e-6)
+        chain = compose_chain(x, [Component("blur", rb, a), Component("noise", rn, b, noise)])
+        np.testing.assert_allclose(chain, compose_consistent(x, rb, rn, a, b, noise), atol=1e-6)
     # a third, additive component (e.g. relighting) first in physical order
     rl = np.full_like(x, 0.01)
     three = compose_chain(
@@ -131,19 +128,19 @@ def test_chain_of_blur_then_noise_is_the_consistent_composition(truth):
         [
             Component("relight", rl, 1.0),
             Component("blur", rb, 1.0),
-            Component("noise", rn, 1.0, lambda v: noise_var(v, A, B)),
+            Component("noise", rn, 1.0, noise),
         ],
     )
     np.testing.assert_allclose(three, x + rl + rb + rn, atol=1e-6)
 
 
 def test_literal_mode_differs_from_consistent_but_agrees_at_zero_noise_strength(truth):
-    arr, A, B = truth
-    lit = per_sample(compose_literal, arr, A, B, 1, 1)
-    con = per_sample(compose_consistent, arr, A, B, 1, 1)
+    arr, noise = truth
+    lit = per_sample(compose_literal, arr, noise, 1, 1)
+    con = per_sample(compose_consistent, arr, noise, 1, 1)
     assert not np.allclose(lit, con)
     np.testing.assert_allclose(
-        per_sample(compose_literal, arr, A, B, 0.7, 0),
+        per_sample(compose_literal, arr, noise, 0.7, 0),
         arr["noise_blur"] + 0.7 * (arr["noise"] - arr["noise_blur"]),
         atol=1e-6,
     )
@@ -153,7 +150,7 @@ def test_literal_mode_differs_from_consistent_but_agrees_at_zero_noise_strength(
 def test_strength_outside_range_is_refused(bad):
     z = np.zeros((3, 4, 4), np.float32)
     with pytest.raises(InputError, match="strengths.blur"):
-        compose_consistent_fast(z, z, z, bad, 0.5, np.ones(3), np.ones(3))
+        compose_consistent_fast(z, z, z, bad, 0.5, NoiseModel(np.ones(3), np.ones(3)))
 
 
 # ---- export, registry, deploy --------------------------------------------------------------
@@ -264,8 +261,8 @@ def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     x, maps, meta = load_maps(tmp_path / "o")
     np.testing.assert_allclose(x, read_input(tmp_path / "in.tif", linearize=True), atol=1e-7)
-    A, B = np.asarray(meta["noise_A"], np.float32), np.asarray(meta["noise_B"], np.float32)
-    want = compose_consistent(x, maps["blur"], maps["noise"], 0.8, 0.3, A, B)
+    noise = NoiseModel(meta["noise_A"], meta["noise_B"])
+    want = compose_consistent(x, maps["blur"], maps["noise"], 0.8, 0.3, noise)
     got = np.moveaxis(tifffile.imread(tmp_path / "o" / "composed.tif"), 2, 0)
     np.testing.assert_allclose(got, want, atol=1e-6)
     r = run(
@@ -278,7 +275,7 @@ def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(
         np.load(tmp_path / "r.npy"),
-        compose_consistent(x, maps["blur"], maps["noise"], 0.2, 1, A, B),
+        compose_consistent(x, maps["blur"], maps["noise"], 0.2, 1, noise),
         atol=1e-6,
     )
     r = run(
@@ -308,7 +305,7 @@ def test_deploy_bad_input(exported, tmp_path):
         read_input(tmp_path / "five.tif")
     m = load_model(exported)
     with pytest.raises(InputError, match="outside the model's training range"):
-        m.noise_params(iso=10)
+        m.noise_model(iso=10)
     r = run(
         "residual_train.deploy",
         f"model={exported}",

@@ -1,4 +1,4 @@
-"""Rendering physics: FFT blur, the residual identities of DESIGN §1, the noise model."""
+"""Rendering physics: FFT blur, the residual identities of docs/design.md §1, the noise model."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_measured_noise_variance_follows_the_sensor_model(tmp_path, flat_folder)
         m = meta[idx[0]]
         span = m["white"] - m["ob"]
         v = levels[src]
-        # DESIGN §1, per channel, in DN², then normalised
+        # docs/design.md §1, per channel, in DN², then normalised
         var_model = (m["k1"] * v * span + m["k0"]) * iso / 100 / span**2
         x = n[idx]  # (k, C, P, P)
         var_meas = x.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1)
@@ -157,18 +157,24 @@ def test_measured_noise_variance_follows_the_sensor_model(tmp_path, flat_folder)
 
 
 def test_fused_noise_kernel_equals_the_numpy_formula():
+    from data_gen.noise import NoiseModel
     from data_gen.render import _add_noise_and_clip
-    from data_gen.sensor import noise_variance
 
     rng = np.random.default_rng(4)
     clean = rng.uniform(-0.01, 1.3, (5, 3, 12, 12)).astype(np.float32)
     blurred = rng.uniform(-0.01, 1.3, (5, 3, 12, 12)).astype(np.float32)
     normal = rng.standard_normal((5, 3, 12, 12), dtype=np.float32)
     a = rng.uniform(1e-5, 1e-2, (5, 3)).astype(np.float32)
-    b = rng.uniform(-1e-6, 1e-4, (5, 3)).astype(np.float32)
-    n = normal * np.sqrt(noise_variance(blurred, a, b))
+    b = rng.uniform(0, 1e-4, (5, 3)).astype(np.float32)
+    noise = NoiseModel(a, b)
+    n = noise.sample(blurred, normal)
+    # below black the variance is B: the signal is never negative, only its noise
+    below = blurred < 0
+    assert np.allclose(
+        noise.variance(blurred)[below], np.broadcast_to(b[..., None, None], blurred.shape)[below]
+    )
     want = [np.minimum(v, 1) for v in (clean + n, blurred + n, clean, blurred)]
     noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
-    _add_noise_and_clip(clean, blurred, normal, a, b, noisy, noisy_blur)
+    _add_noise_and_clip(clean, blurred, normal, noise.std(blurred), noisy, noisy_blur)
     for got, w in zip((noisy, noisy_blur, clean, blurred), want, strict=True):
         assert np.array_equal(got, w)  # bit for bit: shards stay byte-identical

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_gen.errors import InputError
-from data_gen.sensor import DarktableNoiseModel, ISOSampler, RawNoiseModel, noise_variance
+from data_gen.sensor import DarktableNoiseModel, ISOSampler, RawNoiseModel
 from tests.conftest import shared
 
 
@@ -18,7 +18,7 @@ def test_raw_model_in_normalised_units_matches_the_dn_formula():
     s_dn = np.array([600.0, 4000.0, 16000.0])
     var_dn = (0.63 * (s_dn - 512) + 9.0) * 8.0
     v = (s_dn - 512) / (16383 - 512)
-    var_norm = noise_variance(v[None, :, None].astype(np.float32), p.a, p.b)[:, :, 0]
+    var_norm = p.model.variance(v[None, :, None].astype(np.float32))[:, :, 0]
     np.testing.assert_allclose(var_norm[0], var_dn / (16383 - 512) ** 2, rtol=1e-5)
     np.testing.assert_allclose(p.k0, 9.0, rtol=1e-6)
     np.testing.assert_allclose(p.k1, 0.63, rtol=1e-6)
@@ -120,4 +120,4 @@ def test_negative_b_is_clamped_with_a_warning_or_refused(tmp_path, caplog):
     p = m.params(100)
     assert p.b[0] == 0.0 and p.b[1] == pytest.approx(1e-7)
     # the variance is never negative, also below black
-    assert (noise_variance(np.full((3, 2, 2), -0.01, np.float32), p.a, p.b) >= 0).all()
+    assert (p.model.variance(np.full((3, 2, 2), -0.01, np.float32)) >= 0).all()

@@ -19,9 +19,9 @@ from pytorch_lightning.callbacks import Callback
 from data_gen.errors import InputError
 from data_gen.generate import generate
 from residual_train.data import EpochSampler, ResidualDataModule, ShardDataset
-from residual_train.lit import ResidualModule
 from residual_train.models import build_model
-from residual_train.train import train
+from residual_train.training.lit import ResidualModule
+from residual_train.training.train import train
 from tests.conftest import CONF, ROOT, compose_cfg
 
 
@@ -402,7 +402,7 @@ def test_real_configs_compose_and_nafnet_trains(dataset, tmp_path):
 
 
 def test_ckpt_path_auto_picks_the_newest_checkpoint(tmp_path):
-    from residual_train.train import resolve_ckpt
+    from residual_train.training.train import resolve_ckpt
 
     assert resolve_ckpt("auto", tmp_path) is None  # nothing yet: a fresh start
     (tmp_path / "checkpoints").mkdir()
@@ -413,3 +413,82 @@ def test_ckpt_path_auto_picks_the_newest_checkpoint(tmp_path):
     hpc.write_bytes(b"x")
     os.utime(last, ns=(1, 1))  # the requeue checkpoint is newer
     assert resolve_ckpt("auto", tmp_path) == str(hpc)
+
+
+# ---- model and loss options of the shipped recipe -----------------------------------------
+def test_deconv_path_starts_as_the_wiener_inverse_of_the_datasets_psf(dataset):
+    """Initialised from the PSF bank stored in the shards, the linear path alone undoes the
+    blur of a noise-free patch: the blur head's starting point is L⊛x − x ≈ S − B."""
+    dm = ResidualDataModule(str(dataset), crop=24, batch_size=4)
+    psf = dm.mean_psf()
+    assert psf.shape[0] == 3 and np.allclose(psf.sum(axis=(1, 2)), 1, atol=1e-5)
+    net = build_model({"arch": "unet", "width": 8, "depth": 2, "blocks": 1, "deconv": 15}, 3)
+    net.init_deconv(psf)
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        r_blur = net(batch["blur"])["blur"]  # heads start at zero: only the linear path
+    e = 6  # the edge band depends on light from outside the patch
+    inner = (..., slice(e, -e), slice(e, -e))
+    err = (batch["blur"] + r_blur - batch["clean"])[inner].pow(2).mean()
+    err_blurred = (batch["blur"] - batch["clean"])[inner].pow(2).mean()
+    assert err < err_blurred / 4
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["model.deconv_base=input", "model.normalize=none"],
+        ["model.deconv_base=denoised", "model.normalize=sigma"],
+    ],
+)
+def test_deconv_model_trains_exports_and_keeps_parity(dataset, tmp_path, options):
+    from residual_train.export import export
+
+    cfg = train_cfg(
+        f"data.dir={dataset}",
+        f"run_dir={tmp_path / 'run'}",
+        "model.deconv=9",
+        *options,
+        "data.sigma_map=true",
+        "loss.sigma_units=[blur,noise]",
+        "loss.border=3",
+        "trainer.max_epochs=1",
+        "val.panel_every=0",
+    )
+    result = train(cfg)
+    assert np.isfinite(result["value"])
+    card = export(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "exp")
+    assert card["model"]["deconv"] == 9 and card["inputs"] == ["x", "sigma"]
+    assert card["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_sigma_unit_and_border_losses_measure_what_they_say(dataset):
+    dm = ResidualDataModule(str(dataset), crop=24, batch_size=8)
+    batch = next(iter(dm.val_dataloader()))
+    base = {"type": "l2", "domain": "residual", "weights": {"blur": 1, "noise": 1}}
+    mods = {
+        name: ResidualModule({"arch": "unet", "width": 4, "depth": 1, "blocks": 1}, 3, loss, {}, {})
+        for name, loss in {
+            "plain": base,
+            "sigma": {**base, "sigma_units": ["noise"]},
+            "border": {**base, "border": 4},
+        }.items()
+    }
+    for m in mods.values():  # identical (zero-output) predictions: R̂ = 0
+        m.net.load_state_dict(mods["plain"].net.state_dict())
+    losses = {k: m.losses(batch) for k, m in mods.items()}
+    rn = batch["R_noise"]
+    torch.testing.assert_close(losses["plain"]["noise"], rn.pow(2).mean())
+    from data_gen.noise import NoiseModel
+
+    sigma = NoiseModel(batch["a"], batch["b"]).std(batch["blur"])
+    torch.testing.assert_close(losses["sigma"]["noise"], (rn / sigma).pow(2).mean())
+    # a zero prediction of -n/σ has a loss of about one σ² per pixel (unclipped pixels)
+    assert 0.7 < float(losses["sigma"]["noise"].detach()) < 1.3
+    torch.testing.assert_close(
+        losses["border"]["blur"], batch["R_blur"][..., 4:-4, 4:-4].pow(2).mean()
+    )
+    with pytest.raises(InputError, match="loss.sigma_units"):
+        ResidualModule(
+            {"arch": "unet", "width": 4, "depth": 1}, 3, {**base, "sigma_units": ["fog"]}, {}, {}
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from data_gen.errors import InputError, require
+from data_gen.errors import require
 from data_gen.optics.bank import (
     FieldBank,
     LensState,
@@ -26,6 +26,7 @@ from data_gen.optics.lens import LensModel, model_bank, parse_lens, zernike_at
 from data_gen.optics.psf import (
     ZERNIKE_NAMES,
     apply_sensor_mtf,
+    inverse_filter,
     load_psf_file,
     noll_to_nm,
     oversampling_for,
@@ -37,8 +38,7 @@ from data_gen.optics.psf import (
     validate_psf,
     zernike,
 )
-
-KINDS = ("zernike", "file", "model", "grid", "bank")
+from data_gen.registry import Registry
 
 __all__ = [
     "KINDS",
@@ -53,6 +53,7 @@ __all__ = [
     "frame_position",
     "grid_bank",
     "interpolate_grid",
+    "inverse_filter",
     "load_bank",
     "load_psf_file",
     "load_psf_grid",
@@ -73,55 +74,76 @@ __all__ = [
 ]
 
 
+LENSES = Registry("lens")
+
+
+@LENSES.register("zernike")
+def _zernike(lens: Mapping, channels: int, where: str, **_) -> PSFBank:
+    for key in ("f_number", "pixel_pitch_um", "wavelengths_nm", "size"):
+        require(lens.get(key) is not None, f"{where}.{key} is missing from the lens config")
+    wl = list(lens["wavelengths_nm"])
+    require(
+        len(wl) == channels,
+        f"{where}.wavelengths_nm has {len(wl)} values but channels = {channels}",
+    )
+    return zernike_bank(
+        wl,
+        float(lens["f_number"]),
+        float(lens["pixel_pitch_um"]),
+        int(lens["size"]),
+        lens.get("zernike_um"),
+        lens.get("oversample"),
+        lens.get("focal_length_mm"),
+        lens.get("focus_m"),
+    )
+
+
+def _path(lens: Mapping, where: str, what: str) -> str:
+    require(
+        lens.get("path") not in (None, "???"),
+        f"{where}.path is missing: give the {what} as {where}.path=FILE",
+    )
+    return str(lens["path"])
+
+
+@LENSES.register("file")
+def _file(lens: Mapping, channels: int, where: str, **_) -> PSFBank:
+    path = _path(lens, where, "PSF file (.npy, .npz or image)")
+    return PSFBank(load_psf_file(path, channels), name=Path(path).name)
+
+
+@LENSES.register("model")
+def _model(lens: Mapping, channels: int, where: str, cache_dir=None, progress=False) -> PSFBank:
+    model = parse_lens(lens, channels)  # validate before touching the cache
+    return cached_bank(
+        dict(lens), channels, cache_dir, lambda: model_bank(model, dict(lens), progress)
+    )
+
+
+@LENSES.register("grid")
+def _grid(lens: Mapping, channels: int, where: str, cache_dir=None, **_) -> PSFBank:
+    return cached_bank(dict(lens), channels, cache_dir, lambda: grid_bank(lens, channels))
+
+
+@LENSES.register("bank")
+def _bank(lens: Mapping, channels: int, where: str, **_) -> PSFBank:
+    path = _path(lens, where, "bank file (.h5)")
+    bank = load_bank(path)
+    require(
+        bank.channels == channels,
+        f"{where}.path = {path}: the bank has {bank.channels} channels, channels = {channels}",
+    )
+    return bank
+
+
+KINDS = tuple(LENSES.names())
+
+
 def build_bank(
     lens: Mapping, channels: int, cache_dir: str | Path | None = None, progress: bool = False
 ) -> PSFBank:
-    """The PSF bank a ``lens`` config describes (``kind`` one of :data:`KINDS`).
+    """The PSF bank a ``lens`` config describes (``kind`` names the builder in :data:`LENSES`).
 
     ``model`` and ``grid`` banks are cached in ``cache_dir`` keyed by the description.
     """
-    kind = lens.get("kind")
-    if kind == "zernike":
-        for key in ("f_number", "pixel_pitch_um", "wavelengths_nm", "size"):
-            require(lens.get(key) is not None, f"lens.{key} is missing from the lens config")
-        wl = list(lens["wavelengths_nm"])
-        require(
-            len(wl) == channels,
-            f"lens.wavelengths_nm has {len(wl)} values but channels = {channels}",
-        )
-        return zernike_bank(
-            wl,
-            float(lens["f_number"]),
-            float(lens["pixel_pitch_um"]),
-            int(lens["size"]),
-            lens.get("zernike_um"),
-            lens.get("oversample"),
-            lens.get("focal_length_mm"),
-            lens.get("focus_m"),
-        )
-    if kind == "file":
-        require(
-            lens.get("path") not in (None, "???"),
-            "lens.path is missing: give the PSF file as lens.path=FILE (.npy, .npz or image)",
-        )
-        return PSFBank(load_psf_file(lens["path"], channels), name=Path(lens["path"]).name)
-    if kind == "model":
-        model = parse_lens(lens, channels)  # validate before touching the cache
-        return cached_bank(
-            dict(lens), channels, cache_dir, lambda: model_bank(model, dict(lens), progress)
-        )
-    if kind == "grid":
-        return cached_bank(dict(lens), channels, cache_dir, lambda: grid_bank(lens, channels))
-    if kind == "bank":
-        require(
-            lens.get("path") not in (None, "???"),
-            "lens.path is missing: give the bank file as lens.path=FILE.h5",
-        )
-        bank = load_bank(lens["path"])
-        require(
-            bank.channels == channels,
-            f"lens.path = {lens['path']}: the bank has {bank.channels} channels, "
-            f"channels = {channels}",
-        )
-        return bank
-    raise InputError(f"lens.kind = {kind!r}: use one of {', '.join(KINDS)}")
+    return LENSES.build(lens, channels, where="lens", cache_dir=cache_dir, progress=progress)

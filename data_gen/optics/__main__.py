@@ -9,18 +9,17 @@ Overrides are Hydra's (``conf/optics.yaml`` and the ``conf/lens/`` group), e.g.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from data_gen.cli import run_task
-from data_gen.errors import InputError, require
+from data_gen.cli import run_app
+from data_gen.errors import require
 from data_gen.optics import FieldBank, LensState, PSFBank, build_bank, save_bank
 from data_gen.optics.atlas import atlas_image, write_atlas
+from data_gen.paths import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 USAGE = "usage: python -m data_gen.optics bank|atlas lens=NAME out=FILE [key=value ...]"
 
 
@@ -45,26 +44,9 @@ def as_field_bank(bank: PSFBank, lens: dict) -> FieldBank:
     )
 
 
-def main(argv: list[str]) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
-
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("bank", "atlas"):
-        print(__doc__ if argv and argv[0] in ("-h", "--help") else USAGE)
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    command, overrides = argv[0], argv[1:]
-    from hydra.errors import HydraException
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base=None):
-            cfg = compose("optics", overrides=overrides)
-    except HydraException as e:
-        raise InputError(f"bad override: {str(e).splitlines()[0]} ({USAGE})") from None
-    try:
-        c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as e:
-        raise InputError(f"{e.full_key} is required ({USAGE})") from None
+def run(c: dict) -> dict:
+    command = c["command"]
+    require(command in ("bank", "atlas"), f"command = {command!r}: {USAGE}")
     lens, channels = c["lens"], int(c["channels"])
     bank = as_field_bank(build_bank(lens, channels, None, bool(c["progress"])), lens)
     out = Path(c["out"])
@@ -89,9 +71,12 @@ def main(argv: list[str]) -> dict:
         info = {"config": yaml.safe_dump(c, sort_keys=True), "state": json.dumps(s.__dict__)}
         write_atlas(out, img, info)
         summary = {"atlas": str(out), "size": [int(img.shape[1]), int(img.shape[0])]}
-    print(json.dumps(summary))
     return summary
 
 
+def main() -> None:
+    run_app(CONF, "optics", run, words={"command": "bank|atlas"})
+
+
 if __name__ == "__main__":
-    run_task(lambda: main(sys.argv[1:]), "optics")
+    main()

@@ -19,18 +19,16 @@ import numpy as np
 
 from data_gen.errors import InputError, require
 from data_gen.optics.bank import FieldBank, LensState
+from data_gen.paths import PROJECT, preset_path
 
 AXES = ("row", "col", "y", "x", "c")
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 def load_psf_grid(
     path: str | Path, channels: int, axes: Sequence[str] = AXES, where: str = "lens"
 ) -> np.ndarray:
     """Read and check a grid; returns ``(rows, cols, C, K, K)`` float32, each PSF sum 1."""
-    p = Path(path).expanduser()
-    if not p.is_file() and not p.is_absolute() and (PROJECT / p).is_file():
-        p = PROJECT / p  # presets name files relative to the project root
+    p = preset_path(path)
     require(
         p.is_file(),
         f"{where}.path = {str(path)!r} does not exist (a .npy PSF grid; relative paths are "

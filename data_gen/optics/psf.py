@@ -311,3 +311,21 @@ def load_psf_file(path: str | Path, channels: int) -> np.ndarray:
         o = (k - q.shape[-1]) // 2
         out[i, :, o : o + q.shape[-1], o : o + q.shape[-1]] = q
     return out
+
+
+def inverse_filter(psf: np.ndarray, size: int, balance: float) -> np.ndarray:
+    """Wiener inverse of ``psf`` ``(C, K, K)``: ``(C, size, size)`` kernels ``g`` such that
+    ``g ⊛ (psf ⊛ s) ≈ s``, regularised by ``balance`` (noise-to-signal power, relative to
+    ``|H|² ≤ 1``): ``G = H* / (|H|² + balance)``, computed on a grid of ``4·max(K, size)``
+    and cropped to ``size`` (odd) around the centre."""
+    require(size % 2 == 1 and size >= 1, f"inverse filter size {size} must be odd")
+    require(balance > 0, f"inverse filter balance {balance} must be > 0")
+    c, k, _ = psf.shape
+    n = 4 * max(k, size)
+    pad = np.zeros((c, n, n))
+    pad[:, :k, :k] = psf
+    pad = np.roll(pad, (-(k // 2), -(k // 2)), axis=(1, 2))  # PSF centre at the origin
+    h = np.fft.fft2(pad)
+    g = np.real(np.fft.ifft2(np.conj(h) / (np.abs(h) ** 2 + balance)))
+    g = np.roll(g, (size // 2, size // 2), axis=(1, 2))[:, :size, :size]
+    return g.astype(np.float32)

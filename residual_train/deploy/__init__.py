@@ -6,8 +6,8 @@ Library use::
     model = load_model("runs/export")                  # or load_model("name:best", registry=...)
     x = read_input("photo.tif")                        # (C, H, W) linear float32
     maps = model.predict(x)                            # {"blur": R_b, "noise": R_n}, tiled
-    A, B = model.noise_params(iso=800)
-    y = compose("consistent", x, maps["blur"], maps["noise"], a=1.0, b=0.3, A=A, B=B)
+    noise = model.noise_model(iso=800)                 # σ²(v) = A·max(v, 0) + B at ISO 800
+    y = compose("consistent", x, maps["blur"], maps["noise"], a=1.0, b=0.3, noise=noise)
 
 Maps are saved as 32-bit float TIFF next to ``maps.json`` (what :mod:`recompose` needs:
 the sensor's noise parameters at the image's ISO), so strengths can change later
@@ -22,12 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.errors import InputError, require
+from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.sources import linear_to_srgb, read_image
 from residual_train.deploy.compose import MODES, compose
 
+# a registry inside the package: trained weights that ship with residual-train
+SHIPPED = Path(__file__).resolve().parents[1] / "weights"
+
 __all__ = [
     "MODES",
+    "SHIPPED",
     "DeployedModel",
     "compose",
     "infer_tiled",
@@ -152,7 +157,7 @@ def infer_tiled(
 class DeployedModel:
     """An exported model directory: its card and an onnxruntime (or torch) session."""
 
-    def __init__(self, path: str | Path, backend: str = "onnx") -> None:
+    def __init__(self, path: str | Path, backend: str = "onnx", threads: int | None = None) -> None:
         self.path = Path(path)
         require(
             (self.path / "card.json").is_file(),
@@ -168,8 +173,11 @@ class DeployedModel:
             import onnxruntime as ort
 
             try:
+                opts = ort.SessionOptions()
+                if threads:
+                    opts.intra_op_num_threads = opts.inter_op_num_threads = int(threads)
                 self.session = ort.InferenceSession(
-                    str(self.path / "model.onnx"), providers=["CPUExecutionProvider"]
+                    str(self.path / "model.onnx"), opts, providers=["CPUExecutionProvider"]
                 )
             except Exception as e:
                 raise InputError(
@@ -188,8 +196,9 @@ class DeployedModel:
             self.net = build_model(dict(self.card["model"]), self.channels).eval()
             self.net.load_state_dict(load_file(str(self.path / "weights.safetensors")))
 
-    def noise_params(self, iso: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel ``A``, ``B`` of ``σ²(v) = A·v + B`` at ``iso`` (the card's table)."""
+    def noise_model(self, iso: float | None = None) -> NoiseModel:
+        """The training sensor's noise model at ``iso`` (interpolated in the card's table;
+        default: the geometric middle of its ISO range)."""
         nm = self.card.get("noise_model")
         require(nm is not None, f"{self.path}: the card has no sensor noise model")
         isos = np.asarray(nm["iso"], float)
@@ -201,13 +210,12 @@ class DeployedModel:
         a, b = np.asarray(nm["a"]), np.asarray(nm["b"])
         A = np.array([np.interp(iso, isos, a[:, c]) for c in range(self.channels)], np.float32)
         B = np.array([np.interp(iso, isos, b[:, c]) for c in range(self.channels)], np.float32)
-        return A, B
+        return NoiseModel(A, B)
 
-    def _run(self, tiles: np.ndarray, A=None, B=None) -> dict[str, np.ndarray]:
+    def _run(self, tiles: np.ndarray, noise: NoiseModel | None = None) -> dict[str, np.ndarray]:
         sigma = None
-        if self.sigma_input:
-            var = A[None, :, None, None] * tiles + B[None, :, None, None]
-            sigma = np.sqrt(np.maximum(var, 0)).astype(np.float32)
+        if self.sigma_input:  # the conditioning map the loader gives in training
+            sigma = noise.std(tiles).astype(np.float32)
         if self.backend == "onnx":
             feeds = {"x": tiles} if sigma is None else {"x": tiles, "sigma": sigma}
             outs = self.session.run(None, feeds)
@@ -233,11 +241,9 @@ class DeployedModel:
             x.ndim == 3 and x.shape[0] == self.channels,
             f"image has shape {x.shape}; the model wants ({self.channels}, H, W)",
         )
-        A = B = None
-        if self.sigma_input:
-            A, B = self.noise_params(iso)
+        noise = self.noise_model(iso) if self.sigma_input else None
         return infer_tiled(
-            lambda t: self._run(t, A, B),
+            lambda t: self._run(t, noise),
             x.astype(np.float32, copy=False),
             self.heads,
             tile,
@@ -248,20 +254,41 @@ class DeployedModel:
 
 
 def load_model(
-    model: str | Path, registry: str | Path | None = None, backend: str = "onnx"
+    model: str | Path,
+    registry: str | Path | None = None,
+    backend: str = "onnx",
+    threads: int | None = None,
 ) -> DeployedModel:
-    """An export directory, or ``NAME[:VERSION|ALIAS]`` in ``registry`` (sha256-verified)."""
-    if registry:
-        from residual_train.publish import Registry
+    """An export directory, ``NAME[:VERSION|ALIAS]`` in ``registry``, or without a registry a
+    model shipped inside the package (``default``; see :data:`SHIPPED`). Registry models are
+    sha256-verified on every load."""
+    from residual_train.registry import Registry
 
-        return DeployedModel(Registry(registry).fetch(str(model)), backend)
-    return DeployedModel(model, backend)
+    if registry:
+        return DeployedModel(Registry(registry).fetch(str(model)), backend, threads)
+    p = Path(str(model)).expanduser()
+    if p.is_dir():
+        return DeployedModel(p, backend, threads)
+    shipped = shipped_models()
+    require(
+        str(model).partition(":")[0] in shipped,
+        f"model = {str(model)!r}: not an export directory, and not a model shipped with the "
+        f"package ({', '.join(shipped) or 'none'}); for a registry reference add registry=DIR",
+    )
+    return DeployedModel(Registry(SHIPPED).fetch(str(model)), backend, threads)
+
+
+def shipped_models() -> list[str]:
+    """Names in the registry shipped inside the package (:data:`SHIPPED`)."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "index.json").is_file())
 
 
 def predict_sequential(
     noise_model: DeployedModel, blur_model: DeployedModel, x: np.ndarray, **kw
 ) -> dict[str, np.ndarray]:
-    """A pair of single-head models: noise first, blur on the denoised image (DESIGN §1)."""
+    """A pair of single-head models: noise first, blur on the denoised image (docs/design.md §4)."""
     require(
         noise_model.heads == ["noise"] and blur_model.heads == ["blur"],
         f"sequential mode needs a noise-only and a blur-only model, got "

@@ -1,8 +1,8 @@
-"""Composition of residual maps at chosen strengths (DESIGN §1) — no network involved.
+"""Composition of residual maps at chosen strengths (docs/design.md §4) — no network involved.
 
 Arrays are ``(C, H, W)`` float32, linear, 0 = black, 1 = white. ``a`` is the blur
-strength, ``b`` the noise strength, both in [0, 1]. The sensor's noise level is
-``σ²(v) = A·v + B`` per channel (``A``, ``B`` of shape ``(C,)``, normalised units).
+strength, ``b`` the noise strength, both in [0, 1]. ``noise`` is the sensor's
+:class:`~data_gen.noise.NoiseModel` at the image's ISO (``σ²(v) = A·max(v, 0) + B``).
 
 * :func:`compose_consistent` (default): the noise residual is re-scaled by the
   brightness change the blur correction caused,
@@ -12,19 +12,27 @@ strength, ``b`` the noise strength, both in [0, 1]. The sensor's noise level is
 * :func:`compose_literal`: the patent's first embodiment,
   ``y = x + a·R_b + b·k·R_n``, ``k = σ(x + a·R_b)/σ(x)``.
 * :func:`compose_chain`: any number of components in physical order.
+
+**Bounds.** ``k`` is :meth:`NoiseModel.ratio`: both brightnesses are clipped to the
+sensor's range [0, 1] before σ is taken, so ``1/k_max ≤ k ≤ k_max`` with
+``k_max = σ(1)/σ(0) = sqrt((A + B)/B)`` per channel — the largest change of noise level
+the sensor can produce. Estimated residuals can make ``d`` dip below black or ``m``
+overshoot white; neither can inflate ``k`` past that. Every output pixel therefore
+satisfies ``|y − (x + a·R_b + R_n)| ≤ (1 − b)·k_max·|R_n|`` (consistent) and
+``|y − (x + a·R_b)| ≤ b·k_max·|R_n|`` (literal).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from data_gen.errors import InputError, require
+from data_gen.noise import EPS, NoiseModel, variance_scalar
 
-EPS = 1e-12  # guards σ → 0: k = sqrt((σ²(m) + EPS) / (σ²(d) + EPS))
 MODES = ("consistent", "literal")
 
 
@@ -37,46 +45,34 @@ def check_strength(name: str, v: float) -> float:
     return v
 
 
-def noise_var(v: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    A = np.asarray(A, np.float32)[:, None, None]
-    B = np.asarray(B, np.float32)[:, None, None]
-    return np.maximum(A * v + B, np.float32(0))
-
-
-def brightness_ratio(after: np.ndarray, before: np.ndarray, A, B) -> np.ndarray:
-    """``k = σ(after) / σ(before)`` per pixel, guarded (equal inputs give exactly 1)."""
-    eps = np.float32(EPS)
-    return np.sqrt((noise_var(after, A, B) + eps) / (noise_var(before, A, B) + eps))
-
-
-def compose_consistent(x, r_blur, r_noise, a: float, b: float, A, B) -> np.ndarray:
+def compose_consistent(x, r_blur, r_noise, a: float, b: float, noise: NoiseModel) -> np.ndarray:
     """Brightness-consistent composition (numpy reference; see module docstring)."""
     a, b = np.float32(check_strength("blur", a)), np.float32(check_strength("noise", b))
     d = x + r_noise
     m = d + a * r_blur
-    k = brightness_ratio(m, d, A, B)
+    k = noise.ratio(m, d)
     return x + a * r_blur + r_noise * (np.float32(1) - (np.float32(1) - b) * k)
 
 
-def compose_literal(x, r_blur, r_noise, a: float, b: float, A, B) -> np.ndarray:
+def compose_literal(x, r_blur, r_noise, a: float, b: float, noise: NoiseModel) -> np.ndarray:
     """The patent's first embodiment: ``y = x + a·R_b + b·k·R_n``, ``k = σ(x + a·R_b)/σ(x)``."""
     a, b = np.float32(check_strength("blur", a)), np.float32(check_strength("noise", b))
-    k = brightness_ratio(x + a * r_blur, x, A, B)
+    k = noise.ratio(x + a * r_blur, x)
     return x + a * r_blur + b * k * r_noise
 
 
 @dataclass
 class Component:
-    """One degradation in the chain: its residual, strength and optional level model.
+    """One degradation in the chain: its residual, strength and optional noise model.
 
-    ``variance``: ``v -> σ²(v)`` for signal-dependent components (noise); ``None`` for
-    additive ones (blur, relighting, fog), whose residual does not rescale.
+    ``noise``: the :class:`NoiseModel` of a signal-dependent component (sensor noise);
+    ``None`` for additive ones (blur, relighting, fog), whose residual does not rescale.
     """
 
     name: str
     residual: np.ndarray
     strength: float
-    variance: Callable[[np.ndarray], np.ndarray] | None = None
+    noise: NoiseModel | None = None
 
 
 def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
@@ -85,14 +81,14 @@ def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
     Each residual ``R_i`` was estimated at ``ref_i = x + Σ_{j>=i} R_j`` (that component
     and the later ones removed); once the earlier ones are corrected at their strengths the
     image there is ``m_i = ref_i + Σ_{j<i} s_j·R_j``, and a signal-dependent component
-    rescales by ``k_i = σ(m_i)/σ(ref_i)``. Output ``y = x + Σ R_i·(1 − (1 − s_i)·k_i)``.
-    With blur -> noise this is :func:`compose_consistent`.
+    rescales by ``k_i = σ(m_i)/σ(ref_i)`` (bounded as in the module docstring). Output
+    ``y = x + Σ R_i·(1 − (1 − s_i)·k_i)``. With blur -> noise this is
+    :func:`compose_consistent`.
     """
-    eps = np.float32(EPS)
     y = x.copy()
     for i, c in enumerate(components):
         s = np.float32(check_strength(c.name, c.strength))
-        if c.variance is None:
+        if c.noise is None:
             y += s * c.residual
             continue
         ref = x
@@ -101,7 +97,7 @@ def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
         m = ref
         for earlier in components[:i]:
             m = m + np.float32(earlier.strength) * earlier.residual
-        k = np.sqrt((c.variance(m) + eps) / (c.variance(ref) + eps))
+        k = c.noise.ratio(m, ref)
         y += c.residual * (np.float32(1) - (np.float32(1) - s) * k)
     return y
 
@@ -110,8 +106,7 @@ def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
 def _consistent_kernel(x, rb, rn, a, b, A, B, out):  # pragma: no cover - compiled
     c, h, w = x.shape
     eps = np.float32(EPS)
-    one = np.float32(1)
-    zero = np.float32(0)
+    one, zero = np.float32(1), np.float32(0)
     for ch in range(c):
         ac, bc = A[ch], B[ch]
         for i in numba.prange(h):
@@ -119,27 +114,44 @@ def _consistent_kernel(x, rb, rn, a, b, A, B, out):  # pragma: no cover - compil
                 xv, rbv, rnv = x[ch, i, j], rb[ch, i, j], rn[ch, i, j]
                 d = xv + rnv
                 m = d + a * rbv
-                vm = max(ac * m + bc, zero) + eps
-                vd = max(ac * d + bc, zero) + eps
+                # NoiseModel.ratio: both brightnesses clipped to the sensor's range [0, 1]
+                vm = variance_scalar(min(max(m, zero), one), ac, bc) + eps
+                vd = variance_scalar(min(max(d, zero), one), ac, bc) + eps
                 k = np.sqrt(vm / vd)
                 out[ch, i, j] = xv + a * rbv + rnv * (one - (one - b) * k)
 
 
+def check_maps(x: np.ndarray, maps: dict[str, np.ndarray], noise: NoiseModel) -> None:
+    """Shapes, dtypes and finiteness the compiled kernel relies on (it reads no bounds)."""
+    require(x.ndim == 3, f"input has shape {x.shape}; expected (C, H, W)")
+    for k, v in maps.items():
+        require(
+            v.shape == x.shape,
+            f"residual map {k!r} has shape {v.shape}, the input {x.shape}: they must match",
+        )
+    require(
+        noise.A.ndim == 1 and noise.channels == x.shape[0],
+        f"noise model has {noise.channels} channel(s), the input {x.shape[0]}",
+    )
+
+
 def compose_consistent_fast(
-    x, r_blur, r_noise, a: float, b: float, A, B, out: np.ndarray | None = None
+    x, r_blur, r_noise, a: float, b: float, noise: NoiseModel, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Same numbers as :func:`compose_consistent`, in one fused parallel pass (the slider path)."""
     a, b = np.float32(check_strength("blur", a)), np.float32(check_strength("noise", b))
+    check_maps(x, {"blur": r_blur, "noise": r_noise}, noise)
+    f32 = [np.ascontiguousarray(v, np.float32) for v in (x, r_blur, r_noise)]
     if out is None:
-        out = np.empty_like(x)
-    _consistent_kernel(
-        x, r_blur, r_noise, a, b, np.asarray(A, np.float32), np.asarray(B, np.float32), out
-    )
+        out = np.empty_like(f32[0])
+    A, B = (np.asarray(v, np.float32) for v in (noise.A, noise.B))
+    _consistent_kernel(*f32, a, b, A, B, out)
     return out
 
 
-def compose(mode: str, x, r_blur, r_noise, a: float, b: float, A, B) -> np.ndarray:
+def compose(mode: str, x, r_blur, r_noise, a: float, b: float, noise: NoiseModel) -> np.ndarray:
     require(mode in MODES, f"mode = {mode!r}: use one of {MODES}")
     if mode == "consistent":
-        return compose_consistent_fast(x, r_blur, r_noise, a, b, A, B)
-    return compose_literal(x, r_blur, r_noise, a, b, A, B)
+        return compose_consistent_fast(x, r_blur, r_noise, a, b, noise)
+    check_maps(x, {"blur": r_blur, "noise": r_noise}, noise)
+    return compose_literal(x, r_blur, r_noise, a, b, noise)

@@ -7,11 +7,14 @@ Every model maps ``x`` ``(B, C, H, W)`` (any H, W) to ``{head: residual (B, C, H
 
 from __future__ import annotations
 
+from data_gen.registry import Registry
 from residual_train.models.base import HEADS, ResidualNet
 from residual_train.models.nafnet import NAFNet
 from residual_train.models.unet import UNet
 
-ARCHS = {"unet": UNet, "nafnet": NAFNet}
+ARCHS = Registry("model", key="arch")
+ARCHS.register("unet")(UNet)
+ARCHS.register("nafnet")(NAFNet)
 
 
 def build_model(cfg: dict, channels: int) -> ResidualNet:
@@ -20,8 +23,7 @@ def build_model(cfg: dict, channels: int) -> ResidualNet:
 
     opts = {k: v for k, v in cfg.items() if k not in ("arch", "name")}
     arch = cfg.get("arch", "unet")
-    if arch not in ARCHS:
-        raise InputError(f"model.arch = {arch!r}: use one of {sorted(ARCHS)}")
+    builder = ARCHS.get(arch)
     heads = list(opts.pop("heads", HEADS))
     for h in heads:
         if h not in HEADS:
@@ -29,7 +31,7 @@ def build_model(cfg: dict, channels: int) -> ResidualNet:
     if not heads or len(set(heads)) != len(heads):
         raise InputError(f"model.heads = {heads}: give one or more distinct heads of {list(HEADS)}")
     try:
-        return ARCHS[arch](channels=channels, heads=heads, **opts)
+        return builder(channels=channels, heads=heads, **opts)
     except TypeError as e:
         raise InputError(f"model: bad option for arch {arch!r}: {e}") from None
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_gen.errors import InputError
+
 HEADS = ("blur", "noise")
 
 
@@ -13,7 +15,16 @@ class ResidualNet(nn.Module):
     """Base: pads the input to a multiple of ``2**levels``, runs :meth:`trunk`, applies heads.
 
     ``channels``: image channels C; ``sigma_map``: an extra C-channel noise-level map is
-    concatenated to the input (conditioning). Subclasses set ``self.levels`` and
+    concatenated to the input (conditioning). ``deconv`` (odd kernel size, 0 = off): a
+    learnable linear deconvolution path, one ``deconv × deconv`` kernel per channel
+    (initialised by :meth:`init_deconv` as the Wiener inverse of the training lens's PSF);
+    its output ``L⊛x`` is a further input of the trunk, and the blur head predicts a
+    correction to ``L⊛x − x`` (``deconv_base='input'``) or to ``L⊛d − d`` with the
+    network's own denoised image ``d = x + R̂_n`` (``'denoised'``: the linear inverse then
+    amplifies no noise; ``R̂_n`` is not trained through this path). ``normalize='sigma'``
+    makes the network equivariant in the noise level: the trunk reads ``x/σ`` (and
+    ``L⊛x/σ``, ``log σ``) so noise has about unit scale at every ISO and brightness, and the
+    heads predict in units of ``σ`` (``R̂ = σ·h``). Subclasses set ``self.levels`` and
     ``self.features`` and the modules of the U-shaped :meth:`trunk` (``stem``, per level
     ``enc``/``down``/``up``/``dec``, and ``mid``), or override ``trunk``.
     """
@@ -21,10 +32,49 @@ class ResidualNet(nn.Module):
     levels: int
     features: int
 
-    def __init__(self, channels: int, heads: list[str], sigma_map: bool = False) -> None:
+    def __init__(
+        self,
+        channels: int,
+        heads: list[str],
+        sigma_map: bool = False,
+        deconv: int = 0,
+        deconv_balance: float = 1e-3,
+        deconv_base: str = "input",
+        normalize: str = "none",
+    ) -> None:
         super().__init__()
         self.channels, self.heads, self.sigma_map = channels, list(heads), sigma_map
-        self.in_channels = channels * (2 if sigma_map else 1)
+        if deconv < 0 or (deconv and deconv % 2 == 0):
+            raise InputError(f"model.deconv = {deconv}: an odd kernel size, or 0 for none")
+        self.deconv_size, self.deconv_balance = int(deconv), float(deconv_balance)
+        if deconv_base not in ("input", "denoised"):
+            raise InputError(f"model.deconv_base = {deconv_base!r}: use input or denoised")
+        if deconv_base == "denoised" and not {"blur", "noise"} <= set(heads):
+            raise InputError("model.deconv_base = denoised needs both a blur and a noise head")
+        self.deconv_base = deconv_base
+        if normalize not in ("none", "sigma"):
+            raise InputError(f"model.normalize = {normalize!r}: use none or sigma")
+        if normalize == "sigma" and not sigma_map:
+            raise InputError(
+                "model.normalize = sigma needs the noise-level map: data.sigma_map=true"
+            )
+        self.normalize = normalize
+        self.in_channels = channels * (1 + bool(sigma_map) + bool(deconv))
+        if deconv:
+            self.deconv = nn.Conv2d(channels, channels, deconv, groups=channels, bias=False)
+            with torch.no_grad():  # identity until init_deconv
+                self.deconv.weight.zero_()
+                self.deconv.weight[:, :, deconv // 2, deconv // 2] = 1.0
+
+    def init_deconv(self, psf) -> None:
+        """Set the deconvolution path to the Wiener inverse of ``psf`` ``(C, K, K)``."""
+        import numpy as np
+
+        from data_gen.optics import inverse_filter
+
+        g = inverse_filter(np.asarray(psf, np.float64), self.deconv_size, self.deconv_balance)
+        with torch.no_grad():  # torch convolutions correlate: flip the kernel
+            self.deconv.weight.copy_(torch.from_numpy(g[:, None, ::-1, ::-1].copy()))
 
     def _make_heads(self) -> None:
         self.out = nn.ModuleDict(
@@ -50,19 +100,37 @@ class ResidualNet(nn.Module):
     def forward(
         self, x: torch.Tensor, sigma: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
+        if self.sigma_map and sigma is None:
+            raise ValueError("this model is conditioned on a noise-level map: pass sigma")
+        # noise-level units: σ ≥ √B > 0 by the noise model; the floor guards B = 0
+        s = sigma.clamp_min(1e-6) if self.normalize == "sigma" else None
+        parts = [x / s if s is not None else x]
+        if self.deconv_size:
+            lx = self._deconvolve(x)
+            parts.append(lx / s if s is not None else lx)
         if self.sigma_map:
-            if sigma is None:
-                raise ValueError("this model is conditioned on a noise-level map: pass sigma")
-            z = torch.cat([x, sigma], dim=1)
-        else:
-            z = x
+            parts.append(torch.log(s) + 6.0 if s is not None else sigma)
+        z = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         h, w = z.shape[-2:]
         m = 2**self.levels
         # always pad (possibly by 0): a branch on the size would be frozen by ONNX tracing;
         # replicate works for any size
         z = F.pad(z, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
         f = self.trunk(z)
-        return {k: head(f)[..., :h, :w] for k, head in self.out.items()}
+        out = {k: head(f)[..., :h, :w] for k, head in self.out.items()}
+        if s is not None:
+            out = {k: v * s for k, v in out.items()}
+        if self.deconv_size and "blur" in out:
+            if self.deconv_base == "denoised":
+                d = x + out["noise"].detach()
+                out["blur"] = out["blur"] + (self._deconvolve(d) - d)
+            else:
+                out["blur"] = out["blur"] + (lx - x)
+        return out
+
+    def _deconvolve(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.deconv_size // 2
+        return self.deconv(F.pad(x, (r, r, r, r), mode="replicate"))
 
     def restore(
         self, x: torch.Tensor, sigma: torch.Tensor | None = None

@@ -65,9 +65,10 @@ class NAFNet(ResidualNet):
         depth: int = 3,
         blocks: int = 1,
         middle: int = 1,
-        sigma_map: bool = False,
+        **options,
     ) -> None:
-        super().__init__(channels, heads, sigma_map)
+        # options: what every ResidualNet takes (sigma_map, deconv, ...; see models/base.py)
+        super().__init__(channels, heads, **options)
         if width < 1 or depth < 0 or blocks < 1 or middle < 0:
             raise InputError(
                 f"model.width = {width}, model.depth = {depth}, model.blocks = {blocks}, "

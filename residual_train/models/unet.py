@@ -26,9 +26,10 @@ class UNet(ResidualNet):
         width: int = 32,
         depth: int = 3,
         blocks: int = 2,
-        sigma_map: bool = False,
+        **options,
     ) -> None:
-        super().__init__(channels, heads, sigma_map)
+        # options: what every ResidualNet takes (sigma_map, deconv, ...; see models/base.py)
+        super().__init__(channels, heads, **options)
         if width < 1 or depth < 0 or blocks < 1:
             raise InputError(
                 f"model.width = {width}, model.depth = {depth}, model.blocks = {blocks}: "

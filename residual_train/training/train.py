@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 from pathlib import Path
 
 import pytorch_lightning as pl
 import yaml
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 
-from data_gen.errors import InputError, require
-from residual_train.callbacks import RecordSeenSamples
+from data_gen.errors import require
 from residual_train.data import ResidualDataModule
-from residual_train.lit import ResidualModule
+from residual_train.training.callbacks import RecordSeenSamples
+from residual_train.training.lit import ResidualModule
 
 log = logging.getLogger("residual_train")
 
@@ -57,43 +55,39 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def build_loggers(cfg: dict, run_dir: Path) -> list:
-    kind = (cfg.get("logger") or {}).get("kind", "csv")
-    lc = cfg.get("logger") or {}
-    if kind in (None, "none"):
-        return []
-    if kind == "csv":
-        from residual_train.loggers import ResumableCSVLogger
+    """One logger per entry of ``cfg['logger']`` (``_target_`` + options), saving in ``run_dir``."""
+    from hydra.utils import instantiate
 
-        return [ResumableCSVLogger(save_dir=str(run_dir), name="logs", version="")]
-    if kind == "tensorboard":
-        from pytorch_lightning.loggers import TensorBoardLogger
+    out = []
+    for key, lc in (cfg.get("logger") or {}).items():
+        require(
+            isinstance(lc, dict) and "_target_" in lc,
+            f"logger.{key}: give a _target_ (see conf/logger/), got {lc!r}",
+        )
+        out.append(instantiate(lc, save_dir=str(run_dir)))
+    return out
 
-        return [TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")]
-    if kind == "wandb":
-        from pytorch_lightning.loggers import WandbLogger
 
-        if lc.get("mode"):
-            os.environ.setdefault("WANDB_MODE", str(lc["mode"]))
-        # one wandb run per training run: the id survives restarts and requeues
-        id_file = run_dir / "wandb_run_id"
-        if id_file.is_file():
-            run_id = id_file.read_text().strip()
-        else:
-            run_id = secrets.token_hex(4)
-            if rank_zero_only.rank == 0:
-                id_file.write_text(run_id + "\n")
-        return [
-            WandbLogger(
-                project=lc.get("project", "residual-train"),
-                entity=lc.get("entity"),
-                name=lc.get("name") or run_dir.name,
-                id=run_id,
-                resume="allow",
-                save_dir=str(run_dir),
-                log_model=False,
-            )
-        ]
-    raise InputError(f"logger.kind = {kind!r}: use csv, tensorboard, wandb or none")
+def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callback]:
+    """``cfg['callbacks']`` instantiated; checkpoint callbacks save in ``run_dir/checkpoints``
+    and the ``best`` one watches ``monitor``."""
+    from hydra.utils import instantiate
+
+    out = {}
+    for key, cc in (cfg.get("callbacks") or {}).items():
+        require(
+            isinstance(cc, dict) and "_target_" in cc,
+            f"callbacks.{key}: give a _target_ (see conf/callbacks/), got {cc!r}",
+        )
+        extra = {}
+        if cc["_target_"].endswith("ModelCheckpoint"):
+            extra["dirpath"] = str(run_dir / "checkpoints")
+            if key == "best":
+                extra["monitor"] = monitor
+        out[key] = instantiate(cc, **extra)
+    if cfg.get("record_seen"):
+        out["record_seen"] = RecordSeenSamples(run_dir)
+    return out
 
 
 def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
@@ -118,35 +112,28 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     )
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), run_dir)
     monitor = monitor_metric(cfg)
+    if module.net.deconv_size and ckpt is None:
+        psf = dm.mean_psf()
+        if psf is None:
+            log.warning("model.deconv: no RGB PSF bank in the dataset; the path starts as identity")
+        else:
+            module.net.init_deconv(psf)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
         name = "config.yaml" if ckpt is None else "config.resumed.yaml"
         (run_dir / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
     loggers = build_loggers(cfg, run_dir)
-    ckpt_dir = str(run_dir / "checkpoints")
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best-epoch{epoch:03d}-step{step}",
-        monitor=monitor,
-        mode="max",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-    )
-    # Lightning >= 2.5 refreshes save_last only when a top-k file was written in the same
-    # step; this one always keeps the newest state as last.ckpt (what a resume wants).
-    latest = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
-    extra: list[Callback] = []
-    if cfg.get("record_seen"):
-        extra.append(RecordSeenSamples(run_dir))
+    # (Lightning >= 2.5 refreshes save_last only when a top-k file was written in the same
+    # step: conf/callbacks/default.yaml's `last` always keeps the newest state instead.)
+    named = build_callbacks(cfg, run_dir, monitor)
+    checkpoint = named.get("best")
     trainer_cfg = {k: v for k, v in (cfg.get("trainer") or {}).items() if v is not None}
     trainer = pl.Trainer(
         **trainer_cfg,
         default_root_dir=str(run_dir),
         logger=loggers or False,
-        callbacks=[*extra, *(callbacks or []), checkpoint, latest],
+        callbacks=[*(callbacks or []), *named.values()],
         use_distributed_sampler=False,  # EpochSampler splits by rank itself
     )
     try:
@@ -158,13 +145,13 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
             import wandb
 
             wandb.finish()
-    score = checkpoint.best_model_score
+    score = checkpoint.best_model_score if checkpoint is not None else None
     if score is None:
         score = trainer.callback_metrics.get(monitor)
     result = {
         "monitor": monitor,
         "value": None if score is None else float(score),
-        "best": checkpoint.best_model_path or None,
+        "best": (checkpoint.best_model_path or None) if checkpoint is not None else None,
         "run_dir": str(run_dir),
         "global_step": trainer.global_step,
     }

@@ -1,14 +1,14 @@
-"""``python -m residual_train.demo [out=runs/demo] [profile=full|tiny]``: the main job.
+"""``python -m residual_train.pipelines.demo [out=runs/demo] [profile=full|tiny]``: the main job.
 
 On the embedded defaults (dead leaves, the ``soft_prime`` lens, the ``generic_aps_c``
 sensor, ISO 100-6400) it
 
 1. generates a dataset (several shards, in parallel);
-2. trains a dual-head U-Net (a GPU is used when present);
+2. trains a quick dual-head U-Net (a GPU is used when present);
 3. exports it (ONNX parity-checked) and publishes it to ``OUT/registry``;
-4. applies it to held-out rendered images (dead leaves, and Kodak24 when
-   ``../shared/data`` exists) and composes them at several strengths, next to a
-   classical baseline (Wiener deconvolution with the true PSF, then wavelet denoising);
+4. evaluates it, and the shipped ``default`` model, on real photographs it never saw
+   (scikit-image's bundled ones) rendered through the same lens and sensor, next to two
+   classical pipelines (``wiener_wavelet``, and ``bm3d_wiener`` when ``bm3d`` is installed);
 5. writes ``OUT/report/index.html`` (with its PNGs) and prints its path.
 
 Re-running reuses what is complete (shards, the finished training run).
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,21 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.cli import parse_kv
+from data_gen.cli import compose_config, run_app
 from data_gen.errors import InputError
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from data_gen.paths import APPS, CONF
 
 PROFILES = {
     # about 7 minutes on 2 CPU cores (see the report's timings)
     "full": {
         "data": ["shards=8", "samples_per_shard=512", "patch_size=64", "workers=2"],
         "train": ["experiment=demo"],
-        "eval_size": 256,
-        "eval_frames": 4,
+        "eval": {"max_images": None, "max_size": None},
+        "min_pixels": 5000,
         "isos": [100, 400, 1600, 6400],
-        "kodak": 4,
     },
     # seconds: for tests
     "tiny": {
@@ -53,10 +49,9 @@ PROFILES = {
             "workers=1",
         ],
         "train": ["experiment=tiny", "data.crop=32", "trainer.max_epochs=1"],
-        "eval_size": 64,
-        "eval_frames": 1,
+        "eval": {"max_images": 1, "max_size": 64},
+        "min_pixels": 500,
         "isos": [400, 6400],
-        "kodak": 1,
     },
 }
 
@@ -74,66 +69,21 @@ class Timer:
         print(f"[demo] {name}: {self.stages[name]:.1f} s", flush=True)
 
 
-def compose_config(name: str, overrides: list[str]) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+def demo_baselines() -> list[str]:
+    """Both classical pipelines when ``bm3d`` is installed, else the Wiener one (said once)."""
+    import importlib.util
 
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return OmegaConf.to_container(compose(name, overrides=overrides), resolve=True)
-
-
-def held_out_images(data_cfg: dict, profile: dict) -> list[tuple[str, np.ndarray]]:
-    """Originals the model never saw: dead leaves of another seed; Kodak24 if present."""
-    from data_gen.sources import FolderSource, dead_leaves
-
-    size = profile["eval_size"]
-    rng = np.random.default_rng(2**31 + 7)  # no shard seed reaches this stream
-    src = data_cfg["source"]
-    out = []
-    for i in range(profile["eval_frames"]):
-        img = dead_leaves(rng, size, data_cfg["channels"], int(src.get("supersample", 2)))
-        out.append((f"dead_leaves_{i}", img * np.float32(0.7)))
-    kodak = SHARED_DATA / "kodak24"
-    if kodak.is_dir() and profile["kodak"]:
-        fs = FolderSource(str(kodak), linearize=True, shrink_factor=2)
-        for f in fs.files[: profile["kodak"]]:
-            img = fs.load(f).pixels
-            h, w = img.shape[1:]
-            s = min(size, h, w)
-            y0, x0 = (h - s) // 2, (w - s) // 2
-            out.append((f.stem, np.ascontiguousarray(img[:, y0 : y0 + s, x0 : x0 + s])))
-    return out
-
-
-def render_eval(frame: np.ndarray, pipe, iso: float, seed: int) -> dict[str, np.ndarray]:
-    """The generator's physics on a whole (square) frame: clean, blur, noise, noise_blur."""
-    from data_gen.render import BlurOperator, SampleSpec, render_batch
-    from data_gen.sources import Frame
-
-    k = pipe.bank.size
-    p = frame.shape[-1] - k + 1
-    spec = SampleSpec(
-        frame=Frame("eval", frame),
-        y=k // 2,
-        x=k // 2,
-        exposure=1.0,
-        noise=pipe.sensor.params(iso),
-        psf_index=0,
-        image_height=0.0,
-        azimuth=0.0,
-        seed=seed,
-        rng=np.random.default_rng(seed),
-    )
-    out = render_batch([spec], BlurOperator(pipe.bank, p))
-    return {key: v[0] for key, v in out.items()}
+    if importlib.util.find_spec("bm3d") is not None:
+        return ["wiener_wavelet", "bm3d_wiener"]
+    print("[demo] bm3d is not installed (pip install bm3d): bm3d_wiener left out", flush=True)
+    return ["wiener_wavelet"]
 
 
 def run_demo(out: Path, profile_name: str = "full") -> Path:
     from data_gen.generate import build_pipeline, generate
-    from residual_train.deploy import load_model
     from residual_train.export import export
-    from residual_train.publish import Registry
-    from residual_train.train import train
+    from residual_train.registry import Registry
+    from residual_train.training.train import train
 
     if profile_name not in PROFILES:
         raise InputError(f"profile = {profile_name!r}: use one of {sorted(PROFILES)}")
@@ -143,11 +93,11 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
     data_dir, run_dir = out / "data", out / "train"
 
     with timer.stage("generate data"):
-        data_cfg = compose_config("data_gen", [f"out_dir={data_dir}", *prof["data"]])
+        data_cfg = compose_config(CONF, "data_gen", [f"out_dir={data_dir}", *prof["data"]])
         gen = generate(data_cfg)
     with timer.stage("train"):
         train_cfg = compose_config(
-            "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *prof["train"]]
+            CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *prof["train"]]
         )
         if (run_dir / "result.json").is_file():
             result = json.loads((run_dir / "result.json").read_text())
@@ -167,15 +117,31 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
         reg = Registry(out / "registry")
         if version not in reg.index("demo")["versions"]:
             reg.publish(exp_dir, "demo", version)
-        model = load_model("demo:latest", registry=out / "registry")
     with timer.stage("evaluate"):
-        from residual_train.report import evaluate
+        from residual_train.deploy import shipped_models
+        from residual_train.evaluate import evaluate, load_images
+        from residual_train.evaluate.run import default_cache
 
-        pipe = build_pipeline(data_cfg)
-        images = held_out_images(data_cfg, prof)
-        evaluation = evaluate(model, pipe, images, prof["isos"], render_eval)
+        images = load_images("builtin", 2.0, True, **prof["eval"])
+        kw = dict(
+            isos=prof["isos"],
+            baselines=demo_baselines(),
+            workers=2,
+            min_pixels=prof["min_pixels"],
+            progress=False,
+            cache=default_cache(),  # the baselines do not depend on the model: reruns reuse them
+        )
+        evaluations = {
+            "quick model (this run)": evaluate(
+                "demo:latest", images, registry=str(out / "registry"), **kw
+            )
+        }
+        if "default" in shipped_models():
+            evaluations["shipped default model"] = evaluate("default", images, **kw)
+        else:
+            print("[demo] no shipped default model in this installation", flush=True)
     with timer.stage("report"):
-        from residual_train.report import write_report
+        from residual_train.pipelines.report import write_report
 
         info = {
             "timings_s": timer.stages,
@@ -188,9 +154,8 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
             "versions": _versions(),
             "hardware": _hardware(),
         }
-        index = write_report(
-            out / "report", info, data_cfg, train_cfg, run_dir, model, pipe, evaluation
-        )
+        psf = build_pipeline(data_cfg).bank.psfs[0]
+        index = write_report(out / "report", info, data_cfg, train_cfg, run_dir, evaluations, psf)
     summary = json.loads((out / "report" / "report.json").read_text())
     summary["info"]["timings_s"] = timer.stages  # now including the report stage
     (out / "report" / "report.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -236,20 +201,9 @@ def _hardware() -> dict:
     return hw
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        _, o = parse_kv(
-            sys.argv[1:] if argv is None else argv,
-            {"out": "runs/demo", "profile": "full"},
-            doc=__doc__,
-            usage="python -m residual_train.demo [out=DIR] [profile=full|tiny]",
-        )
-        run_demo(Path(o["out"]), o["profile"])
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+def main() -> None:
+    run_app(APPS, "demo", lambda c: str(run_demo(Path(str(c["out"])), str(c["profile"]))))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,6 +1,6 @@
 """LightningModule: losses per head, AdamW + warm-up/cosine, per-component metrics.
 
-Loss (DESIGN §1), per head ``h`` with weight ``w_h``:
+Loss, per head ``h`` with weight ``w_h``:
 * residual domain: ``L(R̂_h, R_h)``;
 * image domain: ``L(x + R̂_h, target_h)`` with ``target_blur = noise`` and
   ``target_noise = blur``.
@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from data_gen.errors import InputError
+from data_gen.noise import NoiseModel
 from residual_train.models import build_model
 
 # validation metrics are summed over ranks by hand (strategy.reduce) before self.log, so
@@ -78,6 +79,17 @@ class ResidualModule(pl.LightningModule):
         self.loss_cfg, self.optim_cfg, self.val_cfg = loss, optim, val
         weights = loss.get("weights") or {}
         self.head_weight = {h: float(weights.get(h, 1.0)) for h in self.heads}
+        self.sigma_units = set(loss.get("sigma_units") or ())
+        unknown = self.sigma_units - {*self.heads, "full"}
+        if unknown:
+            raise InputError(
+                f"loss.sigma_units = {sorted(self.sigma_units)}: {sorted(unknown)} is neither a "
+                f"head of this model ({self.heads}) nor 'full'"
+            )
+        self.full_weight = float(loss.get("full", 0.0) or 0.0)
+        self.border = int(loss.get("border", 0) or 0)
+        if self.border < 0:
+            raise InputError(f"loss.border = {self.border}: a number of pixels >= 0")
         self.run_dir = Path(run_dir) if run_dir else None
         self.iso_edges = [float(e) for e in val.get("iso_bins", [])]
         self.iso_names = iso_bin_names(self.iso_edges)
@@ -91,15 +103,31 @@ class ResidualModule(pl.LightningModule):
         pred = self(batch["x"], batch.get("sigma"))
         kind, eps = self.loss_cfg.get("type", "charbonnier"), float(self.loss_cfg.get("eps", 1e-3))
         domain = self.loss_cfg.get("domain", "residual")
-        out = {}
-        for h in self.heads:
-            if domain == "residual":
-                out[h] = pointwise_loss(kind, pred[h], batch[f"R_{h}"], eps)
-            elif domain == "image":
-                out[h] = pointwise_loss(kind, batch["x"] + pred[h], batch[TARGET_IMAGE[h]], eps)
-            else:
-                raise InputError(f"loss.domain = {domain!r}: use residual or image")
-        out["total"] = sum(self.head_weight[h] * out[h] for h in self.heads)
+        if domain not in ("residual", "image"):
+            raise InputError(f"loss.domain = {domain!r}: use residual or image")
+        x = batch["x"]
+        # σ units: the error divided by the true noise level σ(blur) of each pixel, so every
+        # ISO and brightness weighs the same (else high-ISO samples dominate the loss)
+        sigma = NoiseModel(batch["a"], batch["b"]).std(batch["blur"]) if self.sigma_units else None
+
+        e = self.border  # pixels near a patch edge depend on light from outside the patch
+
+        def term(name: str, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if domain == "image":
+                p, t = x + p, x + t
+            if name in self.sigma_units:
+                p, t = p / sigma, t / sigma
+            if e:
+                p, t = p[..., e:-e, e:-e], t[..., e:-e, e:-e]
+            return pointwise_loss(kind, p, t, eps)
+
+        out = {h: term(h, pred[h], batch[f"R_{h}"]) for h in self.heads}
+        total = sum(self.head_weight[h] * out[h] for h in self.heads)
+        if self.full_weight:
+            target = sum(batch[f"R_{h}"] for h in self.heads)
+            out["full"] = term("full", sum(pred.values()), target)
+            total = total + self.full_weight * out["full"]
+        out["total"] = total
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -186,7 +214,7 @@ class ResidualModule(pl.LightningModule):
             self._save_panel()
 
     def _save_panel(self) -> None:
-        from residual_train.panels import residual_panel
+        from residual_train.training.panels import residual_panel
 
         img = residual_panel(self._panel_batch)
         if self.run_dir is not None:

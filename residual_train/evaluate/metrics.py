@@ -1,0 +1,106 @@
+"""Measures of a correction against the rendering's ground truth (arrays ``(C, H, W)``,
+linear, data range 1 = white level)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_gen.noise import NoiseModel
+from residual_train.evaluate.baselines import psnr
+
+__all__ = ["BRIGHTNESS_EDGES", "NoiseKept", "Pearson", "psnr", "ssim"]
+
+# brightness bins of the sharp image for the noise-kept measure (linear; 0 = black)
+BRIGHTNESS_EDGES = (0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of the images clipped to [0, 1] (scikit-image, colour, data range 1)."""
+    from skimage.metrics import structural_similarity
+
+    return float(
+        structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), channel_axis=0, data_range=1.0)
+    )
+
+
+class Pearson:
+    """Running Pearson correlation and std ratio of an estimate against a reference."""
+
+    def __init__(self) -> None:
+        self.s = np.zeros(6)  # n, Σe, Σr, Σe², Σr², Σe·r
+
+    def add(self, est: np.ndarray, ref: np.ndarray) -> Pearson:
+        e, r = est.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+        self.s += [e.size, e.sum(), r.sum(), e @ e, r @ r, e @ r]
+        return self
+
+    def __iadd__(self, other: Pearson) -> Pearson:
+        self.s += other.s
+        return self
+
+    def _moments(self) -> tuple[float, float, float]:
+        n, se, sr, see, srr, ser = self.s
+        ve, vr = see / n - (se / n) ** 2, srr / n - (sr / n) ** 2
+        return ve, vr, ser / n - se * sr / n**2
+
+    @property
+    def corr(self) -> float:
+        ve, vr, c = self._moments()
+        return float(c / np.sqrt(max(ve * vr, 1e-300)))
+
+    @property
+    def std_ratio(self) -> float:
+        ve, vr, _ = self._moments()
+        return float(np.sqrt(ve / max(vr, 1e-300)))
+
+
+class NoiseKept:
+    """Noise an output keeps, binned by the brightness of the sharp scene ``S``, against
+    the sensor model ``σ(S)`` of a camera that had captured ``S`` directly.
+
+    Per bin: pixel count, mean σ²(S), mean squared kept noise; ``ratio`` = std of the kept
+    noise / rms σ(S) (1 = exactly the camera's noise level at that brightness).
+    """
+
+    def __init__(self, edges=BRIGHTNESS_EDGES) -> None:
+        self.edges = np.asarray(edges, np.float64)
+        self.s = np.zeros((len(self.edges) - 1, 3))  # n, Σσ², Σkept²
+
+    def add(self, kept: np.ndarray, sharp: np.ndarray, noise: NoiseModel) -> NoiseKept:
+        var = noise.variance(sharp).astype(np.float64).ravel()
+        s = sharp.astype(np.float64).ravel()
+        k = kept.astype(np.float64).ravel()
+        b = np.clip(np.searchsorted(self.edges, s, side="right") - 1, 0, len(self.edges) - 2)
+        self.s[:, 0] += np.bincount(b, minlength=len(self.s))
+        self.s[:, 1] += np.bincount(b, var, minlength=len(self.s))
+        self.s[:, 2] += np.bincount(b, k * k, minlength=len(self.s))
+        return self
+
+    def __iadd__(self, other: NoiseKept) -> NoiseKept:
+        self.s += other.s
+        return self
+
+    def rows(self, min_pixels: int = 5000) -> list[dict]:
+        out = []
+        for i, (n, sv, sk) in enumerate(self.s):
+            if n == 0:
+                continue
+            model, kept = np.sqrt(sv / n), np.sqrt(sk / n)
+            out.append(
+                {
+                    "lo": float(self.edges[i]),
+                    "hi": float(self.edges[i + 1]),
+                    "pixels": int(n),
+                    "sigma_model": float(model),
+                    "sigma_kept": float(kept),
+                    "ratio": float(kept / model),
+                    "enough": bool(n >= min_pixels),
+                }
+            )
+        return out
+
+    @staticmethod
+    def worst(rows: list[dict]) -> float | None:
+        """Largest |ratio − 1| over the bins with enough pixels."""
+        dev = [abs(r["ratio"] - 1) for r in rows if r["enough"]]
+        return max(dev) if dev else None

@@ -1,0 +1,308 @@
+"""Evaluation on real photographs rendered through a model card's lens and sensor.
+
+For each image and ISO: render the whole frame with the generator's physics (every pixel
+blurred with the bank PSF of its position, one noise realisation), run the model once,
+compose, and measure against the rendering's ground truth, next to the classical
+pipelines of :mod:`.baselines` (cached on disk: they do not depend on the model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from data_gen import __version__
+from data_gen.errors import require
+from data_gen.optics import PSFBank, build_bank
+from data_gen.render import render_frame
+from residual_train.deploy.compose import compose_consistent_fast
+from residual_train.evaluate.baselines import BASELINES
+from residual_train.evaluate.metrics import NoiseKept, Pearson, psnr, ssim
+
+KEEP_PANELS = 3
+
+
+def x_of(r: dict) -> np.ndarray:
+    return r["noise_blur"]  # images whose arrays are kept for the page's panels
+
+
+def default_cache() -> Path:
+    root = os.environ.get("RESIDUAL_TRAIN_CACHE") or Path.home() / ".cache" / "residual-train"
+    return Path(root) / "eval"
+
+
+def card_isos(card: dict) -> list[float]:
+    """The ISO values a card's sensor lists, else 4 log-spaced values over its range."""
+    nm = card.get("noise_model") or {}
+    src = nm.get("source") or {}
+    iso = src.get("iso")
+    if isinstance(iso, list) and iso:
+        return [float(v) for v in iso]
+    lo, hi = float(nm["iso"][0]), float(nm["iso"][-1])
+    return [float(v) for v in np.geomspace(lo, hi, 4).round(3)]
+
+
+def card_bank(card: dict, cache: str | None = None) -> PSFBank:
+    """The PSF bank of the lens named in a model card."""
+    lens = card.get("lens")
+    require(bool(lens), "the model card names no lens: cannot render evaluation images")
+    return build_bank(lens, int(card["channels"]), cache)
+
+
+class _Cache:
+    """Baseline outputs on disk, keyed by everything they depend on."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def get(self, name: str, parts: list[np.ndarray], fn) -> np.ndarray:
+        if self.root is None:
+            return fn()
+        h = hashlib.sha256(f"{name}/{__version__}".encode())
+        for p in parts:
+            h.update(np.ascontiguousarray(p).tobytes())
+        path = self.root / f"{name}-{h.hexdigest()[:24]}.npy"
+        if path.is_file():
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                pass  # a damaged cache file is recomputed
+        y = fn()
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
+            np.save(f, y)
+        os.replace(tmp, path)
+        return y
+
+
+def evaluate_image(
+    model,
+    bank: PSFBank,
+    name: str,
+    img: np.ndarray,
+    isos,
+    seed: int,
+    index: int,
+    baselines,
+    cache: _Cache,
+    tile: int,
+    overlap: int,
+    keep: bool,
+) -> dict:
+    """Every metric of one image at every ISO (and, when ``keep``, the arrays)."""
+    rows, accum, arrays = [], {}, {}
+    for iso in isos:
+        noise = model.noise_model(iso)
+        rng = np.random.default_rng([seed, index, round(iso * 1000)])
+        r = render_frame(img, bank, noise, rng)
+        x, clean = r["noise_blur"], r["clean"]
+        maps = model.predict(x, tile=tile, overlap=overlap, iso=iso)
+        rb, rn = maps["blur"], maps["noise"]
+        full = compose_consistent_fast(x, rb, rn, 1, 1, noise)
+        sharp_noisy = compose_consistent_fast(x, rb, rn, 1, 0, noise)  # a = 1, b = 0
+        rb_t, rn_t = r["noise"] - x, r["blur"] - x  # the rendering's exact residuals
+        row = {
+            "image": name,
+            "iso": float(iso),
+            "psnr_input": psnr(x, clean),
+            "psnr_model": psnr(full, clean),
+            "psnr_blur_head": psnr(x + rb, r["noise"]),
+            "psnr_blur_head_input": psnr(x, r["noise"]),
+            "psnr_noise_head": psnr(x + rn, r["blur"]),
+            "psnr_noise_head_input": psnr(x, r["blur"]),
+            "ssim_input": ssim(x, clean),
+            "ssim_model": ssim(full, clean),
+        }
+        outs = {"model": full}
+        key = [x, clean, bank.psfs, r["psf_index"], noise.A, noise.B]
+        for b in baselines:
+            fn = BASELINES[b]
+            y = cache.get(
+                b,
+                key,
+                lambda fn=fn, r=r, noise=noise: fn(
+                    x_of(r), bank.psfs, r["psf_index"], noise, r["clean"]
+                ),
+            )
+            row[f"psnr_{b}"], row[f"ssim_{b}"] = psnr(y, clean), ssim(y, clean)
+            outs[b] = y
+        fid = Pearson().add(rn, rn_t)
+        row["noise_corr"], row["noise_std_ratio"] = fid.corr, fid.std_ratio
+        kept = sharp_noisy - full  # the noise put back at b = 0: −k·R̂_n
+        sharp_true = compose_consistent_fast(x, rb_t, rn_t, 1, 0, noise)
+        row["range_a1_b0"] = [float(sharp_noisy.min()), float(sharp_noisy.max())]
+        row["range_clean"] = [float(clean.min()), float(clean.max())]
+        accum[float(iso)] = {
+            "fidelity": fid,
+            "kept": NoiseKept().add(kept, clean, noise),
+            "kept_total": NoiseKept().add(sharp_noisy - clean, clean, noise),
+            "kept_true": NoiseKept().add(sharp_true - clean, clean, noise),
+            # had R̂_n been reused without rescaling (y = x + R̂_b at b = 0)
+            "kept_unscaled": NoiseKept().add(-rn, clean, noise),
+        }
+        rows.append(row)
+        if keep:
+            arrays[float(iso)] = {
+                **{k: r[k] for k in ("clean", "noise_blur")},
+                **outs,
+                "R_blur": rb,
+                "R_noise": rn,
+                "a1_b0": sharp_noisy,
+                "noise": noise,
+            }
+    return {"rows": rows, "accum": accum, "arrays": arrays}
+
+
+_worker: dict = {}
+
+
+def _init(model_ref: str, registry: str | None, lens_cache: str | None) -> None:
+    from residual_train.deploy import load_model
+
+    m = load_model(model_ref, registry, threads=1)
+    _worker.update(model=m, bank=card_bank(m.card, lens_cache))
+
+
+def _task(args: tuple) -> dict:
+    return evaluate_image(_worker["model"], _worker["bank"], *args)
+
+
+def summarise(rows: list[dict], accum: list[dict], isos, baselines, min_pixels: int) -> list[dict]:
+    """Per-ISO means over images, pooled noise fidelity and noise kept per brightness bin."""
+    out = []
+    for iso in isos:
+        rs = [r for r in rows if r["iso"] == float(iso)]
+        keys = [k for k in rs[0] if k.startswith(("psnr_", "ssim_"))]
+        row = {
+            "iso": float(iso),
+            "images": len(rs),
+            **{k: float(np.mean([r[k] for r in rs])) for k in keys},
+        }
+        fid, kept, total, true, unscaled = Pearson(), *(NoiseKept() for _ in range(4))
+        for a in accum:
+            fid += a[float(iso)]["fidelity"]
+            kept += a[float(iso)]["kept"]
+            total += a[float(iso)]["kept_total"]
+            true += a[float(iso)]["kept_true"]
+            unscaled += a[float(iso)]["kept_unscaled"]
+        row["noise_corr"], row["noise_std_ratio"] = fid.corr, fid.std_ratio
+        row["noise_kept"] = kept.rows(min_pixels)
+        row["noise_kept_worst"] = NoiseKept.worst(row["noise_kept"])
+        row["noise_kept_total"] = total.rows(min_pixels)
+        row["noise_kept_total_worst"] = NoiseKept.worst(row["noise_kept_total"])
+        row["noise_kept_true_residuals"] = true.rows(min_pixels)
+        row["noise_kept_unscaled"] = unscaled.rows(min_pixels)
+        for b in baselines:
+            row[f"gain_over_{b}"] = row["psnr_model"] - row[f"psnr_{b}"]
+        lo = min(r["range_a1_b0"][0] for r in rs)
+        hi = max(r["range_a1_b0"][1] for r in rs)
+        row["range_a1_b0"] = [lo, hi]
+        row["range_clean"] = [
+            min(r["range_clean"][0] for r in rs),
+            max(r["range_clean"][1] for r in rs),
+        ]
+        out.append(row)
+    return out
+
+
+def evaluate(
+    model_ref: str,
+    images: list[tuple[str, np.ndarray]],
+    isos=None,
+    registry: str | None = None,
+    baselines=("wiener_wavelet", "bm3d_wiener"),
+    seed: int = 0,
+    workers: int = 1,
+    tile: int = 256,
+    overlap: int = 64,
+    min_pixels: int = 5000,
+    cache: Path | None = None,
+    lens_cache: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``model_ref`` (export dir, ``NAME[:TAG]`` in ``registry``, or ``default``)."""
+    from tqdm import tqdm
+
+    from residual_train.deploy import load_model
+
+    model = load_model(model_ref, registry)
+    require(
+        set(model.heads) == {"blur", "noise"},
+        f"model = {model_ref!r} has heads {model.heads}; evaluation needs a blur and a noise head",
+    )
+    require(
+        model.card.get("layout", "rgb") == "rgb",
+        f"model = {model_ref!r} takes {model.card.get('layout')} data; evaluation renders RGB photographs",
+    )
+    unknown = [b for b in baselines if b not in BASELINES]
+    require(not unknown, f"baselines: unknown {unknown}; known: {sorted(BASELINES)}")
+    isos = [float(i) for i in (isos or card_isos(model.card))]
+    bank = card_bank(model.card, lens_cache)
+    require(bool(images), "no images to evaluate")
+    k = bank.size
+    small = [n for n, im in images if min(im.shape[1:]) < k + 16]
+    require(not small, f"images smaller than the PSF ({k} px) + 16 after shrinking: {small[:5]}")
+    jobs = [
+        (name, img, isos, seed, i, list(baselines), _Cache(cache), tile, overlap, i < KEEP_PANELS)
+        for i, (name, img) in enumerate(images)
+    ]
+    bar = tqdm(total=len(jobs), desc="evaluating", unit="img", disable=not progress)
+    results = []
+    if workers <= 1:
+        for j in jobs:
+            results.append(evaluate_image(model, bank, *j))
+            bar.update()
+    else:
+        ref = str(model.path)  # resolved export directory: workers load the same files
+        ctx = mp.get_context("spawn")  # forked children of a process with thread pools hang
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init, initargs=(ref, None, lens_cache)
+        ) as ex:
+            for r in ex.map(_task, jobs):
+                results.append(r)
+                bar.update()
+    bar.close()
+    rows = [row for r in results for row in r["rows"]]
+    per_iso = summarise(rows, [r["accum"] for r in results], isos, baselines, min_pixels)
+    return {
+        "model": {
+            "ref": model_ref,
+            "path": str(model.path),
+            "components": model.heads,
+            "arch": model.card.get("model"),
+            "version": model.card.get("registry_version"),
+        },
+        "lens": model.card.get("lens"),
+        "isos": isos,
+        "images": [n for n, _ in images],
+        "baselines": list(baselines),
+        "seed": seed,
+        "per_iso": per_iso,
+        "per_image": rows,
+        "arrays": {
+            n: r["arrays"] for (n, _), r in zip(images, results, strict=True) if r["arrays"]
+        },
+    }
+
+
+def write_metrics(result: dict, out: Path) -> Path:
+    """``metrics.json`` (everything but the arrays)."""
+    doc = {k: v for k, v in result.items() if k != "arrays"}
+    p = out / "metrics.json"
+    p.write_text(
+        json.dumps(
+            doc,
+            indent=2,
+            default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o),
+        )
+        + "\n"
+    )
+    return p

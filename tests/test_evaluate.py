@@ -1,0 +1,223 @@
+"""Evaluation on real photographs: whole-frame rendering, classical baselines, metrics, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_gen.generate import build_pipeline
+from data_gen.noise import NoiseModel
+from data_gen.render import BlurOperator, SampleSpec, render_batch, render_frame
+from data_gen.sources import Frame
+from residual_train.evaluate import BUILTIN, load_images
+from residual_train.evaluate.baselines import (
+    anscombe,
+    anscombe_inverse,
+    bm3d_wiener,
+    psnr,
+    wiener,
+    wiener_wavelet,
+)
+from residual_train.evaluate.metrics import NoiseKept, Pearson
+from tests.conftest import ROOT, compose_cfg
+
+NOISE_6400 = NoiseModel([2.54e-3] * 3, [2.29e-6] * 3)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    ((_, img),) = load_images("builtin", 2.0, True, max_images=1, max_size=128)
+    return img
+
+
+def test_builtin_photographs_are_real_linear_images():
+    images = load_images("builtin", 2.0, True)
+    assert [n for n, _ in images] == [f"builtin/{b}" for b in BUILTIN]
+    for _, im in images:
+        assert im.shape[0] == 3 and min(im.shape[1:]) >= 150 and im.dtype == np.float32
+        assert 0 <= im.min() and im.max() <= 1 and 0.02 < im.mean() < 0.6  # linear light
+        # real photographs: neighbouring pixels correlate strongly, unlike noise
+        g = im[1]
+        assert np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())[0, 1] > 0.8
+
+
+def test_frame_rendering_is_the_generators_physics(photo):
+    """Position-independent lens: the whole frame equals the patch renderer's blur, and the
+    noise has the sensor model's variance."""
+    pipe = build_pipeline(compose_cfg("out_dir=x", "lens.size=15"))
+    r = render_frame(photo, pipe.bank, NOISE_6400, np.random.default_rng(0))
+    k = pipe.bank.size
+    p = photo.shape[1] - k + 1
+    spec = SampleSpec(Frame("f", photo), k // 2, k // 2, 1.0, None, 0, 0.0, 0.0, 0, None)
+    spec.noise = pipe.sensor.params(6400)
+    spec.rng = np.random.default_rng(0)
+    out = render_batch([spec], BlurOperator(pipe.bank, p))
+    np.testing.assert_allclose(r["clean"], out["clean"][0][:, :, : r["clean"].shape[2]], atol=1e-6)
+    np.testing.assert_allclose(r["blur"], out["blur"][0][:, :, : r["blur"].shape[2]], atol=1e-5)
+    n = (r["noise_blur"] - r["blur"]) / NOISE_6400.std(r["blur"])
+    ok = r["noise_blur"] < 1
+    assert abs(n[ok].std() - 1) < 0.03 and abs(n[ok].mean()) < 0.03
+    # the same realisation in both noisy images (docs/design.md §1)
+    assert np.allclose(
+        (r["noise"] - r["clean"])[r["noise"] < 1],
+        (r["noise_blur"] - r["blur"])[r["noise"] < 1],
+        atol=1e-6,
+    )
+
+
+def test_frame_rendering_follows_a_field_varying_lens():
+    """Every pixel takes the bank PSF of its position: the index map follows the bank's rule,
+    several PSFs are used, and each region equals the convolution with its own PSF."""
+    from scipy.signal import fftconvolve
+
+    pipe = build_pipeline(compose_cfg("out_dir=x", "lens=sharp_prime"))
+    bank = pipe.bank
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0.05, 0.6, (3, 160, 220)).astype(np.float32)
+    r = render_frame(img, bank, NOISE_6400, np.random.default_rng(2))
+    idx = r["psf_index"]
+    assert len(np.unique(idx)) >= 6
+    k = bank.size
+    h, w = img.shape[1:]
+    state = int(idx[0, 0]) // (bank.grid.shape[1] * bank.grid.shape[2])
+    for y, x in ((4, 4), (80, 100), (idx.shape[0] - 5, idx.shape[1] - 5)):
+        yb, xb = y // 8 * 8, x // 8 * 8
+        cy = k // 2 + yb + min(8, idx.shape[0] - yb) / 2
+        cx = k // 2 + xb + min(8, idx.shape[1] - xb) / 2
+        assert idx[y, x] == bank.index_at(cy / h, cx / w, state)
+        psf = bank.psfs[idx[y, x]]
+        want = [fftconvolve(img[c], psf[c], mode="valid")[y, x] for c in range(3)]
+        np.testing.assert_allclose(r["blur"][:, y, x], want, rtol=1e-4)
+
+
+def test_anscombe_stabilises_the_sensor_noise_and_inverts():
+    rng = np.random.default_rng(3)
+    for level in (0.05, 0.1, 0.5):  # (near black, clipped Gaussian noise is not stabilised)
+        s = np.full((3, 100, 100), level)
+        z = s + NOISE_6400.std(s.astype(np.float32)) * rng.standard_normal(s.shape)
+        f = anscombe(z, NOISE_6400)
+        assert abs(f.std() - 1) < 0.06, (level, f.std())
+    v = np.linspace(0.0, 1.0, 50)[None, :, None].repeat(3, 0)
+    back = anscombe_inverse(anscombe(v, NOISE_6400), NOISE_6400)
+    np.testing.assert_allclose(back, v + NOISE_6400.A[:, None, None] / 4, atol=1e-7)
+
+
+def test_wiener_recovers_a_noise_free_blur_and_baselines_beat_the_input(photo):
+    pipe = build_pipeline(compose_cfg("out_dir=x", "lens.size=15"))
+    noise = pipe.sensor.params(400).model
+    r = render_frame(photo, pipe.bank, noise, np.random.default_rng(4))
+    idx = r["psf_index"]
+    # noise-free: deconvolution with the true PSF undoes most of the blur (a small frame's
+    # edge band, where the padding only guesses the scene, limits it)
+    assert (
+        psnr(wiener(r["blur"], pipe.bank.psfs, idx, 1e-5), r["clean"])
+        > psnr(r["blur"], r["clean"]) + 8
+    )
+    x, clean = r["noise_blur"], r["clean"]
+    p_in = psnr(x, clean)
+    ww = wiener_wavelet(x, pipe.bank.psfs, idx, noise, clean)
+    bw = bm3d_wiener(x, pipe.bank.psfs, idx, noise, clean)
+    assert psnr(ww, clean) > p_in + 2 and psnr(bw, clean) > psnr(ww, clean)
+
+
+def test_pearson_and_noise_kept_measure_what_they_say():
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal(200_000)
+    est = 0.8 * ref + 0.6 * rng.standard_normal(ref.size)  # corr 0.8, std ratio 1
+    p = Pearson().add(est[:100_000], ref[:100_000])
+    p += Pearson().add(est[100_000:], ref[100_000:])
+    assert abs(p.corr - 0.8) < 0.01 and abs(p.std_ratio - 1) < 0.01
+    s = rng.uniform(0, 1, (3, 300, 300)).astype(np.float32)
+    kept = NOISE_6400.std(s) * rng.standard_normal(s.shape).astype(np.float32)
+    rows = NoiseKept().add(kept, s, NOISE_6400).rows(min_pixels=1000)
+    assert len([r for r in rows if r["enough"]]) >= 5
+    assert NoiseKept.worst(rows) < 0.05
+    half = NoiseKept().add(kept * 0.5, s, NOISE_6400).rows(min_pixels=1000)
+    assert all(abs(r["ratio"] - 0.5) < 0.03 for r in half if r["enough"])
+
+
+def _evaluate(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "residual_train.evaluate", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_cli_writes_metrics_and_a_page_for_the_shipped_model(tmp_path):
+    out = tmp_path / "ev"
+    r = _evaluate(
+        tmp_path,
+        "model=default",
+        "images=builtin",
+        f"out={out}",
+        "max_images=2",
+        "max_size=112",
+        "isos=[400,6400]",
+        "min_bin_pixels=2000",
+        f"cache={tmp_path / 'cache'}",
+        "progress=false",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["isos"] == [400.0, 6400.0] and len(m["images"]) == 2
+    for row in m["per_iso"]:
+        for key in (
+            "psnr_input",
+            "psnr_model",
+            "psnr_wiener_wavelet",
+            "psnr_bm3d_wiener",
+            "noise_corr",
+            "noise_std_ratio",
+            "psnr_blur_head",
+            "psnr_noise_head",
+            "ssim_model",
+        ):
+            assert np.isfinite(row[key]), key
+        assert row["psnr_model"] > row["psnr_input"] + 2
+        assert 0 < row["noise_corr"] <= 1
+        # the method with the rendering's exact residuals keeps the camera's noise level
+        true = [b for b in row["noise_kept_true_residuals"] if b["enough"]]
+        assert true and all(abs(b["ratio"] - 1) < 0.1 for b in true), true
+    assert len(m["per_image"]) == 4
+    html = (out / "index.html").read_text()
+    assert "bm3d_wiener" in html and "noise_kept.png" in html
+    assert (out / "psnr_vs_iso.png").stat().st_size > 1000
+    assert (out / "config.yaml").is_file()
+    # baselines were cached: a second run with another out reuses them
+    assert len(list((tmp_path / "cache").glob("bm3d_wiener-*.npy"))) == 4
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["images=/nonexistent/folder"], "images = '/nonexistent/folder': not a folder"),
+        (["model=/nonexistent/model"], "not an export directory"),
+        (["baselines=[magic]"], "baselines: unknown ['magic']"),
+        (["isos=[10]"], "outside the model's training range"),
+    ],
+)
+def test_evaluate_cli_bad_input_is_one_line(tmp_path, args, needle):
+    r = _evaluate(tmp_path, f"out={tmp_path / 'o'}", "max_images=1", "max_size=64", *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_refuses_a_non_empty_out(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("mine")
+    r = _evaluate(tmp_path, f"out={tmp_path / 'o'}")
+    assert r.returncode == 2 and "already holds files" in r.stderr
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+
+
+def test_evaluate_runs_from_a_fresh_directory_without_shared_data(tmp_path):
+    assert ROOT not in tmp_path.parents  # the CLI resolves its configs from the package
