@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -47,13 +49,92 @@ def origin_hint(message: str, config_name: str) -> str:
     return f" [from conf/{config_name}.yaml]"
 
 
+def describe_os_error(e: OSError) -> str:
+    """One line for a file-system failure: what the system said, and where."""
+    text = " ".join(str(e).split())  # HDF5 errors span several lines
+    files = [f for f in (e.filename, e.filename2) if f is not None]
+    if not files:  # HDF5 names the file inside its message
+        files = re.findall(r"filename = '([^']+)'", text)[:1]
+    code = e.errno
+    if code is None:  # HDF5 puts errno in the text
+        m = re.search(r"errno = (\d+)", text)
+        code = int(m.group(1)) if m else None
+    what = os.strerror(code) if code else (e.strerror or text or type(e).__name__)
+    if code == errno.ENOSPC:
+        what += " (the disk is full: free space or choose another output directory)"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what += " (choose a directory you can write to)"
+    elif code is None and files:
+        what = text
+    where = " -> ".join(repr(str(f)) for f in files)
+    return f"{what}: {where}" if where else what
+
+
 def run_task(fn: Callable[[], object], config_name: str) -> object:
-    """Run ``fn``; an :class:`InputError` becomes one line on stderr and exit status 2."""
+    """Run ``fn`` and end in one of two ways: its result, or one line on stderr.
+
+    * :class:`InputError` (bad input: a config value, a file's content) -> exit status 2,
+      with where the offending key came from;
+    * :class:`OSError` (the environment: disk full, read-only, permissions) -> exit 1;
+    * Ctrl-C -> exit 130;
+    * anything else is a bug: one line naming the exception, exit 1.
+
+    ``RESIDUAL_TRAIN_DEBUG=1`` re-raises instead, with the traceback.
+    """
+    debug = os.environ.get("RESIDUAL_TRAIN_DEBUG", "") not in ("", "0")
     try:
         return fn()
     except InputError as e:
-        msg = str(e)
+        if debug:
+            raise
+        msg = " ".join(str(e).split())  # one line, whatever the message held
         print(f"error: {msg}{origin_hint(msg, config_name)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as e:
+        if debug:
+            raise
+        print(f"error: {describe_os_error(e)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except Exception as e:  # a bug, not the user's input: still one line, and how to see more
+        if debug:
+            raise
+        print(
+            f"error: internal error {type(e).__name__}: {' '.join(str(e).split())} "
+            "(RESIDUAL_TRAIN_DEBUG=1 shows the traceback; please report it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
+
+
+def report_hydra_errors(main: Callable[[], object]) -> object:
+    """Run a ``@hydra.main`` function; Hydra's own errors (an unknown key, a missing config
+    group option, a malformed override) become one line on stderr and exit status 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    debug = os.environ.get("RESIDUAL_TRAIN_DEBUG", "") not in ("", "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let the exception reach us instead of Hydra's report
+    try:
+        return main()
+    except (HydraException, OmegaConfBaseException) as e:
+        if debug:
+            raise
+        parts = [str(e), *([str(e.__cause__)] if e.__cause__ is not None else [])]
+        lines = [ln.strip() for p in parts for ln in p.splitlines() if ln.strip()]
+        # OmegaConf appends "full_key: ..., object_type=..." lines: the key is already named
+        lines = [
+            ln
+            for ln in lines
+            if not ln.startswith(("full_key:", "object_type=", "reference_type="))
+        ]
+        msg = " ".join(dict.fromkeys(lines)).split(" Config search path:")[0]
+        print(f"error: {msg[:400]}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
@@ -129,4 +210,4 @@ def run_app(
             print(json.dumps(result, default=str), flush=True)
         return result
 
-    _main()
+    report_hydra_errors(_main)

@@ -8,6 +8,7 @@ workers or which shards run together.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,6 +16,9 @@ import math
 import multiprocessing as mp
 import os
 import re
+import socket
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ from data_gen.shards import (
     build_manifest,
     meta_dtype,
     remove_stale_tmp,
+    remove_stale_tmp_files,
     shard_complete,
     shard_name,
     write_json_atomic,
@@ -309,8 +314,24 @@ _worker_pipe: Pipeline | None = None
 _worker_queue = None
 
 
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a ``kill -9`` of the
+    generator takes its pool workers with it instead of leaving them rendering)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(
+                1, int(signal.SIGKILL)
+            )  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl: follow it
+            os._exit(1)
+
+
 def _init_worker(cfg: dict, queue) -> None:
     global _worker_pipe, _worker_queue
+    die_with_parent()
     logging.basicConfig(level=logging.WARNING)
     _worker_pipe, _worker_queue = build_pipeline(cfg), queue
 
@@ -321,29 +342,50 @@ def _worker_task(args: tuple) -> dict | None:
     return make_shard(_worker_pipe, Path(out_dir), shard, threads, write, _worker_queue.put)
 
 
-def _check_out_dir(out_dir: Path, pipe: Pipeline) -> None:
-    """Refuse a directory that holds a dataset made with another config."""
+def _differs(old, pipe: Pipeline) -> list[str]:
+    new = generation_config(pipe.cfg)
+    old = old if isinstance(old, dict) else {}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def claim_out_dir(out_dir: Path, pipe: Pipeline) -> None:
+    """Make ``out_dir`` this config's dataset, or refuse one made with another config.
+
+    The claim is one atomic step: ``config.yaml`` is written to a temporary file and
+    hard-linked to its name, which fails if the name exists (create-exclusive). Of several
+    generators started together, exactly one creates it; every other one reads the
+    complete file and proceeds only if its config is the same.
+    """
+    require(not out_dir.is_file(), f"out_dir = {str(out_dir)!r} is a file, not a directory")
     saved = out_dir / "config.yaml"
-    if saved.is_file():
-        try:
-            old = yaml.safe_load(saved.read_text())
-        except yaml.YAMLError as e:
-            raise InputError(f"{saved} is not valid YAML ({e}); is {out_dir} a dataset?") from None
-        old_hash = config_hash(old) if isinstance(old, dict) else None
-        if old_hash != pipe.hash:
-            changed = sorted(
-                k
-                for k in set(old or {}) | set(generation_config(pipe.cfg))
-                if (old or {}).get(k) != generation_config(pipe.cfg).get(k)
-            )
-            raise InputError(
-                f"out_dir = {str(out_dir)!r} holds a dataset made with another config "
-                f"(differs in: {', '.join(changed)}); nothing was changed there. Use another "
-                "out_dir, or delete that one to regenerate."
-            )
-    elif out_dir.exists() and any(out_dir.glob("shard-*.h5")):
+    if not saved.exists() and out_dir.exists() and any(out_dir.glob("shard-*.h5")):
         raise InputError(
             f"out_dir = {str(out_dir)!r} holds shards but no config.yaml; refusing to mix datasets"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not saved.exists():
+        fd, name = tempfile.mkstemp(prefix=f"config.yaml.tmp-{socket.gethostname()}-", dir=out_dir)
+        tmp = Path(name)
+        with os.fdopen(fd, "w") as f:
+            f.write(yaml.safe_dump(generation_config(pipe.cfg), sort_keys=True))
+        try:
+            os.link(tmp, saved)  # atomic, and refuses an existing name
+        except FileExistsError:
+            pass  # another generator claimed it first: compare below
+        except OSError:  # a file system without hard links: exclusive create instead
+            with contextlib.suppress(FileExistsError), open(saved, "x") as f:
+                f.write(tmp.read_text())
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        old = yaml.safe_load(saved.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{saved} is not valid YAML ({e}); is {out_dir} a dataset?") from None
+    if not isinstance(old, dict) or config_hash(old) != pipe.hash:
+        raise InputError(
+            f"out_dir = {str(out_dir)!r} holds a dataset made with another config "
+            f"(differs in: {', '.join(_differs(old, pipe))}); nothing was changed there. Use "
+            "another out_dir, or delete that one to regenerate."
         )
 
 
@@ -382,13 +424,10 @@ def generate(cfg: dict) -> dict:
     else:  # only rendering needs the originals checked
         pipe.source.validate(pipe.min_frame, progress)
     if write:
-        _check_out_dir(out_dir, pipe)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        saved = out_dir / "config.yaml"
-        if not saved.exists():
-            tmp = saved.with_name(f"config.yaml.tmp-{os.getpid()}")
-            tmp.write_text(yaml.safe_dump(generation_config(cfg), sort_keys=True))
-            os.replace(tmp, saved)
+        claim_out_dir(out_dir, pipe)
+        stale = remove_stale_tmp_files(out_dir)
+        if stale:
+            log.info("removed %d temporary file(s) left by an earlier run: %s", len(stale), stale)
         todo = [i for i in indices if not shard_complete(out_dir, shard_name(i, total), pipe.hash)]
         if len(todo) < len(indices):
             log.info(

@@ -25,6 +25,20 @@ CONF = _conf_dir()
 APPS = CONF / "apps"  # entry points whose `model=` names a trained model (not the group)
 
 
+def require_new_dir(path: str | Path, key: str = "out_dir") -> Path:
+    """``path`` as a directory a command may fill: absent or empty (nothing is overwritten);
+    a file or a non-empty directory is an :class:`InputError` naming ``key``."""
+    from data_gen.errors import require
+
+    p = Path(path)
+    require(not p.is_file(), f"{key} = {str(p)!r} is a file, not a directory")
+    require(
+        not (p.is_dir() and any(p.iterdir())),
+        f"{key} = {str(p)!r} already holds files; nothing is overwritten",
+    )
+    return p
+
+
 def preset_path(path: str | Path) -> Path:
     """``path`` from the working directory if it exists there, else from :data:`PROJECT`."""
     p = Path(path).expanduser()

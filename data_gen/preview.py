@@ -39,6 +39,8 @@ def contact_sheet(
     data_dir: Path, n: int = 6, shard: int = 0, scale: int = 2, gain: float = 1.0
 ) -> Image.Image:
     """Build the sheet from the first ``n`` samples of shard ``shard``."""
+    require(n >= 1, f"n = {n}: the number of samples to show must be >= 1")
+    require(scale >= 1, f"scale = {scale}: the pixel magnification must be >= 1")
     m = load_manifest(data_dir)
     require(
         0 <= shard < len(m["shards"]),
@@ -82,6 +84,11 @@ def run(cfg: dict) -> dict:
         float(cfg["gain"]),
     )
     out = Path(str(cfg["out"]))
+    require(
+        out.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"),
+        f"out = {str(out)!r}: name an image file (.png, .jpg, .tif or .webp)",
+    )
+    require(not out.is_dir(), f"out = {str(out)!r} is a directory; name an image file")
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return {"preview": str(out), "size": [sheet.width, sheet.height]}

@@ -10,10 +10,12 @@ so the same config gives a byte-identical manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,10 +67,49 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def read_json(path: Path, what: str = "file") -> dict:
+    """A JSON object the project wrote; a missing, unreadable or corrupt file is an
+    :class:`InputError` naming it (``what`` says what the file is)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} is missing")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(
+            f"{path}: {what} is not valid JSON ({e}); corrupt or hand-edited"
+        ) from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: {what} holds a {type(obj).__name__}, not a JSON object")
+    return obj
+
+
+def read_yaml(path: Path, what: str = "file") -> dict:
+    """A YAML mapping the project wrote (a saved config); corrupt -> :class:`InputError`."""
+    import yaml
+
+    path = Path(path)
+    try:
+        obj = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        msg = " ".join(str(e).split())
+        raise InputError(
+            f"{path}: {what} is not valid YAML ({msg}); corrupt or hand-edited"
+        ) from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: {what} holds a {type(obj).__name__}, not a mapping")
+    return obj
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write ``obj`` to a temporary file and rename it over ``path``; a failed write (a
+    full disk) removes its temporary file and leaves ``path`` as it was."""
+    tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -150,6 +191,35 @@ def remove_stale_tmp(out_dir: Path, name: str) -> None:
         t.unlink(missing_ok=True)
 
 
+# temporary files older than this belong to a dead writer (a live one touches its file
+# at least once per batch; a JSON write takes milliseconds)
+STALE_SECONDS = 3600.0
+
+
+def stale_tmp_files(out_dir: Path, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Temporary files (``*.tmp-*``) in a dataset directory and its records, left by a
+    writer that died (killed, full disk) at least ``older_than`` seconds ago."""
+    now = time.time()
+    found = [*Path(out_dir).glob("*.tmp-*"), *(Path(out_dir) / RECORDS).glob("*.tmp-*")]
+    out = []
+    for p in found:
+        with contextlib.suppress(FileNotFoundError):
+            if now - p.stat().st_mtime >= older_than:
+                out.append(p)
+    return sorted(out)
+
+
+def remove_stale_tmp_files(out_dir: Path, older_than: float = STALE_SECONDS) -> list[str]:
+    """Delete :func:`stale_tmp_files`; returns their names. Concurrent writers (a Slurm
+    array) are safe: their files are younger than ``older_than``."""
+    gone = []
+    for p in stale_tmp_files(out_dir, older_than):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            gone.append(p.name)
+    return gone
+
+
 def write_record(out_dir: Path, name: str, index: int, samples: int, config_hash: str) -> dict:
     path = out_dir / name
     rec = {
@@ -207,10 +277,7 @@ def load_manifest(data_dir: Path) -> dict:
     p = Path(data_dir) / MANIFEST
     if not p.is_file():
         raise InputError(f"{p}: no manifest (is {data_dir} a generated dataset, and complete?)")
-    try:
-        m = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{p}: manifest is not valid JSON ({e})") from None
+    m = read_json(p, "manifest")
     for key in ("schema_version", "config_hash", "shards"):
         if key not in m:
             raise InputError(f"{p}: manifest lacks the key {key!r}")
@@ -259,6 +326,34 @@ def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int
     return problems, n
 
 
-def stray_files(data_dir: Path, names: Iterable[str]) -> list[str]:
-    """Temporary files left by crashed writers (reported by verify, harmless)."""
-    return sorted(p.name for name in names for p in Path(data_dir).glob(f"{name}.tmp-*"))
+def stray_files(data_dir: Path) -> list[str]:
+    """Temporary files (shards, records, manifest, config) left by interrupted writers,
+    relative to ``data_dir`` (reported by verify; the next generator run removes them)."""
+    d = Path(data_dir)
+    return sorted(str(p.relative_to(d)) for p in stale_tmp_files(d, older_than=0.0))
+
+
+def progress_without_manifest(data_dir: Path) -> str:
+    """What a dataset directory without a manifest holds: how many shards are complete
+    by their records (config.yaml says how many there should be)."""
+    import yaml
+
+    d = Path(data_dir)
+    cfg_path = d / "config.yaml"
+    if not cfg_path.is_file():
+        return f"{d}: no manifest and no config.yaml: not a dataset written by data_gen"
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        total = int(cfg["shards"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return f"{d}: no manifest, and {cfg_path} does not say how many shards there are"
+    done = 0
+    for i in range(total):
+        rec = read_record(d, shard_name(i, total))
+        p = d / shard_name(i, total)
+        if rec is not None and p.is_file() and p.stat().st_size == rec.get("bytes"):
+            done += 1
+    return (
+        f"{d}: no manifest yet: {done} of {total} shards complete (by their records); run the "
+        "same generator command again to finish the rest"
+    )

@@ -8,6 +8,7 @@ generator that needs no files. Both hand out *frames*; the renderer crops patche
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from data_gen.errors import InputError, require
 from data_gen.paths import preset_path
 from data_gen.raw import RAW_SUFFIXES, read_raw
 from data_gen.registry import Registry
+
+log = logging.getLogger("data_gen")
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -90,6 +93,32 @@ def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> 
     if linearize and not is_float:
         a = srgb_to_linear(a)
     return np.ascontiguousarray(np.moveaxis(a, 2, 0))
+
+
+# an original is a clean scene in linear light (0 = black): values below black are not
+# light. Float files may carry a little rounding below 0 (clipped, with a warning once);
+# more than this fraction of white below black means the file is not such an image.
+BELOW_BLACK_TOLERANCE = 0.01
+_warned_below_black: set[str] = set()
+
+
+def original_range(img: np.ndarray, path: str | Path) -> np.ndarray:
+    """Check an original ``(C, H, W)`` against the physical range: refuse values below
+    ``-BELOW_BLACK_TOLERANCE`` (not a linear image with 0 = black), clip smaller negative
+    values to 0 with a warning. Values above 1 (white) are kept: HDR originals, which the
+    sensor clips after exposure."""
+    lo = float(img.min())
+    require(
+        lo >= -BELOW_BLACK_TOLERANCE,
+        f"image {path}: values down to {lo:g}; an original must be linear light with 0 = black "
+        f"(at most {BELOW_BLACK_TOLERANCE:g} below black is taken as rounding and clipped)",
+    )
+    if lo < 0:
+        if str(path) not in _warned_below_black:
+            _warned_below_black.add(str(path))
+            log.warning("image %s: values down to %g below black, clipped to 0", path, lo)
+        img = np.maximum(img, 0, dtype=img.dtype)
+    return img
 
 
 def shrink(img: np.ndarray, factor: float) -> np.ndarray:
@@ -167,7 +196,7 @@ class FolderSource:
 
         for f in tqdm(self.files, desc="checking images", unit="img", disable=not progress):
             if self.check == "full":
-                h, w = read_image(f, self.linearize, self.channels).shape[1:]
+                h, w = original_range(read_image(f, self.linearize, self.channels), f).shape[1:]
             else:
                 try:
                     with Image.open(f) as im:
@@ -188,7 +217,9 @@ class FolderSource:
 
     def load(self, f: Path) -> Frame:
         """One of ``self.files`` decoded, linearised and shrunk as configured."""
-        img = shrink(read_image(f, self.linearize, self.channels), self.shrink_factor)
+        img = shrink(
+            original_range(read_image(f, self.linearize, self.channels), f), self.shrink_factor
+        )
         return Frame(str(f.relative_to(self.root)), np.ascontiguousarray(img, dtype=np.float32))
 
     def frame(self, rng: np.random.Generator) -> Frame:

@@ -11,16 +11,21 @@ import sys
 from pathlib import Path
 
 from data_gen.cli import run_app
+from data_gen.errors import require
 from data_gen.paths import CONF
-from data_gen.shards import load_manifest, stray_files, verify
+from data_gen.shards import MANIFEST, load_manifest, progress_without_manifest, stray_files, verify
 
 
 def run(cfg: dict) -> dict:
     d = Path(str(cfg["dir"]))
+    require(d.is_dir(), f"dir = {str(d)!r}: not a directory")
+    for s in stray_files(d):
+        print(f"note: {s} is a temporary file left by an interrupted writer (safe to delete)")
+    if not (d / MANIFEST).is_file():
+        print(f"FAIL {progress_without_manifest(d)}")
+        sys.exit(1)
     problems, n = verify(d, checksums=bool(cfg["checksums"]))
     manifest = load_manifest(d)
-    for s in stray_files(d, (s["name"] for s in manifest["shards"])):
-        print(f"note: {s} is a temporary file left by an interrupted writer (safe to delete)")
     if problems:
         for p in problems:
             print(f"FAIL {d}: {p}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data_gen.cli import quote_range_overrides, run_task
+from data_gen.cli import quote_range_overrides, report_hydra_errors, run_task
 from data_gen.paths import CONF
 
 # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's argv,
@@ -57,4 +57,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     child = _child_argv()
     sys.argv[1:] = child if child is not None else quote_range_overrides(sys.argv[1:])
-    main()
+    report_hydra_errors(main)

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
+from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.render import PATCHES
 from data_gen.shards import load_manifest, sha256_file
 
@@ -45,12 +46,18 @@ def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def augment(
-    arrays: dict[str, np.ndarray], crop: int, seed: int, random: bool, flips: bool = True
+    arrays: dict[str, np.ndarray],
+    crop: int,
+    seed: int,
+    random: bool,
+    transforms: Sequence[int] = ALL,
 ) -> dict:
     """Crop ``(C, P, P)`` arrays to ``crop`` and flip / rotate them, identically.
 
-    ``random=False``: centre crop, no flips (validation). ``flips=False``: random crop
-    only (packed Bayer planes: a flip or rotation would change the CFA phase).
+    ``random=False``: centre crop, no transform (validation). ``transforms``: the dihedral
+    transforms (:mod:`data_gen.optics.symmetry`) to draw from, uniformly — the lens's
+    symmetries, so that a transformed patch still shows a blur the lens makes; ``(0,)`` =
+    crop only (packed Bayer planes: a flip or rotation would change the CFA phase).
     """
     p = next(iter(arrays.values())).shape[-1]
     if not random:
@@ -58,16 +65,11 @@ def augment(
         return {k: v[:, o : o + crop, o : o + crop] for k, v in arrays.items()}
     rng = np.random.default_rng(seed)
     y, x = (int(v) for v in rng.integers(0, p - crop + 1, 2))
-    flip, rot = bool(rng.integers(2)), int(rng.integers(4))
-    if not flips:
-        flip, rot = False, 0
-    out = {}
-    for k, v in arrays.items():
-        v = v[:, y : y + crop, x : x + crop]
-        if flip:
-            v = v[:, :, ::-1]
-        out[k] = np.ascontiguousarray(np.rot90(v, rot, axes=(1, 2)))
-    return out
+    t = int(transforms[int(rng.integers(len(transforms)))]) if len(transforms) > 1 else 0
+    return {
+        k: np.ascontiguousarray(dihedral(v[:, y : y + crop, x : x + crop], t))
+        for k, v in arrays.items()
+    }
 
 
 class ShardDataset(Dataset):
@@ -80,10 +82,10 @@ class ShardDataset(Dataset):
         crop: int,
         augment: bool,
         sigma_map: bool = False,
-        flips: bool = True,
+        transforms: Sequence[int] = ALL,
     ) -> None:
         self.dir = Path(data_dir)
-        self.flips = flips
+        self.transforms = tuple(transforms)
         self.names = [s["name"] for s in shards]
         self.shard_ids = [int(s["index"]) for s in shards]
         counts = [int(s["samples"]) for s in shards]
@@ -119,7 +121,7 @@ class ShardDataset(Dataset):
         f = self._file(k)
         arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
         meta = self._meta[k][j]
-        arrays = augment(arrays, self.crop, seed, self.augment, self.flips)
+        arrays = augment(arrays, self.crop, seed, self.augment, self.transforms)
         span = float(meta["white"] - meta["ob"])
         g = float(meta["iso"]) / 100.0
         a = (meta["k1"].astype(np.float64) * g / span).astype(np.float32)
@@ -200,6 +202,7 @@ class ResidualDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         start_method: str | None = None,
         augment: bool = True,
+        geometric: str = "lens",
         sigma_map: bool = False,
         verify: str = "size",
         seed: int = 0,
@@ -229,6 +232,41 @@ class ResidualDataModule(pl.LightningDataModule):
             f"data.start_method = {start_method!r}: fork|spawn|forkserver or null",
         )
         self.augment_train, self.sigma_map, self.seed = augment, sigma_map, seed
+        self.transforms = self._transforms(geometric)
+
+    def _transforms(self, geometric: str) -> tuple[int, ...]:
+        """Dihedral transforms for training augmentation (``data.geometric``).
+
+        ``lens``: those under which the dataset's PSF bank maps onto itself (a flipped or
+        rotated patch must still show a blur the lens makes); ``all``: the eight of the
+        square; ``none``: crops only. Packed Bayer planes are never flipped or rotated.
+        """
+        require(
+            geometric in ("lens", "all", "none"),
+            f"data.geometric = {geometric!r}: use lens, all or none",
+        )
+        if self.manifest.get("layout", "rgb") != "rgb":
+            require(
+                geometric != "all",
+                f"data.geometric = all: {self.dir} holds packed Bayer planes, which a flip or "
+                "rotation would give another CFA phase; use lens or none",
+            )
+            return (0,)
+        if geometric == "all":
+            return ALL
+        if geometric == "none":
+            return (0,)
+        with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
+            require(
+                "psfs" in f,
+                f"data.geometric = lens: {self.dir / self.manifest['shards'][0]['name']} "
+                "stores no PSF bank (psfs); use all or none",
+            )
+            return bank_symmetries(f["psfs"][:])
+
+    @property
+    def transform_names(self) -> list[str]:
+        return [NAMES[t] for t in self.transforms]
 
     def _check_files(self, mode: str) -> None:
         for s in self.manifest["shards"]:
@@ -264,7 +302,7 @@ class ResidualDataModule(pl.LightningDataModule):
             self.crop,
             train and self.augment_train,
             self.sigma_map,
-            flips=self.manifest.get("layout", "rgb") != "rggb",
+            transforms=self.transforms,
         )
 
     def _loader(self, train: bool) -> DataLoader:

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from data_gen import __version__
 from data_gen.cli import run_app
 from data_gen.errors import InputError, require
-from data_gen.paths import APPS
+from data_gen.paths import APPS, require_new_dir
 from data_gen.sensor import build_sensor
-from data_gen.shards import sha256_file
+from data_gen.shards import read_json, read_yaml, sha256_file
 from residual_train.models import ResidualNet, build_model
 
 CARD_FORMAT = "residual-train-model/1"
@@ -106,12 +105,12 @@ def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None
     """(training config, result, dataset config, manifest) found beside the checkpoint."""
     run_dir = ckpt.parent.parent
     cfg = (
-        yaml.safe_load((run_dir / "config.yaml").read_text())
+        read_yaml(run_dir / "config.yaml", "training config")
         if (run_dir / "config.yaml").is_file()
         else None
     )
     res = (
-        json.loads((run_dir / "result.json").read_text())
+        read_json(run_dir / "result.json", "training result")
         if (run_dir / "result.json").is_file()
         else None
     )
@@ -119,9 +118,9 @@ def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None
     if cfg and (cfg.get("data") or {}).get("dir"):
         d = Path(cfg["data"]["dir"])
         if (d / "config.yaml").is_file():
-            data_cfg = yaml.safe_load((d / "config.yaml").read_text())
+            data_cfg = read_yaml(d / "config.yaml", "dataset config")
         if (d / "manifest.json").is_file():
-            manifest = json.loads((d / "manifest.json").read_text())
+            manifest = read_json(d / "manifest.json", "manifest")
             manifest["_sha256"] = sha256_file(d / "manifest.json")
     return cfg, res, data_cfg, manifest
 
@@ -181,10 +180,7 @@ def export(ckpt: str | Path, out_dir: str | Path, opset: int = 17, tol: float = 
 
     ckpt, out_dir = Path(ckpt), Path(out_dir)
     require(opset >= 17, f"opset = {opset}: need >= 17")
-    require(
-        not (out_dir.exists() and any(out_dir.iterdir())),
-        f"out_dir = {str(out_dir)!r} already holds files; nothing is overwritten",
-    )
+    require_new_dir(out_dir)
     net, hp, raw = load_checkpoint(ckpt)
     train_cfg, result, data_cfg, manifest = _training_context(ckpt)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 from data_gen.errors import InputError, require
-from data_gen.shards import sha256_file, write_json_atomic
+from data_gen.shards import read_json, sha256_file, write_json_atomic
 
 FILES = ("model.onnx", "weights.safetensors", "card.json", "card.md", "SHA256SUMS")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -31,6 +30,47 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class TamperedError(InputError):
     """A registry file does not match its recorded sha256."""
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    """``SHA256SUMS`` (``<hex>  <name>`` lines) as ``{name: hex}``."""
+    out = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not (re.fullmatch(r"[0-9a-f]{64}", digest) and name):
+            raise InputError(f"{path}, line {i}: not '<sha256>  <file>' ({line[:80]!r})")
+        out[name] = digest
+    return out
+
+
+def verify_export(src: str | Path) -> dict:
+    """Check an export directory before it is published; returns its card.
+
+    Every file is present; every file matches ``SHA256SUMS`` (which covers the card too:
+    a card edited after export is refused); the card's own file hashes match; and the card
+    has the keys a deployment needs.
+    """
+    src = Path(src)
+    for f in FILES:
+        require((src / f).is_file(), f"src = {str(src)!r}: {f} missing (not an export directory)")
+    sums = read_sums(src / "SHA256SUMS")
+    for f in FILES:
+        if f == "SHA256SUMS":
+            continue
+        require(f in sums, f"{src / 'SHA256SUMS'}: lists no sha256 for {f}")
+        if sha256_file(src / f) != sums[f]:
+            raise TamperedError(
+                f"{src / f}: sha256 differs from {src / 'SHA256SUMS'} (changed after export)"
+            )
+    card = read_json(src / "card.json", "model card")
+    for key in ("components", "channels", "files", "outputs"):
+        require(key in card, f"{src / 'card.json'}: the card lacks {key!r}")
+    for f, digest in card["files"].items():
+        if not (src / f).is_file() or sha256_file(src / f) != digest:
+            raise TamperedError(f"{src / f}: sha256 does not match its card")
+    return card
 
 
 class Registry:
@@ -44,7 +84,10 @@ class Registry:
         p = self._index_path(name)
         if not p.is_file():
             return {"versions": {}, "aliases": {}}
-        return json.loads(p.read_text())
+        idx = read_json(p, "registry index")
+        for key in ("versions", "aliases"):
+            require(isinstance(idx.get(key), dict), f"{p}: registry index lacks {key!r}; corrupt")
+        return idx
 
     @contextlib.contextmanager
     def _locked(self, name: str):
@@ -60,14 +103,7 @@ class Registry:
         src = Path(src)
         for n, v in (("name", name), ("version", version), *(("alias", a) for a in aliases)):
             require(bool(_NAME.match(v)), f"{n} = {v!r}: use letters, digits, '.', '_' or '-'")
-        for f in FILES:
-            require(
-                (src / f).is_file(), f"src = {str(src)!r}: {f} missing (not an export directory)"
-            )
-        card = json.loads((src / "card.json").read_text())
-        for f, digest in card.get("files", {}).items():
-            if sha256_file(src / f) != digest:
-                raise TamperedError(f"{src / f}: sha256 does not match its card")
+        card = verify_export(src)
         with self._locked(name):
             idx = self.index(name)
             dest = self.root / name / version
@@ -128,7 +164,7 @@ class Registry:
         entry = self.index(name)["versions"][version]
         if sha256_file(d / "card.json") != entry["card_sha256"]:
             raise TamperedError(f"{d / 'card.json'}: sha256 differs from the registry index")
-        card = json.loads((d / "card.json").read_text())
+        card = read_json(d / "card.json", "model card")
         for f, digest in card["files"].items():
             if not (d / f).is_file() or sha256_file(d / f) != digest:
                 raise TamperedError(f"{d / f}: sha256 differs from the card (tampered or corrupt)")

@@ -168,7 +168,9 @@ def test_a_bayer_dataset_trains(tmp_path):
     assert a["x"].shape == (4, 12, 12)
     # packed planes are cropped, never flipped or rotated (that would change the CFA phase)
     full = dm.dataset(False)
-    assert full.flips is False and dm.dataset(True).flips is False
+    assert full.transforms == (0,) and dm.dataset(True).transforms == (0,)
+    with pytest.raises(InputError, match="packed Bayer planes"):
+        ResidualDataModule(str(d), crop=12, val_shards=1, geometric="all")
     for item in (a, b):
         assert item["a"].shape == (4,)
     with initialize_config_dir(config_dir=str(CONF), version_base=None):

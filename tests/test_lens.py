@@ -322,3 +322,33 @@ def test_bad_psf_grids_are_rejected(tmp_path):
         load_psf_grid(tmp_path / "missing.npy", 3)
     with pytest.raises(InputError, match=r"axes = \['row', 'row'"):
         load_psf_grid(wrong_axes, 3, ["row", "row", "c", "y", "x"])
+
+
+# ---- symmetries: which flips and turns a training patch may take ---------------------------
+def test_bank_symmetries_are_the_flips_and_turns_the_lens_has():
+    from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
+
+    # soft_prime: coma along x and 0° astigmatism are mirror-symmetric about the x axis only
+    assert [NAMES[t] for t in bank_symmetries(build_bank(preset("soft_prime"), 3).psfs)] == [
+        "identity",
+        "flip-y",
+    ]
+    assert bank_symmetries(build_bank(preset("diffraction"), 3).psfs) == ALL  # an Airy disc
+    # a rotationally symmetric lens with coma: its bank has every orientation it needs
+    # when the azimuths include the quarter turns (8 x 45°), only the half turn and the
+    # mirrors with 6 x 60°
+    coma = {"coma": 0.15, "astigmatism": 0.1}
+    assert bank_symmetries(bank_of(lens(aberrations_um=coma, azimuths=8)).psfs) == ALL
+    six = bank_symmetries(bank_of(lens(aberrations_um=coma, azimuths=6)).psfs)
+    assert [NAMES[t] for t in six] == ["identity", "rot180", "flip-x", "flip-y"]
+    # a lone asymmetric PSF has none but the identity; adding its mirror image adds that flip
+    rng = np.random.default_rng(0)
+    p = rng.random((1, 3, 9, 9))
+    p /= p.sum(axis=(-2, -1), keepdims=True)
+    assert bank_symmetries(p) == (0,)
+    both = np.concatenate([p, np.ascontiguousarray(dihedral(p, 4))])
+    assert bank_symmetries(both) == (0, 4)
+    # the names say what the transforms do
+    a = np.arange(9).reshape(3, 3)
+    assert (dihedral(a, 6) == a[::-1]).all() and (dihedral(a, 5) == a.T).all()
+    assert (dihedral(a, 1) == np.rot90(a)).all()

@@ -24,6 +24,7 @@ import numpy as np
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
+from data_gen.shards import read_json
 from data_gen.sources import linear_to_srgb, read_image
 from residual_train.deploy.compose import MODES, compose
 
@@ -163,7 +164,9 @@ class DeployedModel:
             (self.path / "card.json").is_file(),
             f"model = {str(path)!r}: no card.json (not an exported model directory)",
         )
-        self.card = json.loads((self.path / "card.json").read_text())
+        self.card = read_json(self.path / "card.json", "model card")
+        for key in ("components", "channels"):
+            require(key in self.card, f"{self.path / 'card.json'}: the card lacks {key!r}")
         self.heads: list[str] = list(self.card["components"])
         self.channels = int(self.card["channels"])
         self.sigma_input = "sigma" in self.card.get("inputs", [])
@@ -317,12 +320,34 @@ def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
 
     d = Path(d)
     require((d / "maps.json").is_file(), f"maps = {str(d)!r}: no maps.json (not a deploy output)")
-    meta = json.loads((d / "maps.json").read_text())
-    x = np.ascontiguousarray(np.moveaxis(tifffile.imread(d / "input.tif"), 2, 0))
-    maps = {
-        k: np.ascontiguousarray(np.moveaxis(tifffile.imread(d / f"R_{k}.tif"), 2, 0))
-        for k in meta["components"]
-    }
+    meta = read_json(d / "maps.json", "maps description")
+    comps = meta.get("components")
+    require(
+        isinstance(comps, list) and comps and all(isinstance(c, str) for c in comps),
+        f"{d / 'maps.json'}: 'components' must list the residual maps",
+    )
+
+    def planes(p: Path) -> np.ndarray:
+        require(p.is_file(), f"{p}: missing (maps = {str(d)!r} is incomplete)")
+        try:
+            a = tifffile.imread(p)
+        except Exception as e:  # tifffile raises several types for a file that is not a TIFF
+            raise InputError(f"{p}: not a readable TIFF ({type(e).__name__}: {e})") from None
+        require(
+            a.ndim == 3 and np.issubdtype(a.dtype, np.floating),
+            f"{p}: expected a float (H, W, C) TIFF, got {a.dtype} of shape {a.shape}",
+        )
+        require(bool(np.isfinite(a).all()), f"{p}: holds NaN or infinite values")
+        return np.ascontiguousarray(np.moveaxis(a, 2, 0).astype(np.float32, copy=False))
+
+    x = planes(d / "input.tif")
+    maps = {k: planes(d / f"R_{k}.tif") for k in comps}
+    for k, v in maps.items():
+        require(
+            v.shape == x.shape,
+            f"{d / f'R_{k}.tif'}: shape {v.shape[1:]} x {v.shape[0]} channels, the input "
+            f"{x.shape[1:]} x {x.shape[0]}: the maps do not belong to this input",
+        )
     return x, maps, meta
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from data_gen.cli import run_app
 from data_gen.errors import require
-from data_gen.paths import APPS
+from data_gen.paths import APPS, require_new_dir
 from residual_train.deploy import (
     load_model,
     predict_sequential,
@@ -32,10 +32,7 @@ def run(o: dict) -> dict:
     a = check_strength("blur", o["strengths"]["blur"])
     b = check_strength("noise", o["strengths"]["noise"])
     out_dir = Path(str(o["out_dir"]))
-    require(
-        not (out_dir.exists() and any(out_dir.iterdir())),
-        f"out_dir = {str(out_dir)!r} already holds files; nothing is overwritten",
-    )
+    require_new_dir(out_dir)
     registry = o.get("registry") or None
     model = load_model(str(o["model"]), registry, o["backend"])
     x = read_input(

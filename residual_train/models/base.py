@@ -130,7 +130,10 @@ class ResidualNet(nn.Module):
 
     def _deconvolve(self, x: torch.Tensor) -> torch.Tensor:
         r = self.deconv_size // 2
-        return self.deconv(F.pad(x, (r, r, r, r), mode="replicate"))
+        # always in float32, also under bf16 autocast: the inverse filter's gain would
+        # amplify bf16's rounding of x (~1e-3 at mid-grey) above low-ISO sensor noise
+        with torch.autocast(x.device.type, enabled=False):
+            return self.deconv(F.pad(x.float(), (r, r, r, r), mode="replicate"))
 
     def restore(
         self, x: torch.Tensor, sigma: torch.Tensor | None = None

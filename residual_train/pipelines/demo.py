@@ -28,6 +28,7 @@ import numpy as np
 from data_gen.cli import compose_config, run_app
 from data_gen.errors import InputError
 from data_gen.paths import APPS, CONF
+from data_gen.shards import read_json
 
 PROFILES = {
     # about 7 minutes on 2 CPU cores (see the report's timings)
@@ -100,11 +101,12 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
             CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *prof["train"]]
         )
         if (run_dir / "result.json").is_file():
-            result = json.loads((run_dir / "result.json").read_text())
+            result = read_json(run_dir / "result.json", "training result")
             print("[demo] reusing the finished training run", flush=True)
         else:
-            if (run_dir / "checkpoints" / "last.ckpt").is_file():
-                train_cfg["ckpt_path"] = "last"  # an interrupted demo resumes
+            # an interrupted demo resumes from its checkpoint (or, killed before the first
+            # one, moves the partial run aside and starts again)
+            train_cfg["ckpt_path"] = "auto"
             result = train(train_cfg)
     with timer.stage("export + publish"):
         from data_gen.shards import sha256_file
@@ -156,7 +158,7 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
         }
         psf = build_pipeline(data_cfg).bank.psfs[0]
         index = write_report(out / "report", info, data_cfg, train_cfg, run_dir, evaluations, psf)
-    summary = json.loads((out / "report" / "report.json").read_text())
+    summary = read_json(out / "report" / "report.json", "report summary")
     summary["info"]["timings_s"] = timer.stages  # now including the report stage
     (out / "report" / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"[demo] report: {index}", flush=True)

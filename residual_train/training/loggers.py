@@ -25,6 +25,39 @@ class _AppendingWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger):
     """CSVLogger whose ``metrics.csv`` continues across ``ckpt_path=last`` resumes."""
 
+    def trim_after(self, step: int) -> int:
+        """Drop the rows a killed attempt logged after the checkpoint at ``step`` (the
+        resumed run logs those steps again); returns how many were dropped.
+
+        Training rows logged at ``step`` or later came after the checkpoint; validation at
+        ``step`` itself ran before it was saved (the checkpoint holds its result)."""
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return 0
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or "step" not in rows[0]:
+            return 0
+        head, body = rows[0], rows[1:]
+        si = head.index("step")
+        train_cols = [i for i, k in enumerate(head) if k.startswith("train/") or k == "lr"]
+
+        def before(r: list[str]) -> bool:
+            try:
+                s = int(float(r[si]))
+            except (ValueError, IndexError):
+                return True
+            is_train = any(i < len(r) and r[i] != "" for i in train_cols)
+            return s < step or (s == step and not is_train)
+
+        keep = [r for r in body if before(r)]
+        if len(keep) < len(body):
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([head, *keep])
+            os.replace(tmp, path)
+        return len(body) - len(keep)
+
     @property
     @rank_zero_experiment
     def experiment(self) -> _AppendingWriter:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,10 +19,11 @@ import yaml
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 
-from data_gen.errors import require
+from data_gen.errors import InputError, require
 from residual_train.data import ResidualDataModule
 from residual_train.training.callbacks import RecordSeenSamples
 from residual_train.training.lit import ResidualModule
+from residual_train.training.loggers import ResumableCSVLogger
 
 log = logging.getLogger("residual_train")
 
@@ -52,6 +55,81 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
         + (" (nothing to resume in this run_dir)" if ckpt_path == "last" else ""),
     )
     return str(p)
+
+
+# what a training run writes into its run_dir (a Slurm log or a user's notes are not a run)
+RUN_OUTPUTS = (
+    "config.yaml",
+    "checkpoints",
+    "logs",
+    "result.json",
+    "panels",
+    "tb",
+    "wandb",
+    "wandb_run_id",
+)
+
+
+def claim_run_dir(run_dir: Path, ckpt_path: str | None, resuming: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one (nothing written is lost).
+
+    A fresh start (no checkpoint to resume) in a ``run_dir`` that already holds a run is
+    refused, unless ``overwrite=true`` (the old run is moved aside to
+    ``RUN_DIR.replaced-TIME``, not deleted) or ``ckpt_path=auto`` found nothing to resume
+    (a job killed before its first checkpoint: its partial run is moved aside too).
+    """
+    if resuming or not run_dir.is_dir():
+        return
+    found = [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
+    if not found:
+        return
+    if not (overwrite or ckpt_path == "auto"):
+        raise InputError(
+            f"run_dir = {run_dir} already holds a run ({', '.join(found)}): resume it with "
+            "ckpt_path=last, choose another run_dir, or pass overwrite=true to move it aside"
+        )
+    aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside, n = aside.with_name(f"{aside.name.split('~')[0]}~{n}"), n + 1
+    os.replace(run_dir, aside)
+    log.warning("run_dir %s held a run: moved aside to %s", run_dir, aside)
+
+
+def checkpoint_step(path: str) -> int:
+    """The global step a checkpoint was saved at; a file that is not a loadable checkpoint
+    (truncated, not a checkpoint, a pickle payload) is an :class:`InputError`."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ck["global_step"])
+    except Exception as e:  # torch raises several types for a bad file
+        reason = " ".join(str(e).split())[:200]
+        raise InputError(f"ckpt_path: {path} is not a loadable checkpoint ({reason})") from None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is
+    emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision, accelerator: str):
+    """``trainer.precision=auto``: ``bf16-mixed`` where the device computes bf16 natively
+    (a CUDA GPU that supports it, or an AVX512-BF16 / AMX CPU), else ``32``."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 32
+    return "bf16-mixed" if cpu_has_bf16() else 32
 
 
 def build_loggers(cfg: dict, run_dir: Path) -> list:
@@ -99,7 +177,17 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         data_cfg.get("dir") not in (None, "???"),
         "data.dir is missing: give the dataset directory as data.dir=DIR",
     )
+    ckpt = resolve_ckpt(cfg.get("ckpt_path"), run_dir)
+    resume_step = checkpoint_step(ckpt) if ckpt else None
+    if rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0":
+        claim_run_dir(run_dir, cfg.get("ckpt_path"), ckpt is not None, bool(cfg.get("overwrite")))
+    tc = cfg.get("trainer") or {}
+    if tc.get("precision") == "auto":  # saved resolved in config.yaml: what this run used
+        tc["precision"] = resolve_precision("auto", str(tc.get("accelerator", "auto")))
+        log.info("trainer.precision=auto: %s on this device", tc["precision"])
     dm = ResidualDataModule(**data_cfg, seed=int(cfg.get("seed", 0)))
+    if dm.augment_train:
+        log.info("training augmentation: random crops; %s", ", ".join(dm.transform_names))
     model_cfg = dict(cfg["model"])
     model_cfg["sigma_map"] = bool(data_cfg.get("sigma_map", False))
     module = ResidualModule(
@@ -110,7 +198,6 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         dict(cfg.get("val") or {}),
         str(run_dir),
     )
-    ckpt = resolve_ckpt(cfg.get("ckpt_path"), run_dir)
     monitor = monitor_metric(cfg)
     if module.net.deconv_size and ckpt is None:
         psf = dm.mean_psf()
@@ -124,6 +211,10 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         name = "config.yaml" if ckpt is None else "config.resumed.yaml"
         (run_dir / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
     loggers = build_loggers(cfg, run_dir)
+    if resume_step is not None and rank_zero_only.rank == 0:
+        for lg in loggers:
+            if isinstance(lg, ResumableCSVLogger) and lg.trim_after(resume_step):
+                log.info("metrics.csv: dropped rows logged after step %d (resumed)", resume_step)
     # (Lightning >= 2.5 refreshes save_last only when a top-k file was written in the same
     # step: conf/callbacks/default.yaml's `last` always keeps the newest state instead.)
     named = build_callbacks(cfg, run_dir, monitor)

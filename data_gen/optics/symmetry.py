@@ -1,0 +1,53 @@
+"""The eight symmetries of the square (flips and quarter turns) and the ones a lens has.
+
+A flip or rotation of a training patch also flips or rotates the blur in it:
+``T(psf ⊛ S) = T(psf) ⊛ T(S)``. Augmenting with ``T`` therefore shows the network a lens
+whose PSF is ``T(psf)``. That is harmless only where the lens has that PSF somewhere in its
+bank (a rotationally symmetric lens rotated by 90° is itself, at another azimuth);
+otherwise it teaches the network to undo blurs the camera never makes (a lens with coma
+along x, flipped left-right, has coma along −x). :func:`bank_symmetries` finds the
+transforms under which a bank maps onto itself.
+
+Transform ``t`` in 0..7: mirror the last axis when ``t >= 4``, then turn by ``t % 4``
+quarter turns (numpy's ``rot90`` on the last two axes). 0 is the identity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAMES = ("identity", "rot90", "rot180", "rot270", "flip-x", "transpose", "flip-y", "antitranspose")
+ALL = tuple(range(8))
+
+
+def dihedral(a: np.ndarray, t: int) -> np.ndarray:
+    """Transform ``t`` (0..7) of ``a`` ``(..., H, W)`` on its last two axes (a view)."""
+    if not 0 <= t < 8:
+        raise ValueError(f"dihedral transform {t}: expected 0..7")
+    if t >= 4:
+        a = a[..., ::-1]
+    return np.rot90(a, t % 4, axes=(-2, -1))
+
+
+def bank_symmetries(psfs: np.ndarray, tol: float = 0.02) -> tuple[int, ...]:
+    """Transforms under which the bank ``psfs`` ``(N, C, K, K)`` maps onto itself.
+
+    ``t`` is kept when every transformed PSF is within ``tol`` (relative L1 distance; PSFs
+    sum to 1 per channel) of some PSF of the bank. Always contains 0 (the identity).
+    """
+    p = np.asarray(psfs, np.float64)
+    if p.ndim != 4 or p.shape[-1] != p.shape[-2]:
+        raise ValueError(f"PSF bank of shape {p.shape}: expected (N, C, K, K)")
+    flat = p.reshape(len(p), -1)
+    norm = np.abs(flat).sum(1).max()
+    keep = []
+    for t in ALL:
+        q = np.ascontiguousarray(dihedral(p, t)).reshape(len(p), -1)
+        # distance of each transformed PSF to its nearest bank PSF (a chunked all-pairs L1)
+        worst, step = 0.0, max(1, int(2e7 // flat.size))  # ~160 MB per chunk at most
+        for i in range(0, len(q), step):
+            d = np.abs(q[i : i + step, None, :] - flat[None, :, :]).sum(-1).min(1)
+            worst = max(worst, float(d.max()))
+        if worst <= tol * norm:
+            keep.append(t)
+    return tuple(keep)

@@ -1,0 +1,482 @@
+"""Bad input and faults: every command ends with its result or one line naming what was
+wrong (exit 2 bad input, 1 environment), and nothing written earlier is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from data_gen.errors import InputError
+from data_gen.generate import build_pipeline, claim_out_dir, generate
+from data_gen.shards import MANIFEST
+from residual_train.registry import Registry, TamperedError
+from residual_train.training.train import train
+from tests.conftest import ROOT, compose_cfg, tree_digest
+from tests.test_train import train_cfg
+
+
+def run(module: str, *args: str, env: dict | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line_error(r, code: int, *needles: str) -> str:
+    """The command failed with ``code`` and one line on stderr holding every needle."""
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("error: "), r.stderr[-2000:]
+    for n in needles:
+        assert n in err[0], (n, err[0])
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A tiny dataset, a trained run and its export."""
+    root = tmp_path_factory.mktemp("rel")
+    ds = root / "ds"
+    generate(compose_cfg(f"out_dir={ds}", "patch_size=24", "source.size=96"))
+    train(
+        train_cfg(
+            f"data.dir={ds}", f"run_dir={root / 'run'}", "trainer.max_epochs=1", "val.panel_every=0"
+        )
+    )
+    from residual_train.export import export
+
+    export(root / "run" / "checkpoints" / "last.ckpt", root / "exp")
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(root / "x.png")
+    return {"ds": ds, "run": root / "run", "exp": root / "exp", "png": root / "x.png"}
+
+
+# ---- recompose reads only maps that match -------------------------------------------------
+@pytest.fixture(scope="module")
+def maps(small, tmp_path_factory):
+    d = tmp_path_factory.mktemp("maps")
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(d / "in.tif", img, photometric="rgb")
+    r = run(
+        "residual_train.deploy",
+        f"model={small['exp']}",
+        f"input={d / 'in.tif'}",
+        f"out_dir={d / 'm'}",
+        "iso=800",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return d / "m"
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (
+            lambda m: tifffile.imwrite(m / "R_blur.tif", np.zeros((1, 1, 3), np.float32)),
+            "R_blur.tif",
+        ),
+        (
+            lambda m: tifffile.imwrite(m / "R_noise.tif", np.full((40, 56, 3), np.nan, np.float32)),
+            "NaN",
+        ),
+        (lambda m: (m / "R_blur.tif").unlink(), "R_blur.tif: missing"),
+        (lambda m: (m / "R_noise.tif").write_text("not a tiff"), "not a readable TIFF"),
+        (
+            lambda m: (m / "maps.json").write_text("{oops"),
+            "maps.json: maps description is not valid JSON",
+        ),
+        (
+            lambda m: tifffile.imwrite(m / "input.tif", np.zeros((40, 56, 4), np.float32)),
+            "do not belong",
+        ),
+    ],
+)
+def test_recompose_refuses_maps_that_do_not_match(maps, tmp_path, damage, needle):
+    m = tmp_path / "m"
+    shutil.copytree(maps, m)
+    damage(m)
+    r = run(
+        "residual_train.deploy.recompose",
+        f"maps={m}",
+        "strengths.blur=0.5",
+        f"out={tmp_path / 'y.tif'}",
+    )
+    one_line_error(r, 2, needle)
+    assert not (tmp_path / "y.tif").exists()
+
+
+# ---- training never overwrites a run --------------------------------------------------------
+def test_training_refuses_an_existing_run_dir_and_overwrite_moves_it_aside(small, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(small["run"], run_dir)
+    before = tree_digest(run_dir)
+    r = run(
+        "residual_train",
+        f"data.dir={small['ds']}",
+        f"run_dir={run_dir}",
+        "experiment=tiny",
+        "seed=7",
+    )
+    one_line_error(r, 2, "already holds a run", "ckpt_path=last", "overwrite=true")
+    assert tree_digest(run_dir) == before
+    res = train(
+        train_cfg(
+            f"data.dir={small['ds']}",
+            f"run_dir={run_dir}",
+            "trainer.max_epochs=1",
+            "val.panel_every=0",
+            "overwrite=true",
+        )
+    )
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and tree_digest(aside[0]) == before  # the old run, intact
+    assert res["global_step"] > 0 and (run_dir / "result.json").is_file()
+
+
+# ---- publish verifies what it copies --------------------------------------------------------
+def test_publish_refuses_an_export_edited_after_export(small, tmp_path):
+    src = tmp_path / "exp"
+    shutil.copytree(small["exp"], src)
+    card = json.loads((src / "card.json").read_text())
+    card["metrics"]["value"] = 99.0  # "better" on paper
+    (src / "card.json").write_text(json.dumps(card))
+    reg = tmp_path / "reg"
+    with pytest.raises(TamperedError, match="card.json: sha256 differs from .*SHA256SUMS"):
+        Registry(reg).publish(src, "m", "1")
+    assert not (reg / "m" / "1").exists() and not (reg / "m" / "index.json").exists()
+    (src / "SHA256SUMS").write_text("garbage\n")
+    r = run("residual_train.publish", f"src={src}", f"registry={reg}", "name=m", "version=1")
+    one_line_error(r, 2, "SHA256SUMS, line 1")
+
+
+@pytest.mark.parametrize(
+    "what, corrupt, command, needle",
+    [
+        (
+            "registry index",
+            "reg/m/index.json",
+            ["residual_train.publish", "list"],
+            "index.json: registry index is not valid JSON",
+        ),
+        (
+            "model card",
+            "exp/card.json",
+            ["residual_train.deploy"],
+            "card.json: model card is not valid JSON",
+        ),
+        (
+            "manifest",
+            "ds/manifest.json",
+            ["data_gen.verify"],
+            "manifest.json: manifest is not valid JSON",
+        ),
+    ],
+)
+def test_corrupt_json_is_named_not_a_traceback(small, tmp_path, what, corrupt, command, needle):
+    ds, exp = tmp_path / "ds", tmp_path / "exp"
+    shutil.copytree(small["ds"], ds)
+    shutil.copytree(small["exp"], exp)
+    Registry(tmp_path / "reg").publish(exp, "m", "1")
+    (tmp_path / corrupt).write_text('{"truncated": ')
+    args = {
+        "residual_train.publish": [f"registry={tmp_path / 'reg'}"],
+        "residual_train.deploy": [
+            f"model={exp}",
+            f"input={tmp_path / 'x.png'}",
+            f"out_dir={tmp_path / 'o'}",
+        ],
+        "data_gen.verify": [str(ds)],
+    }[command[0]]
+    r = run(*command, *args)
+    one_line_error(r, 2, needle)
+
+
+# ---- file-system failures are one line, exit 1 -----------------------------------------------
+def test_out_dir_that_is_a_file(small, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = run(
+        "data_gen",
+        f"out_dir={f}",
+        "shards=1",
+        "samples_per_shard=4",
+        "patch_size=16",
+        "source.size=64",
+        "progress=false",
+    )
+    one_line_error(r, 2, str(f), "is a file, not a directory")
+    r = run(
+        "residual_train.export",
+        f"ckpt={small['run'] / 'checkpoints' / 'last.ckpt'}",
+        f"out_dir={f}",
+    )
+    one_line_error(r, 2, str(f), "is a file, not a directory")
+    assert f.read_text() == "x"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, readonly: bool = False):
+    path.mkdir()
+    opts = f"size={size}" + (",ro" if readonly else "")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root'}): needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="a full disk and a read-only file system need a tmpfs mount: root only",
+)
+def test_full_disk_and_read_only_file_system(tmp_path):
+    gen = ["shards=2", "samples_per_shard=64", "patch_size=48", "source.size=96", "progress=false"]
+    with tmpfs(tmp_path / "small", "96k") as d:
+        r = run("data_gen", f"out_dir={d / 'ds'}", *gen)
+        line = one_line_error(r, 1, "No space left on device", "disk is full")
+        assert str(d) in line
+        # nothing half-written under a final name, no temporary file left behind
+        assert not list((d / "ds").glob("shard-*.h5"))
+        assert not [p for p in (d / "ds").rglob("*") if ".tmp-" in p.name]
+    with tmpfs(tmp_path / "ro", "1m", readonly=True) as d:
+        r = run("data_gen", f"out_dir={d / 'ds'}", *gen)
+        one_line_error(r, 1, "Read-only file system", str(d / "ds"))
+
+
+# ---- the out_dir claim is atomic ------------------------------------------------------------
+def claim_race(out: Path, pipes: list) -> tuple[list[str], list[str]]:
+    """Every pipeline claims ``out`` at the same moment (threads behind a barrier)."""
+    barrier = threading.Barrier(len(pipes))
+    won, lost = [], []
+
+    def claim(p) -> None:
+        barrier.wait()
+        try:
+            claim_out_dir(out, p)
+            won.append(p.hash)
+        except InputError as e:
+            assert "another config" in str(e)
+            lost.append(p.hash)
+
+    threads = [threading.Thread(target=claim, args=(p,)) for p in pipes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, lost
+
+
+def test_concurrent_claims_with_different_configs_let_exactly_one_through(tmp_path):
+    import yaml
+
+    from data_gen.generate import config_hash
+
+    pipes = [build_pipeline(compose_cfg(f"out_dir={tmp_path}", f"seed={s}")) for s in range(6)]
+    for trial in range(5):
+        out = tmp_path / f"t{trial}"
+        won, lost = claim_race(out, pipes)
+        assert len(won) == 1 and len(lost) == len(pipes) - 1, (trial, won, lost)
+        assert config_hash(yaml.safe_load((out / "config.yaml").read_text())) == won[0]
+        assert [p.name for p in out.iterdir()] == ["config.yaml"]  # no temporary file left
+    # the same config claimed concurrently: all proceed (a Slurm array's tasks)
+    same = [build_pipeline(compose_cfg(f"out_dir={tmp_path}", "seed=3")) for _ in range(4)]
+    won, lost = claim_race(tmp_path / "same", same)
+    assert len(won) == 4 and not lost
+
+
+def test_two_generators_with_different_seeds_never_both_write(tmp_path):
+    out = tmp_path / "ds"
+    common = [
+        "shards=4",
+        "samples_per_shard=8",
+        "patch_size=16",
+        "source.size=64",
+        "progress=false",
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "data_gen",
+                f"out_dir={out}",
+                f"seed={s}",
+                f"shard_index={rng}",
+                *common,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s, rng in ((1, "range(0,2)"), (2, "range(2,4)"))
+    ]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    assert codes == [0, 2]
+    import yaml
+
+    from data_gen.generate import config_hash
+
+    want = config_hash(yaml.safe_load((out / "config.yaml").read_text()))
+    import h5py
+
+    for shard in out.glob("shard-*.h5"):
+        with h5py.File(shard) as f:
+            assert f.attrs["config_hash"] == want
+
+
+# ---- faults in the generator ----------------------------------------------------------------
+def test_killing_the_generator_takes_its_workers_with_it(tmp_path):
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "data_gen",
+            f"out_dir={tmp_path / 'ds'}",
+            "workers=2",
+            "shards=8",
+            "samples_per_shard=256",
+            "patch_size=64",
+            "source.size=128",
+            "progress=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def children() -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(p.pid)], capture_output=True, text=True
+        )
+        return [int(x) for x in out.stdout.split()]
+
+    deadline = time.time() + 120
+    while len(children()) < 2 and time.time() < deadline:  # pool workers (+ resource tracker)
+        time.sleep(0.2)
+    kids = children()
+    assert len(kids) >= 2, "the pool never started"
+    time.sleep(1.0)  # workers are rendering
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        st = Path(f"/proc/{pid}/stat")
+        return st.exists() and st.read_text().split()[2] != "Z"
+
+    deadline = time.time() + 20
+    while any(alive(k) for k in kids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [k for k in kids if alive(k)]
+
+
+def test_stale_temporary_files_are_reported_then_cleaned(small, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(small["ds"], ds)
+    old = time.time() - 7200
+    stale = [ds / "shard-00000-of-00003.h5.tmp-host-123", ds / "records" / "x.json.tmp-host-9"]
+    for f in stale:
+        f.write_text("partial")
+        os.utime(f, (old, old))
+    r = run("data_gen.verify", str(ds))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in stale:
+        assert f"{f.relative_to(ds)} is a temporary file" in r.stdout
+    cfg = compose_cfg(f"out_dir={ds}", "patch_size=24", "source.size=96")
+    res = generate(cfg)
+    assert res["shards_written"] == 0 and not any(f.exists() for f in stale)
+
+
+def test_verify_without_a_manifest_says_how_far_the_dataset_got(small, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(small["ds"], ds)
+    (ds / MANIFEST).unlink()
+    (ds / "shard-00001-of-00003.h5").unlink()
+    r = run("data_gen.verify", str(ds))
+    assert r.returncode == 1 and "no manifest yet: 2 of 3 shards complete" in r.stdout
+
+
+# ---- originals and small commands --------------------------------------------------------------
+def test_an_original_below_black_is_refused(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    tifffile.imwrite(d / "neg.tif", np.full((96, 96, 3), -5.0, np.float32))
+    with pytest.raises(InputError, match=r"neg.tif: values down to -5"):
+        generate(compose_cfg(f"out_dir={tmp_path / 'o'}", "source=folder", f"source.path={d}"))
+    assert not (tmp_path / "o").exists()
+    tifffile.imwrite(
+        d / "neg.tif",
+        np.full((96, 96, 3), 0.3, np.float32) * (np.arange(96) % 3 > 0)[None, :, None]
+        - 0.005 * (np.arange(96) % 2)[:, None, None],
+    )
+    from data_gen.sources import FolderSource
+
+    assert FolderSource(str(d), False, 1.0).load(d / "neg.tif").pixels.min() == 0.0  # clipped
+
+
+def test_preview_of_no_samples_is_refused(small, tmp_path):
+    r = run("data_gen.preview", str(small["ds"]), f"out={tmp_path / 'p.png'}", "n=0")
+    one_line_error(r, 2, "n = 0")
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["nope=1"], "Could not override 'nope'"),
+        (["lens=nope"], "Could not find 'lens/nope'"),
+        (["shards=[1"], "no viable alternative"),
+    ],
+)
+def test_hydra_errors_are_one_line(args, needle, tmp_path):
+    one_line_error(run("data_gen", f"out_dir={tmp_path / 'o'}", *args), 2, needle)
+
+
+def test_a_corrupt_checkpoint_is_named_when_resuming_or_exporting(small, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(small["run"], run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])  # truncated (a full disk, a killed copy)
+    before = tree_digest(run_dir)
+    r = run(
+        "residual_train",
+        f"data.dir={small['ds']}",
+        f"run_dir={run_dir}",
+        "experiment=tiny",
+        "ckpt_path=last",
+    )
+    one_line_error(r, 2, "last.ckpt is not a loadable checkpoint")
+    assert tree_digest(run_dir) == before
+    r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
+    one_line_error(r, 2, "not a loadable checkpoint")
+    (run_dir / "result.json").write_text("{")
+    ckpt.write_bytes((small["run"] / "checkpoints" / "last.ckpt").read_bytes())
+    r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
+    one_line_error(r, 2, "result.json: training result is not valid JSON")
+    assert not (tmp_path / "e").exists()
