@@ -41,6 +41,7 @@ from data_gen.shards import (
     StorageSpec,
     build_manifest,
     meta_dtype,
+    read_mapping,
     remove_stale_tmp,
     remove_stale_tmp_files,
     shard_complete,
@@ -377,11 +378,8 @@ def claim_out_dir(out_dir: Path, pipe: Pipeline) -> None:
                 f.write(tmp.read_text())
         finally:
             tmp.unlink(missing_ok=True)
-    try:
-        old = yaml.safe_load(saved.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{saved} is not valid YAML ({e}); is {out_dir} a dataset?") from None
-    if not isinstance(old, dict) or config_hash(old) != pipe.hash:
+    old = read_mapping(saved, "dataset config")
+    if config_hash(old) != pipe.hash:
         raise InputError(
             f"out_dir = {str(out_dir)!r} holds a dataset made with another config "
             f"(differs in: {', '.join(_differs(old, pipe))}); nothing was changed there. Use "

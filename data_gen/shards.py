@@ -1,4 +1,4 @@
-"""HDF5 shard storage, schema v1 (docs/design.md §6), per-shard records and the manifest.
+"""HDF5 shard storage, schema v1 (docs/design.md §7), per-shard records and the manifest.
 
 A shard is written to ``NAME.tmp-PID`` and renamed when complete, so a crashed task
 never leaves a half shard under its final name. After the rename a record
@@ -67,34 +67,23 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path, what: str = "file") -> dict:
-    """A JSON object the project wrote; a missing, unreadable or corrupt file is an
-    :class:`InputError` naming it (``what`` says what the file is)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {what} is missing")
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(
-            f"{path}: {what} is not valid JSON ({e}); corrupt or hand-edited"
-        ) from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: {what} holds a {type(obj).__name__}, not a JSON object")
-    return obj
-
-
-def read_yaml(path: Path, what: str = "file") -> dict:
-    """A YAML mapping the project wrote (a saved config); corrupt -> :class:`InputError`."""
+def read_mapping(path: Path, what: str = "file") -> dict:
+    """A JSON or YAML mapping the project wrote (by the suffix: ``.json``, else YAML); a
+    missing, unreadable or corrupt file is an :class:`InputError` naming it and ``what``
+    it is."""
     import yaml
 
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} is missing")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        obj = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        text = path.read_text()
+        obj = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
         msg = " ".join(str(e).split())
         raise InputError(
-            f"{path}: {what} is not valid YAML ({msg}); corrupt or hand-edited"
+            f"{path}: {what} is not valid {kind} ({msg}); corrupt or hand-edited"
         ) from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: {what} holds a {type(obj).__name__}, not a mapping")
@@ -277,7 +266,7 @@ def load_manifest(data_dir: Path) -> dict:
     p = Path(data_dir) / MANIFEST
     if not p.is_file():
         raise InputError(f"{p}: no manifest (is {data_dir} a generated dataset, and complete?)")
-    m = read_json(p, "manifest")
+    m = read_mapping(p, "manifest")
     for key in ("schema_version", "config_hash", "shards"):
         if key not in m:
             raise InputError(f"{p}: manifest lacks the key {key!r}")

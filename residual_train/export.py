@@ -27,7 +27,7 @@ from data_gen.cli import run_app
 from data_gen.errors import InputError, require
 from data_gen.paths import APPS, require_new_dir
 from data_gen.sensor import build_sensor
-from data_gen.shards import read_json, read_yaml, sha256_file
+from data_gen.shards import read_mapping, sha256_file
 from residual_train.models import ResidualNet, build_model
 
 CARD_FORMAT = "residual-train-model/1"
@@ -105,12 +105,12 @@ def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None
     """(training config, result, dataset config, manifest) found beside the checkpoint."""
     run_dir = ckpt.parent.parent
     cfg = (
-        read_yaml(run_dir / "config.yaml", "training config")
+        read_mapping(run_dir / "config.yaml", "training config")
         if (run_dir / "config.yaml").is_file()
         else None
     )
     res = (
-        read_json(run_dir / "result.json", "training result")
+        read_mapping(run_dir / "result.json", "training result")
         if (run_dir / "result.json").is_file()
         else None
     )
@@ -118,9 +118,9 @@ def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None
     if cfg and (cfg.get("data") or {}).get("dir"):
         d = Path(cfg["data"]["dir"])
         if (d / "config.yaml").is_file():
-            data_cfg = read_yaml(d / "config.yaml", "dataset config")
+            data_cfg = read_mapping(d / "config.yaml", "dataset config")
         if (d / "manifest.json").is_file():
-            manifest = read_json(d / "manifest.json", "manifest")
+            manifest = read_mapping(d / "manifest.json", "manifest")
             manifest["_sha256"] = sha256_file(d / "manifest.json")
     return cfg, res, data_cfg, manifest
 

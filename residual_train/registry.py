@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from data_gen.errors import InputError, require
-from data_gen.shards import read_json, sha256_file, write_json_atomic
+from data_gen.shards import read_mapping, sha256_file, write_json_atomic
 
 FILES = ("model.onnx", "weights.safetensors", "card.json", "card.md", "SHA256SUMS")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -64,7 +64,7 @@ def verify_export(src: str | Path) -> dict:
             raise TamperedError(
                 f"{src / f}: sha256 differs from {src / 'SHA256SUMS'} (changed after export)"
             )
-    card = read_json(src / "card.json", "model card")
+    card = read_mapping(src / "card.json", "model card")
     for key in ("components", "channels", "files", "outputs"):
         require(key in card, f"{src / 'card.json'}: the card lacks {key!r}")
     for f, digest in card["files"].items():
@@ -84,7 +84,7 @@ class Registry:
         p = self._index_path(name)
         if not p.is_file():
             return {"versions": {}, "aliases": {}}
-        idx = read_json(p, "registry index")
+        idx = read_mapping(p, "registry index")
         for key in ("versions", "aliases"):
             require(isinstance(idx.get(key), dict), f"{p}: registry index lacks {key!r}; corrupt")
         return idx
@@ -164,7 +164,7 @@ class Registry:
         entry = self.index(name)["versions"][version]
         if sha256_file(d / "card.json") != entry["card_sha256"]:
             raise TamperedError(f"{d / 'card.json'}: sha256 differs from the registry index")
-        card = read_json(d / "card.json", "model card")
+        card = read_mapping(d / "card.json", "model card")
         for f, digest in card["files"].items():
             if not (d / f).is_file() or sha256_file(d / f) != digest:
                 raise TamperedError(f"{d / f}: sha256 differs from the card (tampered or corrupt)")

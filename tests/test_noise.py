@@ -119,7 +119,7 @@ def test_the_formula_works_on_python_scalars_too():
 
 
 def test_data_gen_imports_nothing_from_residual_train():
-    """The physics and data layer stands alone (docs/design.md §5)."""
+    """The physics and data layer stands alone (docs/design.md §6)."""
     import subprocess
     import sys
 

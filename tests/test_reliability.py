@@ -123,18 +123,18 @@ def test_recompose_refuses_maps_that_do_not_match(maps, tmp_path, damage, needle
     assert not (tmp_path / "y.tif").exists()
 
 
+def train_cli(small: dict, run_dir: Path, *extra: str):
+    return run(
+        "residual_train", f"data.dir={small['ds']}", f"run_dir={run_dir}", "experiment=tiny", *extra
+    )
+
+
 # ---- training never overwrites a run --------------------------------------------------------
 def test_training_refuses_an_existing_run_dir_and_overwrite_moves_it_aside(small, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(small["run"], run_dir)
     before = tree_digest(run_dir)
-    r = run(
-        "residual_train",
-        f"data.dir={small['ds']}",
-        f"run_dir={run_dir}",
-        "experiment=tiny",
-        "seed=7",
-    )
+    r = train_cli(small, run_dir, "seed=7")
     one_line_error(r, 2, "already holds a run", "ckpt_path=last", "overwrite=true")
     assert tree_digest(run_dir) == before
     res = train(
@@ -464,13 +464,7 @@ def test_a_corrupt_checkpoint_is_named_when_resuming_or_exporting(small, tmp_pat
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:5000])  # truncated (a full disk, a killed copy)
     before = tree_digest(run_dir)
-    r = run(
-        "residual_train",
-        f"data.dir={small['ds']}",
-        f"run_dir={run_dir}",
-        "experiment=tiny",
-        "ckpt_path=last",
-    )
+    r = train_cli(small, run_dir, "ckpt_path=last")
     one_line_error(r, 2, "last.ckpt is not a loadable checkpoint")
     assert tree_digest(run_dir) == before
     r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")

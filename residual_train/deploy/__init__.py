@@ -24,7 +24,7 @@ import numpy as np
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
-from data_gen.shards import read_json
+from data_gen.shards import read_mapping
 from data_gen.sources import linear_to_srgb, read_image
 from residual_train.deploy.compose import MODES, compose
 
@@ -164,7 +164,7 @@ class DeployedModel:
             (self.path / "card.json").is_file(),
             f"model = {str(path)!r}: no card.json (not an exported model directory)",
         )
-        self.card = read_json(self.path / "card.json", "model card")
+        self.card = read_mapping(self.path / "card.json", "model card")
         for key in ("components", "channels"):
             require(key in self.card, f"{self.path / 'card.json'}: the card lacks {key!r}")
         self.heads: list[str] = list(self.card["components"])
@@ -320,7 +320,7 @@ def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
 
     d = Path(d)
     require((d / "maps.json").is_file(), f"maps = {str(d)!r}: no maps.json (not a deploy output)")
-    meta = read_json(d / "maps.json", "maps description")
+    meta = read_mapping(d / "maps.json", "maps description")
     comps = meta.get("components")
     require(
         isinstance(comps, list) and comps and all(isinstance(c, str) for c in comps),

@@ -1,4 +1,4 @@
-"""Evaluation on real photographs (docs/design.md §7).
+"""Evaluation on real photographs (docs/design.md §8).
 
 ``python -m residual_train.evaluate model=REF images=DIR|builtin out=DIR`` renders
 real photographs through the lens and sensor of a model's card, corrects them, and

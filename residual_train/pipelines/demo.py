@@ -28,7 +28,7 @@ import numpy as np
 from data_gen.cli import compose_config, run_app
 from data_gen.errors import InputError
 from data_gen.paths import APPS, CONF
-from data_gen.shards import read_json
+from data_gen.shards import read_mapping
 
 PROFILES = {
     # about 7 minutes on 2 CPU cores (see the report's timings)
@@ -101,7 +101,7 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
             CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *prof["train"]]
         )
         if (run_dir / "result.json").is_file():
-            result = read_json(run_dir / "result.json", "training result")
+            result = read_mapping(run_dir / "result.json", "training result")
             print("[demo] reusing the finished training run", flush=True)
         else:
             # an interrupted demo resumes from its checkpoint (or, killed before the first
@@ -158,7 +158,7 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
         }
         psf = build_pipeline(data_cfg).bank.psfs[0]
         index = write_report(out / "report", info, data_cfg, train_cfg, run_dir, evaluations, psf)
-    summary = read_json(out / "report" / "report.json", "report summary")
+    summary = read_mapping(out / "report" / "report.json", "report summary")
     summary["info"]["timings_s"] = timer.stages  # now including the report stage
     (out / "report" / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"[demo] report: {index}", flush=True)
