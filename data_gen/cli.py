@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -47,6 +48,21 @@ def origin_hint(message: str, config_name: str) -> str:
     if choice is not None and "." in key:
         return f" [from conf/{group}/{choice}.yaml]"
     return f" [from conf/{config_name}.yaml]"
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a ``kill -9`` of the
+    generator takes its pool workers with it instead of leaving them rendering)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(
+                1, int(signal.SIGKILL)
+            )  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl: follow it
+            os._exit(1)
 
 
 def describe_os_error(e: OSError) -> str:

@@ -17,7 +17,6 @@ import multiprocessing as mp
 import os
 import re
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ import yaml
 
 from data_gen import __version__
 from data_gen.cfa import PATTERNS, PLANE_COLOUR
+from data_gen.cli import die_with_parent
 from data_gen.errors import InputError, require
 from data_gen.optics import PSFBank, build_bank
 from data_gen.render import BlurOperator, draw_sample, render_batch
@@ -313,21 +313,6 @@ def make_shard(
 # ---- process pool -------------------------------------------------------------------
 _worker_pipe: Pipeline | None = None
 _worker_queue = None
-
-
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent dies (a ``kill -9`` of the
-    generator takes its pool workers with it instead of leaving them rendering)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(
-                1, int(signal.SIGKILL)
-            )  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before prctl: follow it
-            os._exit(1)
 
 
 def _init_worker(cfg: dict, queue) -> None:

@@ -15,7 +15,9 @@ publish    residual_train.publish                copy an export into a registry
 deploy     residual_train.deploy                 correct an image, save the residual maps
 recompose  residual_train.deploy.recompose       compose saved maps at new strengths
 evaluate   residual_train.evaluate               quality on real photographs vs classical
-demo       residual_train.pipelines.demo                   the main job, end to end, with a report
+serve      residual_train.serve                  HTTP service: upload once, render at strengths
+fetch      residual_train.fetch                  a device downloads a published model, verified
+demo       residual_train.pipelines.demo         the main job, end to end, with a report
 ========== ===================================== =========================================
 """
 
@@ -35,6 +37,8 @@ STAGES = {
     "deploy": "residual_train.deploy",
     "recompose": "residual_train.deploy.recompose",
     "evaluate": "residual_train.evaluate",
+    "serve": "residual_train.serve",
+    "fetch": "residual_train.fetch",
     "demo": "residual_train.pipelines.demo",
 }
 

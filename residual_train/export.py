@@ -174,8 +174,23 @@ def check_parity(onnx_path: Path, net: ResidualNet, tol: float) -> dict:
     }
 
 
-def export(ckpt: str | Path, out_dir: str | Path, opset: int = 17, tol: float = 1e-4) -> dict:
-    """Export ``ckpt`` into ``out_dir`` (must not hold files yet); returns the card."""
+def export(
+    ckpt: str | Path,
+    out_dir: str | Path,
+    opset: int = 17,
+    tol: float = 1e-4,
+    precision: str = "fp32",
+    min_device_psnr: float = 30.0,
+) -> dict:
+    """Export ``ckpt`` into ``out_dir`` (must not hold files yet); returns the card.
+
+    ``precision='fp16'|'int8'``: ``model.onnx`` is the reduced graph (the float32 one is
+    parity-checked against PyTorch first); the card's ``device`` entry holds its size,
+    speed and composed-output PSNR against float32, which must reach ``min_device_psnr``.
+    """
+    from residual_train.quantize import PRECISIONS
+
+    require(precision in PRECISIONS, f"precision = {precision!r}: use one of {PRECISIONS}")
     from safetensors.torch import save_file
 
     ckpt, out_dir = Path(ckpt), Path(out_dir)
@@ -250,6 +265,9 @@ def export(ckpt: str | Path, out_dir: str | Path, opset: int = 17, tol: float = 
             "package_version": __version__,
             "torch_version": torch.__version__,
         }
+        card["precision"] = precision
+        if precision != "fp32":
+            card["device"] = _reduce(tmp, card, precision, min_device_psnr)
         (tmp / "card.md").write_text(card_markdown(card))
         card["files"] = {
             n: sha256_file(tmp / n) for n in ("model.onnx", "weights.safetensors", "card.md")
@@ -269,6 +287,31 @@ def export(ckpt: str | Path, out_dir: str | Path, opset: int = 17, tol: float = 
     return card
 
 
+def _reduce(tmp: Path, card: dict, precision: str, min_psnr: float) -> dict:
+    """Replace ``tmp/model.onnx`` by its ``precision`` version; returns the device figures."""
+    from residual_train.quantize import device_figures, reduce
+
+    fp32, small = tmp / ".fp32", tmp / ".reduced"
+    for d in (fp32, small):
+        d.mkdir()
+        (d / "card.json").write_text(json.dumps(card, default=str))
+    os.replace(tmp / "model.onnx", fp32 / "model.onnx")
+    try:
+        reduce(fp32 / "model.onnx", small / "model.onnx", precision, card)
+        figures = device_figures(fp32, small, precision)
+        worst = min(figures["psnr_vs_fp32"].values())
+        if not worst >= min_psnr:
+            raise ExportError(
+                f"precision = {precision}: the composed output is only {worst:.1f} dB from the "
+                f"float32 model's (min_device_psnr = {min_psnr:g}); nothing was written"
+            )
+        os.replace(small / "model.onnx", tmp / "model.onnx")
+    finally:
+        shutil.rmtree(fp32, ignore_errors=True)
+        shutil.rmtree(small, ignore_errors=True)
+    return figures
+
+
 def card_markdown(card: dict) -> str:
     m = card["metrics"]
     nm = card.get("noise_model") or {}
@@ -284,6 +327,20 @@ def card_markdown(card: dict) -> str:
         else "- sensor noise model: unknown",
         f"- dataset config hash: {(card.get('dataset') or {}).get('config_hash')}",
         f"- ONNX parity: max |diff| {card['parity']['max_abs_diff']:.2e} (tolerance {card['parity']['tolerance']:g})",
+        *(
+            [
+                f"- device graph: {card['device']['precision']}, "
+                f"{card['device']['bytes'] / 2**20:.1f} MiB (float32 "
+                f"{card['device']['fp32_bytes'] / 2**20:.1f} MiB), "
+                f"{card['device']['ms_per_megapixel']:.0f} ms/MP here (float32 "
+                f"{card['device']['fp32_ms_per_megapixel']:.0f}), composed output vs float32: "
+                + ", ".join(
+                    f"ISO {k} {v:.1f} dB" for k, v in card["device"]["psnr_vs_fp32"].items()
+                )
+            ]
+            if card.get("device")
+            else []
+        ),
         f"- package {card['package_version']}, torch {card['torch_version']}",
         "",
         "Compose at strengths with `python -m residual_train.deploy` (docs/design.md §4).",
@@ -293,13 +350,21 @@ def card_markdown(card: dict) -> str:
 
 def run(cfg: dict) -> dict:
     try:
-        card = export(cfg["ckpt"], cfg["out_dir"], int(cfg["opset"]), float(cfg["tol"]))
+        card = export(
+            cfg["ckpt"],
+            cfg["out_dir"],
+            int(cfg["opset"]),
+            float(cfg["tol"]),
+            str(cfg.get("precision", "fp32")),
+            float(cfg.get("min_device_psnr", 30.0)),
+        )
     except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     return {
         "out_dir": str(cfg["out_dir"]),
         "parity_max_abs_diff": card["parity"]["max_abs_diff"],
+        **({"device": card["device"]} if card.get("device") else {}),
         "files": card["files"],
     }
 

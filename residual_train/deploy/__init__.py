@@ -155,6 +155,24 @@ def infer_tiled(
     return out
 
 
+def card_noise_model(card: dict, iso: float | None = None) -> NoiseModel:
+    """The noise model a card's table gives at ``iso`` (linear interpolation between its
+    points; default: the geometric middle of its ISO range)."""
+    nm = card.get("noise_model")
+    require(nm is not None, "the model card has no sensor noise model")
+    isos = np.asarray(nm["iso"], float)
+    iso = float(np.sqrt(isos[0] * isos[-1])) if iso is None else float(iso)
+    require(
+        isos[0] <= iso <= isos[-1],
+        f"iso = {iso:g} is outside the model's training range {isos[0]:g}..{isos[-1]:g}",
+    )
+    a, b = np.asarray(nm["a"]), np.asarray(nm["b"])
+    channels = a.shape[1]
+    A = np.array([np.interp(iso, isos, a[:, c]) for c in range(channels)], np.float32)
+    B = np.array([np.interp(iso, isos, b[:, c]) for c in range(channels)], np.float32)
+    return NoiseModel(A, B)
+
+
 class DeployedModel:
     """An exported model directory: its card and an onnxruntime (or torch) session."""
 
@@ -202,18 +220,11 @@ class DeployedModel:
     def noise_model(self, iso: float | None = None) -> NoiseModel:
         """The training sensor's noise model at ``iso`` (interpolated in the card's table;
         default: the geometric middle of its ISO range)."""
-        nm = self.card.get("noise_model")
-        require(nm is not None, f"{self.path}: the card has no sensor noise model")
-        isos = np.asarray(nm["iso"], float)
-        iso = float(np.sqrt(isos[0] * isos[-1])) if iso is None else float(iso)
         require(
-            isos[0] <= iso <= isos[-1],
-            f"iso = {iso:g} is outside the model's training range {isos[0]:g}..{isos[-1]:g}",
+            self.card.get("noise_model") is not None,
+            f"{self.path}: the card has no sensor noise model",
         )
-        a, b = np.asarray(nm["a"]), np.asarray(nm["b"])
-        A = np.array([np.interp(iso, isos, a[:, c]) for c in range(self.channels)], np.float32)
-        B = np.array([np.interp(iso, isos, b[:, c]) for c in range(self.channels)], np.float32)
-        return NoiseModel(A, B)
+        return card_noise_model(self.card, iso)
 
     def _run(self, tiles: np.ndarray, noise: NoiseModel | None = None) -> dict[str, np.ndarray]:
         sigma = None

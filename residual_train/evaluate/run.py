@@ -165,7 +165,10 @@ _worker: dict = {}
 
 
 def _init(model_ref: str, registry: str | None, lens_cache: str | None) -> None:
+    from data_gen.cli import die_with_parent
     from residual_train.deploy import load_model
+
+    die_with_parent()
 
     m = load_model(model_ref, registry, threads=1)
     _worker.update(model=m, bank=card_bank(m.card, lens_cache))

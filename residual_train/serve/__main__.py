@@ -1,0 +1,76 @@
+"""``python -m residual_train.serve``: the correction service (settings in
+``conf/apps/serve.yaml``), and ``keys add|revoke|list`` to manage its users' API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_gen.cli import run_app
+from data_gen.errors import require
+from data_gen.paths import APPS
+
+
+def registry_dir(cfg: dict) -> Path | None:
+    """The registry devices may fetch from: ``registry=``, or the package's own for a
+    shipped model; None for a plain export directory."""
+    from residual_train.deploy import SHIPPED, shipped_models
+
+    if cfg.get("registry"):
+        return Path(str(cfg["registry"])).expanduser()
+    if str(cfg["model"]).partition(":")[0] in shipped_models():
+        return SHIPPED
+    return None
+
+
+def keys(cfg: dict) -> dict | None:
+    from residual_train.serve.keys import KeyStore
+
+    store = KeyStore(Path(str(cfg["storage"])).expanduser())
+    action, user = cfg.get("action"), cfg.get("user")
+    require(action in ("add", "revoke", "list"), f"keys {action}: use keys add|revoke|list")
+    if action == "list":
+        for row in store.users():
+            print(f"{row['user']:24s} {row['active']} active of {row['keys']}")
+        return None
+    require(bool(user), f"keys {action} needs a user: keys {action} USER")
+    if action == "add":
+        key = store.add(str(user))
+        print(f"new key for {user} (shown once; send it as the X-API-Key header):")
+        print(key)
+        return None
+    n = store.revoke(str(user))
+    print(f"revoked {n} key(s) of {user}")
+    return None
+
+
+def run(cfg: dict) -> dict | None:
+    if cfg["command"] == "keys":
+        return keys(cfg)
+    require(cfg["command"] == "run", f"command = {cfg['command']!r}: run or keys")
+    import uvicorn
+
+    from residual_train.deploy import load_model
+    from residual_train.serve.app import create_app
+
+    model = load_model(str(cfg["model"]), cfg.get("registry") or None)
+    reg = registry_dir(cfg)
+    app = create_app({**cfg, "registry_dir": str(reg) if reg else None}, model)
+    if app.state.recovered:
+        print(f"resuming {len(app.state.recovered)} unfinished job(s)", flush=True)
+    print(
+        f"serving http://{cfg['host']}:{cfg['port']}/ (model {model.path}, storage "
+        f"{Path(str(cfg['storage'])).expanduser()})",
+        flush=True,
+    )
+    uvicorn.run(app, host=str(cfg["host"]), port=int(cfg["port"]), log_level=cfg["log_level"])
+    return None
+
+
+def main() -> None:
+    run_app(
+        APPS, "serve", run, words={"command": "keys|run", "action": "add|revoke|list", "user": "*"}
+    )
+
+
+if __name__ == "__main__":
+    main()

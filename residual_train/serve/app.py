@@ -1,0 +1,314 @@
+"""The HTTP service (FastAPI): per-user keys, uploads run through the network once, renders
+composed from the stored maps at any strengths. The OpenAPI page is at ``/docs``.
+
+Every request but the page, ``/healthz`` and the OpenAPI pages carries ``X-API-Key``.
+Errors are JSON ``{"detail": "<one line>"}``: 401 no or wrong key, 404 an id that is not
+the caller's (or does not exist: the two are not told apart), 413 too large, 422 not an
+image / corrupt / wrong channel count / a value out of range, 429 quota reached, 503 queue
+full (with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from data_gen.errors import InputError
+from data_gen.raw import RAW_SUFFIXES
+from residual_train.deploy import read_input
+from residual_train.deploy.compose import check_strength
+from residual_train.serve import render
+from residual_train.serve.jobs import Jobs
+from residual_train.serve.keys import KeyStore
+from residual_train.serve.store import ImageStore
+
+SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _TooLarge(BaseException):
+    """Raised from the body stream when an upload passes the limit."""
+
+
+class UploadLimit:
+    """ASGI middleware: a body larger than ``max_bytes`` is refused with 413 — at once when
+    ``Content-Length`` says so, else as soon as the stream passes the limit (so the upload
+    is never written to disk in full)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _reject(self, send) -> None:
+        body = b'{"detail":"upload larger than the limit of %d bytes"}' % self.max_bytes
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+
+def create_app(cfg: dict, model) -> FastAPI:
+    """The service for ``model`` (a :class:`~residual_train.deploy.DeployedModel`) with the
+    settings of ``conf/apps/serve.yaml``."""
+    storage = Path(str(cfg["storage"])).expanduser()
+    keys, store = KeyStore(storage), ImageStore(storage)
+    uploads = storage / "uploads"  # private copies while an upload is checked
+    uploads.mkdir(parents=True, exist_ok=True)
+    jobs = Jobs(
+        store,
+        model,
+        int(cfg["workers"]),
+        int(cfg["queue_size"]),
+        int(cfg["tile"]),
+        int(cfg["overlap"]),
+    )
+    recovered = jobs.recover()
+    max_bytes = int(float(cfg["max_upload_mb"]) * 2**20)
+    quota = int(cfg["quota_images"])
+    registry = Path(str(cfg["registry_dir"])) if cfg.get("registry_dir") else None
+    linearize = bool(cfg.get("linearize", False))
+    layout = model.card.get("layout", "rgb")
+
+    app = FastAPI(
+        title="residual-train",
+        version=str(model.card.get("package_version", "")),
+        description="Run the network once per image; render at any blur / noise strength.",
+    )
+    app.add_middleware(UploadLimit, max_bytes=max_bytes)
+    app.state.jobs, app.state.store, app.state.keys = jobs, store, keys
+    app.state.recovered = recovered
+
+    @app.exception_handler(InputError)
+    async def _bad_input(_request, exc: InputError):
+        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=422)
+
+    def user(x_api_key: str | None = Header(default=None)) -> str:
+        u = keys.user_of(x_api_key)
+        if u is None:
+            raise HTTPException(401, "missing or unknown API key (header X-API-Key)")
+        return u
+
+    def own(image_id: str, who: str) -> dict:
+        m = store.owned(image_id, who)
+        if m is None:
+            raise HTTPException(404, f"no image {image_id!r} of yours")
+        return m
+
+    def done(image_id: str, who: str) -> dict:
+        m = own(image_id, who)
+        if m["status"] != "done":
+            raise HTTPException(409, f"image {image_id} is {m['status']}, not done yet")
+        return m
+
+    def public(m: dict) -> dict:
+        keep = ("id", "status", "error", "width", "height", "channels", "iso", "components")
+        return {
+            **{k: m.get(k) for k in keep},
+            "filename": m.get("filename"),
+            "created": m.get("created"),
+            "network_seconds": m.get("network_seconds"),
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return (files("residual_train.serve") / "page.html").read_text()
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {
+            "ok": True,
+            "queued": jobs.q.qsize(),
+            "running": jobs.running,
+            "model": model.card.get("registry_version") or str(model.path),
+        }
+
+    @app.post("/v1/images", status_code=202)
+    def upload(
+        file: UploadFile = File(...),
+        iso: float | None = Form(default=None),
+        who: str = Depends(user),
+    ) -> dict:
+        if store.count(who) >= quota:
+            raise HTTPException(429, f"quota of {quota} images reached; DELETE some first")
+        if jobs.full():
+            raise HTTPException(
+                503, "the queue is full; try again later", headers={"Retry-After": "30"}
+            )
+        name = Path(file.filename or "upload").name  # a display name only, never a path
+        suffix = Path(name).suffix.lower()
+        if suffix not in SUFFIXES:
+            raise HTTPException(422, f"{name!r}: not a supported image ({', '.join(SUFFIXES)})")
+        noise = model.noise_model(iso)  # InputError (422) outside the model's range
+        image_id = store.new_id()
+        # decode and check now (422 at once), from a private temporary copy of the upload
+        with tempfile.TemporaryDirectory(dir=uploads) as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            with open(path, "wb") as f:
+                while chunk := file.file.read(1 << 20):
+                    f.write(chunk)
+            try:
+                x = read_input(path, linearize, model.channels, layout)
+            except InputError as e:
+                raise HTTPException(
+                    422, " ".join(str(e).replace(str(path), name).split())
+                ) from None
+            if not np.isfinite(x).all():
+                raise HTTPException(422, f"{name!r}: holds NaN or infinite values")
+            store.create(
+                image_id,
+                {
+                    "owner": who,
+                    "status": "queued",
+                    "filename": name,
+                    "width": int(x.shape[2]),
+                    "height": int(x.shape[1]),
+                    "channels": int(x.shape[0]),
+                    "iso": None if iso is None else float(iso),
+                    "components": list(model.heads),
+                    "noise_A": noise.A.tolist(),
+                    "noise_B": noise.B.tolist(),
+                },
+            )
+            store.save_arrays(image_id, {"input": x})
+        if not jobs.submit(image_id):
+            store.delete(image_id)
+            raise HTTPException(
+                503, "the queue is full; try again later", headers={"Retry-After": "30"}
+            )
+        return {"id": image_id, "status": "queued"}
+
+    @app.get("/v1/images")
+    def list_images(who: str = Depends(user)) -> list[dict]:
+        return [public(m) for m in store.all() if m.get("owner") == who]
+
+    @app.get("/v1/images/{image_id}")
+    def status(image_id: str, who: str = Depends(user)) -> dict:
+        return public(own(image_id, who))
+
+    @app.get("/v1/images/{image_id}/render")
+    def render_image(
+        image_id: str,
+        blur: float = Query(1.0),
+        noise: float = Query(1.0),
+        x: int | None = Query(None),
+        y: int | None = Query(None),
+        w: int | None = Query(None),
+        h: int | None = Query(None),
+        format: str = Query("png"),
+        scale: int = Query(1),
+        who: str = Depends(user),
+    ) -> Response:
+        a, b = check_strength("blur", blur), check_strength("noise", noise)
+        m = done(image_id, who)
+        t0 = time.perf_counter()
+        box = render.region((m["height"], m["width"]), x, y, w, h)
+        arrays = store.arrays(image_id, ["input", "R_blur", "R_noise"])
+        maps = render.maps_at(arrays, box, int(scale))
+        from data_gen.noise import NoiseModel
+
+        out = render.compose_region(maps, a, b, NoiseModel(m["noise_A"], m["noise_B"]))
+        body = render.encode(out, format)
+        ms = (time.perf_counter() - t0) * 1e3
+        return Response(
+            body,
+            media_type=render.FORMATS[format],
+            headers={"X-Render-Ms": f"{ms:.1f}", "Cache-Control": "no-store"},
+        )
+
+    @app.get("/v1/images/{image_id}/maps")
+    def maps(
+        image_id: str,
+        scale: int = Query(1),
+        format: str = Query("npz"),
+        who: str = Depends(user),
+    ) -> Response:
+        """The input and residual maps (and the noise parameters) for a client that composes
+        itself: ``npz`` (float32) or ``f16`` (the page's packed float16)."""
+        m = done(image_id, who)
+        arrays = store.arrays(image_id, ["input", "R_blur", "R_noise"])
+        small = render.maps_at(arrays, (0, m["height"], 0, m["width"]), int(scale))
+        c, hh, ww = small["input"].shape
+        header = {
+            "width": ww,
+            "height": hh,
+            "channels": c,
+            "scale": int(scale),
+            "noise_A": m["noise_A"],
+            "noise_B": m["noise_B"],
+            "arrays": ["input", "R_blur", "R_noise"],
+        }
+        if format == "f16":
+            return Response(render.pack_f16(small, header), media_type="application/octet-stream")
+        if format != "npz":
+            raise HTTPException(422, f"format = {format!r}: use npz or f16")
+        import io
+
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            **small,
+            noise_A=np.asarray(m["noise_A"], np.float32),
+            noise_B=np.asarray(m["noise_B"], np.float32),
+        )
+        return Response(buf.getvalue(), media_type="application/octet-stream")
+
+    @app.delete("/v1/images/{image_id}", status_code=204)
+    def delete(image_id: str, who: str = Depends(user)) -> Response:
+        own(image_id, who)
+        store.delete(image_id)
+        return Response(status_code=204)
+
+    # ---- weights for devices: the registry the service was started from --------------------
+    @app.get("/v1/registry/{name}/index.json")
+    def registry_index(name: str, who: str = Depends(user)) -> Response:
+        return _registry_file(name, "index.json")
+
+    @app.get("/v1/registry/{name}/{version}/{filename}")
+    def registry_file(name: str, version: str, filename: str, who: str = Depends(user)):
+        return _registry_file(name, version, filename)
+
+    def _registry_file(*parts: str) -> FileResponse:
+        if registry is None:
+            raise HTTPException(404, "this server publishes no registry")
+        if not all(_NAME.match(p) for p in parts):
+            raise HTTPException(404, "not found")
+        p = registry.joinpath(*parts)
+        if not p.is_file():
+            raise HTTPException(404, "not found")
+        return FileResponse(p)
+
+    return app

@@ -1,0 +1,100 @@
+"""Composition of stored maps for a request: a region, a scale, an encoding. No network.
+
+``scale = s`` area-averages ``x``, ``R_b`` and ``R_n`` over ``s × s`` blocks first and
+composes the smaller maps (what the page composes in the browser, so the two agree);
+``scale = 1`` is the full-resolution composition of :mod:`residual_train.deploy.compose`.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+
+from data_gen.errors import require
+from data_gen.noise import NoiseModel
+from data_gen.sources import linear_to_srgb
+from residual_train.deploy.compose import compose_consistent_fast
+
+FORMATS = {"png": "image/png", "tiff": "image/tiff"}
+
+
+@lru_cache(maxsize=1)
+def _srgb_lut() -> np.ndarray:
+    """8-bit sRGB of every 16-bit linear level (a table: 2 MP encode in milliseconds)."""
+    ramp = np.arange(65536, dtype=np.float32) / 65535.0
+    return (linear_to_srgb(ramp) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_srgb8(y: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` linear -> ``(H, W, 3)`` 8-bit sRGB."""
+    q = (np.clip(y, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    return np.ascontiguousarray(_srgb_lut()[q].transpose(1, 2, 0))
+
+
+def area_downscale(a: np.ndarray, s: int) -> np.ndarray:
+    """Mean over ``s × s`` blocks of ``(C, H, W)`` (the last partial blocks are dropped)."""
+    if s == 1:
+        return np.ascontiguousarray(a, np.float32)
+    c, h, w = a.shape
+    h2, w2 = h // s, w // s
+    v = np.asarray(a[:, : h2 * s, : w2 * s], np.float32)
+    return v.reshape(c, h2, s, w2, s).mean(axis=(2, 4), dtype=np.float32)
+
+
+def region(shape: tuple[int, int], x: int | None, y: int | None, w: int | None, h: int | None):
+    """``(y0, y1, x0, x1)`` of a requested region (default: the whole image)."""
+    H, W = shape
+    x0, y0 = int(x or 0), int(y or 0)
+    x1 = W if w is None else x0 + int(w)
+    y1 = H if h is None else y0 + int(h)
+    require(
+        0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H,
+        f"region x={x0}, y={y0}, w={x1 - x0}, h={y1 - y0} is not inside the {W}x{H} image",
+    )
+    return y0, y1, x0, x1
+
+
+def maps_at(arrays: dict[str, np.ndarray], box, scale: int) -> dict[str, np.ndarray]:
+    """The region of each (memory-mapped) array, at ``scale``; reads only those rows."""
+    y0, y1, x0, x1 = box
+    require(1 <= scale <= 64, f"scale = {scale}: an integer from 1 to 64")
+    require(
+        (y1 - y0) >= scale and (x1 - x0) >= scale,
+        f"scale = {scale} leaves nothing of a {x1 - x0}x{y1 - y0} region",
+    )
+    return {k: area_downscale(v[:, y0:y1, x0:x1], scale) for k, v in arrays.items()}
+
+
+def compose_region(
+    maps: dict[str, np.ndarray], a: float, b: float, noise: NoiseModel
+) -> np.ndarray:
+    return compose_consistent_fast(maps["input"], maps["R_blur"], maps["R_noise"], a, b, noise)
+
+
+def encode(y: np.ndarray, fmt: str) -> bytes:
+    """PNG: 8-bit sRGB (fast zlib level); TIFF: 32-bit float linear, lossless."""
+    require(fmt in FORMATS, f"format = {fmt!r}: use one of {sorted(FORMATS)}")
+    buf = io.BytesIO()
+    if fmt == "png":
+        from PIL import Image
+
+        Image.fromarray(to_srgb8(y)).save(buf, "PNG", compress_level=1)
+    else:
+        import tifffile
+
+        tifffile.imwrite(buf, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+    return buf.getvalue()
+
+
+def pack_f16(maps: dict[str, np.ndarray], header: dict) -> bytes:
+    """The page's map format: ``uint32`` header length (little endian), the JSON header,
+    padding to 8 bytes, then each array of ``header['arrays']`` as float16 ``(C, H, W)``."""
+    import json
+
+    head = json.dumps(header).encode()
+    pad = (-(4 + len(head))) % 8
+    parts = [np.uint32(len(head) + pad).tobytes(), head, b" " * pad]
+    parts += [np.ascontiguousarray(maps[n], np.float16).tobytes() for n in header["arrays"]]
+    return b"".join(parts)

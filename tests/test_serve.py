@@ -1,0 +1,572 @@
+"""The correction service on a real uvicorn server on loopback: keys, uploads, renders that
+never run the network, errors, restarts, isolation between users, device fetch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from data_gen.noise import NoiseModel
+from residual_train.deploy.compose import compose_consistent
+from residual_train.serve.render import area_downscale, to_srgb8
+from tests.conftest import ROOT, run_if
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keys(storage: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "residual_train.serve", "keys", *args, f"storage={storage}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def new_key(storage: Path, user: str) -> str:
+    r = keys(storage, "add", user)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]  # the key is the last line, shown once
+
+
+class Server:
+    """``python -m residual_train.serve`` in a subprocess; stopped by :meth:`stop`."""
+
+    def __init__(self, storage: Path, *overrides: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(storage.parent / f"server-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "residual_train.serve",
+                f"port={self.port}",
+                f"storage={storage}",
+                "log_level=warning",
+                *overrides,
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, Path(self.log.name).read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError("the server did not start: " + Path(self.log.name).read_text())
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def png(h: int, w: int, seed: int = 0, channels: int = 3) -> bytes:
+    a = (np.random.default_rng(seed).random((h, w, channels)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a if channels > 1 else a[..., 0]).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def upload(url: str, key: str, data: bytes, name: str = "img.png", iso: float | None = 1600, **kw):
+    return httpx.post(
+        url + "/v1/images",
+        files={"file": (name, data, "application/octet-stream")},
+        data={} if iso is None else {"iso": str(iso)},
+        headers={"X-API-Key": key},
+        timeout=60,
+        **kw,
+    )
+
+
+def wait_done(url: str, key: str, image_id: str, timeout: float = 180) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = httpx.get(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key}).json()
+        if st["status"] in ("done", "failed"):
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"image {image_id} still {st['status']}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("serve") / "storage"
+    alice, bob = new_key(storage, "alice"), new_key(storage, "bob")
+    srv = Server(storage, "max_upload_mb=2", "quota_images=6", "tile=96", "overlap=32")
+    try:
+        yield {"url": srv.url, "alice": alice, "bob": bob, "storage": storage, "server": srv}
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def done_image(service):
+    url, key = service["url"], service["alice"]
+    r = upload(url, key, png(90, 130, seed=3))
+    assert r.status_code == 202, r.text
+    image_id = r.json()["id"]
+    st = wait_done(url, key, image_id)
+    assert st["status"] == "done", st
+    return image_id
+
+
+def npz(service, image_id: str, key: str, scale: int = 1) -> dict:
+    r = httpx.get(
+        f"{service['url']}/v1/images/{image_id}/maps",
+        params={"scale": scale},
+        headers={"X-API-Key": key},
+    )
+    assert r.status_code == 200, r.text
+    return dict(np.load(io.BytesIO(r.content)))
+
+
+# ---- keys -----------------------------------------------------------------------------------
+def test_keys_are_shown_once_stored_hashed_and_revocable(tmp_path):
+    storage = tmp_path / "s"
+    key = new_key(storage, "carol")
+    assert key.startswith("rt_") and len(key) > 40
+    assert key not in (storage / "keys.sqlite").read_bytes().decode("latin-1")  # only a hash
+    r = keys(storage, "list")
+    assert "carol" in r.stdout and "1 active of 1" in r.stdout
+    from residual_train.serve.keys import KeyStore
+
+    ks = KeyStore(storage)
+    assert ks.user_of(key) == "carol" and ks.user_of(key + "x") is None
+    assert keys(storage, "revoke", "carol").returncode == 0
+    assert ks.user_of(key) is None
+    r = keys(storage, "revoke", "carol")
+    assert r.returncode == 2 and "no active key" in r.stderr
+    r = keys(storage, "add", "../evil")
+    assert r.returncode == 2 and "user = '../evil'" in r.stderr
+
+
+# ---- the API --------------------------------------------------------------------------------
+def test_upload_status_render_and_maps(service, done_image):
+    url, key = service["url"], service["alice"]
+    st = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    assert st["width"] == 130 and st["height"] == 90 and st["iso"] == 1600
+    assert st["components"] == ["blur", "noise"] and st["filename"] == "img.png"
+    m = npz(service, done_image, key)
+    x, rb, rn = m["input"], m["R_blur"], m["R_noise"]
+    noise = NoiseModel(m["noise_A"], m["noise_B"])
+    assert x.shape == rb.shape == rn.shape == (3, 90, 130) and np.abs(rn).max() > 0
+    # the render is the brightness-consistent composition of the stored maps, any region
+    r = httpx.get(
+        f"{url}/v1/images/{done_image}/render",
+        params={"blur": 0.7, "noise": 0.2, "x": 10, "y": 5, "w": 64, "h": 48, "format": "tiff"},
+        headers={"X-API-Key": key},
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "image/tiff"
+    got = np.moveaxis(tifffile.imread(io.BytesIO(r.content)), 2, 0)
+    want = compose_consistent(x, rb, rn, 0.7, 0.2, noise)[:, 5:53, 10:74]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # PNG at scale 2: composition of the 2x2-averaged maps, 8-bit sRGB
+    r = httpx.get(
+        f"{url}/v1/images/{done_image}/render",
+        params={"blur": 1, "noise": 0, "scale": 2},
+        headers={"X-API-Key": key},
+    )
+    img = np.asarray(Image.open(io.BytesIO(r.content)))
+    small = [area_downscale(v, 2) for v in (x, rb, rn)]
+    want8 = to_srgb8(compose_consistent(*small, 1.0, 0.0, noise))
+    assert img.shape == (45, 65, 3) and np.abs(img.astype(int) - want8).max() <= 1
+    assert float(r.headers["x-render-ms"]) < 1000
+
+
+def test_renders_never_run_the_network(service, done_image):
+    url, key = service["url"], service["alice"]
+    before = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    for a in (0, 0.5, 1):
+        r = httpx.get(
+            f"{url}/v1/images/{done_image}/render",
+            params={"blur": a, "noise": 1 - a},
+            headers={"X-API-Key": key},
+        )
+        assert r.status_code == 200
+    after = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    assert after["network_seconds"] == before["network_seconds"]  # one network run, at upload
+    assert httpx.get(f"{url}/healthz").json()["running"] == 0
+
+
+@pytest.mark.parametrize(
+    "req, code, needle",
+    [
+        (lambda u, k, i: httpx.get(f"{u}/v1/images/{i}"), 401, "X-API-Key"),
+        (
+            lambda u, k, i: httpx.get(f"{u}/v1/images/{i}", headers={"X-API-Key": "rt_wrong"}),
+            401,
+            "unknown API key",
+        ),
+        (
+            lambda u, k, i: httpx.get(
+                f"{u}/v1/images/{i}/render", params={"blur": 1.5}, headers={"X-API-Key": k}
+            ),
+            422,
+            "strengths.blur = 1.5",
+        ),
+        (
+            lambda u, k, i: httpx.get(
+                f"{u}/v1/images/{i}/render", params={"noise": -0.1}, headers={"X-API-Key": k}
+            ),
+            422,
+            "strengths.noise",
+        ),
+        (
+            lambda u, k, i: httpx.get(
+                f"{u}/v1/images/{i}/render", params={"x": 120, "w": 50}, headers={"X-API-Key": k}
+            ),
+            422,
+            "not inside the 130x90 image",
+        ),
+        (
+            lambda u, k, i: httpx.get(
+                f"{u}/v1/images/{i}/render", params={"format": "gif"}, headers={"X-API-Key": k}
+            ),
+            422,
+            "format = 'gif'",
+        ),
+        (lambda u, k, i: upload(u, k, b"not an image at all"), 422, "cannot be read"),
+        (lambda u, k, i: upload(u, k, png(20, 20)[:60]), 422, "cannot be read"),
+        (lambda u, k, i: upload(u, k, b"x", name="evil.exe"), 422, "not a supported image"),
+        (
+            lambda u, k, i: upload(u, k, png(40, 40), iso=10),
+            422,
+            "outside the model's training range",
+        ),
+    ],
+)
+def test_errors_are_json_one_liners(service, done_image, req, code, needle):
+    r = req(service["url"], service["alice"], done_image)
+    assert r.status_code == code, r.text
+    assert needle in r.json()["detail"] and "\n" not in r.json()["detail"]
+
+
+def test_wrong_channel_count_is_refused(service):
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((32, 32, 5), np.float32))
+    r = upload(service["url"], service["alice"], buf.getvalue(), name="five.tif")
+    assert r.status_code == 422 and "5 channels, expected 3" in r.json()["detail"]
+
+
+def test_users_see_only_their_own_images_and_ids_are_not_guessable(service, done_image):
+    url = service["url"]
+    for path in ("", "/render", "/maps"):
+        r = httpx.get(f"{url}/v1/images/{done_image}{path}", headers={"X-API-Key": service["bob"]})
+        assert r.status_code == 404
+    r = httpx.delete(f"{url}/v1/images/{done_image}", headers={"X-API-Key": service["bob"]})
+    assert r.status_code == 404
+    assert done_image not in {
+        m["id"] for m in httpx.get(f"{url}/v1/images", headers={"X-API-Key": service["bob"]}).json()
+    }
+    assert len(done_image) == 22  # 128 random bits, URL-safe base64
+    ids = {
+        json.loads((d / "meta.json").read_text())["id"]
+        for d in (service["storage"] / "images").iterdir()
+        if d.is_dir()
+    }
+    assert done_image in ids
+
+
+def test_path_traversal_is_refused_everywhere(service, done_image):
+    url, key = service["url"], service["alice"]
+    h = {"X-API-Key": key}
+    for bad in (
+        "..%2F..%2Fkeys.sqlite",
+        "..",
+        "%2e%2e",
+        "a" * 22 + "%2F..",
+        "....................../",
+    ):
+        r = httpx.get(f"{url}/v1/images/{bad}", headers=h, follow_redirects=True)
+        assert r.status_code == 404, bad
+    for path in (
+        "/v1/registry/..%2F..%2Fetc/index.json",
+        "/v1/registry/default/..%2F..%2F..%2Fsetup.py/card.json",
+        "/v1/registry/default/..%2Findex.json/x",
+    ):
+        assert httpx.get(url + path, headers=h).status_code == 404
+    # a client's file name is only ever a display name
+    r = upload(url, key, png(24, 24, seed=9), name="../../../../escaped.png")
+    assert r.status_code == 202
+    image_id = r.json()["id"]
+    assert wait_done(url, key, image_id)["filename"] == "escaped.png"
+    assert not list(service["storage"].parent.rglob("escaped.png"))
+    httpx.delete(f"{url}/v1/images/{image_id}", headers=h)
+
+
+def test_too_large_upload_is_refused_without_being_stored(service):
+    url, key = service["url"], service["alice"]
+    big = b"\0" * (3 * 2**20)  # the limit is 2 MB
+    r = upload(url, key, big, name="big.png")
+    assert r.status_code == 413 and "larger than the limit" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: refused while streaming
+        yield (
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
+        for _ in range(48):
+            yield b"\0" * 2**16
+
+    r = httpx.post(
+        url + "/v1/images",
+        content=chunks(),
+        headers={"X-API-Key": key, "Content-Type": "multipart/form-data; boundary=xyz"},
+        timeout=60,
+    )
+    assert r.status_code == 413
+    leftovers = [p for p in (service["storage"] / "uploads").rglob("*") if p.is_file()]
+    assert not leftovers
+
+
+def test_delete_and_quota(service):
+    url, key = service["url"], service["bob"]
+    ids = []
+    for i in range(6):
+        r = upload(url, key, png(16, 16, seed=i))
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    r = upload(url, key, png(16, 16, seed=99))
+    assert r.status_code == 429 and "quota of 6 images" in r.json()["detail"]
+    for i in ids:
+        wait_done(url, key, i)
+        assert httpx.delete(f"{url}/v1/images/{i}", headers={"X-API-Key": key}).status_code == 204
+        assert httpx.get(f"{url}/v1/images/{i}", headers={"X-API-Key": key}).status_code == 404
+    assert upload(url, key, png(16, 16)).status_code == 202
+
+
+def test_openapi_page_documents_the_api(service):
+    spec = httpx.get(service["url"] + "/openapi.json").json()
+    for path in (
+        "/v1/images",
+        "/v1/images/{image_id}",
+        "/v1/images/{image_id}/render",
+        "/v1/images/{image_id}/maps",
+    ):
+        assert path in spec["paths"]
+    assert httpx.get(service["url"] + "/docs").status_code == 200
+
+
+# ---- queue, crash, restart ------------------------------------------------------------------
+def test_full_queue_answers_503_with_retry_after(tmp_path):
+    storage = tmp_path / "s"
+    key = new_key(storage, "dave")
+    srv = Server(storage, "queue_size=1", "workers=1", "tile=128", "overlap=32")
+    try:
+        big = png(900, 1200, seed=1)  # a second or more of network time on a CPU
+        rs = [upload(srv.url, key, big) for _ in range(4)]  # 1 running + 1 queued at most
+        codes = [r.status_code for r in rs]
+        assert codes[0] == 202 and 503 in codes, codes
+        busy = next(r for r in rs if r.status_code == 503)
+        assert busy.headers["retry-after"] == "30" and "queue is full" in busy.json()["detail"]
+        # what was accepted finishes; nothing refused was kept
+        accepted = [r.json()["id"] for r in rs if r.status_code == 202]
+        assert all(wait_done(srv.url, key, i)["status"] == "done" for i in accepted)
+        assert len(list((storage / "images").iterdir())) == len(accepted)
+    finally:
+        srv.stop()
+
+
+def test_a_job_killed_with_the_server_is_finished_after_the_restart(tmp_path):
+    storage = tmp_path / "s"
+    key = new_key(storage, "erin")
+    srv = Server(storage, "tile=128", "overlap=32")
+    r = upload(srv.url, key, png(1000, 1400, seed=2))
+    image_id = r.json()["id"]
+    deadline = time.time() + 60
+    while (
+        httpx.get(f"{srv.url}/v1/images/{image_id}", headers={"X-API-Key": key}).json()["status"]
+        != "running"
+    ):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    srv.stop(signal.SIGKILL)  # mid-job
+    meta = json.loads((storage / "images" / image_id / "meta.json").read_text())
+    assert (
+        meta["status"] == "running" and not (storage / "images" / image_id / "R_noise.npy").exists()
+    )
+    srv = Server(storage, "tile=128", "overlap=32")
+    try:
+        st = wait_done(srv.url, key, image_id)
+        assert st["status"] == "done"
+        r = httpx.get(
+            f"{srv.url}/v1/images/{image_id}/render",
+            params={"scale": 4},
+            headers={"X-API-Key": key},
+        )
+        assert r.status_code == 200
+        assert not [p for p in (storage / "images" / image_id).iterdir() if ".tmp-" in p.name]
+    finally:
+        srv.stop()
+
+
+# ---- devices: fetch a published model over HTTP ------------------------------------------------
+def test_device_fetch_from_the_service_and_from_a_static_server(service, tmp_path):
+    from residual_train.deploy import SHIPPED, load_model
+    from residual_train.fetch import fetch
+    from residual_train.registry import TamperedError
+
+    url = service["url"] + "/v1/registry"
+    got = fetch(url, "default", tmp_path / "dev", key=service["alice"])
+    model = load_model(tmp_path / "dev")
+    assert (
+        got["version"]
+        == json.loads((SHIPPED / "default" / "index.json").read_text())["aliases"]["latest"]
+    )
+    assert model.heads == ["blur", "noise"]
+    r = subprocess.run(
+        [
+            PY,
+            "-m",
+            "residual_train.fetch",
+            f"url={url}",
+            "model=default",
+            f"out_dir={tmp_path / 'nokey'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "HTTP 401" in r.stderr
+    # any web server holding a registry; a tampered file is refused and nothing is kept
+    reg = tmp_path / "reg"
+    shutil.copytree(SHIPPED, reg)
+    version = got["version"]
+    onnx = reg / "default" / version / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: Quiet(*a, directory=str(reg), **k)
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with pytest.raises(TamperedError, match="model.onnx: sha256 differs from the card"):
+            fetch(base, f"default:{version}", tmp_path / "bad")
+        assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.tmp-*"))
+        shutil.copy2(SHIPPED / "default" / version / "model.onnx", onnx)
+        fetch(base, "default:best", tmp_path / "good")
+        assert (tmp_path / "good" / "model.onnx").read_bytes() == onnx.read_bytes()
+    finally:
+        httpd.shutdown()
+
+
+# ---- the page, in a real headless Chromium ----------------------------------------------------
+@run_if(chromium=True)
+def test_page_sliders_follow_the_servers_composition(service, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_demo import CHROMEDRIVER, CHROMIUM
+
+    img = tmp_path / "photo.png"
+    img.write_bytes(png(120, 180, seed=5))
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    url, key = service["url"], service["alice"]
+    try:
+        driver.get(url + "/")
+        driver.find_element(By.ID, "key").send_keys(key)
+        driver.find_element(By.ID, "use-key").click()
+        driver.find_element(By.ID, "file").send_keys(str(img))
+        driver.find_element(By.ID, "upload").click()
+        WebDriverWait(driver, 180).until(
+            lambda d: d.execute_script("return window.rt.maps !== null")
+        )
+        image_id = driver.execute_script("return window.rt.id")
+
+        def canvas() -> np.ndarray:
+            data = driver.execute_script(
+                "const c = document.getElementById('after');"
+                "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"
+            )
+            return np.asarray(data, np.int16).reshape(120, 180, 4)[..., :3]
+
+        def server(a: float, b: float) -> np.ndarray:
+            r = httpx.get(
+                f"{url}/v1/images/{image_id}/render",
+                params={"blur": a, "noise": b},
+                headers={"X-API-Key": key},
+            )
+            return np.asarray(Image.open(io.BytesIO(r.content)), np.int16)
+
+        def drag(slider_id: str, fraction: float) -> float:
+            s = driver.find_element(By.ID, slider_id)
+            n = driver.execute_script("return window.rt.composeCount")
+            width = s.size["width"]
+            ActionChains(driver).move_to_element_with_offset(
+                s, int((fraction - 0.5) * (width - 16)), 0
+            ).click().perform()
+            WebDriverWait(driver, 10).until(
+                lambda d: d.execute_script("return window.rt.composeCount") > n
+            )
+            WebDriverWait(driver, 10).until(
+                lambda d: d.execute_script("return window.rt.lastRepaintMs !== null")
+            )
+            return float(s.get_attribute("value"))
+
+        full = canvas()
+        assert np.abs(full - server(1, 1)).max() <= 1
+        a = drag("blur", 0.3)
+        after_blur = canvas()
+        assert 0.1 < a < 0.5 and np.abs(after_blur - full).max() > 3  # the picture changed
+        assert np.abs(after_blur - server(a, 1)).max() <= 1
+        b = drag("noise", 0.2)
+        after_noise = canvas()
+        assert 0.05 < b < 0.4 and np.abs(after_noise - after_blur).max() > 3
+        assert np.abs(after_noise - server(a, b)).max() <= 1
+        repaint = driver.execute_script("return window.rt.repaints")
+        assert repaint and max(repaint) < 1000
+        (tmp_path / "repaint_ms.json").write_text(json.dumps(repaint))
+    finally:
+        driver.quit()
