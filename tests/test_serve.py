@@ -205,6 +205,7 @@ def test_upload_status_render_and_maps(service, done_image):
 def test_renders_never_run_the_network(service, done_image):
     url, key = service["url"], service["alice"]
     before = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    runs_before = httpx.get(f"{url}/healthz").json()["network_runs"]
     for a in (0, 0.5, 1):
         r = httpx.get(
             f"{url}/v1/images/{done_image}/render",
@@ -214,7 +215,8 @@ def test_renders_never_run_the_network(service, done_image):
         assert r.status_code == 200
     after = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
     assert after["network_seconds"] == before["network_seconds"]  # one network run, at upload
-    assert httpx.get(f"{url}/healthz").json()["running"] == 0
+    health = httpx.get(f"{url}/healthz").json()
+    assert health["running"] == 0 and health["network_runs"] == runs_before
 
 
 @pytest.mark.parametrize(

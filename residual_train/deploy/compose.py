@@ -102,23 +102,57 @@ def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
     return y
 
 
+@numba.njit(inline="always", cache=True)
+def _consistent_pixel(xv, rbv, rnv, a, b, ac, bc):  # pragma: no cover - compiled
+    """One pixel of :func:`compose_consistent` (float32 scalars)."""
+    one, zero = np.float32(1), np.float32(0)
+    d = xv + rnv
+    m = d + a * rbv
+    # NoiseModel.ratio: both brightnesses clipped to the sensor's range [0, 1]
+    vm = variance_scalar(min(max(m, zero), one), ac, bc) + np.float32(EPS)
+    vd = variance_scalar(min(max(d, zero), one), ac, bc) + np.float32(EPS)
+    k = np.sqrt(vm / vd)
+    return xv + a * rbv + rnv * (one - (one - b) * k)
+
+
 @numba.njit(parallel=True, fastmath=False, cache=True)
 def _consistent_kernel(x, rb, rn, a, b, A, B, out):  # pragma: no cover - compiled
     c, h, w = x.shape
-    eps = np.float32(EPS)
-    one, zero = np.float32(1), np.float32(0)
     for ch in range(c):
         ac, bc = A[ch], B[ch]
         for i in numba.prange(h):
             for j in range(w):
-                xv, rbv, rnv = x[ch, i, j], rb[ch, i, j], rn[ch, i, j]
-                d = xv + rnv
-                m = d + a * rbv
-                # NoiseModel.ratio: both brightnesses clipped to the sensor's range [0, 1]
-                vm = variance_scalar(min(max(m, zero), one), ac, bc) + eps
-                vd = variance_scalar(min(max(d, zero), one), ac, bc) + eps
-                k = np.sqrt(vm / vd)
-                out[ch, i, j] = xv + a * rbv + rnv * (one - (one - b) * k)
+                out[ch, i, j] = _consistent_pixel(
+                    x[ch, i, j], rb[ch, i, j], rn[ch, i, j], a, b, ac, bc
+                )
+
+
+@numba.njit(parallel=True, fastmath=False, cache=True)
+def _consistent_srgb8_kernel(x, rb, rn, a, b, A, B, lut, out):  # pragma: no cover - compiled
+    c, h, w = x.shape
+    for i in numba.prange(h):
+        for ch in range(c):
+            ac, bc = A[ch], B[ch]
+            for j in range(w):
+                y = _consistent_pixel(x[ch, i, j], rb[ch, i, j], rn[ch, i, j], a, b, ac, bc)
+                y = min(max(y, np.float32(0)), np.float32(1))
+                out[i, j, ch] = lut[np.int64(y * np.float32(65535) + np.float32(0.5))]
+
+
+def compose_consistent_srgb8(
+    x, r_blur, r_noise, a: float, b: float, noise: NoiseModel, lut: np.ndarray
+) -> np.ndarray:
+    """:func:`compose_consistent` straight to 8-bit ``(H, W, C)`` through ``lut`` (65536
+    entries: the 8-bit value of each 16-bit linear level) in one parallel pass, reading the
+    maps where they lie (memory-mapped regions need no copy): the preview / service path."""
+    a, b = np.float32(check_strength("blur", a)), np.float32(check_strength("noise", b))
+    check_maps(x, {"blur": r_blur, "noise": r_noise}, noise)
+    require(lut.shape == (65536,) and lut.dtype == np.uint8, "lut: 65536 uint8 entries")
+    f32 = [v if v.dtype == np.float32 else v.astype(np.float32) for v in (x, r_blur, r_noise)]
+    out = np.empty((x.shape[1], x.shape[2], x.shape[0]), np.uint8)
+    A, B = (np.asarray(v, np.float32) for v in (noise.A, noise.B))
+    _consistent_srgb8_kernel(*f32, a, b, A, B, lut, out)
+    return out
 
 
 def check_maps(x: np.ndarray, maps: dict[str, np.ndarray], noise: NoiseModel) -> None:

@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, 
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from data_gen.errors import InputError
+from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from residual_train.deploy import read_input
 from residual_train.deploy.compose import check_strength
@@ -153,6 +154,7 @@ def create_app(cfg: dict, model) -> FastAPI:
             "ok": True,
             "queued": jobs.q.qsize(),
             "running": jobs.running,
+            "network_runs": jobs.network_runs,
             "model": model.card.get("registry_version") or str(model.path),
         }
 
@@ -238,10 +240,7 @@ def create_app(cfg: dict, model) -> FastAPI:
         box = render.region((m["height"], m["width"]), x, y, w, h)
         arrays = store.arrays(image_id, ["input", "R_blur", "R_noise"])
         maps = render.maps_at(arrays, box, int(scale))
-        from data_gen.noise import NoiseModel
-
-        out = render.compose_region(maps, a, b, NoiseModel(m["noise_A"], m["noise_B"]))
-        body = render.encode(out, format)
+        body = render.render(maps, a, b, NoiseModel(m["noise_A"], m["noise_B"]), format)
         ms = (time.perf_counter() - t0) * 1e3
         return Response(
             body,
@@ -260,7 +259,10 @@ def create_app(cfg: dict, model) -> FastAPI:
         itself: ``npz`` (float32) or ``f16`` (the page's packed float16)."""
         m = done(image_id, who)
         arrays = store.arrays(image_id, ["input", "R_blur", "R_noise"])
-        small = render.maps_at(arrays, (0, m["height"], 0, m["width"]), int(scale))
+        small = {
+            k: np.ascontiguousarray(v, np.float32)
+            for k, v in render.maps_at(arrays, (0, m["height"], 0, m["width"]), int(scale)).items()
+        }
         c, hh, ww = small["input"].shape
         header = {
             "width": ww,

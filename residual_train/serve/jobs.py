@@ -38,6 +38,7 @@ class Jobs:
         self.tile, self.overlap = tile, overlap
         self.q: queue.Queue[str] = queue.Queue(maxsize=max(1, queue_size))
         self.running = 0
+        self.network_runs = 0  # jobs that ran the network (renders never add to it)
         self._lock = threading.Lock()
         self.threads = [
             threading.Thread(target=self._work, name=f"rt-job-{i}", daemon=True)
@@ -88,6 +89,8 @@ class Jobs:
         if m is None:  # deleted while queued
             return
         t0 = time.perf_counter()
+        with self._lock:
+            self.network_runs += 1
         try:
             x = np.asarray(self.store.arrays(image_id, ["input"])["input"])
             maps = self.model.predict(x, tile=self.tile, overlap=self.overlap, iso=m["iso"])

@@ -15,7 +15,7 @@ import numpy as np
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.sources import linear_to_srgb
-from residual_train.deploy.compose import compose_consistent_fast
+from residual_train.deploy.compose import compose_consistent_fast, compose_consistent_srgb8
 
 FORMATS = {"png": "image/png", "tiff": "image/tiff"}
 
@@ -57,35 +57,68 @@ def region(shape: tuple[int, int], x: int | None, y: int | None, w: int | None, 
 
 
 def maps_at(arrays: dict[str, np.ndarray], box, scale: int) -> dict[str, np.ndarray]:
-    """The region of each (memory-mapped) array, at ``scale``; reads only those rows."""
+    """The region of each (memory-mapped) array at ``scale``: views at scale 1 (nothing is
+    read until composed), area-averaged copies otherwise."""
     y0, y1, x0, x1 = box
     require(1 <= scale <= 64, f"scale = {scale}: an integer from 1 to 64")
     require(
         (y1 - y0) >= scale and (x1 - x0) >= scale,
         f"scale = {scale} leaves nothing of a {x1 - x0}x{y1 - y0} region",
     )
+    if scale == 1:
+        return {k: v[:, y0:y1, x0:x1] for k, v in arrays.items()}
     return {k: area_downscale(v[:, y0:y1, x0:x1], scale) for k, v in arrays.items()}
 
 
-def compose_region(
-    maps: dict[str, np.ndarray], a: float, b: float, noise: NoiseModel
-) -> np.ndarray:
-    return compose_consistent_fast(maps["input"], maps["R_blur"], maps["R_noise"], a, b, noise)
-
-
-def encode(y: np.ndarray, fmt: str) -> bytes:
-    """PNG: 8-bit sRGB (fast zlib level); TIFF: 32-bit float linear, lossless."""
+def render(maps: dict[str, np.ndarray], a: float, b: float, noise: NoiseModel, fmt: str) -> bytes:
+    """The composition of ``maps`` at strengths ``a``, ``b``, encoded: PNG = 8-bit sRGB (the
+    composition and the sRGB table in one pass, then :func:`png_bytes`); TIFF = 32-bit
+    float linear, lossless."""
     require(fmt in FORMATS, f"format = {fmt!r}: use one of {sorted(FORMATS)}")
-    buf = io.BytesIO()
+    x, rb, rn = maps["input"], maps["R_blur"], maps["R_noise"]
     if fmt == "png":
-        from PIL import Image
+        return png_bytes(compose_consistent_srgb8(x, rb, rn, a, b, noise, _srgb_lut()))
+    import tifffile
 
-        Image.fromarray(to_srgb8(y)).save(buf, "PNG", compress_level=1)
-    else:
-        import tifffile
-
-        tifffile.imwrite(buf, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+    y = compose_consistent_fast(
+        *(np.ascontiguousarray(v, np.float32) for v in (x, rb, rn)), a, b, noise
+    )
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.moveaxis(y, 0, 2), photometric="rgb")
     return buf.getvalue()
+
+
+def png_bytes(rgb: np.ndarray, level: int = 1) -> bytes:
+    """``(H, W, 3)`` uint8 as PNG: every row "Up"-filtered (a vectorised difference), one
+    zlib stream at a fast level. A few times faster than PIL's adaptive filters for the
+    same file size class; any PNG decoder reads it."""
+    import struct
+    import zlib
+
+    h, w, c = rgb.shape
+    rows = rgb.reshape(h, w * c)
+    raw = np.empty((h, w * c + 1), np.uint8)
+    raw[:, 0] = 2  # filter type Up
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    head = struct.pack(">IIBBBBB", w, h, 8, {3: 2, 4: 6, 1: 0}[c], 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", head),
+            chunk(b"IDAT", zlib.compress(raw.tobytes(), level)),
+            chunk(b"IEND", b""),
+        ]
+    )
 
 
 def pack_f16(maps: dict[str, np.ndarray], header: dict) -> bytes:
