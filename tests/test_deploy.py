@@ -404,3 +404,32 @@ def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp
     r = run(*args, "strengths.blur=0.5", "iso=800")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(load_maps(tmp_path / "o")[1]) == ["blur", "noise"]
+
+
+# ---- device graphs ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fp16_and_int8_exports_record_what_they_cost(exported, tmp_path):
+    ckpt = Path(json.loads((exported / "card.json").read_text())["checkpoint"]["path"])
+    fp32_bytes = (exported / "model.onnx").stat().st_size
+    for precision, max_ratio, min_psnr in (("fp16", 0.7, 60.0), ("int8", 0.9, 25.0)):
+        card = export(ckpt, tmp_path / precision, precision=precision, min_device_psnr=min_psnr)
+        dev = card["device"]
+        assert card["precision"] == dev["precision"] == precision
+        size = (tmp_path / precision / "model.onnx").stat().st_size
+        assert dev["bytes"] == size and dev["fp32_bytes"] == fp32_bytes
+        assert size < max_ratio * fp32_bytes
+        assert dev["ms_per_megapixel"] > 0 and dev["fp32_ms_per_megapixel"] > 0
+        assert set(dev["psnr_vs_fp32"]) == {"100", "6400"}
+        assert all(v >= min_psnr for v in dev["psnr_vs_fp32"].values())
+        assert f"device graph: {precision}" in (tmp_path / precision / "card.md").read_text()
+        # the reduced graph deploys like any export, and the registry takes it
+        m = load_model(tmp_path / precision)
+        x = np.random.default_rng(0).random((3, 40, 56), dtype=np.float32) * 0.5
+        maps = m.predict(x, iso=800)
+        assert np.isfinite(maps["blur"]).all() and maps["noise"].shape == x.shape
+        Registry(tmp_path / "reg").publish(tmp_path / precision, "dev", precision)
+    with pytest.raises(ExportError, match="precision = int8: the composed output is only"):
+        export(ckpt, tmp_path / "strict", precision="int8", min_device_psnr=200)
+    assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict.tmp-*"))
+    with pytest.raises(InputError, match="precision = 'int4'"):
+        export(ckpt, tmp_path / "x", precision="int4")
