@@ -92,6 +92,22 @@ def test_the_wheel_carries_configs_weights_and_the_console_script(installed, tmp
     assert (installed / "bin" / "residual-train").is_file()
     r = _run([str(installed / "bin" / "residual-train"), "--help"], tmp_path)
     assert r.returncode == 0 and "generate" in r.stdout and "evaluate" in r.stdout
+    # the service's page and config travel in the wheel too
+    r = _run(
+        [str(installed / "bin" / "residual-train"), "serve", "keys", "add", "u", "storage=s"],
+        tmp_path,
+    )
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith("rt_"), r.stderr
+    r = _run(
+        [
+            str(py),
+            "-c",
+            "from importlib.resources import files; "
+            "print(len((files('residual_train.serve') / 'page.html').read_text()))",
+        ],
+        tmp_path,
+    )
+    assert r.returncode == 0 and int(r.stdout) > 1000
 
 
 @pytest.mark.slow

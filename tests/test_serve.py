@@ -572,3 +572,18 @@ def test_page_sliders_follow_the_servers_composition(service, tmp_path):
         (tmp_path / "repaint_ms.json").write_text(json.dumps(repaint))
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_a_raw_upload_without_iso_uses_the_models_default(service):
+    from tests.conftest import shared
+
+    raw = shared("raw", "RAW_KODAK_DC50.KDC")
+    url, key = service["url"], service["alice"]
+    r = upload(url, key, raw.read_bytes(), name="camera.KDC", iso=None)
+    assert r.status_code == 202, r.text
+    st = wait_done(url, key, r.json()["id"], timeout=600)
+    assert st["status"] == "done", st
+    assert st["iso"] == pytest.approx(800.0)  # sqrt(100 * 6400): the card's middle
+    assert st["width"] > st["height"] > 300
+    httpx.delete(f"{url}/v1/images/{st['id']}", headers={"X-API-Key": key})

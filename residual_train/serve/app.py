@@ -174,6 +174,9 @@ def create_app(cfg: dict, model) -> FastAPI:
         suffix = Path(name).suffix.lower()
         if suffix not in SUFFIXES:
             raise HTTPException(422, f"{name!r}: not a supported image ({', '.join(SUFFIXES)})")
+        if iso is None:  # the model's default: the geometric middle of its ISO range
+            table = model.card["noise_model"]["iso"]
+            iso = float(np.sqrt(float(table[0]) * float(table[-1])))
         noise = model.noise_model(iso)  # InputError (422) outside the model's range
         image_id = store.new_id()
         # decode and check now (422 at once), from a private temporary copy of the upload
@@ -199,7 +202,7 @@ def create_app(cfg: dict, model) -> FastAPI:
                     "width": int(x.shape[2]),
                     "height": int(x.shape[1]),
                     "channels": int(x.shape[0]),
-                    "iso": None if iso is None else float(iso),
+                    "iso": float(iso),
                     "components": list(model.heads),
                     "noise_A": noise.A.tolist(),
                     "noise_B": noise.B.tolist(),
