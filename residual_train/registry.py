@@ -171,6 +171,7 @@ class Registry:
         return d
 
     def list(self, name: str | None = None) -> list[dict]:
+        require(self.root.is_dir(), f"registry = {str(self.root)!r}: not a directory")
         names = (
             [name]
             if name

@@ -352,3 +352,26 @@ def test_bank_symmetries_are_the_flips_and_turns_the_lens_has():
     a = np.arange(9).reshape(3, 3)
     assert (dihedral(a, 6) == a[::-1]).all() and (dihedral(a, 5) == a.T).all()
     assert (dihedral(a, 1) == np.rot90(a)).all()
+
+
+def test_a_single_psf_lens_makes_a_one_point_bank_file_and_atlas(tmp_path):
+    for cmd, out in (("bank", "sp.h5"), ("atlas", "sp.png")):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "data_gen.optics",
+                cmd,
+                "lens=soft_prime",
+                f"out={tmp_path / out}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+    bank = load_bank(tmp_path / "sp.h5")
+    assert bank.grid.shape == (1, 1, 1, 3, 31, 31)
+    np.testing.assert_allclose(bank.psfs[0], build_bank(preset("soft_prime"), 3).psfs[0], atol=1e-7)
+    assert Image.open(tmp_path / "sp.png").size[0] > 100

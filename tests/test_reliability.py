@@ -474,3 +474,39 @@ def test_a_corrupt_checkpoint_is_named_when_resuming_or_exporting(small, tmp_pat
     r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
     one_line_error(r, 2, "result.json: training result is not valid JSON")
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["residual_train.publish", "list", "registry=/nonexistent/reg"], "not a directory"),
+        (["residual_train.serve", "port=abc"], "port = 'abc': an integer"),
+        (["residual_train.serve", "tile=64", "overlap=64"], "must exceed overlap"),
+        (["residual_train.fetch", "url=ftp://host/reg", "out_dir=f"], "an http:// or https://"),
+        (["residual_train.fetch", "url=http://127.0.0.1:9/reg", "out_dir=f"], "cannot connect"),
+        (["residual_train.deploy", "model=nope", "input=x.png", "out_dir=d"], "model = 'nope'"),
+        (["residual_train.export", "ckpt=/nonexistent.ckpt", "out_dir=e"], "file does not exist"),
+        (["residual_train.pipelines.demo", "profile=huge", "out=dm"], "profile = 'huge'"),
+        (["data_gen.verify", "/nonexistent/ds"], "not a directory"),
+        (["residual_train", "data.dir=/nonexistent/ds", "experiment=tiny"], "no manifest"),
+    ],
+)
+def test_bad_input_to_every_command_is_one_line(tmp_path, args, needle):
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    one_line_error(r, 2, needle)
+    assert not [p for p in tmp_path.iterdir()]  # nothing was written
+
+
+def test_evaluate_checks_every_iso_before_starting(tmp_path):
+    r = run(
+        "residual_train.evaluate",
+        "model=default",
+        "images=builtin",
+        f"out={tmp_path / 'ev'}",
+        "isos=[400,1e9]",
+        "progress=true",
+    )
+    one_line_error(r, 2, "iso = 1e+09 is outside the model's training range")
+    assert not (tmp_path / "ev").exists()

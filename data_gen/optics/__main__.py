@@ -36,7 +36,7 @@ def as_field_bank(bank: PSFBank, lens: dict) -> FieldBank:
     return FieldBank(
         states=list(bank.states) or [LensState()],
         name=bank.name,
-        grid=bank.psfs[None, None, None],
+        grid=bank.psfs[None, None],
         geometry="polar",
         axis1=np.zeros(1),
         axis2=np.zeros(1),

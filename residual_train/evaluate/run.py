@@ -248,6 +248,8 @@ def evaluate(
     unknown = [b for b in baselines if b not in BASELINES]
     require(not unknown, f"baselines: unknown {unknown}; known: {sorted(BASELINES)}")
     isos = [float(i) for i in (isos or card_isos(model.card))]
+    for iso in isos:  # every ISO inside the card's range, before any work starts
+        model.noise_model(iso)
     bank = card_bank(model.card, lens_cache)
     require(bool(images), "no images to evaluate")
     k = bank.size

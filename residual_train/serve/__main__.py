@@ -22,6 +22,32 @@ def registry_dir(cfg: dict) -> Path | None:
     return None
 
 
+def check_settings(cfg: dict) -> None:
+    """The numbers in ``conf/apps/serve.yaml`` are numbers in range (one line otherwise)."""
+    limits = {
+        "port": (1, 65535),
+        "workers": (1, 256),
+        "queue_size": (1, 100000),
+        "quota_images": (1, 10**9),
+        "tile": (32, 8192),
+        "overlap": (4, 4096),
+    }
+    for key, (lo, hi) in limits.items():
+        v = cfg.get(key)
+        require(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+            f"{key} = {v!r}: an integer from {lo} to {hi}",
+        )
+    mb = cfg.get("max_upload_mb")
+    require(
+        isinstance(mb, (int, float)) and not isinstance(mb, bool) and mb > 0,
+        f"max_upload_mb = {mb!r}: a positive number of megabytes",
+    )
+    require(
+        cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
+    )
+
+
 def keys(cfg: dict) -> dict | None:
     from residual_train.serve.keys import KeyStore
 
@@ -47,6 +73,7 @@ def run(cfg: dict) -> dict | None:
     if cfg["command"] == "keys":
         return keys(cfg)
     require(cfg["command"] == "run", f"command = {cfg['command']!r}: run or keys")
+    check_settings(cfg)
     import uvicorn
 
     from residual_train.deploy import load_model
