@@ -9,6 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -37,6 +42,24 @@ def require_new_dir(path: str | Path, key: str = "out_dir") -> Path:
         f"{key} = {str(p)!r} already holds files; nothing is overwritten",
     )
     return p
+
+
+@contextlib.contextmanager
+def filled_atomically(out_dir: str | Path) -> Iterator[Path]:
+    """``with filled_atomically(out_dir) as tmp:`` fill ``tmp`` (a hidden sibling); on
+    success it becomes ``out_dir`` in one rename, on any error it is removed and
+    ``out_dir`` is left as it was (absent or empty: see :func:`require_new_dir`)."""
+    out_dir = require_new_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def preset_path(path: str | Path) -> Path:

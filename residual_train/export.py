@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from data_gen import __version__
 from data_gen.cli import run_app
 from data_gen.errors import InputError, require
-from data_gen.paths import APPS, require_new_dir
+from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.sensor import build_sensor
 from data_gen.shards import read_mapping, sha256_file
 from residual_train.models import ResidualNet, build_model
@@ -198,9 +197,7 @@ def export(
     require_new_dir(out_dir)
     net, hp, raw = load_checkpoint(ckpt)
     train_cfg, result, data_cfg, manifest = _training_context(ckpt)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with filled_atomically(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
         c = net.channels
         # trace at a size that needs padding, so no shape-dependent path is frozen
@@ -278,12 +275,6 @@ def export(
             for n in ("card.json", "card.md", "model.onnx", "weights.safetensors")
         )
         (tmp / "SHA256SUMS").write_text(sums)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return card
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,7 +21,7 @@ from pathlib import Path
 
 from data_gen.cli import run_app
 from data_gen.errors import InputError, require
-from data_gen.paths import APPS, require_new_dir
+from data_gen.paths import APPS, filled_atomically, require_new_dir
 from residual_train.registry import FILES, TamperedError, read_sums
 
 CHUNK = 1 << 20
@@ -74,9 +72,7 @@ def fetch(
         f"{name}:{tag} is neither a version nor an alias at {base} "
         f"(versions {sorted(versions)}, aliases {sorted(aliases)})",
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with filled_atomically(out_dir) as tmp:
         got = {f: _download(f"{base}/{name}/{version}/{f}", tmp / f, key, timeout) for f in FILES}
         if got["card.json"] != versions[version].get("card_sha256"):
             raise TamperedError(f"{base}/{name}/{version}/card.json: sha256 differs from the index")
@@ -90,12 +86,6 @@ def fetch(
         for f, digest in read_sums(tmp / "SHA256SUMS").items():
             if got.get(f) != digest:
                 raise TamperedError(f"{base}/{name}/{version}/{f}: sha256 differs from SHA256SUMS")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return {"name": name, "version": version, "out_dir": str(out_dir), "files": got}
 
 

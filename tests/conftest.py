@@ -77,6 +77,30 @@ def run_if(
     return pytest.mark.skipif(bool(why), reason="needs " + "; ".join(why))
 
 
+def chromium_driver():
+    """Headless Debian Chromium through selenium, with the flags a closed network needs."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
 def tree_digest(d: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under ``d`` (empty when ``d`` is absent)."""
     if not d.exists():

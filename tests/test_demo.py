@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from residual_train.pipelines.demo import run_demo
-from tests.conftest import run_if
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+from tests.conftest import chromium_driver, run_if
 
 
 @pytest.fixture(scope="module")
@@ -71,24 +67,7 @@ def test_demo_rerun_reuses_the_finished_work(report, capsys):
 
 @run_if(chromium=True)
 def test_report_renders_in_headless_chromium_with_images_and_tables(report):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = chromium_driver()
 
     def visit(url: str) -> tuple[list, list, list]:
         driver.get(url)

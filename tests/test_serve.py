@@ -25,7 +25,7 @@ from PIL import Image
 from data_gen.noise import NoiseModel
 from residual_train.deploy.compose import compose_consistent
 from residual_train.serve.render import area_downscale, to_srgb8
-from tests.conftest import ROOT, run_if
+from tests.conftest import ROOT, chromium_driver, run_if
 
 PY = sys.executable
 
@@ -490,31 +490,13 @@ def test_device_fetch_from_the_service_and_from_a_static_server(service, tmp_pat
 # ---- the page, in a real headless Chromium ----------------------------------------------------
 @run_if(chromium=True)
 def test_page_sliders_follow_the_servers_composition(service, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.test_demo import CHROMEDRIVER, CHROMIUM
-
     img = tmp_path / "photo.png"
     img.write_bytes(png(120, 180, seed=5))
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = chromium_driver()
     url, key = service["url"], service["alice"]
     try:
         driver.get(url + "/")
