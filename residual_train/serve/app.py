@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from data_gen.errors import InputError
@@ -116,6 +117,19 @@ def create_app(cfg: dict, model) -> FastAPI:
     @app.exception_handler(InputError)
     async def _bad_input(_request, exc: InputError):
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ())[1:]) or "request"
+            got = (
+                f" (got {e['input']!r})"
+                if "input" in e and not isinstance(e["input"], dict)
+                else ""
+            )
+            parts.append(f"{where}: {e.get('msg', 'invalid')}{got}")
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
     def user(x_api_key: str | None = Header(default=None)) -> str:
         u = keys.user_of(x_api_key)
