@@ -261,7 +261,7 @@ def test_renders_never_run_the_network(service, done_image):
                 f"{u}/v1/images/{i}/render", params={"blur": "lots"}, headers={"X-API-Key": k}
             ),
             422,
-            "blur: Input should be a valid number (got 'lots')",
+            "blur: Input should be a valid number",
         ),
         (lambda u, k, i: upload(u, k, b"not an image at all"), 422, "cannot be read"),
         (lambda u, k, i: upload(u, k, png(20, 20)[:60]), 422, "cannot be read"),
