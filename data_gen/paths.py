@@ -54,12 +54,23 @@ def filled_atomically(out_dir: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         yield tmp
+        open_to_umask(tmp)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         os.replace(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_to_umask(root: Path) -> None:
+    """Give ``root`` and everything below it the permissions a plain ``mkdir`` / ``open``
+    would have: ``mkdtemp`` (and some writers, e.g. safetensors) create them private."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def preset_path(path: str | Path) -> Path:

@@ -253,8 +253,9 @@ def export(
             "training": train_cfg,
             "metrics": {
                 "monitor": (result or {}).get("monitor"),
-                "value": (result or {}).get("value"),
-                "global_step": raw.get("global_step"),
+                "value": (result or {}).get("value"),  # the run's best; see "best"
+                "best": Path((result or {}).get("best") or "").name or None,
+                "global_step": raw.get("global_step"),  # of the exported weights
                 "epoch": raw.get("epoch"),
             },
             "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt)},
@@ -312,7 +313,8 @@ def card_markdown(card: dict) -> str:
         f"- components / outputs: {', '.join(card['outputs'])} (residuals; `x + R` corrects that component)",
         f"- input: `{card['layout']}`, {card['channels']} channels, {card['scale']}",
         f"- architecture: {card['model'].get('arch')} {json.dumps({k: v for k, v in card['model'].items() if k != 'arch'})}",
-        f"- validation: {m.get('monitor')} = {m.get('value')} at step {m.get('global_step')}",
+        f"- validation: {m.get('monitor')} = {m.get('value')} (the run's best: {m.get('best')});"
+        f" weights of step {m.get('global_step')}",
         f"- sensor noise model: ISO {nm.get('iso', ['?'])[0]}..{nm.get('iso', ['?'])[-1]}"
         if nm
         else "- sensor noise model: unknown",

@@ -85,7 +85,9 @@ def test_every_training_preset_composes_and_builds(group, option, tmp_path):
     cfg = _compose(CONF, "train", [f"{group}={option}", "data.dir=unused"])
     assert not _missing(cfg), _missing(cfg)
     # the trainer preset holds only real Trainer arguments
-    unknown = set(cfg["trainer"]) - set(inspect.signature(pl.Trainer.__init__).parameters)
+    assert cfg["trainer"]["_target_"] == "pytorch_lightning.Trainer"
+    args = set(cfg["trainer"]) - {"_target_"}
+    unknown = args - set(inspect.signature(pl.Trainer.__init__).parameters)
     assert not unknown, f"trainer={cfg['trainer']}: not Trainer arguments: {unknown}"
     sigma_map = bool(cfg["data"].get("sigma_map", False))
     torch.manual_seed(int(cfg["seed"]))
@@ -101,6 +103,12 @@ def test_every_training_preset_composes_and_builds(group, option, tmp_path):
     assert all(r.shape == x.shape and torch.isfinite(r).all() for r in out.values())
     callbacks = build_callbacks(cfg, tmp_path, monitor_metric(cfg))
     assert all(isinstance(c, pl.Callback) for c in callbacks.values())
+    tc = cfg["trainer"]
+    if tc["accelerator"] == "cpu" and tc["devices"] == 1 and tc["precision"] != "auto":
+        from hydra.utils import instantiate
+
+        trainer = instantiate(tc, default_root_dir=str(tmp_path), logger=False)
+        assert isinstance(trainer, pl.Trainer) and trainer.max_steps == tc["max_steps"]
     if group == "logger" and option == "wandb":
         pytest.importorskip("wandb")
     loggers = build_loggers(cfg, tmp_path) if group != "logger" or option != "wandb" else []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -190,6 +192,12 @@ def test_export_writes_onnx_safetensors_and_a_complete_card(exported):
     from safetensors.torch import load_file
 
     assert any(k.startswith("out.blur") for k in load_file(str(exported / "weights.safetensors")))
+    # readable by others as far as the umask allows (mkdtemp and safetensors make 0700/0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o777 & ~mask
+    for p in exported.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p.name
 
 
 def test_export_fails_loudly_on_parity_and_writes_nothing(exported, tmp_path):

@@ -245,6 +245,21 @@ class StopAfterEpoch(Callback):
             trainer.should_stop = True
 
 
+def test_a_run_ending_between_validations_keeps_its_final_state(dataset, tmp_path):
+    # 12 steps an epoch, validation (and Lightning's own last.ckpt) every 4: steps 4, 8, 12
+    cfg = train_cfg(
+        f"data.dir={dataset}",
+        f"run_dir={tmp_path}",
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=14",
+        "trainer.val_check_interval=4",
+        "model.width=8",
+    )
+    assert train(cfg)["global_step"] == 14
+    ck = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 14  # not 12, the last validation's state
+
+
 class CrashAtStep(Callback):
     """Dies mid-epoch, after a checkpoint and a few more logged steps (like a kill -9)."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import yaml
+from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 
@@ -132,10 +133,20 @@ def resolve_precision(precision, accelerator: str):
     return "bf16-mixed" if cpu_has_bf16() else 32
 
 
+def save_final_state(trainer: pl.Trainer, last: Callback | None) -> None:
+    """Write the state training ended with as ``last.ckpt``. Lightning saves ``last`` only
+    after a validation, so a run whose ``max_steps`` is not on a validation step would
+    otherwise keep an older state (and export it)."""
+    if last is None or trainer.state.status != "finished" or trainer.interrupted:
+        return
+    if getattr(last, "_last_global_step_saved", None) != trainer.global_step:
+        # every rank calls it (DDP); Lightning writes on rank 0 only
+        path = Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}"
+        trainer.save_checkpoint(path, weights_only=False)  # full state: resumable
+
+
 def build_loggers(cfg: dict, run_dir: Path) -> list:
     """One logger per entry of ``cfg['logger']`` (``_target_`` + options), saving in ``run_dir``."""
-    from hydra.utils import instantiate
-
     out = []
     for key, lc in (cfg.get("logger") or {}).items():
         require(
@@ -149,8 +160,6 @@ def build_loggers(cfg: dict, run_dir: Path) -> list:
 def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callback]:
     """``cfg['callbacks']`` instantiated; checkpoint callbacks save in ``run_dir/checkpoints``
     and the ``best`` one watches ``monitor``."""
-    from hydra.utils import instantiate
-
     out = {}
     for key, cc in (cfg.get("callbacks") or {}).items():
         require(
@@ -220,8 +229,9 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     named = build_callbacks(cfg, run_dir, monitor)
     checkpoint = named.get("best")
     trainer_cfg = {k: v for k, v in (cfg.get("trainer") or {}).items() if v is not None}
-    trainer = pl.Trainer(
-        **trainer_cfg,
+    trainer_cfg.setdefault("_target_", "pytorch_lightning.Trainer")
+    trainer: pl.Trainer = instantiate(
+        trainer_cfg,
         default_root_dir=str(run_dir),
         logger=loggers or False,
         callbacks=[*(callbacks or []), *named.values()],
@@ -229,6 +239,7 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     )
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        save_final_state(trainer, named.get("last"))
     finally:  # always close the loggers: one failed sweep point must not break the next
         for lg in loggers:
             lg.finalize("success" if trainer.state.status == "finished" else "failed")
