@@ -252,7 +252,7 @@ def test_a_run_ending_between_validations_keeps_its_final_state(dataset, tmp_pat
         f"run_dir={tmp_path}",
         "trainer.max_epochs=-1",
         "trainer.max_steps=14",
-        "trainer.val_check_interval=4",
+        "+trainer.val_check_interval=4",
         "model.width=8",
     )
     assert train(cfg)["global_step"] == 14
