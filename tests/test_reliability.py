@@ -188,6 +188,12 @@ def test_publish_refuses_an_export_edited_after_export(small, tmp_path):
             ["data_gen.verify"],
             "manifest.json: manifest is not valid JSON",
         ),
+        (
+            "dataset config",
+            "ds/config.yaml",
+            ["data_gen"],
+            "config.yaml: dataset config is not valid YAML",
+        ),
     ],
 )
 def test_corrupt_json_is_named_not_a_traceback(small, tmp_path, what, corrupt, command, needle):
@@ -204,6 +210,7 @@ def test_corrupt_json_is_named_not_a_traceback(small, tmp_path, what, corrupt, c
             f"out_dir={tmp_path / 'o'}",
         ],
         "data_gen.verify": [str(ds)],
+        "data_gen": [f"out_dir={ds}", "patch_size=24", "source.size=96"],  # resumes ds
     }[command[0]]
     r = run(*command, *args)
     one_line_error(r, 2, needle)
