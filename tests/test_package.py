@@ -159,3 +159,53 @@ def test_generate_train_export_deploy_from_another_directory(installed, tmp_path
     assert (tmp_path / "half.tif").is_file()
     # nothing was written into the installed package or the checkout
     assert not (installed / "runs").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_the_sdist_builds_a_wheel_with_configs_docs_and_weights(tmp_path):
+    """What a distribution packager does: sdist, unpack, build the wheel from it alone."""
+    import tarfile
+    import zipfile
+
+    r = _run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))",
+            str(tmp_path / "sdist"),
+        ],
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    sdist = tmp_path / "sdist" / r.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+        tf.extractall(tmp_path / "src", filter="data")
+    for must in ("conf/train.yaml", "conf/apps/serve.yaml", "docs/design.md", "setup.py"):
+        assert must in names, must
+    assert any(n.startswith("residual_train/weights/default/") for n in names)
+    top = next((tmp_path / "src").iterdir())
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(top),
+        ],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheel = next((tmp_path / "dist").glob("residual_train-*.whl"))
+    inside = set(zipfile.ZipFile(wheel).namelist())
+    for must in (
+        "data_gen/conf/train.yaml",
+        "data_gen/conf/apps/serve.yaml",
+        "residual_train/serve/page.html",
+        "residual_train/weights/default/index.json",
+    ):
+        assert must in inside, must
