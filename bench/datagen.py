@@ -7,7 +7,8 @@ alone (dead-leaves frames, batched FFT convolution). Then the lens and sensor
 models against the fixed-PSF figure: a field-varying bank (``lens=sharp_prime``,
 4 states x 8 heights x 12 azimuths, 31x31; the number of distinct PSFs the shards
 use is counted) and Bayer output (``layout=rggb``), each with 1 and 2 processes;
-target: >= 80 % of the fixed-PSF rate. Prints a table and saves
+target: >= 80 % of the fixed-PSF rate. The torch renderer (``renderer=torch``) on the CPU
+with 1 and 2 processes, and on the GPU when there is one. Prints a table and saves
 ``bench/results/datagen.json``.
 
     python bench/datagen.py [--samples 16384] [--target 2500] [--quick]
@@ -103,6 +104,20 @@ def main() -> None:
         rows[f"write_w{workers}"] = pipeline_rate(args.samples, workers, True, [])
         if not args.quick:
             rows[f"render_only_w{workers}"] = pipeline_rate(args.samples, workers, False, [])
+    # the torch renderer (same physics and draws), on the CPU and on a GPU when there is one
+    import torch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        torch_cfg = ["renderer=torch", f"device={device}"]
+        pipeline_rate(1024, 1, False, torch_cfg)  # warm-up (cuFFT plans, kernels)
+        for workers in (1, 2) if device == "cpu" else (1,):
+            rows[f"torch_{device}_write_w{workers}"] = pipeline_rate(
+                args.samples, workers, True, torch_cfg
+            )
+            rows[f"torch_{device}_render_only_w{workers}"] = pipeline_rate(
+                args.samples, workers, False, torch_cfg
+            )
     if not args.quick:
         # the same with each dead-leaves frame amortised over 4x more patches
         rows["write_w2_512_patches_per_frame"] = pipeline_rate(

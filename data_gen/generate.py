@@ -31,6 +31,7 @@ from data_gen.cfa import PATTERNS, PLANE_COLOUR
 from data_gen.cli import die_with_parent
 from data_gen.errors import InputError, require
 from data_gen.optics import PSFBank, build_bank
+from data_gen.paths import open_to_umask
 from data_gen.render import BlurOperator, draw_sample, render_batch
 from data_gen.sensor import SensorModel, build_sensor
 from data_gen.shards import (
@@ -65,14 +66,21 @@ RUNTIME_KEYS = (
     "manifest_only",
 )
 LAYOUTS = ("rgb", "rggb")
+RENDERERS = ("numpy", "torch")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 _FRAME_STREAM = 1  # domain tag separating frame seeds from sample seeds
 
 
 def generation_config(cfg: dict) -> dict:
-    """The part of a resolved config that determines the data (runtime keys removed)."""
-    return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS and k != "hydra"}
+    """The part of a resolved config that determines the data (runtime keys removed).
+
+    ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
+    than scipy's, and differently per device), so numpy datasets keep their hash."""
+    drop = set(RUNTIME_KEYS) | {"hydra"}
+    if cfg.get("renderer", "numpy") == "numpy":
+        drop |= {"renderer", "device"}
+    return {k: v for k, v in cfg.items() if k not in drop}
 
 
 def config_hash(gen_cfg: dict) -> str:
@@ -196,12 +204,65 @@ def build_pipeline(cfg: dict) -> Pipeline:
         int(st.get("chunk_samples", 1)),
     )
     require(storage.chunk_samples >= 1, "storage.chunk_samples must be >= 1")
+    renderer = cfg.get("renderer", "numpy")
+    require(renderer in RENDERERS, f"renderer = {renderer!r}: use one of {RENDERERS}")
+    if renderer == "torch":
+        check_device(cfg.get("device", "cpu"))
     source = build_source(cfg.get("source") or {}, channels)
     sensor = build_sensor(cfg.get("sensor") or {}, channels)
     bank = build_bank(
         cfg.get("lens") or {}, channels, cfg.get("bank_cache"), bool(cfg.get("progress", False))
     )
     return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage)
+
+
+def check_device(device) -> None:
+    """``device`` names a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+    import torch
+
+    try:
+        d = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise InputError(f"device = {device!r}: not a torch device (cpu, cuda, cuda:N)") from None
+    if d.type == "cuda":
+        require(torch.cuda.is_available(), f"device = {device!r}: no CUDA GPU on this machine")
+        require(
+            d.index is None or d.index < torch.cuda.device_count(),
+            f"device = {device!r}: this machine has {torch.cuda.device_count()} GPU(s)",
+        )
+    else:
+        require(d.type == "cpu", f"device = {device!r}: use cpu or cuda[:N]")
+
+
+def _renderer(pipe: Pipeline, threads: int):
+    """``(render(specs) -> patches, context)`` for ``pipe.cfg['renderer']``."""
+    p = pipe.cfg["patch_size"]
+    if pipe.cfg.get("renderer", "numpy") == "numpy":
+        blur = BlurOperator(pipe.bank, p, threads)
+        return (lambda specs: render_batch(specs, blur, pipe.cfa)), contextlib.nullcontext()
+    from data_gen.render_torch import TorchBlurOperator, render_batch_torch
+
+    tblur = TorchBlurOperator(pipe.bank, p, pipe.cfg.get("device", "cpu"))
+    return (lambda specs: render_batch_torch(specs, tblur, pipe.cfa)), _TorchThreads(threads)
+
+
+class _TorchThreads:
+    """``fft_threads`` torch threads while a batch renders (workers must not oversubscribe);
+    re-entrant, so one object serves every batch."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
 
 
 def sample_seed(seed: int, shard: int, index: int, stream: int = 0) -> int:
@@ -215,7 +276,7 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     c = pipe.cfg
     p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
     exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
-    blur = BlurOperator(pipe.bank, p, threads)
+    render, threads_ctx = _renderer(pipe, threads)
     colour = pipe.channel_colour
     frame, frame_id = None, -1
     for start in range(0, m, c["batch_size"]):
@@ -236,7 +297,8 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
                     pipe.bank,
                 )
             )
-        patches = render_batch(specs, blur, pipe.cfa)
+        with threads_ctx:
+            patches = render(specs)
         meta = np.zeros(len(specs), meta_dtype(pipe.stored_channels))
         for j, s in enumerate(specs):
             state = pipe.bank.state_of(s.psf_index)
@@ -354,6 +416,7 @@ def claim_out_dir(out_dir: Path, pipe: Pipeline) -> None:
         tmp = Path(name)
         with os.fdopen(fd, "w") as f:
             f.write(yaml.safe_dump(generation_config(pipe.cfg), sort_keys=True))
+        open_to_umask(tmp)  # mkstemp makes it private
         try:
             os.link(tmp, saved)  # atomic, and refuses an existing name
         except FileExistsError:

@@ -64,11 +64,11 @@ def filled_atomically(out_dir: str | Path) -> Iterator[Path]:
 
 
 def open_to_umask(root: Path) -> None:
-    """Give ``root`` and everything below it the permissions a plain ``mkdir`` / ``open``
+    """Give ``root`` (a file or a directory) and everything below it the permissions a plain ``mkdir`` / ``open``
     would have: ``mkdtemp`` (and some writers, e.g. safetensors) create them private."""
     mask = os.umask(0)
     os.umask(mask)
-    for p in [root, *root.rglob("*")]:
+    for p in [root, *(root.rglob("*") if root.is_dir() else ())]:
         if not p.is_symlink():
             p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 

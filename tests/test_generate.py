@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -48,6 +49,11 @@ def test_dataset_layout_schema_and_saved_config(reference):
         "shard-00001-of-00003.h5",
         "shard-00002-of-00003.h5",
     ]
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.yaml", "manifest.json", "shard-00000-of-00003.h5"):
+        # readable by others as the umask allows (config.yaml is made with mkstemp)
+        assert stat.S_IMODE((reference / name).stat().st_mode) == 0o666 & ~mask, name
     m = json.loads((reference / "manifest.json").read_text())
     assert m["num_shards"] == 3 and m["total_samples"] == 36 and m["schema_version"] == 1
     saved = yaml.safe_load((reference / "config.yaml").read_text())
