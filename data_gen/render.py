@@ -111,6 +111,34 @@ def draw_sample(
     return SampleSpec(frame, y, x, e, sensor.params(iso), psf_index, height, az, seed, rng)
 
 
+def fill_crops(specs: list[SampleSpec], buf: np.ndarray, patch: int, psf: int) -> np.ndarray:
+    """Each sample's crop of ``patch + psf - 1`` pixels around its patch, times its exposure,
+    into the top-left of ``buf[i]`` (``(B, C, N, N)`` float32); returns ``buf``."""
+    r, m = psf // 2, patch + psf - 1
+    for i, s in enumerate(specs):
+        np.multiply(
+            s.frame.pixels[:, s.y - r : s.y + patch + r, s.x - r : s.x + patch + r],
+            np.float32(s.exposure),
+            out=buf[i, :, :m, :m],
+        )
+    return buf
+
+
+def noise_draws(
+    specs: list[SampleSpec], shape: tuple[int, ...], cfa: str | None
+) -> tuple[NoiseModel, np.ndarray]:
+    """The batch's noise model (each sample's parameters per stored channel) and its
+    standard normals ``shape`` float32, each sample's drawn from its own generator."""
+    a = np.stack([s.noise.a for s in specs]).astype(np.float32)
+    b = np.stack([s.noise.b for s in specs]).astype(np.float32)
+    if cfa is not None:
+        a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
+    normal = np.empty(tuple(shape), np.float32)
+    for i, s in enumerate(specs):
+        s.rng.standard_normal(dtype=np.float32, out=normal[i])
+    return NoiseModel(a, b), normal
+
+
 def render_batch(
     specs: list[SampleSpec], blur: BlurOperator, cfa: str | None = None
 ) -> dict[str, np.ndarray]:
@@ -121,27 +149,16 @@ def render_batch(
     ``(B, 4, P/2, P/2)`` planes R, Gr, Gb, B; noise is added per photosite with the
     noise parameters of its colour.
     """
-    p, r, m = blur.p, blur.k // 2, blur.m
+    p, r = blur.p, blur.k // 2
     c = specs[0].frame.pixels.shape[0]
-    buf = blur.buffer(len(specs), c)
-    for i, s in enumerate(specs):
-        np.multiply(
-            s.frame.pixels[:, s.y - r : s.y + p + r, s.x - r : s.x + p + r],
-            np.float32(s.exposure),
-            out=buf[i, :, :m, :m],
-        )
+    buf = fill_crops(specs, blur.buffer(len(specs), c), p, blur.k)
     clean = np.ascontiguousarray(buf[:, :, r : r + p, r : r + p])
     blurred = blur(buf, np.array([s.psf_index for s in specs]))
-    a = np.stack([s.noise.a for s in specs]).astype(np.float32)
-    b = np.stack([s.noise.b for s in specs]).astype(np.float32)
     if cfa is not None:
         clean, blurred = mosaic_packed(clean, cfa), mosaic_packed(blurred, cfa)
-        a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
-    normal = np.empty_like(clean)
-    for i, s in enumerate(specs):
-        s.rng.standard_normal(dtype=np.float32, out=normal[i])
+    noise_model, normal = noise_draws(specs, clean.shape, cfa)
     noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
-    sigma = NoiseModel(a, b).std(blurred)  # noise level of the blurred signal, per photosite
+    sigma = noise_model.std(blurred)  # noise level of the blurred signal, per photosite
     _add_noise_and_clip(clean, blurred, normal, sigma, noisy, noisy_blur)
     return {"clean": clean, "blur": blurred, "noise": noisy, "noise_blur": noisy_blur}
 

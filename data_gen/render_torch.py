@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from data_gen.cfa import PLANE_COLOUR, plane_offsets
-from data_gen.noise import NoiseModel
 from data_gen.optics import PSFBank
-from data_gen.render import SampleSpec, fft_size
+from data_gen.render import SampleSpec, fft_size, fill_crops, noise_draws
 
 
 class TorchBlurOperator:
@@ -70,27 +69,16 @@ def render_batch_torch(
     specs: list[SampleSpec], blur: TorchBlurOperator, cfa: str | None = None
 ) -> dict[str, np.ndarray]:
     """:func:`data_gen.render.render_batch` on ``blur.device``; returns numpy arrays."""
-    p, r, m, n = blur.p, blur.k // 2, blur.m, blur.n
+    p, r, n = blur.p, blur.k // 2, blur.n
     c = specs[0].frame.pixels.shape[0]
-    buf = np.zeros((len(specs), c, n, n), np.float32)
-    for i, s in enumerate(specs):
-        np.multiply(
-            s.frame.pixels[:, s.y - r : s.y + p + r, s.x - r : s.x + p + r],
-            np.float32(s.exposure),
-            out=buf[i, :, :m, :m],
-        )
+    buf = fill_crops(specs, np.zeros((len(specs), c, n, n), np.float32), p, blur.k)
     x = torch.from_numpy(buf).to(blur.device)
     clean = x[:, :, r : r + p, r : r + p]
     blurred = blur(x, np.array([s.psf_index for s in specs]))
-    a = np.stack([s.noise.a for s in specs]).astype(np.float32)
-    b = np.stack([s.noise.b for s in specs]).astype(np.float32)
     if cfa is not None:
         clean, blurred = mosaic_packed_torch(clean, cfa), mosaic_packed_torch(blurred, cfa)
-        a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
-    normal = np.empty(tuple(clean.shape), np.float32)
-    for i, s in enumerate(specs):  # the reference's normals, from each sample's generator
-        s.rng.standard_normal(dtype=np.float32, out=normal[i])
-    noise = NoiseModel(a, b).std(blurred) * torch.from_numpy(normal).to(blur.device)
+    noise_model, normal = noise_draws(specs, clean.shape, cfa)  # the reference's draws
+    noise = noise_model.std(blurred) * torch.from_numpy(normal).to(blur.device)
     out = {
         "clean": clean,
         "blur": blurred,

@@ -21,6 +21,14 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complete
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def _build_wheel(src: Path, dist: Path) -> Path:
+    """``pip wheel`` of the project at ``src`` (no downloads: this environment's setuptools)."""
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    r = _run([*cmd, "-w", str(dist), str(src)], cwd=dist.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return next(dist.glob("residual_train-*.whl"))
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh virtual environment with the project's wheel installed (not editable).
@@ -28,23 +36,7 @@ def installed(tmp_path_factory) -> Path:
     Its dependencies come from this environment through a path entry (so nothing is
     downloaded); the editable checkout is *not* importable from it."""
     root = tmp_path_factory.mktemp("wheel")
-    r = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(root / "dist"),
-            str(ROOT),
-        ],
-        cwd=root,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    wheel = next((root / "dist").glob("residual_train-*.whl"))
+    wheel = _build_wheel(ROOT, root / "dist")
     env = root / "venv"
     venv.create(env, with_pip=False)
     py = env / "bin" / "python"
@@ -184,23 +176,7 @@ def test_the_sdist_builds_a_wheel_with_configs_docs_and_weights(tmp_path):
         assert must in names, must
     assert any(n.startswith("residual_train/weights/default/") for n in names)
     top = next((tmp_path / "src").iterdir())
-    r = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path / "dist"),
-            str(top),
-        ],
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    wheel = next((tmp_path / "dist").glob("residual_train-*.whl"))
+    wheel = _build_wheel(top, tmp_path / "dist")
     inside = set(zipfile.ZipFile(wheel).namelist())
     for must in (
         "data_gen/conf/train.yaml",
