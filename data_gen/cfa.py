@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_gen.errors import require
+from data_gen.noise import is_torch
 
 PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
 PLANES = ("R", "Gr", "Gb", "B")
@@ -60,17 +61,20 @@ def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
     return out
 
 
-def mosaic_packed(rgb: np.ndarray, pattern: str) -> np.ndarray:
-    """``pack(mosaic(rgb))`` in one step: ``(..., 3, H, W)`` -> ``(..., 4, H/2, W/2)``."""
+def mosaic_packed(rgb, pattern: str):
+    """``pack(mosaic(rgb))`` in one step: ``(..., 3, H, W)`` -> ``(..., 4, H/2, W/2)``;
+    numpy arrays or torch tensors (the torch renderer)."""
     require(rgb.shape[-3] == 3, f"mosaicking needs 3 colour channels, got {rgb.shape}")
     _check_even(*rgb.shape[-2:])
-    return np.stack(
-        [
-            rgb[..., c, dy::2, dx::2]
-            for (dy, dx), c in zip(plane_offsets(pattern), PLANE_COLOUR, strict=True)
-        ],
-        axis=-3,
-    )
+    planes = [
+        rgb[..., c, dy::2, dx::2]
+        for (dy, dx), c in zip(plane_offsets(pattern), PLANE_COLOUR, strict=True)
+    ]
+    if is_torch(rgb):
+        import torch
+
+        return torch.stack(planes, dim=-3)
+    return np.stack(planes, axis=-3)
 
 
 def superpixel_rgb(packed: np.ndarray) -> np.ndarray:

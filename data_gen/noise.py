@@ -34,7 +34,8 @@ def variance(v, A, B):
 variance_scalar = numba.njit("float32(float32, float32, float32)", cache=True)(variance)
 
 
-def _is_torch(v) -> bool:
+def is_torch(v) -> bool:
+    """Whether ``v`` is a torch tensor (without importing torch)."""
     return type(v).__module__.startswith("torch")
 
 
@@ -47,7 +48,7 @@ class NoiseModel:
     """
 
     def __init__(self, A, B) -> None:
-        if _is_torch(A):  # a batch's parameters on the training device stay there
+        if is_torch(A):  # a batch's parameters on the training device stay there
             ok = bool(((A >= 0) & (B >= 0) & A.isfinite() & B.isfinite()).all())
         else:
             A, B = np.asarray(A, np.float32), np.asarray(B, np.float32)
@@ -70,7 +71,7 @@ class NoiseModel:
     def _params(self, v):
         """``A``, ``B`` shaped to broadcast against ``(..., C, H, W)`` signals like ``v``."""
         A, B = self.A[..., None, None], self.B[..., None, None]
-        if _is_torch(v):
+        if is_torch(v):
             import torch
 
             return (
@@ -87,10 +88,11 @@ class NoiseModel:
     def std(self, v):
         """``σ(v) ≥ √B``, same shape and type as ``v``."""
         s2 = self.variance(v)
-        return s2.sqrt() if _is_torch(v) else np.sqrt(s2)
+        return s2.sqrt() if is_torch(v) else np.sqrt(s2)
 
-    def sample(self, signal: np.ndarray, normal: np.ndarray) -> np.ndarray:
-        """One noise realisation ``σ(signal)·r`` for standard normals ``r`` (same shape)."""
+    def sample(self, signal, normal):
+        """One noise realisation ``σ(signal)·r`` for standard normals ``r`` (same shape and
+        type: numpy arrays or torch tensors)."""
         return self.std(signal) * normal
 
     def ratio(self, after, before):
@@ -104,7 +106,7 @@ class NoiseModel:
         """
         a, b = after.clip(0, 1), before.clip(0, 1)
         r = (self.variance(a) + EPS) / (self.variance(b) + EPS)
-        return r.sqrt() if _is_torch(r) else np.sqrt(r)
+        return r.sqrt() if is_torch(r) else np.sqrt(r)
 
     @property
     def k_max(self) -> np.ndarray:

@@ -16,27 +16,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data_gen.cfa import PLANE_COLOUR, plane_offsets
+from data_gen.cfa import mosaic_packed
 from data_gen.optics import PSFBank
-from data_gen.render import SampleSpec, fft_size, fill_crops, noise_draws
+from data_gen.render import BlurOperator, SampleSpec, fill_crops, noise_draws
 
 
-class TorchBlurOperator:
-    """Batched 'valid' convolution with a bank's PSFs through real FFTs on ``device``.
-
-    The contract of :class:`data_gen.render.BlurOperator`: input ``(B, C, N, N)`` whose
-    top-left ``(P + K - 1)²`` holds the crops, output ``(B, C, P, P)``. Each PSF's transform
-    is computed once and stays on the device.
-    """
+class TorchBlurOperator(BlurOperator):
+    """:class:`data_gen.render.BlurOperator` (same buffer, sizes and valid region) with its
+    FFTs in torch on ``device``; each PSF's transform is computed once and stays there."""
 
     def __init__(self, bank: PSFBank, patch_size: int, device: str | torch.device = "cpu"):
-        self.bank = bank
-        self.p = patch_size
-        self.k = bank.size
-        self.m = patch_size + self.k - 1
-        self.n = fft_size(self.m)
+        super().__init__(bank, patch_size)
         self.device = torch.device(device)
-        self._kernels: dict[int, torch.Tensor] = {}
 
     def kernel_fft(self, index: int) -> torch.Tensor:
         if index not in self._kernels:
@@ -56,29 +47,20 @@ class TorchBlurOperator:
         return y[:, :, lo:hi, lo:hi].contiguous()
 
 
-def mosaic_packed_torch(rgb: torch.Tensor, pattern: str) -> torch.Tensor:
-    """:func:`data_gen.cfa.mosaic_packed` for tensors: ``(..., 3, H, W)`` -> ``(..., 4, H/2, W/2)``."""
-    planes = [
-        rgb[..., c, dy::2, dx::2]
-        for (dy, dx), c in zip(plane_offsets(pattern), PLANE_COLOUR, strict=True)
-    ]
-    return torch.stack(planes, dim=-3)
-
-
 def render_batch_torch(
     specs: list[SampleSpec], blur: TorchBlurOperator, cfa: str | None = None
 ) -> dict[str, np.ndarray]:
     """:func:`data_gen.render.render_batch` on ``blur.device``; returns numpy arrays."""
-    p, r, n = blur.p, blur.k // 2, blur.n
+    p, r = blur.p, blur.k // 2
     c = specs[0].frame.pixels.shape[0]
-    buf = fill_crops(specs, np.zeros((len(specs), c, n, n), np.float32), p, blur.k)
+    buf = fill_crops(specs, blur.buffer(len(specs), c), p, blur.k)
     x = torch.from_numpy(buf).to(blur.device)
     clean = x[:, :, r : r + p, r : r + p]
     blurred = blur(x, np.array([s.psf_index for s in specs]))
     if cfa is not None:
-        clean, blurred = mosaic_packed_torch(clean, cfa), mosaic_packed_torch(blurred, cfa)
+        clean, blurred = mosaic_packed(clean, cfa), mosaic_packed(blurred, cfa)
     noise_model, normal = noise_draws(specs, clean.shape, cfa)  # the reference's draws
-    noise = noise_model.std(blurred) * torch.from_numpy(normal).to(blur.device)
+    noise = noise_model.sample(blurred, torch.from_numpy(normal).to(blur.device))
     out = {
         "clean": clean,
         "blur": blurred,

@@ -27,10 +27,10 @@ from tests.conftest import ROOT, compose_cfg, tree_digest
 from tests.test_train import train_cfg
 
 
-def run(module: str, *args: str, env: dict | None = None, timeout: float = 300):
+def run(module: str, *args: str, env: dict | None = None, timeout: float = 300, cwd=ROOT):
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -499,9 +499,7 @@ def test_a_corrupt_checkpoint_is_named_when_resuming_or_exporting(small, tmp_pat
     ],
 )
 def test_bad_input_to_every_command_is_one_line(tmp_path, args, needle):
-    r = subprocess.run(
-        [sys.executable, "-m", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    r = run(*args, cwd=tmp_path)
     one_line_error(r, 2, needle)
     assert not [p for p in tmp_path.iterdir()]  # nothing was written
 

@@ -141,8 +141,8 @@ def save_final_state(trainer: pl.Trainer, last: Callback | None) -> None:
         return
     if getattr(last, "_last_global_step_saved", None) != trainer.global_step:
         # every rank calls it (DDP); Lightning writes on rank 0 only
-        path = Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}"
-        trainer.save_checkpoint(path, weights_only=False)  # full state: resumable
+        # full state: resumable
+        trainer.save_checkpoint(last.format_checkpoint_name({}), weights_only=False)
 
 
 def build_loggers(cfg: dict, run_dir: Path) -> list:
