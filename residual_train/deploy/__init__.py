@@ -155,13 +155,20 @@ def infer_tiled(
     return out
 
 
-def card_noise_model(card: dict, iso: float | None = None) -> NoiseModel:
-    """The noise model a card's table gives at ``iso`` (linear interpolation between its
-    points; default: the geometric middle of its ISO range)."""
+def default_iso(card: dict) -> float:
+    """The ISO used when none is given: the geometric middle of the card's ISO range."""
     nm = card.get("noise_model")
     require(nm is not None, "the model card has no sensor noise model")
+    return float(np.sqrt(float(nm["iso"][0]) * float(nm["iso"][-1])))
+
+
+def card_noise_model(card: dict, iso: float | None = None) -> NoiseModel:
+    """The noise model a card's table gives at ``iso`` (linear interpolation between its
+    points; default: :func:`default_iso`)."""
+    nm = card.get("noise_model")
+    require(nm is not None, "the model card has no sensor noise model")
+    iso = default_iso(card) if iso is None else float(iso)
     isos = np.asarray(nm["iso"], float)
-    iso = float(np.sqrt(isos[0] * isos[-1])) if iso is None else float(iso)
     require(
         isos[0] <= iso <= isos[-1],
         f"iso = {iso:g} is outside the model's training range {isos[0]:g}..{isos[-1]:g}",

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from data_gen.errors import InputError
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
-from residual_train.deploy import read_input
+from residual_train.deploy import default_iso, read_input
 from residual_train.deploy.compose import check_strength
 from residual_train.serve import render
 from residual_train.serve.jobs import Jobs
@@ -188,9 +188,8 @@ def create_app(cfg: dict, model) -> FastAPI:
         suffix = Path(name).suffix.lower()
         if suffix not in SUFFIXES:
             raise HTTPException(422, f"{name!r}: not a supported image ({', '.join(SUFFIXES)})")
-        if iso is None:  # the model's default: the geometric middle of its ISO range
-            table = model.card["noise_model"]["iso"]
-            iso = float(np.sqrt(float(table[0]) * float(table[-1])))
+        if iso is None:  # recorded with the image: the model's default
+            iso = default_iso(model.card)
         noise = model.noise_model(iso)  # InputError (422) outside the model's range
         image_id = store.new_id()
         # decode and check now (422 at once), from a private temporary copy of the upload
