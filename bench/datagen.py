@@ -8,15 +8,18 @@ models against the fixed-PSF figure: a field-varying bank (``lens=sharp_prime``,
 4 states x 8 heights x 12 azimuths, 31x31; the number of distinct PSFs the shards
 use is counted) and Bayer output (``layout=rggb``), each with 1 and 2 processes;
 target: >= 80 % of the fixed-PSF rate. The torch renderer (``renderer=torch``) on the CPU
-with 1 and 2 processes, and on the GPU when there is one. Prints a table and saves
-``bench/results/datagen.json``.
+with 1 and 2 processes, numpy and torch at 256 px, and on the GPU when there is one
+(``--gpu-only``: just those; 64 and 256 px, host or device normals, 1 and many
+processes, rendered and written). Prints a table and saves
+``bench/results/datagen.json`` (``datagen-gpu.json``).
 
-    python bench/datagen.py [--samples 16384] [--target 2500] [--quick]
+    python bench/datagen.py [--samples 16384] [--target 2500] [--quick] [--gpu-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -33,11 +36,12 @@ from data_gen.render import BlurOperator
 from data_gen.sources import dead_leaves
 
 
-def config(out_dir: str, samples: int, workers: int, write: bool, extra: list[str]) -> dict:
+def config(
+    out_dir: str, samples: int, workers: int, write: bool, extra: list[str], shards: int = 4
+) -> dict:
     from data_gen.cli import compose_config
     from data_gen.paths import CONF
 
-    shards = 4
     overrides = [
         f"out_dir={out_dir}",
         f"shards={shards}",
@@ -54,14 +58,19 @@ def config(out_dir: str, samples: int, workers: int, write: bool, extra: list[st
 
 
 def pipeline_rate(
-    samples: int, workers: int, write: bool, extra: list[str], psfs_used: list | None = None
+    samples: int,
+    workers: int,
+    write: bool,
+    extra: list[str],
+    psfs_used: list | None = None,
+    shards: int = 4,
 ) -> float:
     """Quadruples/s of one generation; ``psfs_used`` gets the distinct PSF indices."""
     import h5py
 
     d = tempfile.mkdtemp(prefix="bench_datagen_")
     try:
-        s = generate(config(str(Path(d) / "ds"), samples, workers, write, extra))
+        s = generate(config(str(Path(d) / "ds"), samples, workers, write, extra, shards))
         if psfs_used is not None and write:
             for f in sorted((Path(d) / "ds").glob("shard-*.h5")):
                 with h5py.File(f, "r") as h:
@@ -92,32 +101,67 @@ def dead_leaves_rate(reps: int = 5) -> float:
     return reps / (time.perf_counter() - t)
 
 
+def gpu_rows(samples: int) -> dict[str, float]:
+    """The torch renderer on the GPU: one and several processes (a process draws each
+    sample's crop, exposure, ISO and PSF and makes the originals on its CPU core; the
+    GPU does the FFTs, the noise and the clipping), normals drawn on the host (the
+    reference's) or on the device, at 64 and 256 px, rendered only and written."""
+    out = {}
+    workers = min(14, max(1, (os.cpu_count() or 2) - 2))
+    for normals in ("host", "device"):
+        extra = ["renderer=torch", "device=cuda", f"normals={normals}"]
+        pipeline_rate(4096, 1, False, extra)  # warm-up (cuFFT plans, kernels)
+        for w in (1, workers):
+            for px, n in ((64, samples), (256, samples // 16)):
+                n = n if w > 1 else n // 8  # one process: a few seconds
+                for write in (False, True):
+                    if write and (w == 1 or normals == "host"):
+                        continue
+                    kind = "write" if write else "render_only"
+                    key = f"torch_cuda_{px}px_{normals}_normals_{kind}_w{w}"
+                    ex = [*extra, f"patch_size={px}"]
+                    out[key] = pipeline_rate(n, w, write, ex, shards=max(4, 2 * w))
+                    print(f"{key:48s} {out[key]:10.0f}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=16384)
     ap.add_argument("--target", type=float, default=2500.0)
     ap.add_argument("--quick", action="store_true", help="only the lens / Bayer comparison")
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU cases")
+    ap.add_argument("--gpu-samples", type=int, default=262144, help="samples per GPU case at 64 px")
     args = ap.parse_args()
     rows = {}
+    if args.gpu_only:
+        rows = gpu_rows(args.gpu_samples)
+        print(f"saved {save('datagen-gpu', {'results': rows, 'unit': 'quadruples/s'})}")
+        return
     pipeline_rate(1024, 1, True, [])  # warm-up: numba caches, imports, page cache
     for workers in (1, 2):
         rows[f"write_w{workers}"] = pipeline_rate(args.samples, workers, True, [])
         if not args.quick:
             rows[f"render_only_w{workers}"] = pipeline_rate(args.samples, workers, False, [])
-    # the torch renderer (same physics and draws), on the CPU and on a GPU when there is one
+    # the torch renderer (same physics and draws) on the CPU, at 64 and 256 px
     import torch
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        torch_cfg = ["renderer=torch", f"device={device}"]
-        pipeline_rate(1024, 1, False, torch_cfg)  # warm-up (cuFFT plans, kernels)
-        for workers in (1, 2) if device == "cpu" else (1,):
-            rows[f"torch_{device}_write_w{workers}"] = pipeline_rate(
-                args.samples, workers, True, torch_cfg
-            )
-            rows[f"torch_{device}_render_only_w{workers}"] = pipeline_rate(
-                args.samples, workers, False, torch_cfg
-            )
+    torch_cpu = ["renderer=torch", "device=cpu"]
+    pipeline_rate(1024, 1, False, torch_cpu)  # warm-up
+    for workers in (1, 2):
+        rows[f"torch_cpu_write_w{workers}"] = pipeline_rate(args.samples, workers, True, torch_cpu)
+        rows[f"torch_cpu_render_only_w{workers}"] = pipeline_rate(
+            args.samples, workers, False, torch_cpu
+        )
+    if not args.quick:  # 256 px: 16x the pixels, 1/8 of the samples
+        for name, extra in (("numpy", []), ("torch_cpu", torch_cpu)):
+            for write in (True, False):
+                kind = "write" if write else "render_only"
+                rows[f"{name}_256px_{kind}_w2"] = pipeline_rate(
+                    args.samples // 8, 2, write, [*extra, "patch_size=256"]
+                )
+    if torch.cuda.is_available():
+        rows.update(gpu_rows(args.gpu_samples))
     if not args.quick:
         # the same with each dead-leaves frame amortised over 4x more patches
         rows["write_w2_512_patches_per_frame"] = pipeline_rate(

@@ -1,13 +1,29 @@
-"""Training throughput: samples/s of the default dual-head model (CPU; GPU when present)
-and of the data loader with 0 and 2 workers. The loader must be >= 10x faster than a
-training step so that it never starves the model. Saves ``bench/results/train.json``.
+"""Training against the hardware, per device: the step, the loader, on-the-fly rendering.
 
-    python bench/train.py [--steps 6] [--batch 16]
+* **Step**: samples/s of a full training step (forward, loss, backward, fused AdamW) at 64,
+  128 and 256 px for the default model (``conf/model/dual_head.yaml``) and the shipped
+  one (``conf/experiment/shipped.yaml``: σ-map input, Wiener deconvolution path). CPU:
+  float32 and bf16 autocast; GPU: bf16 autocast with channels-last, and with
+  ``torch.compile`` for the shipped model. FLOPs per sample come from
+  ``torch.utils.flop_counter``; achieved FLOP/s is compared with the device's bf16 peak
+  (the vendor's dense figure where known, and a large bf16 matrix product measured in
+  the same run). A ``torch.profiler`` table of each case's largest operators says what
+  limits it.
+* **Loader**: samples/s of the shard loader (HDF5, float16, crop 64 of 80 px) with 0, 2,
+  8 and 16 workers.
+* **On the fly**: samples/s of the renderer on the device (data.onthefly) at each size,
+  and its share of a shipped-model training step (render time / (render + step)).
+
+Prints a table and saves ``bench/results/train-<device>.json``.
+
+    python bench/train.py [--device cpu|cuda] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -15,43 +31,74 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import save
 from bench.datagen import config as datagen_config
 from data_gen.generate import generate
+from data_gen.paths import CONF
 from residual_train.data import ResidualDataModule
 from residual_train.training.lit import ResidualModule
 
-DEFAULT_MODEL = {"arch": "unet", "heads": ["blur", "noise"], "width": 32, "depth": 3, "blocks": 2}
+# dense bf16 tensor-core peaks (vendor data sheets, SXM parts), FLOP/s
+VENDOR_BF16_PEAK = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
 
 
-def make_dataset(root: Path) -> Path:
-    d = root / "ds"
-    cfg = datagen_config(str(d), 512, 2, True, ["patch_size=128", "storage.dtype=float32"])
-    generate(cfg)
-    return d
+def model_configs() -> dict[str, tuple[dict, bool]]:
+    """``name -> (model config, sigma_map)`` for the default and the shipped model."""
+    default = yaml.safe_load((CONF / "model" / "dual_head.yaml").read_text())
+    shipped_exp = yaml.safe_load((CONF / "experiment" / "shipped.yaml").read_text())
+    shipped = {**default, **shipped_exp["model"]}
+    return {
+        "default": (default, False),
+        "shipped": (shipped, bool(shipped_exp["data"].get("sigma_map"))),
+    }
 
 
-def train_rate(
-    module: ResidualModule,
-    batch: dict,
-    steps: int,
-    device: str,
-    bf16: bool = False,
-    channels_last: bool = False,
-) -> float:
-    module = module.to(device)
+def make_module(model: dict, sigma_map: bool, device: str, channels_last: bool):
+    cfg = {**model, "sigma_map": sigma_map}
+    module = ResidualModule(cfg, 3, {"type": "charbonnier"}, {"fused": "auto"}, {}).to(device)
+    if model.get("deconv"):
+        k = 31
+        psf = torch.zeros(3, k, k, dtype=torch.float64)
+        psf[:, k // 2, k // 2] = 1.0
+        module.net.init_deconv(psf.numpy())
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-    if channels_last:
-        batch = {
-            k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-            for k, v in batch.items()
-        }
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    return module
+
+
+def synthetic_batch(n: int, px: int, device: str, sigma_map: bool) -> dict:
+    """A batch with the keys and value ranges of a real one (step time does not depend on
+    the pixel values)."""
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(n, 3, px, px, generator=g)
+    noisy = clean + 0.02 * torch.randn(n, 3, px, px, generator=g)
+    b = {
+        "x": noisy,
+        "clean": clean,
+        "blur": clean,
+        "noise": noisy,
+        "R_blur": 0.01 * torch.randn(n, 3, px, px, generator=g),
+        "R_noise": clean - noisy,
+        "iso": torch.full((n,), 1600.0),
+        "a": torch.full((n, 3), 1e-3),
+        "b": torch.full((n, 3), 1e-6),
+    }
+    if sigma_map:
+        b["sigma"] = torch.full((n, 3, px, px), 0.02)
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_fn(module, batch: dict, device: str, bf16: bool):
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device == "cuda")
 
     def step() -> None:
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
@@ -60,21 +107,132 @@ def train_rate(
         loss.backward()
         opt.step()
 
-    step()
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    return step
+
+
+def timed(fn, device: str, reps: int, warmup: int = 2) -> float:
+    """Seconds per call of ``fn`` (after ``warmup`` calls)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
     t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch["x"].shape[0] / (time.perf_counter() - t)
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / reps
 
 
-def loader_rate(data_dir: Path, crop: int, workers: int, batch: int, batches: int) -> float:
+def flops_per_sample(module, batch: dict, device: str, bf16: bool) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    one = {k: v[:1] for k, v in batch.items()}
+    with FlopCounterMode(display=False) as fc:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = module.losses(one)["total"]
+        loss.backward()
+    module.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
+def profile_top(fn, device: str, top: int = 6) -> list[dict]:
+    """The operators taking the most self time over 3 steps (device time on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(3):
+            fn()
+        sync(device)
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [
+        {"op": e.key, "share": round(getattr(e, attr) / total, 3), "calls": e.count}
+        for e in events[:top]
+    ]
+
+
+def matmul_peak(device: str) -> float:
+    """Measured bf16 matrix-product FLOP/s on ``device`` (the attainable peak)."""
+    n = 8192 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    s = timed(lambda: a @ b, device, reps=10 if device == "cuda" else 3)
+    return 2 * n**3 / s
+
+
+def vendor_peak(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name(0)
+    return next((v for k, v in VENDOR_BF16_PEAK.items() if k in name), None)
+
+
+def batch_for(px: int, device: str) -> int:
+    """Batch size: 16 at 64 px on a CPU (the shipped recipe), the same pixels per batch at
+    other sizes; 16x that on a GPU (where small batches only measure launch overhead)."""
+    n = max(1, 16 * 64 * 64 // (px * px))
+    return n * 16 if device == "cuda" else n
+
+
+def step_cases(device: str, sizes: list[int], quick: bool, peak: float) -> tuple[dict, dict]:
+    rows, profiles = {}, {}
+    bf16_native = device == "cuda" or _cpu_bf16()
+    variants = (
+        [("bf16_cl", True, True, False), ("bf16_cl_compile", True, True, True)]
+        if device == "cuda"
+        else [("fp32", False, False, False)]
+        + ([("bf16", True, False, False)] if bf16_native else [])
+    )
+    for name, (model, sigma_map) in model_configs().items():
+        for px in sizes:
+            n = batch_for(px, device)
+            for variant, bf16, cl, compile_ in variants:
+                if compile_ and (name != "shipped" or quick):
+                    continue
+                module = make_module(model, sigma_map, device, cl)
+                batch = synthetic_batch(n, px, device, sigma_map)
+                if cl:
+                    batch = {
+                        k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                        for k, v in batch.items()
+                    }
+                flops = flops_per_sample(module, batch, device, bf16)
+                if compile_:
+                    module.net.compile()
+                step = step_fn(module, batch, device, bf16)
+                reps = (3 if px >= 256 else 5) if device == "cpu" else 20
+                warm = 3 if compile_ else 2
+                s = timed(step, device, reps, warm)
+                key = f"{name}_{px}px_{variant}"
+                rows[key] = {
+                    "batch": n,
+                    "samples_per_s": n / s,
+                    "step_ms": 1e3 * s,
+                    "gflop_per_sample": flops / 1e9,
+                    "tflop_per_s": flops * n / s / 1e12,
+                    "of_measured_matmul_peak": flops * n / s / peak,
+                }
+                if px == max(sizes) or device == "cuda":
+                    profiles[key] = profile_top(step, device)
+                print(
+                    f"{key:36s} batch {n:4d}  {n / s:9.1f} samples/s  "
+                    f"{flops * n / s / 1e12:7.2f} TFLOP/s ({flops * n / s / peak:.1%} of matmul)",
+                    flush=True,
+                )
+    return rows, profiles
+
+
+def _cpu_bf16() -> bool:
+    from residual_train.training.train import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+def loader_rate(data_dir: Path, workers: int, batch: int, batches: int) -> float:
     dm = ResidualDataModule(
-        str(data_dir), crop=crop, batch_size=batch, num_workers=workers, val_shards=0, verify="size"
+        str(data_dir), crop=64, batch_size=batch, num_workers=workers, val_shards=0, verify="size"
     )
     it = iter(dm.train_dataloader())
     next(it)  # worker start-up is not throughput
@@ -85,57 +243,118 @@ def loader_rate(data_dir: Path, crop: int, workers: int, batch: int, batches: in
     return n / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=16)
-    args = ap.parse_args()
+def onthefly_rates(data_dir: Path, device: str, sizes: list[int], step_rows: dict) -> dict:
+    out = {}
+    for px in sizes:
+        n = batch_for(px, device)
+        dm = ResidualDataModule(
+            str(data_dir),
+            crop=px,
+            batch_size=n,
+            val_shards="all",
+            verify="size",
+            onthefly={
+                "enabled": True,
+                "pool": 16,
+                "threads": max(1, (os.cpu_count() or 2) // 2),
+                "generator": {"patch_size": px},
+            },
+        )
+        dev = torch.device(device)
+        k = iter(range(10**6))
+        s = timed(
+            lambda dm=dm, dev=dev, k=k: dm.render_batch(next(k), dev),
+            device,
+            8 if device == "cuda" else 3,
+        )
+        step = step_rows.get(
+            f"shipped_{px}px_bf16_cl_compile", step_rows.get(f"shipped_{px}px_bf16_cl")
+        ) or step_rows.get(f"shipped_{px}px_bf16", step_rows.get(f"shipped_{px}px_fp32"))
+        row = {"batch": n, "samples_per_s": n / s, "render_ms": 1e3 * s}
+        if step:
+            row["share_of_shipped_step"] = s / (s + step["step_ms"] / 1e3)
+        out[f"onthefly_{px}px"] = row
+        print(
+            f"onthefly_{px}px  batch {n:4d}  {n / s:9.1f} samples/s"
+            + (f"  {row['share_of_shipped_step']:.1%} of a shipped step" if step else ""),
+            flush=True,
+        )
+        dm.teardown("fit")
+    return out
+
+
+def onthefly_only(device: str) -> None:
+    import json
+
+    from bench.common import RESULTS
+
+    saved = json.loads((RESULTS / f"train-{device}.json").read_text())
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    rows: dict[str, float] = {}
     try:
-        data = make_dataset(root)
-        for crop in (64, 128):
-            dm = ResidualDataModule(
-                str(data), crop=crop, batch_size=args.batch, val_shards=0, verify="size"
-            )
-            batch = next(iter(dm.train_dataloader()))
-            module = ResidualModule(DEFAULT_MODEL, 3, {"type": "charbonnier"}, {}, {})
-            rows[f"train_cpu_{crop}px"] = train_rate(module, batch, args.steps, "cpu")
-            if torch.cuda.is_available():
-                rows[f"train_gpu_fp32_{crop}px"] = train_rate(module, batch, 20, "cuda")
-                rows[f"train_gpu_bf16_cl_{crop}px"] = train_rate(
-                    module, batch, 20, "cuda", True, True
-                )
-            for w in (0, 2):
-                rows[f"loader_{w}w_{crop}px"] = loader_rate(data, crop, w, args.batch, 24)
+        data = root / "ds"
+        generate(datagen_config(str(data), 256, 1, True, ["patch_size=80"]))
+        saved["onthefly"] = onthefly_rates(data, device, [64, 128, 256], saved["step"])
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    ratios = {
-        f"loader_2w_over_train_{c}px": rows[f"loader_2w_{c}px"] / rows[f"train_cpu_{c}px"]
-        for c in (64, 128)
-    }
-    print(f"{'case':30s} {'samples/s':>10s}")
-    for k, v in {**rows, **ratios}.items():
-        print(f"{k:30s} {v:10.1f}")
-    ok = min(ratios.values()) >= 10
+    print(f"saved {save(f'train-{device}', saved)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="64 and 128 px, fewer loader cases")
+    ap.add_argument(
+        "--onthefly-only",
+        action="store_true",
+        help="only the on-the-fly rows, against the steps saved by an earlier full run",
+    )
+    args = ap.parse_args()
+    if args.onthefly_only:
+        return onthefly_only(args.device)
+    device = args.device
+    sizes = [64, 128] if args.quick else [64, 128, 256]
+    peak = matmul_peak(device)
+    vendor = vendor_peak(device)
     print(
-        f"loader >= 10x training step: {'yes' if ok else 'NO'}; "
-        f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none here'}"
+        f"device {device} ({torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'}): "
+        f"bf16 matmul {peak / 1e12:.1f} TFLOP/s measured"
+        + (f", {vendor / 1e12:.0f} vendor peak" if vendor else ""),
+        flush=True,
     )
-    out = save(
-        "train",
-        {
-            "model": DEFAULT_MODEL,
-            "batch": args.batch,
-            "results": rows,
-            "ratios": ratios,
-            "loader_10x_faster": ok,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+    steps, profiles = step_cases(device, sizes, args.quick, peak)
+    root = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    loader: dict[str, float] = {}
+    try:
+        data = root / "ds"
+        generate(datagen_config(str(data), 4096, 2, True, ["patch_size=80"]))
+        workers = (0, 2) if args.quick else (0, 2, 8, 16)
+        for w in workers:
+            loader[f"loader_{w}w"] = loader_rate(data, w, 16, 48 if w < 8 else 4 * w)
+            print(f"loader_{w}w  {loader[f'loader_{w}w']:9.1f} samples/s", flush=True)
+        onthefly = onthefly_rates(data, device, sizes, steps)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    shipped64 = max(
+        (v["samples_per_s"] for k, v in steps.items() if k.startswith("shipped_64px")), default=0
     )
-    print(f"saved {out}")
+    result = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "bf16_matmul_tflops_measured": peak / 1e12,
+        "bf16_vendor_peak_tflops": vendor / 1e12 if vendor else None,
+        "step": steps,
+        "profile_top_ops": profiles,
+        "loader_samples_per_s": loader,
+        "loader_over_shipped_64px_step": {k: v / shipped64 for k, v in loader.items()}
+        if shipped64
+        else {},
+        "onthefly": onthefly,
+    }
+    print(f"saved {save(f'train-{device}', result)}")
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -67,6 +67,7 @@ RUNTIME_KEYS = (
 )
 LAYOUTS = ("rgb", "rggb")
 RENDERERS = ("numpy", "torch")
+NORMALS = ("host", "device")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 _FRAME_STREAM = 1  # domain tag separating frame seeds from sample seeds
@@ -76,10 +77,13 @@ def generation_config(cfg: dict) -> dict:
     """The part of a resolved config that determines the data (runtime keys removed).
 
     ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
-    than scipy's, and differently per device), so numpy datasets keep their hash."""
+    than scipy's, and differently per device), and ``normals`` only when it is ``device``,
+    so datasets made before these keys existed keep their hash."""
     drop = set(RUNTIME_KEYS) | {"hydra"}
     if cfg.get("renderer", "numpy") == "numpy":
-        drop |= {"renderer", "device"}
+        drop |= {"renderer", "device", "normals"}
+    elif cfg.get("normals", "host") == "host":
+        drop.add("normals")
     return {k: v for k, v in cfg.items() if k not in drop}
 
 
@@ -208,6 +212,12 @@ def build_pipeline(cfg: dict) -> Pipeline:
     require(renderer in RENDERERS, f"renderer = {renderer!r}: use one of {RENDERERS}")
     if renderer == "torch":
         check_device(cfg.get("device", "cpu"))
+    normals = cfg.get("normals", "host")
+    require(normals in NORMALS, f"normals = {normals!r}: use one of {NORMALS}")
+    require(
+        normals == "host" or renderer == "torch",
+        "normals = device: only with renderer = torch (the numpy renderer is the reference)",
+    )
     source = build_source(cfg.get("source") or {}, channels)
     sensor = build_sensor(cfg.get("sensor") or {}, channels)
     bank = build_bank(
@@ -243,7 +253,10 @@ def _renderer(pipe: Pipeline, threads: int):
     from data_gen.render_torch import TorchBlurOperator, render_batch_torch
 
     tblur = TorchBlurOperator(pipe.bank, p, pipe.cfg.get("device", "cpu"))
-    return (lambda specs: render_batch_torch(specs, tblur, pipe.cfa)), _TorchThreads(threads)
+    normals = pipe.cfg.get("normals", "host")
+    return (lambda specs: render_batch_torch(specs, tblur, pipe.cfa, normals)), _TorchThreads(
+        threads
+    )
 
 
 class _TorchThreads:
@@ -271,13 +284,39 @@ def sample_seed(seed: int, shard: int, index: int, stream: int = 0) -> int:
     return int(ss.generate_state(1, np.uint64)[0])
 
 
+def sample_meta(pipe: Pipeline, specs: list) -> np.ndarray:
+    """The per-sample ``meta`` records (:func:`data_gen.shards.meta_dtype`) of ``specs``."""
+    colour = pipe.channel_colour
+    meta = np.zeros(len(specs), meta_dtype(pipe.stored_channels))
+    for j, s in enumerate(specs):
+        state = pipe.bank.state_of(s.psf_index)
+        meta[j] = (
+            s.frame.name,
+            s.y,
+            s.x,
+            state.zoom,
+            state.f_number,
+            state.focus,
+            s.image_height,
+            s.azimuth,
+            s.psf_index,
+            s.noise.iso,
+            s.noise.k0[colour],
+            s.noise.k1[colour],
+            s.noise.ob,
+            s.noise.white,
+            s.exposure,
+            s.seed,
+        )
+    return meta
+
+
 def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     """Yield ``(patches, meta)`` batches of shard ``shard`` in sample order."""
     c = pipe.cfg
     p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
     exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
     render, threads_ctx = _renderer(pipe, threads)
-    colour = pipe.channel_colour
     frame, frame_id = None, -1
     for start in range(0, m, c["batch_size"]):
         specs = []
@@ -299,27 +338,7 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
             )
         with threads_ctx:
             patches = render(specs)
-        meta = np.zeros(len(specs), meta_dtype(pipe.stored_channels))
-        for j, s in enumerate(specs):
-            state = pipe.bank.state_of(s.psf_index)
-            meta[j] = (
-                s.frame.name,
-                s.y,
-                s.x,
-                state.zoom,
-                state.f_number,
-                state.focus,
-                s.image_height,
-                s.azimuth,
-                s.psf_index,
-                s.noise.iso,
-                s.noise.k0[colour],
-                s.noise.k1[colour],
-                s.noise.ob,
-                s.noise.white,
-                s.exposure,
-                s.seed,
-            )
+        meta = sample_meta(pipe, specs)
         yield patches, meta
 
 

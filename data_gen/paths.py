@@ -79,3 +79,14 @@ def preset_path(path: str | Path) -> Path:
     if not p.exists() and not p.is_absolute() and (PROJECT / p).exists():
         return PROJECT / p
     return p
+
+
+def bank_cache_dir() -> Path:
+    """Where computed PSF banks are kept: ``conf/data_gen.yaml``'s ``bank_cache`` default
+    (``$RESIDUAL_TRAIN_CACHE`` or ``~/.cache/residual-train``, then ``banks``), for callers
+    that build a generator pipeline from a stored config rather than through Hydra."""
+    root = (
+        os.environ.get("RESIDUAL_TRAIN_CACHE")
+        or f"{os.environ.get('HOME', '.')}/.cache/residual-train"
+    )
+    return Path(root) / "banks"

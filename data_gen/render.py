@@ -95,9 +95,13 @@ def draw_sample(
     exposure: tuple[float, float],
     sensor: SensorModel,
     bank: PSFBank,
+    rng: np.random.Generator | None = None,
 ) -> SampleSpec:
-    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO, PSF)."""
-    rng = np.random.default_rng(seed)
+    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO, PSF).
+
+    ``rng``: draw from this generator instead (a batch's shared stream; ``seed`` is then
+    only recorded)."""
+    rng = np.random.default_rng(seed) if rng is None else rng
     _, h, w = frame.pixels.shape
     r = psf_size // 2
     y = int(rng.integers(r, h - patch_size - r + 1))
@@ -127,16 +131,21 @@ def fill_crops(specs: list[SampleSpec], buf: np.ndarray, patch: int, psf: int) -
 def noise_draws(
     specs: list[SampleSpec], shape: tuple[int, ...], cfa: str | None
 ) -> tuple[NoiseModel, np.ndarray]:
-    """The batch's noise model (each sample's parameters per stored channel) and its
-    standard normals ``shape`` float32, each sample's drawn from its own generator."""
+    """The batch's noise model (:func:`batch_noise_model`) and its standard normals
+    ``shape`` float32, each sample's drawn from its own generator."""
+    normal = np.empty(tuple(shape), np.float32)
+    for i, s in enumerate(specs):
+        s.rng.standard_normal(dtype=np.float32, out=normal[i])
+    return batch_noise_model(specs, cfa), normal
+
+
+def batch_noise_model(specs: list[SampleSpec], cfa: str | None) -> NoiseModel:
+    """Each sample's noise parameters per stored channel: a ``(B, C)`` :class:`NoiseModel`."""
     a = np.stack([s.noise.a for s in specs]).astype(np.float32)
     b = np.stack([s.noise.b for s in specs]).astype(np.float32)
     if cfa is not None:
         a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
-    normal = np.empty(tuple(shape), np.float32)
-    for i, s in enumerate(specs):
-        s.rng.standard_normal(dtype=np.float32, out=normal[i])
-    return NoiseModel(a, b), normal
+    return NoiseModel(a, b)
 
 
 def render_batch(

@@ -17,8 +17,15 @@ import numpy as np
 import torch
 
 from data_gen.cfa import mosaic_packed
+from data_gen.noise import NoiseModel
 from data_gen.optics import PSFBank
-from data_gen.render import BlurOperator, SampleSpec, fill_crops, noise_draws
+from data_gen.render import (
+    BlurOperator,
+    SampleSpec,
+    batch_noise_model,
+    fill_crops,
+    noise_draws,
+)
 
 
 class TorchBlurOperator(BlurOperator):
@@ -48,23 +55,55 @@ class TorchBlurOperator(BlurOperator):
 
 
 def render_batch_torch(
-    specs: list[SampleSpec], blur: TorchBlurOperator, cfa: str | None = None
+    specs: list[SampleSpec],
+    blur: TorchBlurOperator,
+    cfa: str | None = None,
+    normals: str = "host",
 ) -> dict[str, np.ndarray]:
-    """:func:`data_gen.render.render_batch` on ``blur.device``; returns numpy arrays."""
-    p, r = blur.p, blur.k // 2
+    """:func:`data_gen.render.render_batch` on ``blur.device``; returns numpy arrays.
+
+    ``normals='host'``: each sample's standard normals from its own numpy generator (the
+    reference's noise). ``'device'``: the batch's normals in one call of a torch generator
+    on the device seeded with the first sample's seed (the batch size is part of the
+    generation config, so a shard stays reproducible on the same kind of device)."""
     c = specs[0].frame.pixels.shape[0]
-    buf = fill_crops(specs, blur.buffer(len(specs), c), p, blur.k)
-    x = torch.from_numpy(buf).to(blur.device)
+    buf = fill_crops(specs, blur.buffer(len(specs), c), blur.p, blur.k)
+    stored = (len(specs), 4, blur.p // 2, blur.p // 2) if cfa else (len(specs), c, blur.p, blur.p)
+    if normals == "device":
+        noise_model = batch_noise_model(specs, cfa)
+        g = torch.Generator(device=blur.device).manual_seed(specs[0].seed & (2**63 - 1))
+        normal = torch.randn(stored, generator=g, device=blur.device)
+    else:
+        noise_model, host = noise_draws(specs, stored, cfa)
+        normal = torch.from_numpy(host).to(blur.device)
+    out = render_tensors(
+        torch.from_numpy(buf).to(blur.device),
+        np.array([s.psf_index for s in specs]),
+        noise_model,
+        normal,
+        blur,
+        cfa,
+    )
+    return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def render_tensors(
+    x: torch.Tensor,
+    psf_index: np.ndarray,
+    noise_model: NoiseModel,
+    normal: torch.Tensor,
+    blur: TorchBlurOperator,
+    cfa: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """The physics on the device: ``x`` is the FFT buffer ``(B, C, N, N)`` with each
+    sample's exposed crop in its top-left (:meth:`BlurOperator.buffer`); ``normal`` the
+    standard normals of the stored patches. Returns ``clean``, ``blur``, ``noise``,
+    ``noise_blur`` ``(B, C', P', P')`` on the device, clipped at white."""
+    p, r = blur.p, blur.k // 2
     clean = x[:, :, r : r + p, r : r + p]
-    blurred = blur(x, np.array([s.psf_index for s in specs]))
+    blurred = blur(x, psf_index)
     if cfa is not None:
         clean, blurred = mosaic_packed(clean, cfa), mosaic_packed(blurred, cfa)
-    noise_model, normal = noise_draws(specs, clean.shape, cfa)  # the reference's draws
-    noise = noise_model.sample(blurred, torch.from_numpy(normal).to(blur.device))
-    out = {
-        "clean": clean,
-        "blur": blurred,
-        "noise": clean + noise,
-        "noise_blur": blurred + noise,
-    }
-    return {k: v.clamp(max=1.0).cpu().numpy() for k, v in out.items()}
+    noise = noise_model.sample(blurred, normal)
+    out = {"clean": clean, "blur": blurred, "noise": clean + noise, "noise_blur": blurred + noise}
+    return {k: v.clamp(max=1.0) for k, v in out.items()}

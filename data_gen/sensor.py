@@ -70,6 +70,13 @@ class ISOSampler:
             self.values = vals
             self.range = (min(vals), max(vals))
 
+    def draw_many(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` ISOs at once ``(n,)`` float64 (the same law as :meth:`draw`)."""
+        if self.values is not None:
+            return np.asarray(self.values, np.float64)[rng.integers(len(self.values), size=n)]
+        lo, hi = self.range
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), size=n))
+
     def draw(self, rng: np.random.Generator) -> float:
         if self.values is not None:
             return self.values[int(rng.integers(len(self.values)))]

@@ -9,7 +9,10 @@
   whatever the number of workers, and a resumed run sees exactly what an
   uninterrupted one would.
 * :class:`ResidualDataModule` reads and checks ``manifest.json`` and splits train /
-  validation by shard.
+  validation by shard. With ``onthefly.enabled`` the training batches are rendered on the
+  training device instead (:mod:`data_gen.onthefly`, after the batch number reaches the
+  device: ``on_after_batch_transfer``), with the generation config of the dataset's own
+  shards unless told otherwise; validation still reads the fixed shards.
 
 A batch is a dict of float32 tensors ``(B, C, P, P)``: ``x`` (= ``noise_blur``),
 ``clean``, ``blur``, ``noise``, the targets ``R_blur = noise − noise_blur`` and
@@ -29,11 +32,13 @@ import h5py
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
+from data_gen.paths import bank_cache_dir
 from data_gen.render import PATCHES
 from data_gen.shards import load_manifest, sha256_file
 
@@ -119,7 +124,10 @@ class ShardDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, item)
         k, j = self.locate(index)
         f = self._file(k)
-        arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
+        return self._sample(k, j, {name: f[name][j] for name in PATCHES}, seed)
+
+    def _sample(self, k: int, j: int, arrays: dict[str, np.ndarray], seed: int) -> dict:
+        arrays = {name: v.astype(np.float32) for name, v in arrays.items()}
         meta = self._meta[k][j]
         arrays = augment(arrays, self.crop, seed, self.augment, self.transforms)
         span = float(meta["white"] - meta["ob"])
@@ -161,6 +169,8 @@ class EpochSampler(Sampler):
         return self.per_rank
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        # a generator: the epoch is read at the first sample, not when the iterator is made
+        # (a run resumed from an epoch's end makes it before Lightning calls set_epoch)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
@@ -170,19 +180,69 @@ class EpochSampler(Sampler):
         order = (order * math.ceil(total / max(1, self.n)))[:total]
         mine = order[self.rank : total : self.world]
         base = (self.seed * 1_000_003 + self.epoch) * 2**20
-        return iter((i, base + i) for i in mine)
+        yield from ((i, base + i) for i in mine)
 
 
-def _split(shards: list[dict], val: int | float | list) -> tuple[list[dict], list[dict]]:
-    """``val``: a number of shards (int), a fraction (float < 1) or shard indices (list)."""
+class BatchNumbers(Dataset):
+    """Item ``k`` is the global batch number ``k`` as a ``(1,)`` int64 tensor: what an
+    on-the-fly training loader hands to the device, where the batch is rendered."""
+
+    def __len__(self) -> int:  # pragma: no cover - addressed through BatchNumberSampler
+        return 2**62
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return torch.tensor([k], dtype=torch.int64)
+
+
+class BatchNumberSampler(Sampler):
+    """``steps`` global batch numbers per epoch, disjoint across ranks: epoch ``e``,
+    step ``i`` of rank ``r`` gets ``(e·steps + i)·world + r``. Lightning calls
+    :meth:`set_epoch`."""
+
+    def __init__(self, steps: int, rank: int = 0, world: int = 1) -> None:
+        self.steps, self.rank, self.world, self.epoch = steps, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[int]:
+        # a generator: the epoch is read at the first batch, not when the iterator is made
+        # (a resumed Lightning run makes it before calling set_epoch)
+        base = self.epoch * self.steps
+        for i in range(self.steps):
+            yield (base + i) * self.world + self.rank
+
+
+ONTHEFLY_DEFAULTS = {
+    "enabled": False,
+    "samples_per_epoch": 16384,
+    "pool": 16,
+    "prefetch": 4,
+    "threads": 2,
+    "generator": None,
+}
+
+
+def _split(
+    shards: list[dict], val: int | float | list | str, all_allowed: bool = False
+) -> tuple[list[dict], list[dict]]:
+    """``val``: a number of shards (int), a fraction (float <= 1), shard indices (list) or
+    ``all``; every shard can go to validation only when ``all_allowed`` (on-the-fly)."""
     n = len(shards)
+    if val == "all":
+        require(all_allowed, "data.val_shards = all: only with data.onthefly.enabled=true")
+        val = list(range(n))
     if isinstance(val, (list, tuple)):
         idx = {int(i) for i in val}
         bad = sorted(i for i in idx if not 0 <= i < n)
         require(not bad, f"data.val_shards lists {bad}, outside 0..{n - 1}")
     else:
-        k = round(val * n) if isinstance(val, float) and val < 1 else int(val)
-        require(0 <= k < n, f"data.val_shards = {val}: need at least one training shard of {n}")
+        k = round(val * n) if isinstance(val, float) and val <= 1 else int(val)
+        top = n if all_allowed else n - 1
+        require(0 <= k <= top, f"data.val_shards = {val}: need at least one training shard of {n}")
         idx = set(range(n - k, n))
     return [s for i, s in enumerate(shards) if i not in idx], [
         s for i, s in enumerate(shards) if i in idx
@@ -205,9 +265,14 @@ class ResidualDataModule(pl.LightningDataModule):
         geometric: str = "lens",
         sigma_map: bool = False,
         verify: str = "size",
+        onthefly: dict | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.onthefly = {**ONTHEFLY_DEFAULTS, **dict(onthefly or {})}
+        unknown = set(self.onthefly) - set(ONTHEFLY_DEFAULTS)
+        require(not unknown, f"data.onthefly: unknown keys {sorted(unknown)}")
+        self._renderer = None
         self.dir = Path(str(dir)).expanduser()
         self.manifest = load_manifest(self.dir)
         m = self.manifest
@@ -216,6 +281,12 @@ class ResidualDataModule(pl.LightningDataModule):
         self.patch = int(m["patch_size"])
         self.channels = int(m["channels"])
         self.crop = self.patch if crop is None else int(crop)
+        # rendered on the fly, training patches may be larger than the stored ones
+        # (validation then shows whole stored patches)
+        self.train_crop = self.crop
+        if self.onthefly["enabled"]:
+            require(self.crop > 0, f"data.crop = {crop}: a size in pixels > 0")
+            self.crop = min(self.crop, self.patch)
         require(
             0 < self.crop <= self.patch,
             f"data.crop = {crop}: the dataset's patches are {self.patch} px "
@@ -223,7 +294,9 @@ class ResidualDataModule(pl.LightningDataModule):
         )
         require(verify in ("none", "size", "sha256"), f"data.verify = {verify!r}: none|size|sha256")
         self._check_files(verify)
-        self.train_shards, self.val_shards = _split(list(m["shards"]), val_shards)
+        self.train_shards, self.val_shards = _split(
+            list(m["shards"]), val_shards, bool(self.onthefly["enabled"])
+        )
         require(batch_size >= 1, f"data.batch_size = {batch_size} must be >= 1")
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.start_method = num_workers, start_method
@@ -233,6 +306,92 @@ class ResidualDataModule(pl.LightningDataModule):
         )
         self.augment_train, self.sigma_map, self.seed = augment, sigma_map, seed
         self.transforms = self._transforms(geometric)
+        if self.onthefly["enabled"]:
+            spe = self.onthefly["samples_per_epoch"]
+            require(
+                isinstance(spe, int) and spe >= batch_size,
+                f"data.onthefly.samples_per_epoch = {spe!r}: an integer >= data.batch_size",
+            )
+            self.generation_config()  # a bad generator config fails before training starts
+
+    # ---- on-the-fly rendering ---------------------------------------------------------
+    def generation_config(self) -> dict:
+        """The generation config training batches are rendered with: the one stored in the
+        first shard (what validation shows), updated with ``onthefly.generator``."""
+        from omegaconf import OmegaConf
+
+        from data_gen.generate import build_pipeline
+
+        first = self.dir / self.manifest["shards"][0]["name"]
+        with h5py.File(first, "r") as f:
+            require("config" in f.attrs, f"{first}: stores no generation config (attrs.config)")
+            cfg = yaml.safe_load(f.attrs["config"])
+        extra = self.onthefly["generator"]
+        if extra:
+            require(
+                isinstance(extra, dict),
+                f"data.onthefly.generator = {extra!r}: a mapping of generator keys",
+            )
+            cfg = OmegaConf.to_container(OmegaConf.merge(cfg, extra), resolve=True)
+        cfg.setdefault("bank_cache", str(bank_cache_dir()))
+        cfg["progress"] = False
+        self._pipeline = build_pipeline(cfg)
+        return cfg
+
+    def renderer(self, device: torch.device):
+        """The on-the-fly renderer on ``device`` (built on first use, in this process)."""
+        from data_gen.onthefly import OnTheFlyRenderer
+
+        r = self._renderer
+        if r is None or r.device != torch.device(device):
+            layout_factor = 2 if self._pipeline.cfa else 1
+            r = OnTheFlyRenderer(
+                self._pipeline,
+                self.train_crop * layout_factor,
+                self.batch_size,
+                device,
+                pool=int(self.onthefly["pool"]),
+                seed=self.seed,
+                transforms=self.transforms if self.augment_train else (0,),
+                prefetch=int(self.onthefly["prefetch"]),
+                threads=int(self.onthefly["threads"]),
+            )
+            self._renderer = r
+        return r
+
+    def render_batch(self, k: int, device: torch.device) -> dict:
+        """Training batch ``k`` rendered on ``device``: the keys of a shard batch, plus
+        ``meta`` (the per-sample records a shard would hold)."""
+        patches, meta = self.renderer(device).render(k)
+        x = patches["noise_blur"]
+        span = meta["white"].astype(np.float64) - meta["ob"]
+        g = meta["iso"].astype(np.float64) / 100.0
+        a = meta["k1"] * (g / span)[:, None]
+        b = meta["k0"] * (g / span**2)[:, None]
+        out = {
+            "x": x,
+            **{name: patches[name] for name in ("clean", "blur", "noise")},
+            "R_blur": patches["noise"] - x,
+            "R_noise": patches["blur"] - x,
+            "iso": torch.from_numpy(meta["iso"].astype(np.float32)).to(device),
+            "a": torch.from_numpy(a.astype(np.float32)).to(device),
+            "b": torch.from_numpy(b.astype(np.float32)).to(device),
+            "id": torch.stack([torch.full((len(meta),), k), torch.arange(len(meta))], 1).to(device),
+            "meta": meta,
+        }
+        if self.sigma_map:
+            out["sigma"] = NoiseModel(out["a"], out["b"]).std(x)
+        return out
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if torch.is_tensor(batch) and self.onthefly["enabled"]:  # a batch number
+            return self.render_batch(int(batch[0]), batch.device)
+        return batch
+
+    def teardown(self, stage: str) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     def _transforms(self, geometric: str) -> tuple[int, ...]:
         """Dihedral transforms for training augmentation (``data.geometric``).
@@ -306,10 +465,14 @@ class ResidualDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, train: bool) -> DataLoader:
-        ds = self.dataset(train)
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
+        if train and self.onthefly["enabled"]:
+            steps = self.onthefly["samples_per_epoch"] // (self.batch_size * world)
+            sampler = BatchNumberSampler(max(1, steps), rank, world)
+            return DataLoader(BatchNumbers(), batch_size=None, sampler=sampler)
+        ds = self.dataset(train)
         sampler = EpochSampler(len(ds), self.seed, shuffle=train, rank=rank, world=world)
         ctx = None
         if self.num_workers > 0 and self.start_method is not None:

@@ -10,7 +10,7 @@ import pytest
 
 from data_gen.errors import InputError
 from data_gen.generate import build_pipeline, config_hash, generate, generation_config
-from data_gen.render import BlurOperator, draw_sample, render_batch
+from data_gen.render import BlurOperator, batch_noise_model, draw_sample, render_batch
 from data_gen.render_torch import TorchBlurOperator, render_batch_torch
 from tests.conftest import compose_cfg, run_if, tree_digest
 
@@ -100,3 +100,36 @@ def test_torch_renderer_on_the_gpu_matches_the_reference():
     got = render_batch_torch(_specs(pipe), TorchBlurOperator(pipe.bank, 24, "cuda"), pipe.cfa)
     for k, a in ref.items():
         assert np.abs(got[k] - a).max() <= 1e-5, k
+
+
+@pytest.mark.parametrize("layout", ["rgb", "rggb"])
+def test_device_normals_keep_the_physics_and_the_noise_statistics(layout):
+    pipe = build_pipeline(compose_cfg(f"layout={layout}", "patch_size=32", "source.size=96"))
+    blur = TorchBlurOperator(pipe.bank, 32)
+    host = render_batch_torch(_specs(pipe, 32), blur, pipe.cfa)
+    dev = render_batch_torch(_specs(pipe, 32), blur, pipe.cfa, normals="device")
+    again = render_batch_torch(_specs(pipe, 32), blur, pipe.cfa, normals="device")
+    for k in ("clean", "blur"):  # no noise in them: identical
+        assert np.array_equal(dev[k], host[k]), k
+    for k in dev:  # reproducible from the batch's first seed
+        assert np.array_equal(dev[k], again[k]), k
+    assert not np.array_equal(dev["noise_blur"], host["noise_blur"])  # other realisations
+    # same statistics: the realisation over σ(blur) is standard normal where nothing clipped
+    nm = batch_noise_model(_specs(pipe, 32), pipe.cfa)
+    ok = (dev["noise_blur"] < 1) & (dev["blur"] < 1)
+    r = ((dev["noise_blur"] - dev["blur"]) / nm.std(dev["blur"]))[ok]
+    assert abs(r.mean()) < 0.02 and abs(r.std() - 1) < 0.02, (r.mean(), r.std())
+    ok &= (dev["noise"] < 1) & (dev["clean"] < 1)  # one realisation shared by both noisy patches
+    assert np.allclose(
+        (dev["noise"] - dev["clean"])[ok], (dev["noise_blur"] - dev["blur"])[ok], atol=1e-6
+    )
+
+
+def test_device_normals_count_in_the_hash_and_need_the_torch_renderer(tmp_path):
+    base = compose_cfg("renderer=torch", f"out_dir={tmp_path}")
+    h_host = config_hash(generation_config(base))
+    h_dev = config_hash(generation_config({**base, "normals": "device"}))
+    assert h_host != h_dev
+    assert "normals" not in generation_config(base)  # datasets made before the key: same hash
+    with pytest.raises(InputError, match="normals = device: only with renderer = torch"):
+        build_pipeline(compose_cfg("normals=device"))

@@ -44,15 +44,19 @@ class LensState:
     focus: float = float("nan")  # focus distance, m; inf = infinity
 
 
-def frame_position(fy: float, fx: float, hw: tuple[float, float]) -> tuple[float, float]:
+def frame_position(fy, fx, hw) -> tuple:
     """Fractional position in a frame of ``hw`` = (height, width) -> (image height, azimuth).
 
     Image height: distance from the frame centre / half diagonal (0..1); azimuth:
-    ``atan2(dy, dx)`` in radians with y pointing down.
+    ``atan2(dy, dx)`` in radians with y pointing down. Scalars give floats; arrays (a
+    batch of positions and frame sizes) give arrays.
     """
     h, w = hw
     dy, dx = (fy - 0.5) * h, (fx - 0.5) * w
-    return math.hypot(dy, dx) / math.hypot(h / 2, w / 2), math.atan2(dy, dx)
+    height, az = np.hypot(dy, dx) / np.hypot(h / 2, w / 2), np.arctan2(dy, dx)
+    if np.ndim(height) == 0:
+        return float(height), float(az)
+    return height, az
 
 
 @dataclass

@@ -20,10 +20,15 @@ NAMES = ("identity", "rot90", "rot180", "rot270", "flip-x", "transpose", "flip-y
 ALL = tuple(range(8))
 
 
-def dihedral(a: np.ndarray, t: int) -> np.ndarray:
-    """Transform ``t`` (0..7) of ``a`` ``(..., H, W)`` on its last two axes (a view)."""
+def dihedral(a, t: int):
+    """Transform ``t`` (0..7) of ``a`` ``(..., H, W)`` on its last two axes: a numpy view,
+    or a new torch tensor (torch has no negative strides)."""
     if not 0 <= t < 8:
         raise ValueError(f"dihedral transform {t}: expected 0..7")
+    if type(a).__module__.startswith("torch"):
+        import torch
+
+        return torch.rot90(a.flip(-1) if t >= 4 else a, t % 4, dims=(-2, -1))
     if t >= 4:
         a = a[..., ::-1]
     return np.rot90(a, t % 4, axes=(-2, -1))

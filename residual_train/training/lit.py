@@ -232,11 +232,28 @@ class ResidualModule(pl.LightningModule):
     # ---- optimisation -----------------------------------------------------------------
     def configure_optimizers(self):
         o = self.optim_cfg
+        fused = o.get("fused", "auto")
+        if fused not in (True, False, "auto"):
+            raise InputError(f"optim.fused = {fused!r}: true, false or auto")
+        # Lightning refuses gradient clipping with an optimizer that unscales gradients
+        # itself (a fused one) under mixed precision
+        clip = bool(self.trainer.gradient_clip_val) if self._trainer is not None else False
+        mixed = "mixed" in str(self.trainer.precision) if self._trainer is not None else False
+        if fused is True and clip and mixed:
+            raise InputError(
+                "optim.fused = true: Lightning cannot clip gradients "
+                f"(trainer.gradient_clip_val = {self.trainer.gradient_clip_val}) with a fused "
+                f"optimizer under trainer.precision = {self.trainer.precision}; use "
+                "optim.fused=auto or trainer.gradient_clip_val=0"
+            )
+        if fused == "auto":  # one kernel for the whole update on a GPU, where allowed
+            fused = self.device.type == "cuda" and not (clip and mixed)
         opt = torch.optim.AdamW(
             self.parameters(),
             lr=float(o.get("lr", 2e-4)),
             weight_decay=float(o.get("weight_decay", 1e-4)),
             betas=tuple(o.get("betas", (0.9, 0.99))),
+            fused=bool(fused),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = int(o.get("warmup_steps", 0))

@@ -145,6 +145,20 @@ def save_final_state(trainer: pl.Trainer, last: Callback | None) -> None:
         trainer.save_checkpoint(last.format_checkpoint_name({}), weights_only=False)
 
 
+def apply_perf(module: pl.LightningModule, perf: dict) -> None:
+    """``perf.channels_last`` (NHWC weights: convolutions then run NHWC) and
+    ``perf.compile`` (``torch.compile`` of the network in place: checkpoints keep their
+    keys). Neither changes what is computed beyond floating-point rounding."""
+    import torch
+
+    unknown = set(perf) - {"channels_last", "compile"}
+    require(not unknown, f"perf: unknown keys {sorted(unknown)} (channels_last, compile)")
+    if perf.get("channels_last"):
+        module.to(memory_format=torch.channels_last)
+    if perf.get("compile"):
+        module.net.compile()
+
+
 def build_loggers(cfg: dict, run_dir: Path) -> list:
     """One logger per entry of ``cfg['logger']`` (``_target_`` + options), saving in ``run_dir``."""
     out = []
@@ -207,6 +221,7 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         dict(cfg.get("val") or {}),
         str(run_dir),
     )
+    apply_perf(module, cfg.get("perf") or {})
     monitor = monitor_metric(cfg)
     if module.net.deconv_size and ckpt is None:
         psf = dm.mean_psf()

@@ -1,0 +1,245 @@
+"""Training batches rendered on the training device from originals: no shards needed.
+
+:class:`OnTheFlyRenderer` holds a pool of originals (frames) on the device and renders a
+batch with the generator's physics (:func:`data_gen.render_torch.render_tensors`): each
+sample's crop, exposure, ISO and PSF are drawn as :func:`data_gen.render.draw_sample`
+draws them, the crops are cut from the resident frames, blurred by FFT with the bank's
+transforms resident on the device, mosaicked, given one shared noise realisation and
+clipped at white; then flipped / turned by one of the allowed dihedral transforms.
+
+Determinism: batch ``k`` (a global batch number) depends on (seed, k) only.
+
+* Frames: frame ``j`` of the stream is ``source.frame(rng(seed, j))``. Batch ``k`` sees
+  frames ``R .. R + F − 1`` (``F`` = pool size, ``R = k·B // patches_per_source``: each
+  frame yields on average as many patches as in a shard), so a resumed run rebuilds the
+  same pool. The next frames are prepared in a background thread while the device works.
+* Draws: one numpy generator per batch (frame slot, crop, exposure, ISO, PSF, transform;
+  drawn for the whole batch at once, with the laws of ``draw_sample``) and one torch
+  generator on the device for the standard normals. The same batches come
+  back on the same kind of device; torch's CPU and CUDA generators differ, so the noise
+  realisations differ across device kinds (the statistics do not).
+
+Arrays: float32 ``(B, C, P, P)``, 0 = black level, 1 = white level.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from data_gen.cfa import PLANE_COLOUR
+from data_gen.errors import require
+from data_gen.generate import Pipeline, sample_seed
+from data_gen.noise import NoiseModel
+from data_gen.optics.bank import frame_position
+from data_gen.optics.symmetry import dihedral
+from data_gen.render_torch import TorchBlurOperator, render_tensors
+from data_gen.shards import meta_dtype
+from data_gen.sources import Frame
+
+_POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
+_BATCH_STREAM = 3
+
+
+class OnTheFlyRenderer:
+    """Renders training batches of ``pipe``'s physics on ``device``.
+
+    ``patch``: rendered patch size in pixels of the originals (the stored size is half of
+    it for packed Bayer planes). ``pool``: frames held on the device. ``transforms``: the
+    dihedral transforms (0..7) drawn uniformly per sample (``(0,)``: none).
+    """
+
+    def __init__(
+        self,
+        pipe: Pipeline,
+        patch: int,
+        batch: int,
+        device: str | torch.device = "cpu",
+        pool: int = 16,
+        seed: int = 0,
+        transforms: tuple[int, ...] = (0,),
+        prefetch: int = 4,
+        threads: int = 2,
+    ) -> None:
+        require(pool >= 1, f"data.onthefly.pool = {pool}: at least one frame")
+        require(
+            pipe.cfa is None or patch % 2 == 0,
+            f"on-the-fly patch {patch} px must be even for layout = rggb",
+        )
+        self.pipe, self.patch, self.batch, self.pool_size = pipe, int(patch), int(batch), pool
+        self.seed, self.transforms = int(seed), tuple(int(t) for t in transforms)
+        self.device = torch.device(device)
+        self.blur = TorchBlurOperator(pipe.bank, self.patch, self.device)
+        c = pipe.cfg
+        self.per_frame = int(c["patches_per_source"])
+        self.exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
+        self.slots: list[tuple[int, Frame, torch.Tensor] | None] = [None] * pool
+        # originals are made in threads (dead leaves and decoding release the GIL)
+        self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="onthefly-frames")
+        self._pending: OrderedDict[int, Future] = OrderedDict()
+        self._lock = threading.Lock()
+        self.prefetch = max(0, int(prefetch), int(threads))
+        self._canvas_t: torch.Tensor | None = None
+        self._canvas_ids: list[int | None] = []
+
+    def __getstate__(self) -> dict:  # the pool and the thread stay in their process
+        raise TypeError("OnTheFlyRenderer lives on its device; build one per process")
+
+    # ---- frames -----------------------------------------------------------------------
+    def _load(self, j: int) -> Frame:
+        rng = np.random.default_rng(sample_seed(self.seed, 0, j, _POOL_STREAM))
+        frame = self.pipe.source.frame(rng)
+        _, h, w = frame.pixels.shape
+        m = self.patch + self.pipe.bank.size - 1
+        require(
+            h >= m and w >= m,
+            f"source frame {frame.name} is {w}x{h} px; on-the-fly patches need {m}x{m} "
+            "(patch + PSF size - 1)",
+        )
+        return frame
+
+    def _future(self, j: int) -> Future:
+        with self._lock:
+            if j not in self._pending:
+                self._pending[j] = self._executor.submit(self._load, j)
+            return self._pending[j]
+
+    def first_frame(self, k: int) -> int:
+        """Stream index of the oldest frame in the pool batch ``k`` sees."""
+        return k * self.batch // self.per_frame
+
+    def ensure_pool(self, k: int) -> None:
+        """Make the pool hold frames ``R .. R + F − 1`` for batch ``k``; queue the next."""
+        r = self.first_frame(k)
+        wanted = range(r, r + self.pool_size)
+        for j in wanted:
+            slot = self.slots[j % self.pool_size]
+            if slot is None or slot[0] != j:
+                frame = self._future(j).result()
+                pixels = torch.from_numpy(frame.pixels).to(self.device, non_blocking=True)
+                self.slots[j % self.pool_size] = (j, frame, pixels)
+        with self._lock:
+            for j in [j for j in self._pending if j < r + self.pool_size]:
+                del self._pending[j]
+        for j in range(r + self.pool_size, r + self.pool_size + self.prefetch):
+            self._future(j)
+
+    # ---- batches ----------------------------------------------------------------------
+    def batch_seed(self, k: int) -> int:
+        return sample_seed(self.seed, 0, k, _BATCH_STREAM)
+
+    def _canvas(self) -> torch.Tensor:
+        """The pool's frames in one ``(F, C, H, W)`` tensor (zero-padded to the largest),
+        so that a batch's crops are one gather; a slot is copied when its frame changed."""
+        h = max(int(t.shape[-2]) for _, _, t in self.slots)
+        w = max(int(t.shape[-1]) for _, _, t in self.slots)
+        if self._canvas_t is None or tuple(self._canvas_t.shape[-2:]) != (h, w):
+            c = int(self.slots[0][2].shape[0])
+            self._canvas_t = torch.zeros((self.pool_size, c, h, w), device=self.device)
+            self._canvas_ids = [None] * self.pool_size
+        for s, (j, _, t) in enumerate(self.slots):
+            if self._canvas_ids[s] != j:
+                self._canvas_t[s].zero_()
+                self._canvas_t[s, :, : t.shape[-2], : t.shape[-1]] = t
+                self._canvas_ids[s] = j
+        return self._canvas_t
+
+    def draw(self, rng: np.random.Generator, n: int, seed: int) -> dict[str, np.ndarray]:
+        """The batch's random choices, vectorised (the laws of
+        :func:`data_gen.render.draw_sample`; one generator for the whole batch): frame
+        slot, crop top-left ``y``, ``x`` (pixels), exposure, ISO, PSF index, transform."""
+        pipe, p, k_psf = self.pipe, self.patch, self.pipe.bank.size
+        r = k_psf // 2
+        slot = rng.integers(self.pool_size, size=n)
+        hw = np.array([f.pixels.shape[1:] for _, f, _ in self.slots])[slot]
+        h, w = hw[:, 0], hw[:, 1]
+        y = r + (rng.random(n) * (h - p - 2 * r + 1)).astype(np.int64)
+        x = r + (rng.random(n) * (w - p - 2 * r + 1)).astype(np.int64)
+        lo, hi = self.exposure
+        e = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n)) if hi > lo else np.full(n, lo)
+        iso = pipe.sensor.iso.draw_many(rng, n)
+        fy, fx = (y + p / 2) / h, (x + p / 2) / w
+        bank = pipe.bank
+        if hasattr(bank, "index_at"):  # field-varying: the nearest grid PSF of a drawn state
+            psf = np.array([bank.index_for(a, b, rng) for a, b in zip(fy, fx, strict=True)])
+        else:
+            m = bank.psfs.shape[0]
+            psf = np.zeros(n, np.int64) if m == 1 else rng.integers(m, size=n)
+        sensor_hw = getattr(bank, "sensor_hw", None)
+        height, az = frame_position(fy, fx, sensor_hw or (h, w))
+        t = np.asarray(self.transforms)[rng.integers(len(self.transforms), size=n)]
+        return {
+            "slot": slot,
+            "y": y,
+            "x": x,
+            "exposure": e.astype(np.float32),
+            "iso": iso,
+            "psf_index": psf,
+            "image_height": height,
+            "azimuth": az,
+            "transform": t,
+            "seed": seed + np.arange(n, dtype=np.uint64),
+        }
+
+    def _noise(self, iso: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-sample ``a``, ``b`` (normalised, per stored channel) and ``k0``, ``k1`` (DN)
+        of the drawn ISOs; the sensor model is asked once per distinct ISO."""
+        pipe = self.pipe
+        values, inverse = np.unique(iso, return_inverse=True)
+        params = [pipe.sensor.params(float(v)) for v in values]
+        colour = pipe.channel_colour
+        stack = {
+            k: np.stack([getattr(q, k) for q in params])[inverse] for k in ("a", "b", "k0", "k1")
+        }
+        a, b = stack["a"], stack["b"]
+        if pipe.cfa is not None:
+            a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
+        return a, b, stack["k0"][:, colour], stack["k1"][:, colour], params[0]
+
+    def render(self, k: int, n: int | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """Batch ``k``: tensors ``clean``, ``blur``, ``noise``, ``noise_blur`` ``(n, C, P, P)``
+        on the device and the per-sample ``meta`` records (as stored in shards)."""
+        n = self.batch if n is None else int(n)
+        self.ensure_pool(k)
+        seed = self.batch_seed(k)
+        d = self.draw(np.random.default_rng(seed), n, seed)
+        pipe, p, k_psf = self.pipe, self.patch, self.pipe.bank.size
+        r, m = k_psf // 2, p + k_psf - 1
+        # one gather of every crop: canvas[slot, :, y - r + i, x - r + j]
+        dev = self.device
+        ar = torch.arange(m, device=dev)
+        s_i = torch.from_numpy(d["slot"]).to(dev)[:, None, None]
+        y_i = (torch.from_numpy(d["y"] - r).to(dev)[:, None] + ar)[:, :, None]
+        x_i = (torch.from_numpy(d["x"] - r).to(dev)[:, None] + ar)[:, None, :]
+        crops = self._canvas()[s_i, :, y_i, x_i].permute(0, 3, 1, 2)  # (n, C, m, m)
+        c = crops.shape[1]
+        x = torch.zeros((n, c, self.blur.n, self.blur.n), device=dev)
+        x[:, :, :m, :m] = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
+        a, b, k0, k1, any_params = self._noise(d["iso"])
+        stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
+        g = torch.Generator(device=dev).manual_seed(seed & (2**63 - 1))
+        normal = torch.randn(stored, generator=g, device=dev)
+        out = render_tensors(x, d["psf_index"], NoiseModel(a, b), normal, self.blur, pipe.cfa)
+        for t in np.unique(d["transform"]):
+            if t != 0:
+                sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)
+                for v in out.values():
+                    v[sel] = dihedral(v[sel], int(t))
+        meta = np.zeros(n, meta_dtype(pipe.stored_channels))
+        names = np.array([f.name for _, f, _ in self.slots], dtype=object)
+        meta["source"] = names[d["slot"]]
+        for key in ("y", "x", "psf_index", "iso", "image_height", "azimuth", "exposure", "seed"):
+            meta[key] = d[key]
+        states = {i: pipe.bank.state_of(int(i)) for i in np.unique(d["psf_index"])}
+        for key in ("zoom", "f_number", "focus"):
+            meta[key] = [getattr(states[i], key) for i in d["psf_index"]]
+        meta["k0"], meta["k1"] = k0, k1
+        meta["ob"], meta["white"] = any_params.ob, any_params.white
+        return out, meta
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
