@@ -126,10 +126,13 @@ def flops_per_sample(module, batch: dict, device: str, bf16: bool) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     one = {k: v[:1] for k, v in batch.items()}
+    # FFTs are not counted: count the deconvolution path as the convolution it computes
+    fft, module.net.deconv_fft = getattr(module.net, "deconv_fft", False), False
     with FlopCounterMode(display=False) as fc:
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             loss = module.losses(one)["total"]
         loss.backward()
+    module.net.deconv_fft = fft
     module.zero_grad(set_to_none=True)
     return float(fc.get_total_flops())
 
@@ -176,22 +179,41 @@ def batch_for(px: int, device: str) -> int:
     return n * 16 if device == "cuda" else n
 
 
-def step_cases(device: str, sizes: list[int], quick: bool, peak: float) -> tuple[dict, dict]:
+def step_cases(
+    device: str,
+    sizes: list[int],
+    quick: bool,
+    peak: float,
+    models: list[str],
+    compile_too: bool = True,
+    compare_deconv: bool = False,
+) -> tuple[dict, dict]:
     rows, profiles = {}, {}
     bf16_native = device == "cuda" or _cpu_bf16()
     variants = (
-        [("bf16_cl", True, True, False), ("bf16_cl_compile", True, True, True)]
+        [("bf16_cl", True, True, False)]
+        + ([("bf16_cl_compile", True, True, True)] if compile_too else [])
         if device == "cuda"
         else [("fp32", False, False, False)]
         + ([("bf16", True, False, False)] if bf16_native else [])
     )
+    if compare_deconv:  # the deconvolution path as a grouped convolution in training too
+        v = variants[-1]
+        variants = [*variants, (f"{v[0]}_convdeconv", *v[1:])]
     for name, (model, sigma_map) in model_configs().items():
+        if name not in models:
+            continue
         for px in sizes:
             n = batch_for(px, device)
             for variant, bf16, cl, compile_ in variants:
                 if compile_ and (name != "shipped" or quick):
                     continue
-                module = make_module(model, sigma_map, device, cl)
+                mcfg = model
+                if variant.endswith("_convdeconv"):
+                    if not model.get("deconv"):
+                        continue
+                    mcfg = {**model, "deconv_impl": "conv"}
+                module = make_module(mcfg, sigma_map, device, cl)
                 batch = synthetic_batch(n, px, device, sigma_map)
                 if cl:
                     batch = {
@@ -308,11 +330,23 @@ def main() -> None:
         action="store_true",
         help="only the on-the-fly rows, against the steps saved by an earlier full run",
     )
+    ap.add_argument("--models", default="default,shipped")
+    ap.add_argument("--sizes", default=None, help="e.g. 64,256 (default 64,128,256)")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-loader", action="store_true", help="skip the shard-loader rows")
+    ap.add_argument(
+        "--compare-deconv",
+        action="store_true",
+        help="also train the shipped model's deconvolution path as a convolution",
+    )
+    ap.add_argument("--tag", default="", help="suffix of the saved JSON's name")
     args = ap.parse_args()
     if args.onthefly_only:
         return onthefly_only(args.device)
     device = args.device
     sizes = [64, 128] if args.quick else [64, 128, 256]
+    if args.sizes:
+        sizes = [int(v) for v in args.sizes.split(",")]
     peak = matmul_peak(device)
     vendor = vendor_peak(device)
     print(
@@ -321,13 +355,22 @@ def main() -> None:
         + (f", {vendor / 1e12:.0f} vendor peak" if vendor else ""),
         flush=True,
     )
-    steps, profiles = step_cases(device, sizes, args.quick, peak)
+    steps, profiles = step_cases(
+        device,
+        sizes,
+        args.quick,
+        peak,
+        args.models.split(","),
+        not args.no_compile,
+        args.compare_deconv,
+    )
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
     loader: dict[str, float] = {}
     try:
         data = root / "ds"
-        generate(datagen_config(str(data), 4096, 2, True, ["patch_size=80"]))
-        workers = (0, 2) if args.quick else (0, 2, 8, 16)
+        samples = 256 if args.no_loader else 4096
+        generate(datagen_config(str(data), samples, 2, True, ["patch_size=80"]))
+        workers = () if args.no_loader else (0, 2) if args.quick else (0, 2, 8, 16)
         for w in workers:
             loader[f"loader_{w}w"] = loader_rate(data, w, 16, 48 if w < 8 else 4 * w)
             print(f"loader_{w}w  {loader[f'loader_{w}w']:9.1f} samples/s", flush=True)
@@ -352,7 +395,7 @@ def main() -> None:
         else {},
         "onthefly": onthefly,
     }
-    print(f"saved {save(f'train-{device}', result)}")
+    print(f"saved {save(f'train-{device}{args.tag}', result)}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from data_gen.optics.bank import frame_position
 from data_gen.optics.symmetry import dihedral
 from data_gen.render_torch import TorchBlurOperator, render_tensors
 from data_gen.shards import meta_dtype
-from data_gen.sources import Frame
+from data_gen.sources import Frame, cache_decoded_frames
 
 _POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
 _BATCH_STREAM = 3
@@ -64,6 +64,7 @@ class OnTheFlyRenderer:
         transforms: tuple[int, ...] = (0,),
         prefetch: int = 4,
         threads: int = 2,
+        cache_bytes: int = 0,
     ) -> None:
         require(pool >= 1, f"data.onthefly.pool = {pool}: at least one frame")
         require(
@@ -72,6 +73,8 @@ class OnTheFlyRenderer:
         )
         self.pipe, self.patch, self.batch, self.pool_size = pipe, int(patch), int(batch), pool
         self.seed, self.transforms = int(seed), tuple(int(t) for t in transforms)
+        cache_decoded_frames(pipe.source, cache_bytes)  # photographs are decoded once
+        self._params: dict[float, object] = {}
         self.device = torch.device(device)
         self.blur = TorchBlurOperator(pipe.bank, self.patch, self.device)
         c = pipe.cfg
@@ -190,7 +193,13 @@ class OnTheFlyRenderer:
         of the drawn ISOs; the sensor model is asked once per distinct ISO."""
         pipe = self.pipe
         values, inverse = np.unique(iso, return_inverse=True)
-        params = [pipe.sensor.params(float(v)) for v in values]
+        params = []
+        for v in values.tolist():
+            if v not in self._params:
+                if len(self._params) > 4096:  # a continuous ISO range: keep it bounded
+                    self._params.clear()
+                self._params[v] = pipe.sensor.params(v)
+            params.append(self._params[v])
         colour = pipe.channel_colour
         stack = {
             k: np.stack([getattr(q, k) for q in params])[inverse] for k in ("a", "b", "k0", "k1")

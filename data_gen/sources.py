@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +178,12 @@ class FolderSource:
         self.files = sorted(
             f for f in self.root.rglob("*") if f.is_file() and f.suffix.lower() in self.suffixes
         )
+        # decoded frames kept in memory, least recently used out first, up to cache_bytes
+        # (0: none; on-the-fly training reads the same originals again and again)
+        self.cache_bytes = 0
+        self._cache: OrderedDict[Path, Frame] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()
         require(
             bool(self.files),
             f"source.path = {str(path)!r}: no {self.kind} ({', '.join(self.suffixes)}) "
@@ -223,7 +231,30 @@ class FolderSource:
         return Frame(str(f.relative_to(self.root)), np.ascontiguousarray(img, dtype=np.float32))
 
     def frame(self, rng: np.random.Generator) -> Frame:
-        return self.load(self.files[int(rng.integers(len(self.files)))])
+        f = self.files[int(rng.integers(len(self.files)))]
+        if not self.cache_bytes:
+            return self.load(f)
+        with self._lock:
+            if f in self._cache:
+                self._cache.move_to_end(f)
+                return self._cache[f]
+        frame = self.load(f)  # outside the lock: decoding runs in parallel threads
+        with self._lock:
+            if f not in self._cache:
+                self._cache[f] = frame
+                self._cached += frame.pixels.nbytes
+                while self._cached > self.cache_bytes and len(self._cache) > 1:
+                    self._cached -= self._cache.popitem(last=False)[1].pixels.nbytes
+        return frame
+
+    def __getstate__(self) -> dict:  # a copy in another process starts with no cache
+        state = self.__dict__.copy()
+        state["_cache"], state["_cached"], state["_lock"] = OrderedDict(), 0, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class RawSource(FolderSource):
@@ -271,17 +302,16 @@ def _natural_colours(rng: np.random.Generator, n: int, channels: int) -> np.ndar
     i = np.floor(hue * 6).astype(int) % 6
     f = hue * 6 - np.floor(hue * 6)
     p, q, t = value * (1 - sat), value * (1 - f * sat), value * (1 - (1 - f) * sat)
-    table = np.stack(
+    # sector i of the hue circle picks each channel from (value, p, q, t): a selection,
+    # so the colours are exactly those of the HSV formula
+    rgb = np.stack(
         [
-            np.stack([value, t, p], 1),
-            np.stack([q, value, p], 1),
-            np.stack([p, value, t], 1),
-            np.stack([p, q, value], 1),
-            np.stack([t, p, value], 1),
-            np.stack([value, p, q], 1),
-        ]
+            np.choose(i, [value, q, p, p, t, value]),
+            np.choose(i, [t, value, value, q, p, p]),
+            np.choose(i, [p, p, t, value, value, q]),
+        ],
+        1,
     )
-    rgb = table[i, np.arange(n)]
     if channels != 3:
         rgb = np.repeat(rgb.mean(axis=1, keepdims=True), channels, axis=1)
     return rgb.astype(np.float32)
@@ -397,6 +427,14 @@ class DeadLeavesSource:
     def frame(self, rng: np.random.Generator) -> Frame:
         seed = int(rng.integers(2**63))
         return Frame(f"dead_leaves:{seed}", dead_leaves(np.random.default_rng(seed), **self.kw))
+
+
+def cache_decoded_frames(source, max_bytes: int) -> None:
+    """Keep up to ``max_bytes`` of decoded frames in memory in every folder or RAW source
+    of ``source`` (members of a mix included)."""
+    for member in getattr(source, "sources", [source]):
+        if isinstance(member, FolderSource):
+            member.cache_bytes = int(max_bytes)
 
 
 class MixSource:

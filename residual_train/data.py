@@ -222,6 +222,7 @@ ONTHEFLY_DEFAULTS = {
     "pool": 16,
     "prefetch": 4,
     "threads": 2,
+    "cache_gb": 2.0,
     "generator": None,
 }
 
@@ -355,6 +356,7 @@ class ResidualDataModule(pl.LightningDataModule):
                 transforms=self.transforms if self.augment_train else (0,),
                 prefetch=int(self.onthefly["prefetch"]),
                 threads=int(self.onthefly["threads"]),
+                cache_bytes=int(float(self.onthefly["cache_gb"]) * 2**30),
             )
             self._renderer = r
         return r

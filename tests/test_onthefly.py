@@ -198,3 +198,61 @@ def test_a_fused_optimizer_with_clipping_under_mixed_precision_is_refused(datase
     )
     with pytest.raises(InputError, match="optim.fused = true: Lightning cannot clip gradients"):
         train(cfg)
+
+
+def test_photographs_on_the_fly_are_decoded_once_and_the_cache_is_bounded(dataset, tmp_path):
+    from PIL import Image
+
+    from data_gen.sources import FolderSource
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = (rng.random((64, 80, 3)) * 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / f"p{i}.png")
+    src = FolderSource(str(tmp_path))
+    src.cache_bytes = 2 * 3 * 64 * 80 * 4  # two decoded frames
+    a = src.frame(np.random.default_rng(1))
+    assert src.frame(np.random.default_rng(1)) is a  # a hit: not decoded again
+    for s in range(20):
+        src.frame(np.random.default_rng(s))
+    assert len(src._cache) == 2 and src._cached <= src.cache_bytes
+    # training batches from a folder of photographs instead of the shards' dead leaves
+    gen = {
+        "source": {
+            "kind": "folder",
+            "path": str(tmp_path),
+            "linearize": True,
+            "shrink": 1.0,
+            "check": "full",
+        }
+    }
+    dm = module(dataset, onthefly={**OTF, "generator": gen, "cache_gb": 0.01})
+    b = dm.render_batch(0, torch.device("cpu"))
+    assert {m.split("/")[-1] for m in b["meta"]["source"]} <= {"p0.png", "p1.png", "p2.png"}
+    assert dm.renderer(torch.device("cpu")).pipe.source.cache_bytes == int(0.01 * 2**30)
+
+
+def test_the_fft_deconvolution_path_equals_the_convolution_in_value_and_gradient():
+    from residual_train.models import build_model
+    from residual_train.models.base import fft_correlate
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 40, 36, generator=g, requires_grad=True)
+    w = torch.randn(3, 21, 21, generator=g, requires_grad=True)
+    a = torch.nn.functional.conv2d(x, w[:, None], groups=3)
+    b = fft_correlate(x, w)
+    assert a.shape == b.shape == (2, 3, 20, 16)
+    assert (a - b).abs().max() < 1e-4 * a.abs().max()
+    ga = torch.autograd.grad(a.square().sum(), (x, w))
+    gb = torch.autograd.grad(b.square().sum(), (x, w))
+    for u, v in zip(ga, gb, strict=True):
+        assert (u - v).abs().max() < 1e-4 * u.abs().max()
+    # the model trains through the FFT path and evaluates (and exports) through the conv
+    net = build_model({"arch": "unet", "width": 8, "depth": 2, "blocks": 1, "deconv": 21}, 3)
+    assert net.deconv_fft
+    xi = torch.rand(1, 3, 24, 24, generator=g)
+    out_train = net.train()(xi)["blur"]
+    out_eval = net.eval()(xi)["blur"]
+    assert (out_train - out_eval).abs().max() < 1e-5
+    small = build_model({"arch": "unet", "width": 8, "depth": 2, "blocks": 1, "deconv": 5}, 3)
+    assert not small.deconv_fft

@@ -11,6 +11,17 @@ from data_gen.errors import InputError
 HEADS = ("blur", "noise")
 
 
+def fft_correlate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``F.conv2d(x, w[:, None], groups=C)`` ('valid' cross-correlation, one ``(K, K)``
+    kernel per channel) by FFT: ``x`` ``(B, C, H, W)``, ``w`` ``(C, K, K)`` -> ``(B, C, H −
+    K + 1, W − K + 1)``; equal to float32 rounding, differentiable in both."""
+    k = w.shape[-1]
+    h, wd = x.shape[-2:]
+    spec = torch.fft.rfft2(x) * torch.fft.rfft2(w.flip(-2, -1), s=(h, wd))
+    y = torch.fft.irfft2(spec, s=(h, wd))  # circular wrap-around only reaches the first K−1
+    return y[..., k - 1 :, k - 1 :]
+
+
 class ResidualNet(nn.Module):
     """Base: pads the input to a multiple of ``2**levels``, runs :meth:`trunk`, applies heads.
 
@@ -41,6 +52,7 @@ class ResidualNet(nn.Module):
         deconv_balance: float = 1e-3,
         deconv_base: str = "input",
         normalize: str = "none",
+        deconv_impl: str = "auto",
     ) -> None:
         super().__init__()
         self.channels, self.heads, self.sigma_map = channels, list(heads), sigma_map
@@ -52,6 +64,11 @@ class ResidualNet(nn.Module):
         if deconv_base == "denoised" and not {"blur", "noise"} <= set(heads):
             raise InputError("model.deconv_base = denoised needs both a blur and a noise head")
         self.deconv_base = deconv_base
+        if deconv_impl not in ("auto", "conv", "fft"):
+            raise InputError(f"model.deconv_impl = {deconv_impl!r}: use auto, conv or fft")
+        # in training, a large per-channel kernel is much faster by FFT (cuDNN's grouped
+        # direct kernel uses no tensor cores); evaluation and exported graphs use the conv
+        self.deconv_fft = deconv_impl == "fft" or (deconv_impl == "auto" and deconv >= 11)
         if normalize not in ("none", "sigma"):
             raise InputError(f"model.normalize = {normalize!r}: use none or sigma")
         if normalize == "sigma" and not sigma_map:
@@ -133,7 +150,10 @@ class ResidualNet(nn.Module):
         # always in float32, also under bf16 autocast: the inverse filter's gain would
         # amplify bf16's rounding of x (~1e-3 at mid-grey) above low-ISO sensor noise
         with torch.autocast(x.device.type, enabled=False):
-            return self.deconv(F.pad(x.float(), (r, r, r, r), mode="replicate"))
+            xp = F.pad(x.float(), (r, r, r, r), mode="replicate")
+            if self.training and self.deconv_fft:
+                return fft_correlate(xp, self.deconv.weight[:, 0])
+            return self.deconv(xp)
 
     def restore(
         self, x: torch.Tensor, sigma: torch.Tensor | None = None
