@@ -147,10 +147,12 @@ def shrink(img: np.ndarray, factor: float) -> np.ndarray:
 
 @dataclass
 class Frame:
-    """One original image: ``pixels`` ``(C, H, W)`` linear float32 and its name."""
+    """One original image: ``pixels`` ``(C, H, W)`` linear float32, its name, and where
+    known its ``depth`` ``(H, W)`` float32 in metres (depth-dependent components need it)."""
 
     name: str
     pixels: np.ndarray
+    depth: np.ndarray | None = None
 
 
 class FolderSource:
@@ -166,8 +168,10 @@ class FolderSource:
         shrink_factor: float = 1.0,
         channels: int = 3,
         check: str = "full",
+        depth: Mapping | None = None,
     ) -> None:
         self.root = preset_path(path)
+        self.depth = DepthMaps(**dict(depth)) if depth else None
         self.linearize = linearize
         self.shrink_factor = float(shrink_factor)
         self.channels = channels
@@ -224,11 +228,15 @@ class FolderSource:
                 )
 
     def load(self, f: Path) -> Frame:
-        """One of ``self.files`` decoded, linearised and shrunk as configured."""
-        img = shrink(
-            original_range(read_image(f, self.linearize, self.channels), f), self.shrink_factor
-        )
-        return Frame(str(f.relative_to(self.root)), np.ascontiguousarray(img, dtype=np.float32))
+        """One of ``self.files`` decoded, linearised and shrunk as configured (with its
+        depth map, when ``depth`` is configured)."""
+        full = original_range(read_image(f, self.linearize, self.channels), f)
+        img = shrink(full, self.shrink_factor)
+        rel = f.relative_to(self.root)
+        z = None
+        if self.depth is not None:
+            z = shrink(self.depth.load(rel, full.shape[1:])[None], self.shrink_factor)[0]
+        return Frame(str(rel), np.ascontiguousarray(img, dtype=np.float32), z)
 
     def frame(self, rng: np.random.Generator) -> Frame:
         f = self.files[int(rng.integers(len(self.files)))]
@@ -371,8 +379,10 @@ def dead_leaves(
     alpha: float = 3.0,
     coverage: float = 0.999,
     max_disks: int = 1_000_000,
-) -> np.ndarray:
-    """Dead-leaves image ``(C, size, size)`` float32 linear in [0, 1].
+    depth: tuple[float, float] | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Dead-leaves image ``(C, size, size)`` float32 linear in [0, 1]; with ``depth`` =
+    (near, far) metres also its exact depth map ``(size, size)``.
 
     Occluding disks with radii drawn from ``p(r) ∝ r^-alpha`` on ``[r_min, r_max]``
     (pixels of the output); disk ``k`` lies in front of every later disk. Painted front
@@ -399,7 +409,18 @@ def dead_leaves(
         drawn += batch
     palette = np.concatenate([*colours, _natural_colours(rng, 1, channels)])
     label[label < 0] = drawn  # background behind the last leaves
-    return _box_colour(label, palette, s)
+    if depth is None:
+        return _box_colour(label, palette, s)
+    # exact depth for free: disk k lies in front of every later disk, so sorted depths
+    # follow the occlusion order; the background is the farthest. Drawn after the image
+    # (whose bytes therefore do not depend on it). Each output pixel takes the nearest
+    # depth of its supersamples (the occluder at an edge).
+    near, far = (float(v) for v in depth)
+    require(0 < near <= far, f"dead_leaves depth = {depth}: need 0 < near <= far (metres)")
+    z = np.sort(rng.uniform(near, far, drawn + 1))
+    z[drawn] = far
+    zmap = z[label].reshape(size, s, size, s).min(axis=(1, 3)).astype(np.float32)
+    return _box_colour(label, palette, s), zmap
 
 
 class DeadLeavesSource:
@@ -426,7 +447,76 @@ class DeadLeavesSource:
 
     def frame(self, rng: np.random.Generator) -> Frame:
         seed = int(rng.integers(2**63))
-        return Frame(f"dead_leaves:{seed}", dead_leaves(np.random.default_rng(seed), **self.kw))
+        out = dead_leaves(np.random.default_rng(seed), **self.kw)
+        if isinstance(out, tuple):
+            return Frame(f"dead_leaves:{seed}", out[0], out[1])
+        return Frame(f"dead_leaves:{seed}", out)
+
+
+class DepthMaps:
+    """Per-image depth maps beside a folder of photographs: ``path/<same relative stem>``
+    ``.npy`` (float) or 16-bit ``.png``, times ``scale``; ``units``: ``metres``, or
+    ``disparity`` in pixels converted as ``z = focal_px · baseline_m / (d + offset_px)``
+    (a stereo rig; non-finite or non-positive disparities — no match — are refused)."""
+
+    def __init__(
+        self,
+        path: str,
+        units: str = "metres",
+        scale: float = 1.0,
+        focal_px: float | None = None,
+        baseline_m: float | None = None,
+        offset_px: float = 0.0,
+    ) -> None:
+        self.root = preset_path(path)
+        require(self.root.is_dir(), f"source.depth.path = {str(path)!r}: folder does not exist")
+        require(
+            units in ("metres", "disparity"), f"source.depth.units = {units!r}: metres|disparity"
+        )
+        if units == "disparity":
+            require(
+                bool(focal_px and baseline_m),
+                "source.depth.units = disparity needs source.depth.focal_px and baseline_m",
+            )
+        self.units, self.scale = units, float(scale)
+        self.focal_px, self.baseline_m, self.offset_px = focal_px, baseline_m, float(offset_px)
+
+    def load(self, rel: Path, shape: tuple[int, int]) -> np.ndarray:
+        """The depth map (metres, ``shape``) of the image at ``rel`` in the source folder."""
+        from data_gen.components import check_depth, depth_from_disparity
+
+        stem = self.root / rel.with_suffix("")
+        found = [p for p in (stem.with_suffix(".npy"), stem.with_suffix(".png")) if p.is_file()]
+        require(bool(found), f"image {rel}: no depth map {stem}.npy or .png")
+        p = found[0]
+        try:
+            raw = np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
+        except (OSError, ValueError, UnidentifiedImageError) as e:
+            raise InputError(f"depth map {p} cannot be read: {e}") from None
+        d = np.asarray(raw, np.float64) * self.scale
+        if self.units == "disparity":
+            d = depth_from_disparity(d + self.offset_px, self.focal_px, self.baseline_m)
+        check_depth(d, shape, name=str(p))
+        return d.astype(np.float32)
+
+
+def stereo_example() -> Frame:
+    """scikit-image's bundled Middlebury pair (motorcycle, left view) with depth from its
+    disparity: ``z = f·B / (d + doffs)`` with the 2014 calibration scaled to this 741 px
+    width (f = 3979.911 / 4 px, B = 0.193001 m, doffs = 124.343 / 4 px); pixels without
+    a disparity (∞) take their nearest valid neighbour's. Linear RGB, depth in metres."""
+    from scipy import ndimage
+    from skimage import data
+
+    from data_gen.components import depth_from_disparity
+
+    left, _, disp = data.stereo_motorcycle()
+    bad = ~np.isfinite(disp)
+    idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    disp = disp[tuple(idx)]
+    z = depth_from_disparity(disp + 124.343 / 4, 3979.911 / 4, 0.193001)
+    rgb = srgb_to_linear(left.astype(np.float32) / 255).transpose(2, 0, 1)
+    return Frame("motorcycle_left", np.ascontiguousarray(rgb, np.float32), z)
 
 
 def cache_decoded_frames(source, max_bytes: int) -> None:
@@ -464,7 +554,7 @@ class MixSource:
     def frame(self, rng: np.random.Generator) -> Frame:
         k = min(int(np.searchsorted(self.cdf, rng.uniform(), side="right")), len(self.cdf) - 1)
         f = self.sources[k].frame(rng)
-        return Frame(f"{self.names[k]}/{f.name}", f.pixels)
+        return Frame(f"{self.names[k]}/{f.name}", f.pixels, f.depth)
 
 
 Source = FolderSource | RawSource | DeadLeavesSource | MixSource
@@ -494,6 +584,7 @@ def _folder(src: Mapping, channels: int, where: str) -> FolderSource:
         float(src.get("shrink", 1.0)),
         channels,
         src.get("check", "full"),
+        src.get("depth"),
     )
 
 

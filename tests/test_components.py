@@ -152,3 +152,73 @@ def test_distortion_then_correction_returns_a_grids_points_within_a_tenth_of_a_p
     round_trip = cp.correct_distortion(cp.distort_image(img, k), k)
     assert np.abs(round_trip - img)[:, 10:-10, 10:-10].max() < 5e-3
     assert np.abs(cp.distort_image(img, k) - img).max() > 0.05
+
+
+def test_dead_leaves_depth_is_exact_and_leaves_the_image_unchanged():
+    from data_gen.sources import DeadLeavesSource, dead_leaves
+
+    img = dead_leaves(np.random.default_rng(5), size=64, supersample=2)
+    same, z = dead_leaves(np.random.default_rng(5), size=64, supersample=2, depth=(1.0, 50.0))
+    np.testing.assert_array_equal(img, same)  # depth is drawn after the image
+    assert z.shape == (64, 64) and z.dtype == np.float32 and 1 <= z.min() and z.max() <= 50
+    # inside a leaf (depth constant over a 3x3 neighbourhood) the colour is constant too:
+    # one depth per leaf
+    inner = np.ones_like(z, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            inner &= np.roll(z, (dy, dx), (0, 1)) == z
+    inner[[0, -1]] = inner[:, [0, -1]] = False
+    ys, xs = np.nonzero(inner[:, :-1] & inner[:, 1:] & (z[:, :-1] == z[:, 1:]))
+    assert len(ys) > 100
+    np.testing.assert_array_equal(img[:, ys, xs], img[:, ys, xs + 1])
+    frame = DeadLeavesSource(size=64, depth=(2.0, 9.0)).frame(np.random.default_rng(0))
+    assert frame.depth is not None and frame.depth.min() >= 2.0
+    assert DeadLeavesSource(size=64).frame(np.random.default_rng(0)).depth is None
+    with pytest.raises(InputError, match="need 0 < near <= far"):
+        dead_leaves(np.random.default_rng(0), size=32, depth=(5.0, 1.0))
+
+
+def test_photographs_take_depth_maps_in_metres_or_disparity(tmp_path):
+    from PIL import Image
+
+    from data_gen.sources import FolderSource, stereo_example
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "z").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray((rng.random((20, 30, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / "img" / f"{name}.png"
+        )
+    np.save(tmp_path / "z" / "a.npy", np.full((20, 30), 3.5, np.float32))
+    disparity = np.full((20, 30), 40, np.uint16)  # 16-bit PNG, in 1/4 px
+    Image.fromarray(disparity).save(tmp_path / "z" / "b.png")
+    metres = FolderSource(str(tmp_path / "img"), depth={"path": str(tmp_path / "z")})
+    np.testing.assert_allclose(metres.load(tmp_path / "img" / "a.png").depth, 3.5)
+    stereo = FolderSource(
+        str(tmp_path / "img"),
+        shrink_factor=2,
+        depth={
+            "path": str(tmp_path / "z"),
+            "units": "disparity",
+            "scale": 0.25,
+            "focal_px": 1000.0,
+            "baseline_m": 0.1,
+        },
+    )
+    b = stereo.load(tmp_path / "img" / "b.png")
+    assert b.depth.shape == b.pixels.shape[1:] == (10, 15)  # shrunk with the image
+    np.testing.assert_allclose(b.depth, 1000 * 0.1 / 10.0, rtol=1e-6)  # z = f·B / d
+    np.save(tmp_path / "z" / "a.npy", np.full((20, 31), 3.5, np.float32))
+    with pytest.raises(InputError, match=r"a\.npy: 31x20 px, the image is 30x20"):
+        metres.load(tmp_path / "img" / "a.png")
+    np.save(tmp_path / "z" / "a.npy", np.full((20, 30), np.nan, np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        metres.load(tmp_path / "img" / "a.png")
+    (tmp_path / "z" / "a.npy").unlink()
+    with pytest.raises(InputError, match="image a.png: no depth map"):
+        metres.load(tmp_path / "img" / "a.png")
+    # the built-in real example: scikit-image's Middlebury motorcycle with its disparity
+    f = stereo_example()
+    assert f.depth.shape == f.pixels.shape[1:] == (500, 741)
+    assert np.isfinite(f.depth).all() and 1.5 < f.depth.min() < f.depth.max() < 6.0
