@@ -23,11 +23,14 @@ def main() -> int:
     runs = {}
     for b in BENCHES:
         print(f"== {b.name}", flush=True)
-        t = time.perf_counter()
+        t, started = time.perf_counter(), time.time()
         proc = subprocess.run([sys.executable, str(b)], cwd=HERE.parent, text=True)
         runs[b.stem] = {"returncode": proc.returncode, "seconds": time.perf_counter() - t}
-        res = RESULTS / f"{b.stem}.json"
-        if proc.returncode == 0 and res.is_file():
+        # train.py saves per device (train-cpu.json, train-cuda.json): take the newest
+        found = [RESULTS / f"{b.stem}.json", *RESULTS.glob(f"{b.stem}-*.json")]
+        found = [p for p in found if p.is_file() and p.stat().st_mtime >= started - 1]
+        if proc.returncode == 0 and found:
+            res = max(found, key=lambda p: p.stat().st_mtime)
             runs[b.stem]["result"] = json.loads(res.read_text())
     summary = {"machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs}
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

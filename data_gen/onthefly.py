@@ -71,6 +71,10 @@ class OnTheFlyRenderer:
             pipe.cfa is None or patch % 2 == 0,
             f"on-the-fly patch {patch} px must be even for layout = rggb",
         )
+        require(
+            pipe.cfa is None or tuple(transforms) == (0,),
+            "on-the-fly Bayer planes cannot be flipped or turned (the CFA phase would change)",
+        )
         self.pipe, self.patch, self.batch, self.pool_size = pipe, int(patch), int(batch), pool
         self.seed, self.transforms = int(seed), tuple(int(t) for t in transforms)
         cache_decoded_frames(pipe.source, cache_bytes)  # photographs are decoded once
@@ -80,7 +84,7 @@ class OnTheFlyRenderer:
         c = pipe.cfg
         self.per_frame = int(c["patches_per_source"])
         self.exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
-        self.slots: list[tuple[int, Frame, torch.Tensor] | None] = [None] * pool
+        self.slots: list[tuple[int, Frame] | None] = [None] * pool
         # originals are made in threads (dead leaves and decoding release the GIL)
         self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="onthefly-frames")
         self._pending: OrderedDict[int, Future] = OrderedDict()
@@ -122,9 +126,7 @@ class OnTheFlyRenderer:
         for j in wanted:
             slot = self.slots[j % self.pool_size]
             if slot is None or slot[0] != j:
-                frame = self._future(j).result()
-                pixels = torch.from_numpy(frame.pixels).to(self.device, non_blocking=True)
-                self.slots[j % self.pool_size] = (j, frame, pixels)
+                self.slots[j % self.pool_size] = (j, self._future(j).result())
         with self._lock:
             for j in [j for j in self._pending if j < r + self.pool_size]:
                 del self._pending[j]
@@ -138,14 +140,15 @@ class OnTheFlyRenderer:
     def _canvas(self) -> torch.Tensor:
         """The pool's frames in one ``(F, C, H, W)`` tensor (zero-padded to the largest),
         so that a batch's crops are one gather; a slot is copied when its frame changed."""
-        h = max(int(t.shape[-2]) for _, _, t in self.slots)
-        w = max(int(t.shape[-1]) for _, _, t in self.slots)
+        h = max(int(f.pixels.shape[-2]) for _, f in self.slots)
+        w = max(int(f.pixels.shape[-1]) for _, f in self.slots)
         if self._canvas_t is None or tuple(self._canvas_t.shape[-2:]) != (h, w):
-            c = int(self.slots[0][2].shape[0])
+            c = int(self.slots[0][1].pixels.shape[0])
             self._canvas_t = torch.zeros((self.pool_size, c, h, w), device=self.device)
             self._canvas_ids = [None] * self.pool_size
-        for s, (j, _, t) in enumerate(self.slots):
-            if self._canvas_ids[s] != j:
+        for s, (j, f) in enumerate(self.slots):
+            if self._canvas_ids[s] != j:  # the frames live on the device here only
+                t = torch.from_numpy(f.pixels).to(self.device)
                 self._canvas_t[s].zero_()
                 self._canvas_t[s, :, : t.shape[-2], : t.shape[-1]] = t
                 self._canvas_ids[s] = j
@@ -158,7 +161,7 @@ class OnTheFlyRenderer:
         pipe, p, k_psf = self.pipe, self.patch, self.pipe.bank.size
         r = k_psf // 2
         slot = rng.integers(self.pool_size, size=n)
-        hw = np.array([f.pixels.shape[1:] for _, f, _ in self.slots])[slot]
+        hw = np.array([f.pixels.shape[1:] for _, f in self.slots])[slot]
         h, w = hw[:, 0], hw[:, 1]
         y = r + (rng.random(n) * (h - p - 2 * r + 1)).astype(np.int64)
         x = r + (rng.random(n) * (w - p - 2 * r + 1)).astype(np.int64)
@@ -239,7 +242,7 @@ class OnTheFlyRenderer:
                 for v in out.values():
                     v[sel] = dihedral(v[sel], int(t))
         meta = np.zeros(n, meta_dtype(pipe.stored_channels))
-        names = np.array([f.name for _, f, _ in self.slots], dtype=object)
+        names = np.array([f.name for _, f in self.slots], dtype=object)
         meta["source"] = names[d["slot"]]
         for key in ("y", "x", "psf_index", "iso", "image_height", "azimuth", "exposure", "seed"):
             meta[key] = d[key]

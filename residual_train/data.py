@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -230,7 +230,7 @@ ONTHEFLY_DEFAULTS = {
 def _split(
     shards: list[dict], val: int | float | list | str, all_allowed: bool = False
 ) -> tuple[list[dict], list[dict]]:
-    """``val``: a number of shards (int), a fraction (float <= 1), shard indices (list) or
+    """``val``: a number of shards (int), a fraction (float < 1), shard indices (list) or
     ``all``; every shard can go to validation only when ``all_allowed`` (on-the-fly)."""
     n = len(shards)
     if val == "all":
@@ -241,7 +241,7 @@ def _split(
         bad = sorted(i for i in idx if not 0 <= i < n)
         require(not bad, f"data.val_shards lists {bad}, outside 0..{n - 1}")
     else:
-        k = round(val * n) if isinstance(val, float) and val <= 1 else int(val)
+        k = round(val * n) if isinstance(val, float) and val < 1 else int(val)
         top = n if all_allowed else n - 1
         require(0 <= k <= top, f"data.val_shards = {val}: need at least one training shard of {n}")
         idx = set(range(n - k, n))
@@ -270,9 +270,24 @@ class ResidualDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        require(
+            onthefly is None or isinstance(onthefly, Mapping),
+            f"data.onthefly = {onthefly!r}: a mapping (data.onthefly.enabled=true, ...)",
+        )
         self.onthefly = {**ONTHEFLY_DEFAULTS, **dict(onthefly or {})}
         unknown = set(self.onthefly) - set(ONTHEFLY_DEFAULTS)
         require(not unknown, f"data.onthefly: unknown keys {sorted(unknown)}")
+        o = self.onthefly
+        for key, low in (("pool", 1), ("prefetch", 0), ("threads", 1)):
+            v = o[key]
+            require(
+                isinstance(v, int) and not isinstance(v, bool) and v >= low,
+                f"data.onthefly.{key} = {v!r}: an integer >= {low}",
+            )
+        require(
+            isinstance(o["cache_gb"], (int, float)) and o["cache_gb"] >= 0,
+            f"data.onthefly.cache_gb = {o['cache_gb']!r}: a size in GiB >= 0",
+        )
         self._renderer = None
         self.dir = Path(str(dir)).expanduser()
         self.manifest = load_manifest(self.dir)
@@ -306,6 +321,7 @@ class ResidualDataModule(pl.LightningDataModule):
             f"data.start_method = {start_method!r}: fork|spawn|forkserver or null",
         )
         self.augment_train, self.sigma_map, self.seed = augment, sigma_map, seed
+        self.geometric = geometric
         self.transforms = self._transforms(geometric)
         if self.onthefly["enabled"]:
             spe = self.onthefly["samples_per_epoch"]
@@ -336,8 +352,29 @@ class ResidualDataModule(pl.LightningDataModule):
             cfg = OmegaConf.to_container(OmegaConf.merge(cfg, extra), resolve=True)
         cfg.setdefault("bank_cache", str(bank_cache_dir()))
         cfg["progress"] = False
-        self._pipeline = build_pipeline(cfg)
+        pipe = build_pipeline(cfg)
+        m = self.manifest
+        for what, rendered, stored in (
+            ("channels", pipe.stored_channels, int(m["channels"])),
+            ("layout", pipe.cfg["layout"], m.get("layout", "rgb")),
+            ("cfa", pipe.cfa, m.get("cfa")),
+        ):
+            require(
+                rendered == stored,
+                f"data.onthefly.generator: renders {what} {rendered!r}, the validation "
+                f"shards in {self.dir} hold {stored!r}",
+            )
+        self._pipeline = pipe
         return cfg
+
+    def onthefly_transforms(self) -> tuple[int, ...]:
+        """The flips / turns of rendered batches: those of the lens actually rendered (a
+        generator override may change it), none for packed Bayer planes."""
+        if not self.augment_train or self._pipeline.cfa is not None:
+            return (0,)
+        if self.geometric == "lens":
+            return bank_symmetries(self._pipeline.bank.psfs)
+        return ALL if self.geometric == "all" else (0,)
 
     def renderer(self, device: torch.device):
         """The on-the-fly renderer on ``device`` (built on first use, in this process)."""
@@ -353,7 +390,7 @@ class ResidualDataModule(pl.LightningDataModule):
                 device,
                 pool=int(self.onthefly["pool"]),
                 seed=self.seed,
-                transforms=self.transforms if self.augment_train else (0,),
+                transforms=self.onthefly_transforms(),
                 prefetch=int(self.onthefly["prefetch"]),
                 threads=int(self.onthefly["threads"]),
                 cache_bytes=int(float(self.onthefly["cache_gb"]) * 2**30),
@@ -387,7 +424,15 @@ class ResidualDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if torch.is_tensor(batch) and self.onthefly["enabled"]:  # a batch number
-            return self.render_batch(int(batch[0]), batch.device)
+            k = int(batch[0])
+            t = self.trainer
+            if t is not None and t.training:
+                # the fit loop's count of training batches (saved in checkpoints): a run
+                # resumed mid-epoch renders exactly what an uninterrupted one would (the
+                # sampler restarts its epoch; this count does not)
+                ready = t.fit_loop.epoch_loop.batch_progress.total.ready
+                k = ready * t.world_size + t.global_rank
+            return self.render_batch(k, batch.device)
         return batch
 
     def teardown(self, stage: str) -> None:
@@ -446,10 +491,13 @@ class ResidualDataModule(pl.LightningDataModule):
                 )
 
     def mean_psf(self) -> np.ndarray | None:
-        """Mean of the PSF bank the first shard was rendered with ``(C, K, K)``; None for
-        packed Bayer data (its planes are half-resolution mosaics, not blurred images)."""
+        """Mean of the PSF bank the first shard was rendered with ``(C, K, K)`` (on the fly:
+        of the bank rendered with); None for packed Bayer data (its planes are
+        half-resolution mosaics, not blurred images)."""
         if self.manifest.get("layout", "rgb") != "rgb":
             return None
+        if self.onthefly["enabled"]:
+            return self._pipeline.bank.psfs.astype(np.float64).mean(axis=0)
         with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
             if "psfs" not in f:
                 return None

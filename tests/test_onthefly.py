@@ -16,7 +16,7 @@ from data_gen.noise import NoiseModel
 from residual_train.data import ResidualDataModule
 from residual_train.training.train import train
 from tests.conftest import compose_cfg, run_if
-from tests.test_train import StopAfterEpoch, train_cfg
+from tests.test_train import CrashAtStep, StopAfterEpoch, train_cfg
 
 OTF = {"enabled": True, "samples_per_epoch": 48, "pool": 3, "prefetch": 2}
 
@@ -61,7 +61,7 @@ def test_a_rendered_batch_obeys_the_generators_physics(dataset):
     assert abs(float(r.mean())) < 0.05 and abs(float(r.std()) - 1) < 0.05
     # the exposure scales a crop of the original: clean = exposure * frame pixels
     renderer = dm.renderer(torch.device("cpu"))
-    frames = {f.name: f.pixels for _, f, _ in renderer.slots}
+    frames = {f.name: f.pixels for _, f in renderer.slots}
     m, r0 = b["meta"][0], renderer.blur.k // 2
     crop = frames[m["source"]][:, m["y"] : m["y"] + 16, m["x"] : m["x"] + 16] * m["exposure"]
     np.testing.assert_allclose(b["clean"][0].numpy(), np.minimum(crop, 1), atol=1e-6)
@@ -80,7 +80,7 @@ def test_batches_depend_only_on_seed_and_batch_number(dataset):
     other = module(dataset, seed=1).render_batch(12, torch.device("cpu"))
     assert not torch.equal(other["x"], late_a["x"])
     # the pool moves on: batch 12 draws from frames 12 * 8 // 8 = 12 .. 14 only
-    pool = {f.name for _, f, _ in a.renderer(torch.device("cpu")).slots}
+    pool = {f.name for _, f in a.renderer(torch.device("cpu")).slots}
     assert set(late_a["meta"]["source"]) <= pool and len(pool) == 3
 
 
@@ -256,3 +256,45 @@ def test_the_fft_deconvolution_path_equals_the_convolution_in_value_and_gradient
     assert (out_train - out_eval).abs().max() < 1e-5
     small = build_model({"arch": "unet", "width": 8, "depth": 2, "blocks": 1, "deconv": 5}, 3)
     assert not small.deconv_fft
+
+
+def test_a_run_resumed_mid_epoch_renders_what_an_uninterrupted_one_would(dataset, tmp_path):
+    common = [
+        f"data.dir={dataset}",
+        "data.val_shards=1",
+        "data.onthefly.enabled=true",
+        "data.onthefly.samples_per_epoch=48",
+        "trainer.max_epochs=3",
+        "+trainer.val_check_interval=6",  # checkpoints in the middle of each 12-step epoch
+        "trainer.deterministic=true",
+        "val.panel_every=0",
+    ]
+    train(train_cfg(*common, f"run_dir={tmp_path / 'full'}"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(train_cfg(*common, f"run_dir={tmp_path / 'part'}"), [CrashAtStep(21)])
+    ck = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 18  # mid-epoch 1
+    resumed = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}", "ckpt_path=last"))
+    assert resumed["global_step"] == 36
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.onthefly=true", "data.onthefly = True: a mapping"),
+        ("data.onthefly.pool=abc", "data.onthefly.pool = 'abc': an integer >= 1"),
+        ("+data.onthefly.generator.layout=rggb", "renders channels 4"),
+    ],
+)
+def test_bad_onthefly_config_stops_before_training(dataset, tmp_path, override, message):
+    cfg = train_cfg(
+        f"data.dir={dataset}", "data.onthefly.enabled=true", override, f"run_dir={tmp_path}"
+    )
+    with pytest.raises(InputError, match=None) as e:
+        train(cfg)
+    assert message in str(e.value), str(e.value)
+    assert not (tmp_path / "checkpoints").exists()
