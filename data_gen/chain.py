@@ -1,0 +1,123 @@
+"""The physical chain of degradations and the targets of each component.
+
+A component list is a sub-sequence of :data:`ORDER` (the order light meets them; noise,
+when present, is last). One sample's parameters (``params[c]``, drawn once) and one set of
+standard normals ``r`` serve every render, so the targets differ from the input only
+by the component they leave out:
+
+* ``without_<c>``: the chain rendered with every component except ``c`` (same draws) —
+  the leave-one-out target; ``R_c = without_c − input``. Every target that keeps the noise
+  carries the input's noise ``n = σ(s)·r`` (``s``: the input's signal before noise), as
+  schema v1's ``noise`` patch carries the blurred signal's: the residuals of the other
+  components are then noise-free, and the noise level a correction implies is restored
+  at composition (``σ(after)/σ(before)``, :func:`residual_train.deploy.compose.compose_chain`).
+* ``before_<c>``: the chain rendered up to, not including, ``c`` — the peeling target;
+  ``P_c = before_c − before_<next>`` (``before`` of the input is the input itself).
+
+The two agree for the last component, and for lens blur followed by noise (the
+two-component data of schema v1): the noise is one shared ``n``, so removing it commutes
+with everything before it. In general they differ by cross terms
+(relight then blur: ``R_relight + R_blur = x − S + (I − B)(I − G)S`` while the peeling
+residuals sum to ``S − x`` exactly). :func:`data_gen.chain.render_chain` returns both;
+``tests/test_chain.py`` measures the difference.
+
+Arrays: float32 ``(C, H, W)`` linear (0 = black, 1 = white), not clipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_gen import components as cp
+from data_gen.errors import require
+from data_gen.noise import NoiseModel
+
+ORDER = ("relight", "fog", "defocus", "blur", "motion", "noise")
+NEEDS_DEPTH = ("fog", "defocus")
+
+
+def check_components(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple, refused in one line when a name is unknown, listed twice or
+    out of physical order."""
+    names = tuple(str(n) for n in names)
+    require(bool(names), "components is empty: list at least one (e.g. [blur, noise])")
+    for n in names:
+        require(n in ORDER, f"components: unknown component {n!r}; known: {', '.join(ORDER)}")
+    for n in set(names):
+        require(names.count(n) == 1, f"components: {n!r} is listed twice")
+    pos = [ORDER.index(n) for n in names]
+    require(
+        pos == sorted(pos),
+        f"components: [{', '.join(names)}] is out of physical order; the order is "
+        + " → ".join(ORDER),
+    )
+    return names
+
+
+def apply(name: str, x: np.ndarray, p: dict, depth: np.ndarray | None) -> np.ndarray:
+    """One non-noise component on ``x`` with its parameters ``p``."""
+    if name in NEEDS_DEPTH:
+        require(depth is not None, f"component {name} needs a depth map, and this image has none")
+    if name == "relight":
+        return cp.relight(x, p["gain"])
+    if name == "fog":
+        return cp.add_fog(x, cp.transmission(depth, p["beta"]), p["airlight"])
+    if name == "defocus":
+        return cp.defocus(x, depth, p["radius"], p.get("layers", 12))
+    if name in ("blur", "motion"):
+        k = p["psf"] if name == "blur" else p["kernel"]
+        k = np.asarray(k, np.float32)
+        if k.ndim == 2:
+            return cp.blur_image(x, k)
+        return np.stack([cp.blur_image(c[None], kc)[0] for c, kc in zip(x, k, strict=True)])
+    raise ValueError(f"apply: {name!r} is not a non-noise component")
+
+
+def _run(
+    scene: np.ndarray,
+    names: Sequence[str],
+    params: dict,
+    depth: np.ndarray | None,
+    n: np.ndarray | None,
+) -> np.ndarray:
+    x = scene.astype(np.float32)
+    for c in names:
+        x = (x + n).astype(np.float32) if c == "noise" else apply(c, x, params.get(c, {}), depth)
+    return x
+
+
+def render_chain(
+    scene: np.ndarray,
+    components: Sequence[str],
+    params: dict,
+    depth: np.ndarray | None = None,
+    noise: NoiseModel | None = None,
+    normal: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """``clean`` (the scene), ``input`` (every component), ``without_<c>`` and
+    ``before_<c>`` for each component ``c`` (module docstring)."""
+    names = check_components(components)
+    n = None
+    if "noise" in names:
+        require(noise is not None and normal is not None, "component noise needs its model and r")
+        signal = _run(scene, names[:-1], params, depth, None)  # noise is last
+        n = noise.sample(signal, normal).astype(np.float32)
+    out = {"clean": scene.astype(np.float32)}
+    out["input"] = _run(scene, names, params, depth, n)
+    for i, c in enumerate(names):
+        rest = [m for m in names if m != c]
+        out[f"without_{c}"] = _run(scene, rest, params, depth, n)
+        out[f"before_{c}"] = _run(scene, names[:i], params, depth, n)
+    return out
+
+
+def residuals(targets: dict[str, np.ndarray], components: Sequence[str]) -> dict[str, dict]:
+    """``{"leave_one_out": {c: without_c − input}, "peeling": {c: before_c − before_next}}``."""
+    names = check_components(components)
+    x = targets["input"]
+    loo = {c: targets[f"without_{c}"] - x for c in names}
+    nxt = [*[targets[f"before_{c}"] for c in names[1:]], x]
+    peel = {c: targets[f"before_{c}"] - n for c, n in zip(names, nxt, strict=True)}
+    return {"leave_one_out": loo, "peeling": peel}
