@@ -441,3 +441,45 @@ def test_fp16_and_int8_exports_record_what_they_cost(exported, tmp_path):
     assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict.tmp-*"))
     with pytest.raises(InputError, match="precision = 'int4'"):
         export(ckpt, tmp_path / "x", precision="int4")
+
+
+def test_distortion_is_corrected_after_the_blur_in_deploy_and_recompose(exported, tmp_path):
+    from data_gen.components import correct_distortion
+
+    img = (np.random.default_rng(2).random((60, 80, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", img, photometric="rgb")
+    common = [
+        f"model={exported}",
+        f"input={tmp_path / 'in.tif'}",
+        "iso=800",
+        "tile=64",
+        "overlap=32",
+    ]
+    r = run(
+        "residual_train.deploy", *common, f"out_dir={tmp_path / 'o'}", "distortion=[-0.12,0.02]"
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    x, maps, meta = load_maps(tmp_path / "o")
+    assert meta["distortion"] == [-0.12, 0.02]
+    noise = NoiseModel(meta["noise_A"], meta["noise_B"])
+    plain = compose_consistent(x, maps["blur"], maps["noise"], 1.0, 1.0, noise)
+    want = correct_distortion(plain, (-0.12, 0.02), 3)
+    got = np.moveaxis(tifffile.imread(tmp_path / "o" / "composed.tif"), 2, 0)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.abs(got - plain).max() > 0.01  # the corners did move
+    # recompose: as the deploy run (auto), none, or other coefficients
+    for i, (dist, expect) in enumerate(
+        [("auto", want), ("null", plain), ("[0.05]", correct_distortion(plain, (0.05,), 3))]
+    ):
+        out = tmp_path / f"r-{i}.npy"
+        r = run(
+            "residual_train.deploy.recompose",
+            f"maps={tmp_path / 'o'}",
+            f"distortion={dist}",
+            f"out={out}",
+        )
+        assert r.returncode == 0, r.stderr
+        np.testing.assert_allclose(np.load(out), expect, atol=1e-6)
+    r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'bad'}", "distortion=[-0.1,x]")
+    assert r.returncode == 2 and "the coefficients must be numbers" in r.stderr
+    assert not (tmp_path / "bad").exists()

@@ -25,12 +25,20 @@ from residual_train.deploy import (
     save_maps,
     write_output,
 )
-from residual_train.deploy.compose import check_strength, compose
+from residual_train.deploy.compose import (
+    check_distortion,
+    check_distortion_stage,
+    check_strength,
+    compose,
+    correct_distortion_stage,
+)
 
 
 def run(o: dict) -> dict:
     a = check_strength("blur", o["strengths"]["blur"])
     b = check_strength("noise", o["strengths"]["noise"])
+    k_dist = check_distortion(o.get("distortion"))
+    order = int(o.get("distortion_order", 3))
     out_dir = Path(str(o["out_dir"]))
     require_new_dir(out_dir)
     registry = o.get("registry") or None
@@ -67,9 +75,14 @@ def run(o: dict) -> dict:
         "model": str(model.path),
         "input": str(o["input"]),
         "card": {k: model.card.get(k) for k in ("components", "layout", "scale", "metrics")},
+        "distortion": list(k_dist) if k_dist else None,
+        "distortion_order": order,
     }
+    layout = model.card.get("layout", "rgb")
+    check_distortion_stage(k_dist, order, layout)  # before anything is written
     save_maps(out_dir, x, maps, meta)
     y = compose(o["mode"], x, maps["blur"], maps["noise"], a, b, noise)
+    y = correct_distortion_stage(y, k_dist, order, layout)
     write_output(out_dir / "composed.tif", y)
     write_output(out_dir / "composed.png", y)
     return {

@@ -45,6 +45,43 @@ def check_strength(name: str, v: float) -> float:
     return v
 
 
+def check_distortion(k, where: str = "distortion") -> tuple[float, ...] | None:
+    """``null`` / empty (no correction) or the radial coefficients ``[k1, k2, ...]`` of
+    :func:`data_gen.components.distort_points`, finite numbers."""
+    if k in (None, "", "none") or (isinstance(k, (list, tuple)) and not k):
+        return None
+    require(
+        isinstance(k, (list, tuple)),
+        f"{where} = {k!r}: a list of radial coefficients [k1, k2, ...] or null",
+    )
+    try:
+        out = tuple(float(v) for v in k)
+    except (TypeError, ValueError):
+        raise InputError(f"{where} = {list(k)!r}: the coefficients must be numbers") from None
+    require(all(np.isfinite(out)), f"{where} = {list(out)}: the coefficients must be finite")
+    return out
+
+
+def check_distortion_stage(k: tuple[float, ...] | None, order: int, layout: str) -> None:
+    """Whether :func:`correct_distortion_stage` can run: packed Bayer planes are refused
+    (resampling a mosaic mixes colours), and ``order`` is 1 or 3."""
+    if k is None:
+        return
+    require(layout == "rgb", "distortion: packed Bayer planes cannot be resampled; demosaic first")
+    require(order in (1, 3), f"distortion_order = {order}: 1 (bilinear) or 3 (bicubic)")
+
+
+def correct_distortion_stage(y: np.ndarray, k: tuple[float, ...] | None, order: int, layout: str):
+    """The optional last stage: radial distortion corrected by resampling, after the blur
+    correction (the distortion was kept out of the blur)."""
+    check_distortion_stage(k, order, layout)
+    if k is None:
+        return y
+    from data_gen.components import correct_distortion
+
+    return correct_distortion(y, k, order)
+
+
 def compose_consistent(x, r_blur, r_noise, a: float, b: float, noise: NoiseModel) -> np.ndarray:
     """Brightness-consistent composition (numpy reference; see module docstring)."""
     a, b = np.float32(check_strength("blur", a)), np.float32(check_strength("noise", b))

@@ -1,8 +1,9 @@
 """``python -m residual_train.deploy.recompose maps=DIR strengths.blur=a strengths.noise=b
-out=FILE [mode=consistent|literal] [overwrite=false]``
+out=FILE [mode=consistent|literal] [distortion=auto|null|[k1,k2]] [overwrite=false]``
 
 Composes saved residual maps at new strengths without any network (milliseconds per
-megapixel): ``out`` as ``.tif`` (32-bit float, linear), ``.npy`` or ``.png`` (sRGB).
+megapixel): ``out`` as ``.tif`` (32-bit float, linear), ``.npy`` or ``.png`` (sRGB);
+then corrects radial distortion by resampling (``auto``: as the deploy run did).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.paths import APPS
 from residual_train.deploy import load_maps, write_output
-from residual_train.deploy.compose import compose
+from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
 
 
 def run(o: dict) -> dict:
@@ -25,6 +26,12 @@ def run(o: dict) -> dict:
         f"out = {str(out)!r} exists; pass overwrite=true to replace it",
     )
     x, maps, meta = load_maps(str(o["maps"]))
+    dist = o.get("distortion", "auto")
+    if dist == "auto":  # what the deploy run corrected
+        dist, order = meta.get("distortion"), int(meta.get("distortion_order", 3))
+    else:
+        order = int(o.get("distortion_order", 3))
+    k_dist = check_distortion(dist)
     t = time.perf_counter()
     y = compose(
         o["mode"],
@@ -35,6 +42,8 @@ def run(o: dict) -> dict:
         o["strengths"]["noise"],
         NoiseModel(meta["noise_A"], meta["noise_B"]),
     )
+    layout = (meta.get("card") or {}).get("layout") or "rgb"
+    y = correct_distortion_stage(y, k_dist, order, layout)
     ms = (time.perf_counter() - t) * 1e3
     write_output(out, y)
     return {"out": str(out), "compose_ms": ms}
