@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -153,14 +153,23 @@ class EpochSampler(Sampler):
 
     Like ``DistributedSampler`` (padding by wrap-around so every rank gets the same
     count), but yields ``(index, aug_seed)``. Lightning calls :meth:`set_epoch`.
+    ``skip``: called when an epoch's iteration starts, the number of this epoch's samples
+    already trained on (a run resumed mid-epoch continues where it stopped).
     """
 
     def __init__(
-        self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1
+        self,
+        n: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        skip: Callable[[], int] | None = None,
     ) -> None:
         self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
         self.epoch = 0
         self.per_rank = math.ceil(n / world)
+        self.skip = skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -180,7 +189,8 @@ class EpochSampler(Sampler):
         order = (order * math.ceil(total / max(1, self.n)))[:total]
         mine = order[self.rank : total : self.world]
         base = (self.seed * 1_000_003 + self.epoch) * 2**20
-        yield from ((i, base + i) for i in mine)
+        done = self.skip() if self.skip is not None else 0
+        yield from ((i, base + i) for i in mine[done:])
 
 
 class BatchNumbers(Dataset):
@@ -523,7 +533,8 @@ class ResidualDataModule(pl.LightningDataModule):
             sampler = BatchNumberSampler(max(1, steps), rank, world)
             return DataLoader(BatchNumbers(), batch_size=None, sampler=sampler)
         ds = self.dataset(train)
-        sampler = EpochSampler(len(ds), self.seed, shuffle=train, rank=rank, world=world)
+        skip = self._samples_done if train else None
+        sampler = EpochSampler(len(ds), self.seed, train, rank, world, skip)
         ctx = None
         if self.num_workers > 0 and self.start_method is not None:
             ctx = torch.multiprocessing.get_context(self.start_method)
@@ -537,6 +548,15 @@ class ResidualDataModule(pl.LightningDataModule):
             drop_last=train,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _samples_done(self) -> int:
+        """Samples of the current epoch this rank already trained on: the fit loop's batch
+        count, which checkpoints keep (0 at an epoch's start; more in a run resumed in the
+        middle of one, whose loader Lightning restarts from the epoch's beginning)."""
+        t = self.trainer
+        if t is None or not t.training:
+            return 0
+        return int(t.fit_loop.epoch_loop.batch_progress.current.ready) * self.batch_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(True)
