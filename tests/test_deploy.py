@@ -483,3 +483,49 @@ def test_distortion_is_corrected_after_the_blur_in_deploy_and_recompose(exported
     r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'bad'}", "distortion=[-0.1,x]")
     assert r.returncode == 2 and "the coefficients must be numbers" in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_recompose_takes_one_strength_per_component_of_any_chain(tmp_path):
+    from data_gen.chain import render_chain, residuals
+    from data_gen.sources import dead_leaves
+    from residual_train.deploy import save_maps
+    from residual_train.deploy.compose import Component, compose_chain
+
+    rng = np.random.default_rng(0)
+    scene, depth = dead_leaves(rng, size=40, supersample=2, depth=(1.0, 20.0))
+    scene = (0.05 + 0.6 * scene).astype(np.float32)
+    from data_gen import components as cp
+
+    names = ["relight", "fog", "blur", "noise"]
+    params = {
+        "relight": {"gain": cp.gain_map((40, 40), **cp.draw_relight(rng))},
+        "fog": cp.draw_fog(rng),
+        "blur": {"psf": cp.disc_kernel(1.5)},
+    }
+    noise = NoiseModel(np.full(3, 2e-3, np.float32), np.full(3, 1e-5, np.float32))
+    normal = rng.standard_normal(scene.shape).astype(np.float32)
+    t = render_chain(scene, names, params, depth, noise, normal)
+    maps = residuals(t, names)["peeling"]
+    meta = {"components": names, "noise_A": noise.A.tolist(), "noise_B": noise.B.tolist()}
+    save_maps(tmp_path / "m", t["input"], maps, meta)
+    out = tmp_path / "y.npy"
+    r = run(
+        "residual_train.deploy.recompose",
+        f"maps={tmp_path / 'm'}",
+        "strengths.fog=0.7",
+        "strengths.noise=0.2",
+        f"out={out}",
+    )
+    assert r.returncode == 0, r.stderr
+    s = {"relight": 1.0, "fog": 0.7, "blur": 1.0, "noise": 0.2}
+    want = compose_chain(
+        t["input"], [Component(c, maps[c], s[c], noise if c == "noise" else None) for c in names]
+    )
+    np.testing.assert_allclose(np.load(out), want, atol=1e-6)
+    r = run(
+        "residual_train.deploy.recompose",
+        f"maps={tmp_path / 'm'}",
+        "strengths.motion=0.5",
+        f"out={tmp_path / 'z.npy'}",
+    )
+    assert r.returncode == 2 and "strengths.motion: these maps hold no such residual" in r.stderr

@@ -112,6 +112,38 @@ class Component:
     noise: NoiseModel | None = None
 
 
+def compose_components(
+    x: np.ndarray,
+    maps: dict[str, np.ndarray],
+    strengths: dict,
+    noise: NoiseModel,
+    order: Sequence[str],
+) -> np.ndarray:
+    """:func:`compose_chain` of the residual ``maps`` in physical ``order`` at
+    ``strengths`` (name → [0, 1]; a component not named is fully corrected, 1). A strength
+    for a component the maps do not hold is refused, naming it; ``noise`` is the
+    signal-dependent one (rescaled), every other component is additive."""
+    unknown = sorted(k for k, v in strengths.items() if v is not None and k not in maps)
+    require(
+        not unknown,
+        f"strengths.{unknown[0] if unknown else ''}: these maps hold no such residual "
+        f"(they hold {', '.join(sorted(maps))})",
+    )
+    stray = sorted(set(maps) - set(order))
+    require(not stray, f"maps: unknown component {stray[0] if stray else ''!r}")
+    comps = [
+        Component(
+            c,
+            maps[c],
+            check_strength(c, 1.0 if strengths.get(c) is None else strengths[c]),
+            noise if c == "noise" else None,
+        )
+        for c in order
+        if c in maps
+    ]
+    return compose_chain(x, comps)
+
+
 def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
     """Components in physical order (e.g. relight -> blur -> noise).
 

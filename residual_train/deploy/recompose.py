@@ -11,12 +11,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from data_gen.chain import ORDER
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.paths import APPS
 from residual_train.deploy import load_maps, write_output
-from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
+from residual_train.deploy.compose import (
+    check_distortion,
+    compose,
+    compose_components,
+    correct_distortion_stage,
+)
 
 
 def run(o: dict) -> dict:
@@ -33,15 +39,19 @@ def run(o: dict) -> dict:
         order = int(o.get("distortion_order", 3))
     k_dist = check_distortion(dist)
     t = time.perf_counter()
-    y = compose(
-        o["mode"],
-        x,
-        maps["blur"],
-        maps["noise"],
-        o["strengths"]["blur"],
-        o["strengths"]["noise"],
-        NoiseModel(meta["noise_A"], meta["noise_B"]),
-    )
+    noise = NoiseModel(meta["noise_A"], meta["noise_B"])
+    strengths = dict(o["strengths"])
+    if set(maps) == {"blur", "noise"}:
+        s = {c: 1.0 if strengths.get(c) is None else strengths[c] for c in ("blur", "noise")}
+        other = sorted(k for k, v in strengths.items() if v is not None and k not in maps)
+        require(not other, f"strengths.{other[0] if other else ''}: these maps hold blur, noise")
+        y = compose(o["mode"], x, maps["blur"], maps["noise"], s["blur"], s["noise"], noise)
+    else:  # any components, in physical order (brightness-consistent)
+        require(
+            o["mode"] == "consistent",
+            f"mode = {o['mode']!r}: maps of {', '.join(sorted(maps))} compose in consistent mode",
+        )
+        y = compose_components(x, maps, strengths, noise, ORDER)
     layout = (meta.get("card") or {}).get("layout") or "rgb"
     y = correct_distortion_stage(y, k_dist, order, layout)
     ms = (time.perf_counter() - t) * 1e3
