@@ -16,7 +16,12 @@ from data_gen.noise import NoiseModel
 from residual_train.data import ResidualDataModule
 from residual_train.training.train import train
 from tests.conftest import compose_cfg, run_if
-from tests.test_train import CrashAtStep, StopAfterEpoch, train_cfg
+from tests.test_train import (
+    StopAfterEpoch,
+    assert_same_weights,
+    crash_mid_epoch_and_resume,
+    train_cfg,
+)
 
 OTF = {"enabled": True, "samples_per_epoch": 48, "pool": 3, "prefetch": 2}
 
@@ -131,10 +136,7 @@ def test_onthefly_training_learns_records_what_it_saw_and_resumes_exactly(datase
     train(train_cfg(*common, f"run_dir={tmp_path / 'part'}"), [StopAfterEpoch(3)])
     resumed = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}", "ckpt_path=last"))
     assert resumed["global_step"] == 96
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
-    for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), k
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
 
 
 def test_generator_overrides_change_what_is_rendered(dataset):
@@ -259,27 +261,15 @@ def test_the_fft_deconvolution_path_equals_the_convolution_in_value_and_gradient
 
 
 def test_a_run_resumed_mid_epoch_renders_what_an_uninterrupted_one_would(dataset, tmp_path):
-    common = [
-        f"data.dir={dataset}",
-        "data.val_shards=1",
-        "data.onthefly.enabled=true",
-        "data.onthefly.samples_per_epoch=48",
-        "trainer.max_epochs=3",
-        "+trainer.val_check_interval=6",  # checkpoints in the middle of each 12-step epoch
-        "trainer.deterministic=true",
-        "val.panel_every=0",
-    ]
-    train(train_cfg(*common, f"run_dir={tmp_path / 'full'}"))
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(train_cfg(*common, f"run_dir={tmp_path / 'part'}"), [CrashAtStep(21)])
-    ck = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ck["global_step"] == 18  # mid-epoch 1
-    resumed = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}", "ckpt_path=last"))
-    assert resumed["global_step"] == 36
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
-    for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), k
+    crash_mid_epoch_and_resume(
+        [
+            f"data.dir={dataset}",
+            "data.val_shards=1",
+            "data.onthefly.enabled=true",
+            "data.onthefly.samples_per_epoch=48",
+        ],
+        tmp_path,
+    )
 
 
 @pytest.mark.parametrize(

@@ -549,27 +549,36 @@ def test_sigma_unit_and_border_losses_measure_what_they_say(dataset):
         )
 
 
-def test_a_run_resumed_mid_epoch_continues_the_epoch_where_it_stopped(dataset, tmp_path):
+def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    a = torch.load(a_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(b_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
+def crash_mid_epoch_and_resume(common: list[str], tmp_path: Path) -> None:
+    """An uninterrupted 3-epoch run (12 steps each, checkpoints every 6) in ``full``; a run
+    killed at step 21 and resumed from its step-18 checkpoint (mid-epoch 1) in ``part``."""
     common = [
-        f"data.dir={dataset}",
+        *common,
         "trainer.max_epochs=3",
-        "+trainer.val_check_interval=6",  # checkpoints in the middle of each 12-step epoch
+        "+trainer.val_check_interval=6",
         "trainer.deterministic=true",
         "val.panel_every=0",
-        "record_seen=true",
     ]
     train(train_cfg(*common, f"run_dir={tmp_path / 'full'}"))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(train_cfg(*common, f"run_dir={tmp_path / 'part'}"), [CrashAtStep(21)])
     ck = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ck["global_step"] == 18  # mid-epoch 1
+    assert ck["global_step"] == 18
     resumed = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}", "ckpt_path=last"))
     assert resumed["global_step"] == 36
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_run_resumed_mid_epoch_continues_the_epoch_where_it_stopped(dataset, tmp_path):
+    crash_mid_epoch_and_resume([f"data.dir={dataset}", "record_seen=true"], tmp_path)
     # the resumed epoch trained on the samples the interrupted one had not reached
     full = json.loads((tmp_path / "full" / "seen" / "rank0-epoch1.json").read_text())
     part = json.loads((tmp_path / "part" / "seen" / "rank0-epoch1.json").read_text())
     assert part == full[6 * 4 :]
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
-    for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), k
