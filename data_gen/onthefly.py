@@ -37,7 +37,7 @@ from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
 from data_gen.optics.bank import frame_position
 from data_gen.optics.symmetry import dihedral
-from data_gen.render_torch import TorchBlurOperator, render_tensors
+from data_gen.render_torch import TorchBlurOperator, device_normals, render_tensors
 from data_gen.shards import meta_dtype
 from data_gen.sources import Frame, cache_decoded_frames
 
@@ -233,8 +233,7 @@ class OnTheFlyRenderer:
         x[:, :, :m, :m] = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
         a, b, k0, k1, any_params = self._noise(d["iso"])
         stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
-        g = torch.Generator(device=dev).manual_seed(seed & (2**63 - 1))
-        normal = torch.randn(stored, generator=g, device=dev)
+        normal = device_normals(stored, seed, dev)
         out = render_tensors(x, d["psf_index"], NoiseModel(a, b), normal, self.blur, pipe.cfa)
         for t in np.unique(d["transform"]):
             if t != 0:

@@ -71,8 +71,7 @@ def render_batch_torch(
     stored = (len(specs), 4, blur.p // 2, blur.p // 2) if cfa else (len(specs), c, blur.p, blur.p)
     if normals == "device":
         noise_model = batch_noise_model(specs, cfa)
-        g = torch.Generator(device=blur.device).manual_seed(specs[0].seed & (2**63 - 1))
-        normal = torch.randn(stored, generator=g, device=blur.device)
+        normal = device_normals(stored, specs[0].seed, blur.device)
     else:
         noise_model, host = noise_draws(specs, stored, cfa)
         normal = torch.from_numpy(host).to(blur.device)
@@ -85,6 +84,13 @@ def render_batch_torch(
         cfa,
     )
     return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def device_normals(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """Standard normals ``shape`` float32 from a torch generator on ``device`` seeded with
+    ``seed`` (64-bit; reproducible on the same kind of device)."""
+    g = torch.Generator(device=device).manual_seed(seed & (2**63 - 1))
+    return torch.randn(shape, generator=g, device=device)
 
 
 def render_tensors(

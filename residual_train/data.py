@@ -50,6 +50,17 @@ def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"blur": p["noise"] - p["noise_blur"], "noise": p["blur"] - p["noise_blur"]}
 
 
+def noise_params(meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised noise parameters ``A``, ``B`` ``(..., C)`` float32 of one ``meta`` record
+    or an array of them (raw-DN ``k0``, ``k1`` at ISO 100): ``A = k1·g/span``,
+    ``B = k0·g/span²`` with ``g = ISO/100`` and ``span = white − black``."""
+    span = (meta["white"] - meta["ob"]).astype(np.float64)[..., None]
+    g = (meta["iso"].astype(np.float64) / 100.0)[..., None]
+    a = (meta["k1"].astype(np.float64) * g / span).astype(np.float32)
+    b = (meta["k0"].astype(np.float64) * g / span**2).astype(np.float32)
+    return a, b
+
+
 def augment(
     arrays: dict[str, np.ndarray],
     crop: int,
@@ -124,16 +135,10 @@ class ShardDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, item)
         k, j = self.locate(index)
         f = self._file(k)
-        return self._sample(k, j, {name: f[name][j] for name in PATCHES}, seed)
-
-    def _sample(self, k: int, j: int, arrays: dict[str, np.ndarray], seed: int) -> dict:
-        arrays = {name: v.astype(np.float32) for name, v in arrays.items()}
+        arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
         meta = self._meta[k][j]
         arrays = augment(arrays, self.crop, seed, self.augment, self.transforms)
-        span = float(meta["white"] - meta["ob"])
-        g = float(meta["iso"]) / 100.0
-        a = (meta["k1"].astype(np.float64) * g / span).astype(np.float32)
-        b = (meta["k0"].astype(np.float64) * g / span**2).astype(np.float32)
+        a, b = noise_params(meta)
         out = {
             "x": torch.from_numpy(arrays["noise_blur"]),
             **{name: torch.from_numpy(arrays[name]) for name in ("clean", "blur", "noise")},
@@ -207,10 +212,14 @@ class BatchNumbers(Dataset):
 class BatchNumberSampler(Sampler):
     """``steps`` global batch numbers per epoch, disjoint across ranks: epoch ``e``,
     step ``i`` of rank ``r`` gets ``(e·steps + i)·world + r``. Lightning calls
-    :meth:`set_epoch`."""
+    :meth:`set_epoch`; ``skip`` (as :class:`EpochSampler`'s, in batches) gives the steps of
+    this epoch already trained on."""
 
-    def __init__(self, steps: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, steps: int, rank: int = 0, world: int = 1, skip: Callable[[], int] | None = None
+    ) -> None:
         self.steps, self.rank, self.world, self.epoch = steps, rank, world, 0
+        self.skip = skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -222,7 +231,8 @@ class BatchNumberSampler(Sampler):
         # a generator: the epoch is read at the first batch, not when the iterator is made
         # (a resumed Lightning run makes it before calling set_epoch)
         base = self.epoch * self.steps
-        for i in range(self.steps):
+        done = self.skip() if self.skip is not None else 0
+        for i in range(done, self.steps):
             yield (base + i) * self.world + self.rank
 
 
@@ -331,20 +341,21 @@ class ResidualDataModule(pl.LightningDataModule):
             f"data.start_method = {start_method!r}: fork|spawn|forkserver or null",
         )
         self.augment_train, self.sigma_map, self.seed = augment, sigma_map, seed
-        self.geometric = geometric
-        self.transforms = self._transforms(geometric)
         if self.onthefly["enabled"]:
             spe = self.onthefly["samples_per_epoch"]
             require(
                 isinstance(spe, int) and spe >= batch_size,
                 f"data.onthefly.samples_per_epoch = {spe!r}: an integer >= data.batch_size",
             )
-            self.generation_config()  # a bad generator config fails before training starts
+            # a bad generator config fails here, before training starts
+            self._pipeline = self._onthefly_pipeline()
+        self.transforms = self._transforms(geometric)
 
     # ---- on-the-fly rendering ---------------------------------------------------------
-    def generation_config(self) -> dict:
-        """The generation config training batches are rendered with: the one stored in the
-        first shard (what validation shows), updated with ``onthefly.generator``."""
+    def _onthefly_pipeline(self):
+        """The generator pipeline training batches are rendered with: the generation config
+        stored in the first shard (what validation shows), updated with
+        ``onthefly.generator``, and checked against the shards."""
         from omegaconf import OmegaConf
 
         from data_gen.generate import build_pipeline
@@ -374,17 +385,7 @@ class ResidualDataModule(pl.LightningDataModule):
                 f"data.onthefly.generator: renders {what} {rendered!r}, the validation "
                 f"shards in {self.dir} hold {stored!r}",
             )
-        self._pipeline = pipe
-        return cfg
-
-    def onthefly_transforms(self) -> tuple[int, ...]:
-        """The flips / turns of rendered batches: those of the lens actually rendered (a
-        generator override may change it), none for packed Bayer planes."""
-        if not self.augment_train or self._pipeline.cfa is not None:
-            return (0,)
-        if self.geometric == "lens":
-            return bank_symmetries(self._pipeline.bank.psfs)
-        return ALL if self.geometric == "all" else (0,)
+        return pipe
 
     def renderer(self, device: torch.device):
         """The on-the-fly renderer on ``device`` (built on first use, in this process)."""
@@ -400,7 +401,7 @@ class ResidualDataModule(pl.LightningDataModule):
                 device,
                 pool=int(self.onthefly["pool"]),
                 seed=self.seed,
-                transforms=self.onthefly_transforms(),
+                transforms=self.transforms if self.augment_train else (0,),
                 prefetch=int(self.onthefly["prefetch"]),
                 threads=int(self.onthefly["threads"]),
                 cache_bytes=int(float(self.onthefly["cache_gb"]) * 2**30),
@@ -413,18 +414,15 @@ class ResidualDataModule(pl.LightningDataModule):
         ``meta`` (the per-sample records a shard would hold)."""
         patches, meta = self.renderer(device).render(k)
         x = patches["noise_blur"]
-        span = meta["white"].astype(np.float64) - meta["ob"]
-        g = meta["iso"].astype(np.float64) / 100.0
-        a = meta["k1"] * (g / span)[:, None]
-        b = meta["k0"] * (g / span**2)[:, None]
+        a, b = noise_params(meta)
         out = {
             "x": x,
             **{name: patches[name] for name in ("clean", "blur", "noise")},
             "R_blur": patches["noise"] - x,
             "R_noise": patches["blur"] - x,
             "iso": torch.from_numpy(meta["iso"].astype(np.float32)).to(device),
-            "a": torch.from_numpy(a.astype(np.float32)).to(device),
-            "b": torch.from_numpy(b.astype(np.float32)).to(device),
+            "a": torch.from_numpy(a).to(device),
+            "b": torch.from_numpy(b).to(device),
             "id": torch.stack([torch.full((len(meta),), k), torch.arange(len(meta))], 1).to(device),
             "meta": meta,
         }
@@ -434,15 +432,7 @@ class ResidualDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if torch.is_tensor(batch) and self.onthefly["enabled"]:  # a batch number
-            k = int(batch[0])
-            t = self.trainer
-            if t is not None and t.training:
-                # the fit loop's count of training batches (saved in checkpoints): a run
-                # resumed mid-epoch renders exactly what an uninterrupted one would (the
-                # sampler restarts its epoch; this count does not)
-                ready = t.fit_loop.epoch_loop.batch_progress.total.ready
-                k = ready * t.world_size + t.global_rank
-            return self.render_batch(k, batch.device)
+            return self.render_batch(int(batch[0]), batch.device)
         return batch
 
     def teardown(self, stage: str) -> None:
@@ -453,7 +443,8 @@ class ResidualDataModule(pl.LightningDataModule):
     def _transforms(self, geometric: str) -> tuple[int, ...]:
         """Dihedral transforms for training augmentation (``data.geometric``).
 
-        ``lens``: those under which the dataset's PSF bank maps onto itself (a flipped or
+        ``lens``: those under which the dataset's PSF bank (on the fly: the bank rendered
+        with) maps onto itself (a flipped or
         rotated patch must still show a blur the lens makes); ``all``: the eight of the
         square; ``none``: crops only. Packed Bayer planes are never flipped or rotated.
         """
@@ -472,6 +463,8 @@ class ResidualDataModule(pl.LightningDataModule):
             return ALL
         if geometric == "none":
             return (0,)
+        if self.onthefly["enabled"]:  # the lens rendered (a generator override may change it)
+            return bank_symmetries(self._pipeline.bank.psfs)
         with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
             require(
                 "psfs" in f,
@@ -530,10 +523,10 @@ class ResidualDataModule(pl.LightningDataModule):
             rank, world = self.trainer.global_rank, self.trainer.world_size
         if train and self.onthefly["enabled"]:
             steps = self.onthefly["samples_per_epoch"] // (self.batch_size * world)
-            sampler = BatchNumberSampler(max(1, steps), rank, world)
+            sampler = BatchNumberSampler(max(1, steps), rank, world, self._batches_done)
             return DataLoader(BatchNumbers(), batch_size=None, sampler=sampler)
         ds = self.dataset(train)
-        skip = self._samples_done if train else None
+        skip = (lambda: self._batches_done() * self.batch_size) if train else None
         sampler = EpochSampler(len(ds), self.seed, train, rank, world, skip)
         ctx = None
         if self.num_workers > 0 and self.start_method is not None:
@@ -549,14 +542,14 @@ class ResidualDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def _samples_done(self) -> int:
-        """Samples of the current epoch this rank already trained on: the fit loop's batch
-        count, which checkpoints keep (0 at an epoch's start; more in a run resumed in the
-        middle of one, whose loader Lightning restarts from the epoch's beginning)."""
+    def _batches_done(self) -> int:
+        """Batches of the current epoch this rank already trained on: the fit loop's count,
+        which checkpoints keep (0 at an epoch's start; more in a run resumed in the middle
+        of one, whose loader Lightning restarts from the epoch's beginning)."""
         t = self.trainer
         if t is None or not t.training:
             return 0
-        return int(t.fit_loop.epoch_loop.batch_progress.current.ready) * self.batch_size
+        return int(t.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(True)

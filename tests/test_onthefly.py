@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from data_gen.errors import InputError
-from data_gen.generate import generate
 from data_gen.noise import NoiseModel
 from residual_train.data import ResidualDataModule
 from residual_train.training.train import train
-from tests.conftest import compose_cfg, run_if
+from tests.conftest import run_if
 from tests.test_train import (
     StopAfterEpoch,
     assert_same_weights,
     crash_mid_epoch_and_resume,
+    tiny_dataset,
     train_cfg,
 )
 
@@ -29,19 +29,7 @@ OTF = {"enabled": True, "samples_per_epoch": 48, "pool": 3, "prefetch": 2}
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """2 shards x 8 samples of 24 px (the validation data and the generation config)."""
-    d = tmp_path_factory.mktemp("otf") / "ds"
-    generate(
-        compose_cfg(
-            f"out_dir={d}",
-            "shards=2",
-            "samples_per_shard=8",
-            "patch_size=24",
-            "source.size=96",
-            "patches_per_source=8",
-            "sensor.iso=[400,3200]",
-        )
-    )
-    return d
+    return tiny_dataset(tmp_path_factory.mktemp("otf") / "ds", 2, 8)
 
 
 def module(dataset: Path, **kw) -> ResidualDataModule:

@@ -26,15 +26,13 @@ from residual_train.training.train import train
 from tests.conftest import CONF, ROOT, compose_cfg
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """4 shards x 16 samples of 24 px patches (float32)."""
-    d = tmp_path_factory.mktemp("train") / "ds"
+def tiny_dataset(d: Path, shards: int, samples_per_shard: int) -> Path:
+    """``shards`` x ``samples_per_shard`` samples of 24 px patches (float32) in ``d``."""
     generate(
         compose_cfg(
             f"out_dir={d}",
-            "shards=4",
-            "samples_per_shard=16",
+            f"shards={shards}",
+            f"samples_per_shard={samples_per_shard}",
             "patch_size=24",
             "source.size=96",
             "patches_per_source=8",
@@ -42,6 +40,12 @@ def dataset(tmp_path_factory) -> Path:
         )
     )
     return d
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """4 shards x 16 samples of 24 px patches (float32)."""
+    return tiny_dataset(tmp_path_factory.mktemp("train") / "ds", 4, 16)
 
 
 def train_cfg(*overrides: str) -> dict:

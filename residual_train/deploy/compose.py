@@ -112,6 +112,20 @@ class Component:
     noise: NoiseModel | None = None
 
 
+def resolve_strengths(strengths: dict, components) -> dict[str, float]:
+    """One checked strength per component of ``components`` (``None`` or absent = 1, fully
+    corrected); a strength given for a component not among them is refused, naming it."""
+    unknown = sorted(k for k, v in strengths.items() if v is not None and k not in components)
+    require(
+        not unknown,
+        f"strengths.{unknown[0] if unknown else ''}: these maps hold no such residual "
+        f"(they hold {', '.join(sorted(components))})",
+    )
+    return {
+        c: check_strength(c, 1.0 if strengths.get(c) is None else strengths[c]) for c in components
+    }
+
+
 def compose_components(
     x: np.ndarray,
     maps: dict[str, np.ndarray],
@@ -120,26 +134,13 @@ def compose_components(
     order: Sequence[str],
 ) -> np.ndarray:
     """:func:`compose_chain` of the residual ``maps`` in physical ``order`` at
-    ``strengths`` (name → [0, 1]; a component not named is fully corrected, 1). A strength
-    for a component the maps do not hold is refused, naming it; ``noise`` is the
-    signal-dependent one (rescaled), every other component is additive."""
-    unknown = sorted(k for k, v in strengths.items() if v is not None and k not in maps)
-    require(
-        not unknown,
-        f"strengths.{unknown[0] if unknown else ''}: these maps hold no such residual "
-        f"(they hold {', '.join(sorted(maps))})",
-    )
+    ``strengths`` (:func:`resolve_strengths`); ``noise`` is the signal-dependent one
+    (rescaled), every other component is additive."""
+    s = resolve_strengths(strengths, maps)
     stray = sorted(set(maps) - set(order))
     require(not stray, f"maps: unknown component {stray[0] if stray else ''!r}")
     comps = [
-        Component(
-            c,
-            maps[c],
-            check_strength(c, 1.0 if strengths.get(c) is None else strengths[c]),
-            noise if c == "noise" else None,
-        )
-        for c in order
-        if c in maps
+        Component(c, maps[c], s[c], noise if c == "noise" else None) for c in order if c in maps
     ]
     return compose_chain(x, comps)
 

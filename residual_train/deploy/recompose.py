@@ -22,6 +22,7 @@ from residual_train.deploy.compose import (
     compose,
     compose_components,
     correct_distortion_stage,
+    resolve_strengths,
 )
 
 
@@ -42,9 +43,7 @@ def run(o: dict) -> dict:
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])
     strengths = dict(o["strengths"])
     if set(maps) == {"blur", "noise"}:
-        s = {c: 1.0 if strengths.get(c) is None else strengths[c] for c in ("blur", "noise")}
-        other = sorted(k for k, v in strengths.items() if v is not None and k not in maps)
-        require(not other, f"strengths.{other[0] if other else ''}: these maps hold blur, noise")
+        s = resolve_strengths(strengths, maps)
         y = compose(o["mode"], x, maps["blur"], maps["noise"], s["blur"], s["noise"], noise)
     else:  # any components, in physical order (brightness-consistent)
         require(
