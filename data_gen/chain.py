@@ -75,16 +75,11 @@ def apply(name: str, x: np.ndarray, p: dict, depth: np.ndarray | None) -> np.nda
     raise ValueError(f"apply: {name!r} is not a non-noise component")
 
 
-def _run(
-    scene: np.ndarray,
-    names: Sequence[str],
-    params: dict,
-    depth: np.ndarray | None,
-    n: np.ndarray | None,
-) -> np.ndarray:
-    x = scene.astype(np.float32)
+def _run(x: np.ndarray, names: Sequence[str], params: dict, depth: np.ndarray | None) -> np.ndarray:
+    """The non-noise components ``names`` applied to ``x`` in order."""
+    x = x.astype(np.float32)
     for c in names:
-        x = (x + n).astype(np.float32) if c == "noise" else apply(c, x, params.get(c, {}), depth)
+        x = apply(c, x, params.get(c, {}), depth)
     return x
 
 
@@ -95,21 +90,37 @@ def render_chain(
     depth: np.ndarray | None = None,
     noise: NoiseModel | None = None,
     normal: np.ndarray | None = None,
+    margin: int = 0,
 ) -> dict[str, np.ndarray]:
     """``clean`` (the scene), ``input`` (every component), ``without_<c>`` and
-    ``before_<c>`` for each component ``c`` (module docstring)."""
+    ``before_<c>`` for each component ``c`` (module docstring).
+
+    ``margin``: pixels trimmed from every side of every output before the noise is added
+    (the support the blurs need around a patch); ``normal`` has the trimmed shape. Work is
+    shared: the ``before_<c>`` are the chain's prefixes, and each ``without_<c>`` continues
+    the prefix that ends before ``c``."""
     names = check_components(components)
+    body = [c for c in names if c != "noise"]  # noise, when listed, is last
+    m = int(margin)
+    trim = (lambda a: a[:, m:-m, m:-m]) if m > 0 else (lambda a: a)
+    prefix = [scene.astype(np.float32)]
+    for c in body:
+        prefix.append(apply(c, prefix[-1], params.get(c, {}), depth))
+    signal = trim(prefix[-1])
     n = None
     if "noise" in names:
         require(noise is not None and normal is not None, "component noise needs its model and r")
-        signal = _run(scene, names[:-1], params, depth, None)  # noise is last
         n = noise.sample(signal, normal).astype(np.float32)
-    out = {"clean": scene.astype(np.float32)}
-    out["input"] = _run(scene, names, params, depth, n)
-    for i, c in enumerate(names):
-        rest = [m for m in names if m != c]
-        out[f"without_{c}"] = _run(scene, rest, params, depth, n)
-        out[f"before_{c}"] = _run(scene, names[:i], params, depth, n)
+
+    def noisy(a: np.ndarray) -> np.ndarray:
+        return a if n is None else (a + n).astype(np.float32)
+
+    out = {"clean": trim(prefix[0]), "input": noisy(signal)}
+    for i, c in enumerate(body):
+        out[f"without_{c}"] = noisy(trim(_run(prefix[i], body[i + 1 :], params, depth)))
+        out[f"before_{c}"] = trim(prefix[i])
+    if n is not None:
+        out["without_noise"] = out["before_noise"] = signal
     return out
 
 

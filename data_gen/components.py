@@ -46,20 +46,30 @@ def draw_relight(
     return {"ambient": float(rng.uniform(*ambient)), "lights": rows}
 
 
-def gain_map(shape: tuple[int, int], ambient: float, lights: np.ndarray) -> np.ndarray:
+def gain_map(
+    shape: tuple[int, int],
+    ambient: float,
+    lights: np.ndarray,
+    frame: tuple[int, int] | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     """The smooth positive gain ``G`` ``(H, W)`` float32 of :func:`draw_relight`'s params:
-    ``G = ambient + Σ a·exp(−d²/2w²)`` (``d``, ``w`` in units of the frame diagonal)."""
+    ``G = ambient + Σ a·exp(−d²/2w²)`` (``d``, ``w`` in units of the frame diagonal).
+
+    ``frame``, ``origin``: the map of an ``(H, W)`` window whose top-left pixel is
+    ``origin`` (y, x) in a frame of ``frame`` = (height, width) pixels (default: the
+    window is the frame)."""
     lights = np.asarray(lights, np.float64).reshape(-1, 4)
     require(ambient > 0, f"relight ambient = {ambient}: the gain must be > 0")
     require(
         bool((lights[:, 2] > 0).all() and (lights[:, 3] >= 0).all()),
         "relight lights: widths must be > 0 and amplitudes >= 0 (the gain must be > 0)",
     )
-    h, w = shape
+    h, w = frame if frame is not None else shape
     diag = math.hypot(h, w)
-    y = (np.arange(h) + 0.5)[:, None]
-    x = (np.arange(w) + 0.5)[None, :]
-    g = np.full((h, w), float(ambient))
+    y = (np.arange(shape[0]) + origin[0] + 0.5)[:, None]
+    x = (np.arange(shape[1]) + origin[1] + 0.5)[None, :]
+    g = np.full(tuple(shape), float(ambient))
     for cy, cx, width, amp in lights:
         d2 = ((y - cy * h) ** 2 + (x - cx * w) ** 2) / diag**2
         g += amp * np.exp(-d2 / (2 * width**2))

@@ -28,16 +28,23 @@ import yaml
 
 from data_gen import __version__
 from data_gen.cfa import PATTERNS, PLANE_COLOUR
+from data_gen.chain import NEEDS_DEPTH, check_components
 from data_gen.cli import die_with_parent
 from data_gen.errors import InputError, require
 from data_gen.optics import PSFBank, build_bank
 from data_gen.paths import open_to_umask
-from data_gen.render import BlurOperator, draw_sample, render_batch
+from data_gen.render import PATCHES, BlurOperator, draw_sample, render_batch
+from data_gen.render_components import (
+    V1_COMPONENTS,
+    ComponentSettings,
+    meta_fields,
+    render_sample,
+    stored_names,
+)
 from data_gen.sensor import SensorModel, build_sensor
 from data_gen.shards import (
     MANIFEST,
     SCALE,
-    SCHEMA_VERSION,
     ShardWriter,
     StorageSpec,
     build_manifest,
@@ -79,12 +86,21 @@ def generation_config(cfg: dict) -> dict:
     ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
     than scipy's, and differently per device), and ``normals`` only when it is ``device``,
     so datasets made before these keys existed keep their hash."""
-    drop = set(RUNTIME_KEYS) | {"hydra"}
+    drop = set(RUNTIME_KEYS) | {"hydra", "component"}
+    comps = cfg.get("components")
+    if comps is None or list(comps) == list(V1_COMPONENTS):
+        drop.add("components")  # the two components of schema v1
     if cfg.get("renderer", "numpy") == "numpy":
         drop |= {"renderer", "device", "normals"}
     elif cfg.get("normals", "host") == "host":
         drop.add("normals")
-    return {k: v for k, v in cfg.items() if k not in drop}
+    out = {k: v for k, v in cfg.items() if k not in drop}
+    active = {
+        c: (cfg.get("component") or {}).get(c) for c in (comps or ()) if c not in V1_COMPONENTS
+    }
+    if "components" in out and active:  # only the settings of the components rendered count
+        out["component"] = active
+    return out
 
 
 def config_hash(gen_cfg: dict) -> str:
@@ -134,10 +150,35 @@ class Pipeline:
     sensor: SensorModel
     bank: PSFBank
     storage: StorageSpec
+    settings: ComponentSettings | None = None  # schema v2 (components other than blur, noise)
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self.settings.components if self.settings is not None else V1_COMPONENTS
+
+    @property
+    def schema(self) -> int:
+        return 1 if self.settings is None else 2
+
+    @property
+    def margin(self) -> int:
+        """Frame pixels a schema-v2 patch needs on every side (the blurs' support)."""
+        return self.settings.margin(self.bank.size) if self.settings is not None else 0
 
     @property
     def min_frame(self) -> int:
+        if self.settings is not None:
+            return self.cfg["patch_size"] + 2 * self.margin
         return self.cfg["patch_size"] + self.bank.size - 1
+
+    @property
+    def patch_names(self) -> list[str]:
+        return stored_names(self.components) if self.settings is not None else list(PATCHES)
+
+    @property
+    def meta_dtype(self) -> np.dtype:
+        extra = meta_fields(self.settings, self.stored_channels) if self.settings else None
+        return meta_dtype(self.stored_channels, extra)
 
     @property
     def cfa(self) -> str | None:
@@ -218,12 +259,27 @@ def build_pipeline(cfg: dict) -> Pipeline:
         normals == "host" or renderer == "torch",
         "normals = device: only with renderer = torch (the numpy renderer is the reference)",
     )
+    comps = check_components(cfg.get("components") or V1_COMPONENTS)
+    settings = None
+    if comps != V1_COMPONENTS:
+        require(
+            layout == "rgb",
+            f"components = [{', '.join(comps)}]: only with layout = rgb (not {layout})",
+        )
+        require(
+            renderer == "numpy",
+            f"components = [{', '.join(comps)}]: only with renderer = numpy (not {renderer})",
+        )
+        settings = ComponentSettings.build(comps, cfg.get("component"))
     source = build_source(cfg.get("source") or {}, channels)
+    needs = [c for c in comps if c in NEEDS_DEPTH]
+    if needs and (why := source.lacks_depth()) is not None:
+        raise InputError(f"component {needs[0]} needs a depth map: {why}")
     sensor = build_sensor(cfg.get("sensor") or {}, channels)
     bank = build_bank(
         cfg.get("lens") or {}, channels, cfg.get("bank_cache"), bool(cfg.get("progress", False))
     )
-    return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage)
+    return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage, settings)
 
 
 def check_device(device) -> None:
@@ -308,7 +364,12 @@ def sample_meta(pipe: Pipeline, specs: list) -> np.ndarray:
             s.exposure,
             s.seed,
         )
-    return meta
+    if pipe.settings is None:
+        return meta
+    full = np.zeros(len(specs), pipe.meta_dtype)  # the components' fields: set by the caller
+    for name in meta.dtype.names:
+        full[name] = meta[name]
+    return full
 
 
 def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
@@ -316,6 +377,9 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     c = pipe.cfg
     p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
     exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
+    if pipe.settings is not None:
+        yield from _iter_shard_v2(pipe, shard)
+        return
     render, threads_ctx = _renderer(pipe, threads)
     frame, frame_id = None, -1
     for start in range(0, m, c["batch_size"]):
@@ -342,9 +406,50 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
         yield patches, meta
 
 
+def _iter_shard_v2(pipe: Pipeline, shard: int):
+    """:func:`iter_shard` for a component list other than [blur, noise] (schema v2): one
+    sample at a time (:func:`data_gen.render_components.render_sample`)."""
+    c = pipe.cfg
+    p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
+    exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
+    margin, names = pipe.margin, pipe.patch_names
+    frame, frame_id = None, -1
+    for start in range(0, m, c["batch_size"]):
+        specs, patches, recs = [], {k: [] for k in names}, []
+        for i in range(start, min(m, start + c["batch_size"])):
+            if i // per_frame != frame_id:
+                frame_id = i // per_frame
+                rng = np.random.default_rng(sample_seed(c["seed"], shard, frame_id, _FRAME_STREAM))
+                frame = pipe.source.frame(rng)
+            spec = draw_sample(
+                frame,
+                sample_seed(c["seed"], shard, i),
+                p,
+                2 * margin + 1,  # the crop keeps `margin` frame pixels on every side
+                exposure,
+                pipe.sensor,
+                pipe.bank,
+            )
+            out, rec = render_sample(spec, pipe.settings, pipe.bank.psfs[spec.psf_index], p, margin)
+            specs.append(spec)
+            recs.append(rec)
+            for k in names:
+                patches[k].append(out[k])
+        meta = sample_meta(pipe, specs)
+        for j, rec in enumerate(recs):
+            for k, v in rec.items():
+                meta[k][j] = v
+        yield {k: np.stack(v) for k, v in patches.items()}, meta
+
+
 def shard_attrs(pipe: Pipeline, shard: int) -> dict:
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": pipe.schema,
+        **(
+            {"components": list(pipe.components), "margin": pipe.margin}
+            if pipe.settings is not None
+            else {}
+        ),
         "layout": pipe.cfg["layout"],
         "scale": SCALE,
         "channels": pipe.stored_channels,
@@ -374,6 +479,8 @@ def make_shard(
             pipe.storage,
             shard_attrs(pipe, shard),
             {"psfs": pipe.bank.psfs},
+            pipe.patch_names,
+            pipe.meta_dtype,
         )
     try:
         for patches, meta in iter_shard(pipe, shard, threads):
@@ -505,7 +612,8 @@ def generate(cfg: dict) -> dict:
     manifest_written = False
     if write:
         header = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": pipe.schema,
+            **({"components": list(pipe.components)} if pipe.settings is not None else {}),
             "config_hash": pipe.hash,
             "samples_per_shard": cfg["samples_per_shard"],
             "patch_size": pipe.stored_patch,

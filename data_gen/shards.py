@@ -1,4 +1,9 @@
-"""HDF5 shard storage, schema v1 (docs/design.md §7), per-shard records and the manifest.
+"""HDF5 shard storage (docs/design.md §7), per-shard records and the manifest.
+
+Schema v1 (the two components blur and noise): patches ``clean``, ``blur``, ``noise``,
+``noise_blur``. Schema v2 (any component list, :mod:`data_gen.render_components`):
+``input``, ``clean``, ``without_<c>`` and ``before_<c>``, the list in the ``components``
+attribute and every component's parameters in ``meta``. Both stay readable.
 
 A shard is written to ``NAME.tmp-PID`` and renamed when complete, so a crashed task
 never leaves a half shard under its final name. After the rename a record
@@ -25,7 +30,8 @@ import numpy as np
 from data_gen.errors import InputError
 from data_gen.render import PATCHES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # what the default [blur, noise] writes
+SCHEMA_VERSIONS = (1, 2)
 SCALE = "linear; 0 = black level, 1 = white level"
 MANIFEST = "manifest.json"
 RECORDS = "records"
@@ -35,28 +41,48 @@ def shard_name(index: int, total: int) -> str:
     return f"shard-{index:05d}-of-{total:05d}.h5"
 
 
-def meta_dtype(channels: int) -> np.dtype:
-    """Compound dtype of the per-sample ``meta`` dataset (raw-DN noise parameters per channel)."""
-    return np.dtype(
-        [
-            ("source", h5py.string_dtype("utf-8")),
-            ("y", "<i4"),
-            ("x", "<i4"),
-            ("zoom", "<f4"),
-            ("f_number", "<f4"),
-            ("focus", "<f4"),
-            ("image_height", "<f4"),
-            ("azimuth", "<f4"),
-            ("psf_index", "<i4"),
-            ("iso", "<f4"),
-            ("k0", "<f4", (channels,)),
-            ("k1", "<f4", (channels,)),
-            ("ob", "<f4"),
-            ("white", "<f4"),
-            ("exposure", "<f4"),
-            ("seed", "<u8"),
-        ]
-    )
+def patch_names(f: h5py.File | dict) -> list[str]:
+    """The patch datasets of a shard from its attributes: schema v1's four, or v2's."""
+    if int(f.attrs.get("schema_version", 1)) == 1:
+        return list(PATCHES)
+    from data_gen.render_components import stored_names
+
+    return stored_names(shard_components(f))
+
+
+def shard_components(f: h5py.File) -> list[str]:
+    """The component list of a shard (schema v1: blur, noise)."""
+    comps = f.attrs.get("components")
+    if comps is None:
+        return ["blur", "noise"]
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in comps]
+
+
+def meta_dtype(channels: int, extra: list | None = None) -> np.dtype:
+    """Compound dtype of the per-sample ``meta`` dataset (raw-DN noise parameters per
+    channel); ``extra``: further fields (schema v2: the components' parameters)."""
+    return np.dtype(_meta_fields(channels) + list(extra or []))
+
+
+def _meta_fields(channels: int) -> list:
+    return [
+        ("source", h5py.string_dtype("utf-8")),
+        ("y", "<i4"),
+        ("x", "<i4"),
+        ("zoom", "<f4"),
+        ("f_number", "<f4"),
+        ("focus", "<f4"),
+        ("image_height", "<f4"),
+        ("azimuth", "<f4"),
+        ("psf_index", "<i4"),
+        ("iso", "<f4"),
+        ("k0", "<f4", (channels,)),
+        ("k1", "<f4", (channels,)),
+        ("ob", "<f4"),
+        ("white", "<f4"),
+        ("exposure", "<f4"),
+        ("seed", "<u8"),
+    ]
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
@@ -121,16 +147,19 @@ class ShardWriter:
         storage: StorageSpec,
         attrs: dict,
         extra: dict | None = None,
+        names: list[str] | None = None,
+        meta: np.dtype | None = None,
     ) -> None:
         self.final = final
         self.tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         self.samples, self.pos = samples, 0
-        self.meta = np.zeros(samples, meta_dtype(channels))
+        self.names = list(names or PATCHES)
+        self.meta = np.zeros(samples, meta if meta is not None else meta_dtype(channels))
         self.f = h5py.File(self.tmp, "w", track_order=False)
         # one uncompressed sample per chunk: write chunks directly, bypassing HDF5's pipeline
         self.direct = storage.compression is None and storage.chunk_samples == 1
         chunks = (min(storage.chunk_samples, samples), channels, patch, patch)
-        for name in PATCHES:
+        for name in self.names:
             self.f.create_dataset(
                 name,
                 shape=(samples, channels, patch, patch),
@@ -147,7 +176,7 @@ class ShardWriter:
 
     def write(self, patches: dict[str, np.ndarray], meta: np.ndarray) -> None:
         n = len(meta)
-        for name in PATCHES:
+        for name in self.names:
             ds = self.f[name]
             # convert in numpy: HDF5's own float32 -> float16 conversion is far slower
             arr = np.ascontiguousarray(patches[name], dtype=ds.dtype)
@@ -278,8 +307,10 @@ def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int
     d = Path(data_dir)
     m = load_manifest(d)
     problems: list[str] = []
-    if m["schema_version"] != SCHEMA_VERSION:
-        problems.append(f"manifest schema_version {m['schema_version']} != {SCHEMA_VERSION}")
+    if m["schema_version"] not in SCHEMA_VERSIONS:
+        problems.append(
+            f"manifest schema_version {m['schema_version']}: not one of {SCHEMA_VERSIONS}"
+        )
     n = 0
     for s in m["shards"]:
         p = d / s["name"]
@@ -296,11 +327,11 @@ def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int
             continue
         try:
             with h5py.File(p, "r") as f:
-                if f.attrs.get("schema_version") != SCHEMA_VERSION:
+                if f.attrs.get("schema_version") != m["schema_version"]:
                     problems.append(f"{s['name']}: schema_version {f.attrs.get('schema_version')}")
                 if f.attrs.get("config_hash") != m["config_hash"]:
                     problems.append(f"{s['name']}: made with another config than the manifest's")
-                for name in (*PATCHES, "meta"):
+                for name in (*patch_names(f), "meta"):
                     if name not in f:
                         problems.append(f"{s['name']}: dataset {name!r} missing")
                     elif f[name].shape[0] != s["samples"]:

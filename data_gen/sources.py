@@ -226,6 +226,15 @@ class FolderSource:
                     )
                     + f"; patches need at least {min_size}x{min_size} (patch_size + PSF size - 1)"
                 )
+            if self.depth is not None:  # size, NaN and sign of its depth map, named
+                self.depth.load(f.relative_to(self.root), (h, w))
+
+    def lacks_depth(self) -> str | None:
+        """An image of this source without a depth map (named), or None when every frame
+        comes with one."""
+        if self.depth is not None or not self.files:
+            return None
+        return f"image {self.files[0]} has no depth map (give them as +source.depth.path=DIR)"
 
     def load(self, f: Path) -> Frame:
         """One of ``self.files`` decoded, linearised and shrunk as configured (with its
@@ -445,6 +454,11 @@ class DeadLeavesSource:
             "(patch_size + PSF size - 1)",
         )
 
+    def lacks_depth(self) -> str | None:
+        if self.kw.get("depth"):
+            return None
+        return "dead-leaves frames have no depth map unless asked (+source.depth=[NEAR,FAR] m)"
+
     def frame(self, rng: np.random.Generator) -> Frame:
         seed = int(rng.integers(2**63))
         out = dead_leaves(np.random.default_rng(seed), **self.kw)
@@ -550,6 +564,12 @@ class MixSource:
     def validate(self, min_size: int, progress: bool = False) -> None:
         for s in self.sources:
             s.validate(min_size, progress)
+
+    def lacks_depth(self) -> str | None:
+        for n, src in zip(self.names, self.sources, strict=True):
+            if (why := src.lacks_depth()) is not None:
+                return f"{n}: {why}"
+        return None
 
     def frame(self, rng: np.random.Generator) -> Frame:
         k = min(int(np.searchsorted(self.cdf, rng.uniform(), side="right")), len(self.cdf) - 1)

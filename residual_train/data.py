@@ -14,11 +14,19 @@
   device: ``on_after_batch_transfer``), with the generation config of the dataset's own
   shards unless told otherwise; validation still reads the fixed shards.
 
-A batch is a dict of float32 tensors ``(B, C, P, P)``: ``x`` (= ``noise_blur``),
-``clean``, ``blur``, ``noise``, the targets ``R_blur = noise − noise_blur`` and
-``R_noise = blur − noise_blur``, optionally ``sigma`` (the per-pixel noise level of
-``x``), plus ``iso`` ``(B,)``, ``a``/``b`` ``(B, C)`` noise parameters and ``id``
-``(B, 2)`` = (shard, index).
+A batch is a dict of float32 tensors ``(B, C, P, P)``: ``x`` (the input), ``clean``,
+``signal`` (the input without its noise), one target ``R_<c>`` per component of the
+dataset, optionally ``sigma`` (the per-pixel noise level of ``x``), plus ``iso`` ``(B,)``,
+``a``/``b`` ``(B, C)`` noise parameters and ``id`` ``(B, 2)`` = (shard, index).
+
+* Schema v1 (blur, noise): ``x = noise_blur``, ``R_blur = noise − noise_blur``,
+  ``R_noise = blur − noise_blur``; the batch also holds ``blur`` and ``noise``.
+* Schema v2 (any components, :mod:`data_gen.render_components`): ``x = input`` and, with
+  ``data.targets=peeling`` (default), ``R_c = before_c − before_<next>`` (``before`` of the
+  input is the input itself): the residuals telescope, ``x + Σ R_c = clean``, and are what
+  :func:`residual_train.deploy.compose.compose_chain` composes; ``leave_one_out``:
+  ``R_c = without_c − input`` (the image with only ``c`` removed; the two agree for the
+  last component and for lens blur followed by noise).
 """
 
 from __future__ import annotations
@@ -40,14 +48,45 @@ from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.paths import bank_cache_dir
 from data_gen.render import PATCHES
+from data_gen.render_components import V1_COMPONENTS, before, stored_names
 from data_gen.shards import load_manifest, sha256_file
 
-HEADS = ("blur", "noise")
+HEADS = V1_COMPONENTS
+TARGETS = ("peeling", "leave_one_out")
 
 
 def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """docs/design.md §3: ``R_blur = noise − noise_blur``, ``R_noise = blur − noise_blur``."""
     return {"blur": p["noise"] - p["noise_blur"], "noise": p["blur"] - p["noise_blur"]}
+
+
+def component_targets(
+    p: Mapping[str, np.ndarray], components: Sequence[str], mode: str = "peeling"
+) -> dict[str, np.ndarray]:
+    """The residual target of each component of schema-v2 arrays (module docstring)."""
+    x = p["input"]
+    if mode == "leave_one_out":
+        return {c: p[f"without_{c}"] - x for c in components}
+    nxt = [*(before(p, components, c) for c in components[1:]), x]
+    return {c: before(p, components, c) - n for c, n in zip(components, nxt, strict=True)}
+
+
+def batch_arrays(
+    p: Mapping[str, np.ndarray], components: Sequence[str], mode: str = "peeling"
+) -> dict[str, np.ndarray]:
+    """``x``, ``clean``, ``signal`` and ``R_<c>`` of one sample's stored arrays (v1 or v2;
+    v1 also keeps ``blur`` and ``noise``)."""
+    if "noise_blur" in p:
+        return {
+            "x": p["noise_blur"],
+            **{k: p[k] for k in ("clean", "blur", "noise")},
+            "signal": p["blur"],
+            **{f"R_{h}": v for h, v in residual_targets(p).items()},
+        }
+    signal = p["without_noise"] if "noise" in components else p["input"]
+    out = {"x": p["input"], "clean": p["clean"], "signal": signal}
+    out.update({f"R_{c}": v for c, v in component_targets(p, components, mode).items()})
+    return out
 
 
 def noise_params(meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +138,13 @@ class ShardDataset(Dataset):
         augment: bool,
         sigma_map: bool = False,
         transforms: Sequence[int] = ALL,
+        components: Sequence[str] = V1_COMPONENTS,
+        targets: str = "peeling",
     ) -> None:
         self.dir = Path(data_dir)
+        self.components, self.targets = tuple(components), targets
+        v1 = self.components == V1_COMPONENTS
+        self.stored = list(PATCHES) if v1 else stored_names(self.components)
         self.transforms = tuple(transforms)
         self.names = [s["name"] for s in shards]
         self.shard_ids = [int(s["index"]) for s in shards]
@@ -135,21 +179,20 @@ class ShardDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, item)
         k, j = self.locate(index)
         f = self._file(k)
-        arrays = {name: f[name][j].astype(np.float32) for name in PATCHES}
+        arrays = {name: f[name][j].astype(np.float32) for name in self.stored}
         meta = self._meta[k][j]
         arrays = augment(arrays, self.crop, seed, self.augment, self.transforms)
         a, b = noise_params(meta)
+        arrays = batch_arrays(arrays, self.components, self.targets)
         out = {
-            "x": torch.from_numpy(arrays["noise_blur"]),
-            **{name: torch.from_numpy(arrays[name]) for name in ("clean", "blur", "noise")},
-            **{f"R_{h}": torch.from_numpy(v) for h, v in residual_targets(arrays).items()},
+            **{name: torch.from_numpy(v) for name, v in arrays.items()},
             "iso": torch.tensor(float(meta["iso"])),
             "a": torch.from_numpy(a),
             "b": torch.from_numpy(b),
             "id": torch.tensor([self.shard_ids[k], j]),
         }
         if self.sigma_map:  # the noise level the input's brightness implies (known at deployment)
-            out["sigma"] = torch.from_numpy(NoiseModel(a, b).std(arrays["noise_blur"]))
+            out["sigma"] = torch.from_numpy(NoiseModel(a, b).std(arrays["x"]))
         return out
 
 
@@ -287,9 +330,12 @@ class ResidualDataModule(pl.LightningDataModule):
         sigma_map: bool = False,
         verify: str = "size",
         onthefly: dict | None = None,
+        targets: str = "peeling",
         seed: int = 0,
     ) -> None:
         super().__init__()
+        require(targets in TARGETS, f"data.targets = {targets!r}: use one of {', '.join(TARGETS)}")
+        self.targets = targets
         require(
             onthefly is None or isinstance(onthefly, Mapping),
             f"data.onthefly = {onthefly!r}: a mapping (data.onthefly.enabled=true, ...)",
@@ -316,6 +362,12 @@ class ResidualDataModule(pl.LightningDataModule):
             require(key in m, f"{self.dir / 'manifest.json'}: manifest lacks {key!r}")
         self.patch = int(m["patch_size"])
         self.channels = int(m["channels"])
+        self.components = tuple(m.get("components") or V1_COMPONENTS)
+        require(
+            not (self.onthefly["enabled"] and self.components != V1_COMPONENTS),
+            f"data.onthefly.enabled = true: renders blur and noise only; {self.dir} holds "
+            f"components {list(self.components)} (train from its shards)",
+        )
         self.crop = self.patch if crop is None else int(crop)
         # rendered on the fly, training patches may be larger than the stored ones
         # (validation then shows whole stored patches)
@@ -418,6 +470,7 @@ class ResidualDataModule(pl.LightningDataModule):
         out = {
             "x": x,
             **{name: patches[name] for name in ("clean", "blur", "noise")},
+            "signal": patches["blur"],
             "R_blur": patches["noise"] - x,
             "R_noise": patches["blur"] - x,
             "iso": torch.from_numpy(meta["iso"].astype(np.float32)).to(device),
@@ -515,6 +568,8 @@ class ResidualDataModule(pl.LightningDataModule):
             train and self.augment_train,
             self.sigma_map,
             transforms=self.transforms,
+            components=self.components,
+            targets=self.targets,
         )
 
     def _loader(self, train: bool) -> DataLoader:

@@ -163,8 +163,15 @@ def test_models_take_any_size_and_return_one_residual_per_head(arch):
 
 
 def test_unknown_head_or_arch_is_refused():
-    with pytest.raises(InputError, match="unknown head 'fog'"):
-        build_model({"arch": "unet", "heads": ["blur", "fog"]}, 3)
+    with pytest.raises(InputError, match="'haze' is not a component of the data"):
+        build_model({"arch": "unet", "heads": ["blur", "haze"]}, 3)
+    # a head for a component the dataset lacks
+    with pytest.raises(InputError, match=r"'fog' is not a component of the data \(blur, noise\)"):
+        build_model({"arch": "unet", "heads": ["blur", "fog"]}, 3, ("blur", "noise"))
+    assert build_model({"arch": "unet", "heads": "auto"}, 3, ("fog", "noise")).heads == [
+        "fog",
+        "noise",
+    ]
     with pytest.raises(InputError, match="model.arch = 'resnet'"):
         build_model({"arch": "resnet"}, 3)
 
@@ -410,7 +417,7 @@ def _damage(dataset: Path, tmp: Path, case: str) -> tuple[list[str], str]:
     if case == "crop larger than stored":
         return [f"data.dir={d}", "data.crop=32"], "data.crop = 32: the dataset's patches are 24 px"
     if case == "unknown head":
-        return [f"data.dir={d}", "model.heads=[blur,haze]"], "unknown head 'haze'"
+        return [f"data.dir={d}", "model.heads=[blur,haze]"], "'haze' is not a component of the data"
     if case == "resume without checkpoint":
         return [f"data.dir={d}", "ckpt_path=last"], "nothing to resume"
     raise AssertionError(case)

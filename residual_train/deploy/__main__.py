@@ -1,9 +1,10 @@
 """``python -m residual_train.deploy model=PATH|NAME[:TAG] input=FILE out_dir=DIR
-strengths.blur=a strengths.noise=b [registry=PATH] [iso=N] [mode=consistent|literal]
+strengths.<component>=s ... [registry=PATH] [iso=N] [mode=consistent|literal]
 [blur_model=PATH|NAME[:TAG]] [linearize=false] [tile=256] [overlap=64] [backend=onnx|torch]``
 (every key in ``conf/apps/deploy.yaml``)
 
-Runs the network once (tiled), writes the residual maps (32-bit float TIFF) and
+Runs the network once (tiled), writes its residual maps, one per component (32-bit float
+TIFF), and
 ``maps.json`` to ``out_dir``, then the composed image as ``composed.tif`` (float,
 linear) and ``composed.png`` (sRGB preview). With ``blur_model=`` the pair of
 single-head models runs sequentially (noise model, then blur model on the denoised
@@ -29,14 +30,17 @@ from residual_train.deploy.compose import (
     check_distortion,
     check_distortion_stage,
     check_strength,
-    compose,
+    compose_maps,
     correct_distortion_stage,
+    resolve_strengths,
 )
 
 
 def run(o: dict) -> dict:
-    a = check_strength("blur", o["strengths"]["blur"])
-    b = check_strength("noise", o["strengths"]["noise"])
+    strengths = dict(o["strengths"])
+    for c, v in strengths.items():  # bad values stop before the network runs
+        if v is not None:
+            check_strength(c, v)
     k_dist = check_distortion(o.get("distortion"))
     order = int(o.get("distortion_order", 3))
     out_dir = Path(str(o["out_dir"]))
@@ -63,10 +67,11 @@ def run(o: dict) -> dict:
         maps = model.predict(x, **kw)
     seconds = time.perf_counter() - t0
     require(
-        {"blur", "noise"} <= set(maps),
+        not set(maps) < {"blur", "noise"},
         f"composition needs blur and noise residuals; the model gives {sorted(maps)} "
         "(pass the other single-head model as blur_model=)",
     )
+    resolve_strengths(strengths, maps)  # a strength for a component the model lacks: refused
     meta = {
         "components": sorted(maps),
         "iso": iso,
@@ -81,7 +86,7 @@ def run(o: dict) -> dict:
     layout = model.card.get("layout", "rgb")
     check_distortion_stage(k_dist, order, layout)  # before anything is written
     save_maps(out_dir, x, maps, meta)
-    y = compose(o["mode"], x, maps["blur"], maps["noise"], a, b, noise)
+    y, used = compose_maps(o["mode"], x, maps, strengths, noise)
     y = correct_distortion_stage(y, k_dist, order, layout)
     write_output(out_dir / "composed.tif", y)
     write_output(out_dir / "composed.png", y)
@@ -89,7 +94,7 @@ def run(o: dict) -> dict:
         "out_dir": str(out_dir),
         "megapixels": x.shape[1] * x.shape[2] / 1e6,
         "network_seconds": seconds,
-        "strengths": {"blur": a, "noise": b},
+        "strengths": used,
         "mode": o["mode"],
     }
 

@@ -145,6 +145,25 @@ def compose_components(
     return compose_chain(x, comps)
 
 
+def compose_maps(
+    mode: str, x: np.ndarray, maps: dict[str, np.ndarray], strengths: dict, noise: NoiseModel
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Compose residual ``maps`` at ``strengths`` (:func:`resolve_strengths`): blur and
+    noise by :func:`compose` in ``mode``; any other set of components by
+    :func:`compose_components` in physical order (consistent mode). Returns the image and
+    the strengths used."""
+    from data_gen.chain import ORDER
+
+    s = resolve_strengths(strengths, maps)
+    if set(maps) == {"blur", "noise"}:
+        return compose(mode, x, maps["blur"], maps["noise"], s["blur"], s["noise"], noise), s
+    require(
+        mode == "consistent",
+        f"mode = {mode!r}: maps of {', '.join(sorted(maps))} compose in consistent mode only",
+    )
+    return compose_components(x, maps, strengths, noise, ORDER), s
+
+
 def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:
     """Components in physical order (e.g. relight -> blur -> noise).
 

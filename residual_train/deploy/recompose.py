@@ -1,4 +1,4 @@
-"""``python -m residual_train.deploy.recompose maps=DIR strengths.blur=a strengths.noise=b
+"""``python -m residual_train.deploy.recompose maps=DIR strengths.<component>=s ...
 out=FILE [mode=consistent|literal] [distortion=auto|null|[k1,k2]] [overwrite=false]``
 
 Composes saved residual maps at new strengths without any network (milliseconds per
@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from data_gen.chain import ORDER
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
@@ -19,10 +18,8 @@ from data_gen.paths import APPS
 from residual_train.deploy import load_maps, write_output
 from residual_train.deploy.compose import (
     check_distortion,
-    compose,
-    compose_components,
+    compose_maps,
     correct_distortion_stage,
-    resolve_strengths,
 )
 
 
@@ -41,16 +38,7 @@ def run(o: dict) -> dict:
     k_dist = check_distortion(dist)
     t = time.perf_counter()
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])
-    strengths = dict(o["strengths"])
-    if set(maps) == {"blur", "noise"}:
-        s = resolve_strengths(strengths, maps)
-        y = compose(o["mode"], x, maps["blur"], maps["noise"], s["blur"], s["noise"], noise)
-    else:  # any components, in physical order (brightness-consistent)
-        require(
-            o["mode"] == "consistent",
-            f"mode = {o['mode']!r}: maps of {', '.join(sorted(maps))} compose in consistent mode",
-        )
-        y = compose_components(x, maps, strengths, noise, ORDER)
+    y, _ = compose_maps(o["mode"], x, maps, dict(o["strengths"]), noise)
     layout = (meta.get("card") or {}).get("layout") or "rgb"
     y = correct_distortion_stage(y, k_dist, order, layout)
     ms = (time.perf_counter() - t) * 1e3

@@ -8,8 +8,6 @@ from torch import nn
 
 from data_gen.errors import InputError
 
-HEADS = ("blur", "noise")
-
 
 def fft_correlate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``F.conv2d(x, w[:, None], groups=C)`` ('valid' cross-correlation, one ``(K, K)``

@@ -2,15 +2,16 @@
 
 Loss, per head ``h`` with weight ``w_h``:
 * residual domain: ``L(R̂_h, R_h)``;
-* image domain: ``L(x + R̂_h, target_h)`` with ``target_blur = noise`` and
-  ``target_noise = blur``.
+* image domain: ``L(x + R̂_h, x + R_h)`` (schema v1: ``target_blur = noise`` and
+  ``target_noise = blur``).
 For point-wise losses the two agree up to rounding (``x`` cancels); they differ once
 outputs are clipped or the loss is not point-wise.
 
-Validation PSNR (data range 1 = white level), mean over samples:
-``psnr_blur`` = PSNR(x + R̂_b, noise) (blur corrected, noise kept),
-``psnr_noise`` = PSNR(x + R̂_n, blur), ``psnr_full`` = PSNR(x + R̂_b + R̂_n, clean),
-each with the input's own PSNR (``*_input``) for reference and per ISO bin.
+Validation PSNR (data range 1 = white level), mean over samples, per head ``h``:
+``psnr_<h>`` = PSNR(x + R̂_h, x + R_h) (that component corrected, the others kept; schema
+v1: ``psnr_blur`` = PSNR(x + R̂_b, noise), ``psnr_noise`` = PSNR(x + R̂_n, blur)) and
+``psnr_full`` = PSNR(x + Σ R̂, clean), each with the input's own PSNR (``*_input``) for
+reference, ``psnr_full`` also per ISO bin.
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ from residual_train.models import build_model
 # Lightning's advice to pass sync_dist=True does not apply
 warnings.filterwarnings("ignore", message=r".*self\.log\('val/.*sync_dist=True.*")
 
-TARGET_IMAGE = {"blur": "noise", "noise": "blur"}
+TARGET_IMAGE = {"blur": "noise", "noise": "blur"}  # schema v1's stored target of each head
+
+
+def target_image(batch: dict, head: str) -> torch.Tensor:
+    """The image with component ``head`` corrected: schema v1's stored patch, else
+    ``x + R_head``."""
+    key = TARGET_IMAGE.get(head)
+    if key in batch:
+        return batch[key]
+    return batch["x"] + batch[f"R_{head}"]
 
 
 def pointwise_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
@@ -106,9 +116,11 @@ class ResidualModule(pl.LightningModule):
         if domain not in ("residual", "image"):
             raise InputError(f"loss.domain = {domain!r}: use residual or image")
         x = batch["x"]
-        # σ units: the error divided by the true noise level σ(blur) of each pixel, so every
+        # σ units: the error divided by the true noise level σ(signal) of each pixel, so every
         # ISO and brightness weighs the same (else high-ISO samples dominate the loss)
-        sigma = NoiseModel(batch["a"], batch["b"]).std(batch["blur"]) if self.sigma_units else None
+        sigma = (
+            NoiseModel(batch["a"], batch["b"]).std(batch["signal"]) if self.sigma_units else None
+        )
 
         e = self.border  # pixels near a patch edge depend on light from outside the patch
 
@@ -170,12 +182,10 @@ class ResidualModule(pl.LightningModule):
         losses = self.losses(batch)
         self.log("val/loss", losses["total"], batch_size=x.shape[0], sync_dist=True)
         metrics = {}
-        if "blur" in pred:
-            metrics["psnr_blur"] = psnr(x + pred["blur"], batch["noise"])
-            metrics["psnr_blur_input"] = psnr(x, batch["noise"])
-        if "noise" in pred:
-            metrics["psnr_noise"] = psnr(x + pred["noise"], batch["blur"])
-            metrics["psnr_noise_input"] = psnr(x, batch["blur"])
+        for h in self.heads:
+            target = target_image(batch, h)
+            metrics[f"psnr_{h}"] = psnr(x + pred[h], target)
+            metrics[f"psnr_{h}_input"] = psnr(x, target)
         full = x + sum(pred.values())
         metrics["psnr_full"] = psnr(full, batch["clean"])
         metrics["psnr_full_input"] = psnr(x, batch["clean"])

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 
 from data_gen.errors import InputError, require
 from residual_train.data import ResidualDataModule
+from residual_train.models import resolve_heads
 from residual_train.training.callbacks import RecordSeenSamples
 from residual_train.training.lit import ResidualModule
 from residual_train.training.loggers import ResumableCSVLogger
@@ -33,7 +34,8 @@ def monitor_metric(cfg: dict) -> str:
     m = cfg.get("monitor", "auto")
     if m != "auto":
         return m
-    heads = cfg["model"].get("heads", ["blur", "noise"])
+    heads = cfg["model"].get("heads")
+    heads = ["blur", "noise"] if heads in (None, "auto") else heads
     return "val/psnr_full" if len(heads) > 1 else f"val/psnr_{heads[0]}"
 
 
@@ -211,6 +213,11 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     dm = ResidualDataModule(**data_cfg, seed=int(cfg.get("seed", 0)))
     if dm.augment_train:
         log.info("training augmentation: random crops; %s", ", ".join(dm.transform_names))
+    # heads: auto -> the dataset's components; saved resolved in config.yaml
+    cfg["model"] = {
+        **cfg["model"],
+        "heads": resolve_heads(cfg["model"].get("heads"), dm.components),
+    }
     model_cfg = dict(cfg["model"])
     model_cfg["sigma_map"] = bool(data_cfg.get("sigma_map", False))
     module = ResidualModule(
