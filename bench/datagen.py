@@ -13,7 +13,11 @@ with 1 and 2 processes, numpy and torch at 256 px, and on the GPU when there is 
 processes, rendered and written). Prints a table and saves
 ``bench/results/datagen.json`` (``datagen-gpu.json``).
 
+``--components``: the cost of more components (schema v2) against [blur, noise], saved as
+``bench/results/datagen-components.json``.
+
     python bench/datagen.py [--samples 16384] [--target 2500] [--quick] [--gpu-only]
+    python bench/datagen.py --components --samples 1024
 """
 
 from __future__ import annotations
@@ -125,15 +129,48 @@ def gpu_rows(samples: int) -> dict[str, float]:
     return out
 
 
+COMPONENT_CASES = (
+    ("blur,noise", []),  # schema v1: batched FFT renderer, 4 arrays
+    ("blur,motion,noise", ["components=[blur,motion,noise]"]),
+    ("relight,fog,blur,noise", ["components=[relight,fog,blur,noise]", "+source.depth=[1,20]"]),
+    ("all six", ["components=[relight,fog,defocus,blur,motion,noise]", "+source.depth=[1,20]"]),
+)
+
+
+def component_rows(samples: int) -> dict:
+    """Samples/s of the component lists (schema v2: N + 1 renders of each sample, prefixes
+    shared: ``before_<c>`` are the chain's prefixes, each ``without_<c>`` continues one), one
+    process, written; and how many patch arrays each sample stores."""
+    from data_gen.render_components import stored_names
+
+    out = {}
+    for name, extra in COMPONENT_CASES:
+        pipeline_rate(min(256, samples), 1, True, extra)  # warm-up
+        rate = pipeline_rate(samples, 1, True, extra)
+        listed = [e.split("=", 1)[1].strip("[]").split(",") for e in extra if "components=" in e]
+        arrays = len(stored_names(listed[0])) if listed else 4  # v1: clean, blur, noise, both
+        out[name] = {"samples_per_s": rate, "arrays_per_sample": arrays}
+        print(f"{name:28s} {rate:10.0f} samples/s  {arrays:2d} arrays/sample", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=16384)
     ap.add_argument("--target", type=float, default=2500.0)
     ap.add_argument("--quick", action="store_true", help="only the lens / Bayer comparison")
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU cases")
+    ap.add_argument(
+        "--components", action="store_true", help="only the component lists (schema v2)"
+    )
     ap.add_argument("--gpu-samples", type=int, default=262144, help="samples per GPU case at 64 px")
     args = ap.parse_args()
     rows = {}
+    if args.components:
+        rows = component_rows(args.samples)
+        unit = "samples/s (64x64 RGB, 31x31 lens PSF, float16 storage, 1 process, written)"
+        print(f"saved {save('datagen-components', {'results': rows, 'unit': unit})}")
+        return
     if args.gpu_only:
         rows = gpu_rows(args.gpu_samples)
         print(f"saved {save('datagen-gpu', {'results': rows, 'unit': 'quadruples/s'})}")

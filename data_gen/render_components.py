@@ -27,6 +27,7 @@ from data_gen.chain import NEEDS_DEPTH, check_components, render_chain
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.render import SampleSpec
+from data_gen.sources import Frame
 
 V1_COMPONENTS = ("blur", "noise")
 
@@ -194,7 +195,7 @@ def meta_fields(s: ComponentSettings, channels: int) -> list[tuple]:
 def draw_params(
     rng: np.random.Generator,
     s: ComponentSettings,
-    spec: SampleSpec,
+    frame_hw: tuple[int, int],
     window: tuple[int, int, int, int],
     depth: np.ndarray | None,
     psf: np.ndarray,
@@ -202,7 +203,8 @@ def draw_params(
 ) -> tuple[dict, dict]:
     """Each active component's parameters in physical order from ``rng``: ``(params,
     record)`` — ``params`` as :func:`data_gen.chain.apply` takes them (maps over the
-    ``window`` = (top, left, height, width) of the frame), ``record`` the ``meta`` values."""
+    ``window`` = (top, left, height, width) of a frame of ``frame_hw`` pixels), ``record``
+    the ``meta`` values."""
     top, left, h, w = window
     params: dict = {}
     rec: dict = {}
@@ -210,8 +212,8 @@ def draw_params(
         if c == "relight":
             r = s.relight
             d = cp.draw_relight(rng, r["lights"], r["ambient"], r["amplitude"], r["width"])
-            frame = spec.frame.pixels.shape[1:]
-            params[c] = {"gain": cp.gain_map((h, w), d["ambient"], d["lights"], frame, (top, left))}
+            g = cp.gain_map((h, w), d["ambient"], d["lights"], frame_hw, (top, left))
+            params[c] = {"gain": g}
             rows = np.zeros((max(1, r["lights"][1]), 4), np.float32)
             rows[:, 2] = 1.0  # unused rows: lights of amplitude 0 (no gain)
             rows[: len(d["lights"])] = d["lights"]
@@ -269,9 +271,36 @@ def render_sample(
             f"component {c} needs a depth map, and image {fr.name} has none",
         )
     c = scene.shape[0]
-    params, rec = draw_params(spec.rng, s, spec, (y0, x0, side, side), depth, psf, c)
+    hw = fr.pixels.shape[1:]
+    params, rec = draw_params(spec.rng, s, hw, (y0, x0, side, side), depth, psf, c)
     normal = spec.rng.standard_normal((c, patch, patch), dtype=np.float32)
     noise = NoiseModel(spec.noise.a.astype(np.float32), spec.noise.b.astype(np.float32))
     t = render_chain(scene, s.components, params, depth, noise, normal, margin)
     out = {k: np.minimum(t[k], np.float32(1)) for k in stored_names(s.components)}
     return out, rec
+
+
+def render_frame(
+    frame: Frame,
+    s: ComponentSettings,
+    psf: np.ndarray,
+    noise: NoiseModel,
+    rng: np.random.Generator,
+    margin: int,
+    exposure: float = 1.0,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The chain on a whole frame (evaluation on a real photograph with depth): every
+    :func:`stored_names` array ``(C, H − 2·margin, W − 2·margin)``, clipped at white, and the
+    drawn parameters' ``meta`` values. One lens PSF ``psf`` ``(C, K, K)`` for the frame."""
+    scene = frame.pixels * np.float32(exposure)
+    c, h, w = scene.shape
+    require(min(h, w) > 2 * margin, f"frame {frame.name}: {w}x{h} px, the margin is {margin} px")
+    for comp in s.components:
+        require(
+            comp not in NEEDS_DEPTH or frame.depth is not None,
+            f"component {comp} needs a depth map, and image {frame.name} has none",
+        )
+    params, rec = draw_params(rng, s, (h, w), (0, 0, h, w), frame.depth, psf, c)
+    normal = rng.standard_normal((c, h - 2 * margin, w - 2 * margin), dtype=np.float32)
+    t = render_chain(scene, s.components, params, frame.depth, noise, normal, margin)
+    return {k: np.minimum(t[k], np.float32(1)) for k in stored_names(s.components)}, rec

@@ -105,3 +105,38 @@ def test_report_renders_in_headless_chromium_with_images_and_tables(report):
     for page_images, page_tables, _ in pages:
         assert page_images and all(w for _, w in page_images)
         assert page_tables and all(n > 0 for n in page_tables)
+
+
+def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
+    """``profile=components`` (its tiny twin): relight + fog + blur + noise, four heads,
+    evaluated on a real photograph with a real depth map."""
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "residual_train.pipelines.demo",
+            f"out={out}",
+            "profile=components_tiny",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = out / "report"
+    data = json.loads((report / "report.json").read_text())
+    comps = ["relight", "fog", "blur", "noise"]
+    assert [row["component"] for row in data["photograph"]] == [*comps, "all (vs clean)"]
+    assert [row["component"] for row in data["validation"]] == [*comps, "full"]
+    for row in data["photograph"]:
+        assert 10 < row["psnr_input"] < 80 and 10 < row["psnr_model"] < 80, row
+    assert 0.02 <= data["params"]["fog_beta"] <= 0.1
+    page = (report / "index.html").read_text()
+    for c in comps:  # each residual map, true and predicted
+        assert f'src="R_{c}.png"' in page and (report / f"R_{c}_true.png").is_file()
+    grid = sorted(p.name for p in report.glob("grid_*.png"))
+    assert len(grid) == 9 and "grid_fog0_noise0.png" in grid
+    card = json.loads(next((out / "registry" / "components").glob("*/card.json")).read_text())
+    assert card["components"] == comps

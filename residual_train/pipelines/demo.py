@@ -1,4 +1,5 @@
-"""``python -m residual_train.pipelines.demo [out=runs/demo] [profile=full|tiny]``: the main job.
+"""``python -m residual_train.pipelines.demo [out=runs/demo] [profile=full|tiny]``: the main job
+(``profile=components``: relight + fog + blur + noise, :mod:`.components_demo`).
 
 On the embedded defaults (dead leaves, the ``soft_prime`` lens, the ``generic_aps_c``
 sensor, ISO 100-6400) it
@@ -83,11 +84,16 @@ def demo_baselines() -> list[str]:
 def run_demo(out: Path, profile_name: str = "full") -> Path:
     from data_gen.generate import build_pipeline, generate
     from residual_train.export import export
+    from residual_train.pipelines.components_demo import PROFILES as COMPONENT_PROFILES
+    from residual_train.pipelines.components_demo import run_components_demo
     from residual_train.registry import Registry
     from residual_train.training.train import train
 
-    if profile_name not in PROFILES:
-        raise InputError(f"profile = {profile_name!r}: use one of {sorted(PROFILES)}")
+    known = sorted([*PROFILES, *COMPONENT_PROFILES])
+    if profile_name not in known:
+        raise InputError(f"profile = {profile_name!r}: use one of {known}")
+    if profile_name in COMPONENT_PROFILES:
+        return run_components_demo(out, profile_name, Timer())
     prof = PROFILES[profile_name]
     out = out.resolve()
     timer = Timer()
