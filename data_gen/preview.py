@@ -1,7 +1,8 @@
 """``python -m data_gen.preview DIR out=FILE.png [n=6] [shard=0] [gain=1]``: contact sheet.
 
 One row per sample: clean | blur | noise | noise_blur | R_b = noise − noise_blur |
-R_n = blur − noise_blur. Images are shown through the sRGB curve; residuals as
+R_n = blur − noise_blur (schema v2: clean | input | the peeling residual ``R_<c>`` of each
+component). Images are shown through the sRGB curve; residuals as
 0.5 + gain·R/(2·max|R|) per map, grey = 0.
 """
 
@@ -17,7 +18,8 @@ from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import CONF
 from data_gen.render import PATCHES
-from data_gen.shards import load_manifest
+from data_gen.render_components import stored_residuals
+from data_gen.shards import load_manifest, patch_names, shard_components
 from data_gen.sources import linear_to_srgb
 
 COLUMNS = (*PATCHES, "R_b", "R_n")
@@ -49,21 +51,28 @@ def contact_sheet(
     path = data_dir / m["shards"][shard]["name"]
     with h5py.File(path, "r") as f:
         k = min(n, f["clean"].shape[0])
-        arr = {name: f[name][:k].astype(np.float32) for name in PATCHES}
+        arr = {name: f[name][:k].astype(np.float32) for name in patch_names(f)}
         meta = f["meta"][:k]
-    arr["R_b"] = arr["noise"] - arr["noise_blur"]
-    arr["R_n"] = arr["blur"] - arr["noise_blur"]
+        comps = shard_components(f)
+    if "noise_blur" in arr:
+        columns = COLUMNS
+        arr["R_b"] = arr["noise"] - arr["noise_blur"]
+        arr["R_n"] = arr["blur"] - arr["noise_blur"]
+    else:
+        res = stored_residuals(arr, comps)
+        arr.update({f"R_{c}": v for c, v in res.items()})
+        columns = ("clean", "input", *(f"R_{c}" for c in comps))
     p = arr["clean"].shape[-1] * scale
     pad, head, left = 4, 18, 110
-    sheet = Image.new("RGB", (left + len(COLUMNS) * (p + pad), head + k * (p + pad)), "white")
+    sheet = Image.new("RGB", (left + len(columns) * (p + pad), head + k * (p + pad)), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(COLUMNS):
+    for j, name in enumerate(columns):
         draw.text((left + j * (p + pad) + 2, 3), name, fill="black")
     for i in range(k):
         y = head + i * (p + pad)
         draw.text((4, y + 2), f"#{i} ISO {meta['iso'][i]:.0f}", fill="black")
         draw.text((4, y + 16), f"exp {meta['exposure'][i]:.2f}", fill="black")
-        for j, name in enumerate(COLUMNS):
+        for j, name in enumerate(columns):
             x = arr[name][i]
             if name.startswith("R_"):
                 peak = max(float(np.abs(x).max()), 1e-6)

@@ -48,7 +48,7 @@ from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.paths import bank_cache_dir
 from data_gen.render import PATCHES
-from data_gen.render_components import V1_COMPONENTS, before, stored_names
+from data_gen.render_components import V1_COMPONENTS, stored_names, stored_residuals
 from data_gen.shards import load_manifest, sha256_file
 
 HEADS = V1_COMPONENTS
@@ -58,17 +58,6 @@ TARGETS = ("peeling", "leave_one_out")
 def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """docs/design.md §3: ``R_blur = noise − noise_blur``, ``R_noise = blur − noise_blur``."""
     return {"blur": p["noise"] - p["noise_blur"], "noise": p["blur"] - p["noise_blur"]}
-
-
-def component_targets(
-    p: Mapping[str, np.ndarray], components: Sequence[str], mode: str = "peeling"
-) -> dict[str, np.ndarray]:
-    """The residual target of each component of schema-v2 arrays (module docstring)."""
-    x = p["input"]
-    if mode == "leave_one_out":
-        return {c: p[f"without_{c}"] - x for c in components}
-    nxt = [*(before(p, components, c) for c in components[1:]), x]
-    return {c: before(p, components, c) - n for c, n in zip(components, nxt, strict=True)}
 
 
 def batch_arrays(
@@ -85,7 +74,7 @@ def batch_arrays(
         }
     signal = p["without_noise"] if "noise" in components else p["input"]
     out = {"x": p["input"], "clean": p["clean"], "signal": signal}
-    out.update({f"R_{c}": v for c, v in component_targets(p, components, mode).items()})
+    out.update({f"R_{c}": v for c, v in stored_residuals(p, components, mode).items()})
     return out
 
 

@@ -17,9 +17,9 @@ from data_gen import components as cp
 from data_gen.errors import InputError
 from data_gen.generate import config_hash, generate, generation_config
 from data_gen.noise import NoiseModel
-from data_gen.render_components import before, stored_names
+from data_gen.render_components import before, stored_names, stored_residuals
 from data_gen.shards import verify
-from residual_train.data import ResidualDataModule, batch_arrays, component_targets
+from residual_train.data import ResidualDataModule, batch_arrays
 from residual_train.deploy import load_maps, read_input
 from residual_train.deploy.compose import compose_components, compose_maps
 from residual_train.export import export
@@ -83,8 +83,8 @@ def test_schema_v2_shards_hold_every_target_and_parameter(v2):
         np.testing.assert_allclose(a["before_fog"][i][ok[i]], want[ok[i]], rtol=2e-6, atol=1e-7)
     assert margin >= 7 // 2  # the lens's support
     # identities, unclipped pixels: input + R_c = without_c; peeling residuals telescope
-    loo = component_targets(a, ["relight", "fog", "blur", "noise"], "leave_one_out")
-    peel = component_targets(a, ["relight", "fog", "blur", "noise"], "peeling")
+    loo = stored_residuals(a, ["relight", "fog", "blur", "noise"], "leave_one_out")
+    peel = stored_residuals(a, ["relight", "fog", "blur", "noise"], "peeling")
     for c, r in loo.items():
         np.testing.assert_allclose((a["input"] + r)[ok], a[f"without_{c}"][ok], atol=1e-6)
     np.testing.assert_allclose((a["input"] + sum(peel.values()))[ok], a["clean"][ok], atol=2e-6)
@@ -299,3 +299,10 @@ def test_a_strength_for_a_component_the_model_lacks_is_refused():
         compose_maps("consistent", x, maps, {"blur": 1.0}, noise)
     with pytest.raises(InputError, match="consistent mode only"):
         compose_maps("literal", x, maps, {}, noise)
+
+
+def test_preview_shows_each_components_residual(v2):
+    from data_gen.preview import contact_sheet
+
+    sheet = contact_sheet(v2, n=2, scale=1)
+    assert sheet.size == (110 + 6 * (24 + 4), 18 + 2 * (24 + 4))  # clean, input, 4 residuals

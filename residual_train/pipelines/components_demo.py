@@ -32,7 +32,7 @@ STRENGTHS = (0.0, 0.5, 1.0)
 EVAL_ISO = 1600
 
 PROFILES = {
-    # a few minutes on 2 CPU cores
+    # about 12 minutes on 2 CPU cores
     "components": {
         "data": [
             "shards=4",
@@ -48,7 +48,7 @@ PROFILES = {
             "data.batch_size=16",
             "model.width=16",
             "model.depth=3",
-            "trainer.max_epochs=25",
+            "trainer.max_epochs=10",
             "optim.lr=1e-3",
             "val.panel_every=0",
         ],
@@ -71,9 +71,8 @@ def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, mar
     """The chain rendered on the motorcycle (shrunk 2x, a centre crop of ``size`` px plus
     the margin), the model's maps and the true peeling residuals."""
     from data_gen.noise import NoiseModel
-    from data_gen.render_components import render_frame
+    from data_gen.render_components import render_frame, stored_residuals
     from data_gen.sources import Frame, shrink, stereo_example
-    from residual_train.data import component_targets
 
     f = stereo_example()
     px = shrink(f.pixels, 2.0)
@@ -87,7 +86,7 @@ def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, mar
     noise = NoiseModel(p.a.astype(np.float32), p.b.astype(np.float32))
     arrays, rec = render_frame(frame, settings, psf, noise, np.random.default_rng(7), margin, 0.8)
     x = arrays["input"]
-    true = component_targets(arrays, settings.components)
+    true = stored_residuals(arrays, settings.components)
     maps = model.predict(x, tile=128, overlap=32, iso=EVAL_ISO)
     rows = []
     for c in settings.components:
