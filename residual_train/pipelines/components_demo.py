@@ -24,7 +24,6 @@ import numpy as np
 from data_gen.chain import ORDER
 from data_gen.cli import compose_config
 from data_gen.paths import CONF
-from data_gen.shards import read_mapping
 
 COMPONENTS = ("relight", "fog", "blur", "noise")
 GRID = ("fog", "noise")  # the two strengths of the grid
@@ -215,11 +214,8 @@ brightness change that removing the fog caused.</p>
 def run_components_demo(out: Path, profile_name: str, timer) -> Path:
     """The components demo (module docstring); ``timer``: the demo's stage timer."""
     from data_gen.generate import build_pipeline, generate
-    from data_gen.shards import sha256_file
     from residual_train.deploy import load_model
-    from residual_train.export import export
-    from residual_train.registry import Registry
-    from residual_train.training.train import train
+    from residual_train.pipelines.demo import train_and_publish
 
     prof = PROFILES[profile_name]
     out = out.resolve()
@@ -228,25 +224,9 @@ def run_components_demo(out: Path, profile_name: str, timer) -> Path:
         comp = ["components=[" + ",".join(COMPONENTS) + "]", "+source.depth=[1,20]"]
         data_cfg = compose_config(CONF, "data_gen", [f"out_dir={data_dir}", *comp, *prof["data"]])
         gen = generate(data_cfg)
-    with timer.stage("train"):
-        train_cfg = compose_config(
-            CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *prof["train"]]
-        )
-        if (run_dir / "result.json").is_file():
-            result = read_mapping(run_dir / "result.json", "training result")
-            print("[demo] reusing the finished training run", flush=True)
-        else:
-            train_cfg["ckpt_path"] = "auto"
-            result = train(train_cfg)
-    with timer.stage("export + publish"):
-        ckpt = Path(result["best"] or run_dir / "checkpoints" / "last.ckpt")
-        version = sha256_file(ckpt)[:10]
-        exp_dir = out / f"export-{version}"
-        if not (exp_dir / "card.json").is_file():
-            export(ckpt, exp_dir)
-        reg = Registry(out / "registry")
-        if version not in reg.index("components")["versions"]:
-            reg.publish(exp_dir, "components", version)
+    _, result, version = train_and_publish(
+        timer, out, data_dir, run_dir, prof["train"], "components"
+    )
     with timer.stage("evaluate on a photograph with depth"):
         pipe = build_pipeline(data_cfg)
         model = load_model("components:latest", out / "registry")

@@ -81,13 +81,45 @@ def demo_baselines() -> list[str]:
     return ["wiener_wavelet"]
 
 
-def run_demo(out: Path, profile_name: str = "full") -> Path:
-    from data_gen.generate import build_pipeline, generate
+def train_and_publish(
+    timer: Timer, out: Path, data_dir: Path, run_dir: Path, overrides: list[str], name: str
+) -> tuple[dict, dict, str]:
+    """Train on ``data_dir`` (reusing a finished run, resuming an interrupted one), export
+    the best checkpoint and publish it to ``out/registry`` as ``name``: ``(training
+    config, training result, version)``."""
+    from data_gen.shards import sha256_file
     from residual_train.export import export
-    from residual_train.pipelines.components_demo import PROFILES as COMPONENT_PROFILES
-    from residual_train.pipelines.components_demo import run_components_demo
     from residual_train.registry import Registry
     from residual_train.training.train import train
+
+    with timer.stage("train"):
+        train_cfg = compose_config(
+            CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *overrides]
+        )
+        if (run_dir / "result.json").is_file():
+            result = read_mapping(run_dir / "result.json", "training result")
+            print("[demo] reusing the finished training run", flush=True)
+        else:
+            # an interrupted demo resumes from its checkpoint (or, killed before the first
+            # one, moves the partial run aside and starts again)
+            train_cfg["ckpt_path"] = "auto"
+            result = train(train_cfg)
+    with timer.stage("export + publish"):
+        ckpt = Path(result["best"] or run_dir / "checkpoints" / "last.ckpt")
+        version = sha256_file(ckpt)[:10]
+        exp_dir = out / f"export-{version}"
+        if not (exp_dir / "card.json").is_file():
+            export(ckpt, exp_dir)
+        reg = Registry(out / "registry")
+        if version not in reg.index(name)["versions"]:
+            reg.publish(exp_dir, name, version)
+    return train_cfg, result, version
+
+
+def run_demo(out: Path, profile_name: str = "full") -> Path:
+    from data_gen.generate import build_pipeline, generate
+    from residual_train.pipelines.components_demo import PROFILES as COMPONENT_PROFILES
+    from residual_train.pipelines.components_demo import run_components_demo
 
     known = sorted([*PROFILES, *COMPONENT_PROFILES])
     if profile_name not in known:
@@ -102,29 +134,9 @@ def run_demo(out: Path, profile_name: str = "full") -> Path:
     with timer.stage("generate data"):
         data_cfg = compose_config(CONF, "data_gen", [f"out_dir={data_dir}", *prof["data"]])
         gen = generate(data_cfg)
-    with timer.stage("train"):
-        train_cfg = compose_config(
-            CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *prof["train"]]
-        )
-        if (run_dir / "result.json").is_file():
-            result = read_mapping(run_dir / "result.json", "training result")
-            print("[demo] reusing the finished training run", flush=True)
-        else:
-            # an interrupted demo resumes from its checkpoint (or, killed before the first
-            # one, moves the partial run aside and starts again)
-            train_cfg["ckpt_path"] = "auto"
-            result = train(train_cfg)
-    with timer.stage("export + publish"):
-        from data_gen.shards import sha256_file
-
-        ckpt = Path(result["best"] or run_dir / "checkpoints" / "last.ckpt")
-        version = sha256_file(ckpt)[:10]
-        exp_dir = out / f"export-{version}"
-        if not (exp_dir / "card.json").is_file():
-            export(ckpt, exp_dir)
-        reg = Registry(out / "registry")
-        if version not in reg.index("demo")["versions"]:
-            reg.publish(exp_dir, "demo", version)
+    train_cfg, result, version = train_and_publish(
+        timer, out, data_dir, run_dir, prof["train"], "demo"
+    )
     with timer.stage("evaluate"):
         from residual_train.deploy import shipped_models
         from residual_train.evaluate import evaluate, load_images
