@@ -33,7 +33,7 @@ from data_gen.cli import die_with_parent
 from data_gen.errors import InputError, require
 from data_gen.optics import PSFBank, build_bank
 from data_gen.paths import open_to_umask
-from data_gen.render import PATCHES, BlurOperator, draw_sample, render_batch
+from data_gen.render import BlurOperator, draw_sample, render_batch
 from data_gen.render_components import (
     V1_COMPONENTS,
     ComponentSettings,
@@ -173,7 +173,7 @@ class Pipeline:
 
     @property
     def patch_names(self) -> list[str]:
-        return stored_names(self.components) if self.settings is not None else list(PATCHES)
+        return stored_names(self.components)
 
     @property
     def meta_dtype(self) -> np.dtype:
@@ -301,18 +301,30 @@ def check_device(device) -> None:
 
 
 def _renderer(pipe: Pipeline, threads: int):
-    """``(render(specs) -> patches, context)`` for ``pipe.cfg['renderer']``."""
+    """``(render(specs) -> (patches, records), context)`` for ``pipe.cfg['renderer']``;
+    ``records``: each sample's component parameters for ``meta`` (schema v2), else None."""
     p = pipe.cfg["patch_size"]
+    if pipe.settings is not None:  # any components: one sample at a time
+        return (lambda specs: _render_components(pipe, specs)), contextlib.nullcontext()
     if pipe.cfg.get("renderer", "numpy") == "numpy":
         blur = BlurOperator(pipe.bank, p, threads)
-        return (lambda specs: render_batch(specs, blur, pipe.cfa)), contextlib.nullcontext()
+        return (lambda specs: (render_batch(specs, blur, pipe.cfa), None)), contextlib.nullcontext()
     from data_gen.render_torch import TorchBlurOperator, render_batch_torch
 
     tblur = TorchBlurOperator(pipe.bank, p, pipe.cfg.get("device", "cpu"))
     normals = pipe.cfg.get("normals", "host")
-    return (lambda specs: render_batch_torch(specs, tblur, pipe.cfa, normals)), _TorchThreads(
-        threads
-    )
+    return (
+        lambda specs: (render_batch_torch(specs, tblur, pipe.cfa, normals), None)
+    ), _TorchThreads(threads)
+
+
+def _render_components(pipe: Pipeline, specs: list) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Schema-v2 patches of ``specs`` (:func:`data_gen.render_components.render_sample`)
+    stacked per dataset, and each sample's component parameters."""
+    p, margin = pipe.cfg["patch_size"], pipe.margin
+    done = [render_sample(s, pipe.settings, pipe.bank.psfs[s.psf_index], p, margin) for s in specs]
+    patches = {k: np.stack([out[k] for out, _ in done]) for k in pipe.patch_names}
+    return patches, [rec for _, rec in done]
 
 
 class _TorchThreads:
@@ -340,8 +352,9 @@ def sample_seed(seed: int, shard: int, index: int, stream: int = 0) -> int:
     return int(ss.generate_state(1, np.uint64)[0])
 
 
-def sample_meta(pipe: Pipeline, specs: list) -> np.ndarray:
-    """The per-sample ``meta`` records (:func:`data_gen.shards.meta_dtype`) of ``specs``."""
+def sample_meta(pipe: Pipeline, specs: list, records: list[dict] | None = None) -> np.ndarray:
+    """The per-sample ``meta`` records (:func:`data_gen.shards.meta_dtype`) of ``specs``;
+    ``records``: each sample's component parameters (schema v2)."""
     colour = pipe.channel_colour
     meta = np.zeros(len(specs), meta_dtype(pipe.stored_channels))
     for j, s in enumerate(specs):
@@ -364,11 +377,14 @@ def sample_meta(pipe: Pipeline, specs: list) -> np.ndarray:
             s.exposure,
             s.seed,
         )
-    if pipe.settings is None:
+    if records is None:
         return meta
-    full = np.zeros(len(specs), pipe.meta_dtype)  # the components' fields: set by the caller
+    full = np.zeros(len(specs), pipe.meta_dtype)
     for name in meta.dtype.names:
         full[name] = meta[name]
+    for j, rec in enumerate(records):
+        for k, v in rec.items():
+            full[k][j] = v
     return full
 
 
@@ -377,10 +393,8 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     c = pipe.cfg
     p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
     exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
-    if pipe.settings is not None:
-        yield from _iter_shard_v2(pipe, shard)
-        return
     render, threads_ctx = _renderer(pipe, threads)
+    support = pipe.min_frame - p + 1  # odd: the crop keeps support // 2 frame pixels around
     frame, frame_id = None, -1
     for start in range(0, m, c["batch_size"]):
         specs = []
@@ -394,52 +408,15 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
                     frame,
                     sample_seed(c["seed"], shard, i),
                     p,
-                    pipe.bank.size,
+                    support,
                     exposure,
                     pipe.sensor,
                     pipe.bank,
                 )
             )
         with threads_ctx:
-            patches = render(specs)
-        meta = sample_meta(pipe, specs)
-        yield patches, meta
-
-
-def _iter_shard_v2(pipe: Pipeline, shard: int):
-    """:func:`iter_shard` for a component list other than [blur, noise] (schema v2): one
-    sample at a time (:func:`data_gen.render_components.render_sample`)."""
-    c = pipe.cfg
-    p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
-    exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
-    margin, names = pipe.margin, pipe.patch_names
-    frame, frame_id = None, -1
-    for start in range(0, m, c["batch_size"]):
-        specs, patches, recs = [], {k: [] for k in names}, []
-        for i in range(start, min(m, start + c["batch_size"])):
-            if i // per_frame != frame_id:
-                frame_id = i // per_frame
-                rng = np.random.default_rng(sample_seed(c["seed"], shard, frame_id, _FRAME_STREAM))
-                frame = pipe.source.frame(rng)
-            spec = draw_sample(
-                frame,
-                sample_seed(c["seed"], shard, i),
-                p,
-                2 * margin + 1,  # the crop keeps `margin` frame pixels on every side
-                exposure,
-                pipe.sensor,
-                pipe.bank,
-            )
-            out, rec = render_sample(spec, pipe.settings, pipe.bank.psfs[spec.psf_index], p, margin)
-            specs.append(spec)
-            recs.append(rec)
-            for k in names:
-                patches[k].append(out[k])
-        meta = sample_meta(pipe, specs)
-        for j, rec in enumerate(recs):
-            for k, v in rec.items():
-                meta[k][j] = v
-        yield {k: np.stack(v) for k, v in patches.items()}, meta
+            patches, records = render(specs)
+        yield patches, sample_meta(pipe, specs, records)
 
 
 def shard_attrs(pipe: Pipeline, shard: int) -> dict:

@@ -1,7 +1,8 @@
 """Rendering of schema-v2 samples: any list of components (:mod:`data_gen.chain`) on a patch.
 
 A sample first draws what a two-component sample draws (:func:`data_gen.render.draw_sample`:
-crop, exposure, ISO, PSF; the crop keeps :func:`margin` pixels of the frame on every side),
+crop, exposure, ISO, PSF; the crop keeps :meth:`ComponentSettings.margin` pixels of the
+frame on every side),
 then, from the same generator and in physical order, each component's parameters
 (:func:`draw_params`), then the standard normals of its noise. The chain runs on the patch
 and its margin (the support of the blurs) and every output is trimmed to the patch before
@@ -26,15 +27,18 @@ from data_gen import components as cp
 from data_gen.chain import NEEDS_DEPTH, check_components, render_chain
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
-from data_gen.render import SampleSpec
+from data_gen.render import PATCHES, SampleSpec
 from data_gen.sources import Frame
 
 V1_COMPONENTS = ("blur", "noise")
 
 
 def stored_names(components: Sequence[str]) -> list[str]:
-    """The patch datasets of a schema-v2 shard, in storage order."""
+    """The patch datasets a shard of ``components`` stores, in storage order: schema v1's
+    four for blur and noise, else schema v2's."""
     names = check_components(components)
+    if names == V1_COMPONENTS:
+        return list(PATCHES)
     extra = [f"before_{c}" for c in names[1:] if c != "noise"]
     return ["input", "clean", *(f"without_{c}" for c in names), *extra]
 
@@ -150,10 +154,12 @@ class ComponentSettings:
                 src = s.get("source", "random")
                 require(src in ("random", "file"), f"{w}.source = {src!r}: random or file")
                 s["length"] = _pair(s, "length", w, 0.0, strict=True)
-                steps = s.get("steps", 256)
+                s["steps"] = s.get("steps", 256)
                 require(
-                    isinstance(steps, int) and not isinstance(steps, bool) and steps >= 2,
-                    f"{w}.steps = {steps!r}: an integer >= 2",
+                    isinstance(s["steps"], int)
+                    and not isinstance(s["steps"], bool)
+                    and s["steps"] >= 2,
+                    f"{w}.steps = {s['steps']!r}: an integer >= 2",
                 )
             out[c] = s
         kernels = None
@@ -255,7 +261,7 @@ def draw_params(
                 i = int(rng.integers(len(names)))
                 k, length = s.kernels[names[i]], math.nan
             else:
-                d = cp.draw_motion(rng, s.motion["length"], int(s.motion.get("steps", 256)))
+                d = cp.draw_motion(rng, s.motion["length"], s.motion["steps"])
                 i, k, length = -1, d["kernel"], d["length"]
             padded = np.zeros((side, side), np.float32)
             ky, kx = k.shape
@@ -264,6 +270,35 @@ def draw_params(
             params[c] = {"kernel": padded}
             rec.update(motion_length=length, motion_index=i, motion_kernel=padded)
     return params, rec
+
+
+def _render_window(
+    scene: np.ndarray,
+    depth: np.ndarray | None,
+    name: str,
+    s: ComponentSettings,
+    frame_hw: tuple[int, int],
+    origin: tuple[int, int],
+    psf: np.ndarray,
+    noise: NoiseModel,
+    rng: np.random.Generator,
+    margin: int,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The chain on ``scene`` ``(C, H, W)`` (with its ``depth``), a window of image ``name``
+    (a frame of ``frame_hw`` pixels) whose top-left pixel is ``origin``: every
+    :func:`stored_names` array ``(C, H − 2·margin, W − 2·margin)``, clipped at white, and
+    the drawn parameters' ``meta`` values. Draws, in order: the components' parameters,
+    then the noise normals."""
+    for c in s.components:
+        require(
+            c not in NEEDS_DEPTH or depth is not None,
+            f"component {c} needs a depth map, and image {name} has none",
+        )
+    ch, h, w = scene.shape
+    params, rec = draw_params(rng, s, frame_hw, (*origin, h, w), depth, psf, ch)
+    normal = rng.standard_normal((ch, h - 2 * margin, w - 2 * margin), dtype=np.float32)
+    t = render_chain(scene, s.components, params, depth, noise, normal, margin)
+    return {k: np.minimum(t[k], np.float32(1)) for k in stored_names(s.components)}, rec
 
 
 def render_sample(
@@ -275,22 +310,11 @@ def render_sample(
     y0, x0 = spec.y - margin, spec.x - margin
     side = patch + 2 * margin
     scene = fr.pixels[:, y0 : y0 + side, x0 : x0 + side] * np.float32(spec.exposure)
-    depth = None
-    if fr.depth is not None:
-        depth = fr.depth[y0 : y0 + side, x0 : x0 + side]
-    for c in s.components:
-        require(
-            c not in NEEDS_DEPTH or depth is not None,
-            f"component {c} needs a depth map, and image {fr.name} has none",
-        )
-    c = scene.shape[0]
+    depth = None if fr.depth is None else fr.depth[y0 : y0 + side, x0 : x0 + side]
     hw = fr.pixels.shape[1:]
-    params, rec = draw_params(spec.rng, s, hw, (y0, x0, side, side), depth, psf, c)
-    normal = spec.rng.standard_normal((c, patch, patch), dtype=np.float32)
-    noise = NoiseModel(spec.noise.a.astype(np.float32), spec.noise.b.astype(np.float32))
-    t = render_chain(scene, s.components, params, depth, noise, normal, margin)
-    out = {k: np.minimum(t[k], np.float32(1)) for k in stored_names(s.components)}
-    return out, rec
+    return _render_window(
+        scene, depth, fr.name, s, hw, (y0, x0), psf, spec.noise.model, spec.rng, margin
+    )
 
 
 def render_frame(
@@ -302,18 +326,11 @@ def render_frame(
     margin: int,
     exposure: float = 1.0,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """The chain on a whole frame (evaluation on a real photograph with depth): every
-    :func:`stored_names` array ``(C, H − 2·margin, W − 2·margin)``, clipped at white, and the
-    drawn parameters' ``meta`` values. One lens PSF ``psf`` ``(C, K, K)`` for the frame."""
+    """The chain on a whole frame (evaluation on a real photograph with depth), as
+    :func:`_render_window`; one lens PSF ``psf`` ``(C, K, K)`` for the frame."""
     scene = frame.pixels * np.float32(exposure)
-    c, h, w = scene.shape
+    h, w = scene.shape[1:]
     require(min(h, w) > 2 * margin, f"frame {frame.name}: {w}x{h} px, the margin is {margin} px")
-    for comp in s.components:
-        require(
-            comp not in NEEDS_DEPTH or frame.depth is not None,
-            f"component {comp} needs a depth map, and image {frame.name} has none",
-        )
-    params, rec = draw_params(rng, s, (h, w), (0, 0, h, w), frame.depth, psf, c)
-    normal = rng.standard_normal((c, h - 2 * margin, w - 2 * margin), dtype=np.float32)
-    t = render_chain(scene, s.components, params, frame.depth, noise, normal, margin)
-    return {k: np.minimum(t[k], np.float32(1)) for k in stored_names(s.components)}, rec
+    return _render_window(
+        scene, frame.depth, frame.name, s, (h, w), (0, 0), psf, noise, rng, margin
+    )

@@ -29,9 +29,9 @@ import numpy as np
 
 from data_gen.errors import InputError
 from data_gen.render import PATCHES
+from data_gen.render_components import V1_COMPONENTS, stored_names
 
-SCHEMA_VERSION = 1  # what the default [blur, noise] writes
-SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSIONS = (1, 2)  # v1: what the default [blur, noise] writes
 SCALE = "linear; 0 = black level, 1 = white level"
 MANIFEST = "manifest.json"
 RECORDS = "records"
@@ -41,12 +41,8 @@ def shard_name(index: int, total: int) -> str:
     return f"shard-{index:05d}-of-{total:05d}.h5"
 
 
-def patch_names(f: h5py.File | dict) -> list[str]:
-    """The patch datasets of a shard from its attributes: schema v1's four, or v2's."""
-    if int(f.attrs.get("schema_version", 1)) == 1:
-        return list(PATCHES)
-    from data_gen.render_components import stored_names
-
+def patch_names(f: h5py.File) -> list[str]:
+    """The patch datasets of a shard, from its component list: schema v1's four, or v2's."""
     return stored_names(shard_components(f))
 
 
@@ -54,7 +50,7 @@ def shard_components(f: h5py.File) -> list[str]:
     """The component list of a shard (schema v1: blur, noise)."""
     comps = f.attrs.get("components")
     if comps is None:
-        return ["blur", "noise"]
+        return list(V1_COMPONENTS)
     return [c.decode() if isinstance(c, bytes) else str(c) for c in comps]
 
 

@@ -47,11 +47,9 @@ from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.paths import bank_cache_dir
-from data_gen.render import PATCHES
 from data_gen.render_components import V1_COMPONENTS, stored_names, stored_residuals
 from data_gen.shards import load_manifest, sha256_file
 
-HEADS = V1_COMPONENTS
 TARGETS = ("peeling", "leave_one_out")
 
 
@@ -132,8 +130,7 @@ class ShardDataset(Dataset):
     ) -> None:
         self.dir = Path(data_dir)
         self.components, self.targets = tuple(components), targets
-        v1 = self.components == V1_COMPONENTS
-        self.stored = list(PATCHES) if v1 else stored_names(self.components)
+        self.stored = stored_names(self.components)
         self.transforms = tuple(transforms)
         self.names = [s["name"] for s in shards]
         self.shard_ids = [int(s["index"]) for s in shards]
@@ -454,14 +451,9 @@ class ResidualDataModule(pl.LightningDataModule):
         """Training batch ``k`` rendered on ``device``: the keys of a shard batch, plus
         ``meta`` (the per-sample records a shard would hold)."""
         patches, meta = self.renderer(device).render(k)
-        x = patches["noise_blur"]
         a, b = noise_params(meta)
         out = {
-            "x": x,
-            **{name: patches[name] for name in ("clean", "blur", "noise")},
-            "signal": patches["blur"],
-            "R_blur": patches["noise"] - x,
-            "R_noise": patches["blur"] - x,
+            **batch_arrays(patches, V1_COMPONENTS),
             "iso": torch.from_numpy(meta["iso"].astype(np.float32)).to(device),
             "a": torch.from_numpy(a).to(device),
             "b": torch.from_numpy(b).to(device),
@@ -469,7 +461,7 @@ class ResidualDataModule(pl.LightningDataModule):
             "meta": meta,
         }
         if self.sigma_map:
-            out["sigma"] = NoiseModel(out["a"], out["b"]).std(x)
+            out["sigma"] = NoiseModel(out["a"], out["b"]).std(out["x"])
         return out
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

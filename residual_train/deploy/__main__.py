@@ -32,7 +32,6 @@ from residual_train.deploy.compose import (
     check_strength,
     compose_maps,
     correct_distortion_stage,
-    resolve_strengths,
 )
 
 
@@ -71,7 +70,6 @@ def run(o: dict) -> dict:
         f"composition needs blur and noise residuals; the model gives {sorted(maps)} "
         "(pass the other single-head model as blur_model=)",
     )
-    resolve_strengths(strengths, maps)  # a strength for a component the model lacks: refused
     meta = {
         "components": sorted(maps),
         "iso": iso,
@@ -84,9 +82,11 @@ def run(o: dict) -> dict:
         "distortion_order": order,
     }
     layout = model.card.get("layout", "rgb")
-    check_distortion_stage(k_dist, order, layout)  # before anything is written
-    save_maps(out_dir, x, maps, meta)
+    check_distortion_stage(k_dist, order, layout)
+    # composed before anything is written: a strength for a component the model lacks, or
+    # a mode its maps do not compose in, stops here
     y, used = compose_maps(o["mode"], x, maps, strengths, noise)
+    save_maps(out_dir, x, maps, meta)
     y = correct_distortion_stage(y, k_dist, order, layout)
     write_output(out_dir / "composed.tif", y)
     write_output(out_dir / "composed.png", y)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from data_gen.chain import ORDER
 from data_gen.errors import InputError, require
 from data_gen.noise import EPS, NoiseModel, variance_scalar
 
@@ -152,8 +153,6 @@ def compose_maps(
     noise by :func:`compose` in ``mode``; any other set of components by
     :func:`compose_components` in physical order (consistent mode). Returns the image and
     the strengths used."""
-    from data_gen.chain import ORDER
-
     s = resolve_strengths(strengths, maps)
     if set(maps) == {"blur", "noise"}:
         return compose(mode, x, maps["blur"], maps["noise"], s["blur"], s["noise"], noise), s
@@ -161,7 +160,7 @@ def compose_maps(
         mode == "consistent",
         f"mode = {mode!r}: maps of {', '.join(sorted(maps))} compose in consistent mode only",
     )
-    return compose_components(x, maps, strengths, noise, ORDER), s
+    return compose_components(x, maps, s, noise, ORDER), s
 
 
 def compose_chain(x: np.ndarray, components: Sequence[Component]) -> np.ndarray:

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from data_gen.chain import ORDER
 from data_gen.errors import InputError
 from data_gen.registry import Registry
+from data_gen.render_components import V1_COMPONENTS
 from residual_train.models.base import ResidualNet
 from residual_train.models.nafnet import NAFNet
 from residual_train.models.unet import UNet
 
-HEADS = ("blur", "noise")  # the components of a schema-v1 dataset
+HEADS = V1_COMPONENTS  # the components of a schema-v1 dataset
 ARCHS = Registry("model", key="arch")
 ARCHS.register("unet")(UNet)
 ARCHS.register("nafnet")(NAFNet)

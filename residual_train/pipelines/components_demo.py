@@ -62,16 +62,12 @@ PROFILES = {
 }
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(-10 * np.log10(max(float(np.mean((a - b) ** 2)), 1e-12)))
-
-
 def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, margin: int) -> dict:
     """The chain rendered on the motorcycle (shrunk 2x, a centre crop of ``size`` px plus
     the margin), the model's maps and the true peeling residuals."""
-    from data_gen.noise import NoiseModel
     from data_gen.render_components import render_frame, stored_residuals
     from data_gen.sources import Frame, shrink, stereo_example
+    from residual_train.evaluate.metrics import psnr
 
     f = stereo_example()
     px = shrink(f.pixels, 2.0)
@@ -81,8 +77,7 @@ def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, mar
     side = min(side, h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     frame = Frame(f.name, px[:, y0 : y0 + side, x0 : x0 + side], z[y0 : y0 + side, x0 : x0 + side])
-    p = sensor.params(EVAL_ISO)
-    noise = NoiseModel(p.a.astype(np.float32), p.b.astype(np.float32))
+    noise = sensor.params(EVAL_ISO).model
     arrays, rec = render_frame(frame, settings, psf, noise, np.random.default_rng(7), margin, 0.8)
     x = arrays["input"]
     true = stored_residuals(arrays, settings.components)

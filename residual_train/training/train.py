@@ -34,8 +34,7 @@ def monitor_metric(cfg: dict) -> str:
     m = cfg.get("monitor", "auto")
     if m != "auto":
         return m
-    heads = cfg["model"].get("heads")
-    heads = ["blur", "noise"] if heads in (None, "auto") else heads
+    heads = resolve_heads(cfg["model"].get("heads"))
     return "val/psnr_full" if len(heads) > 1 else f"val/psnr_{heads[0]}"
 
 
