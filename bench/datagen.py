@@ -129,12 +129,12 @@ def gpu_rows(samples: int) -> dict[str, float]:
     return out
 
 
-COMPONENT_CASES = (
-    ("blur,noise", []),  # schema v1: batched FFT renderer, 4 arrays
-    ("blur,motion,noise", ["components=[blur,motion,noise]"]),
-    ("relight,fog,blur,noise", ["components=[relight,fog,blur,noise]", "+source.depth=[1,20]"]),
-    ("all six", ["components=[relight,fog,defocus,blur,motion,noise]", "+source.depth=[1,20]"]),
-)
+COMPONENT_CASES = {  # name -> components ([blur, noise]: schema v1, the batched renderer)
+    "blur,noise": ("blur", "noise"),
+    "blur,motion,noise": ("blur", "motion", "noise"),
+    "relight,fog,blur,noise": ("relight", "fog", "blur", "noise"),
+    "all six": ("relight", "fog", "defocus", "blur", "motion", "noise"),
+}
 
 
 def component_rows(samples: int) -> dict:
@@ -144,11 +144,13 @@ def component_rows(samples: int) -> dict:
     from data_gen.render_components import stored_names
 
     out = {}
-    for name, extra in COMPONENT_CASES:
+    for name, comps in COMPONENT_CASES.items():
+        extra = [f"components=[{','.join(comps)}]"]
+        if {"fog", "defocus"} & set(comps):
+            extra.append("+source.depth=[1,20]")
         pipeline_rate(min(256, samples), 1, True, extra)  # warm-up
         rate = pipeline_rate(samples, 1, True, extra)
-        listed = [e.split("=", 1)[1].strip("[]").split(",") for e in extra if "components=" in e]
-        arrays = len(stored_names(listed[0])) if listed else 4  # v1: clean, blur, noise, both
+        arrays = len(stored_names(comps))
         out[name] = {"samples_per_s": rate, "arrays_per_sample": arrays}
         print(f"{name:28s} {rate:10.0f} samples/s  {arrays:2d} arrays/sample", flush=True)
     return out

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import save
 from bench.datagen import config as datagen_config
+from data_gen.cli import compose_config
 from data_gen.generate import generate
 from data_gen.paths import CONF
 from residual_train.data import ResidualDataModule
@@ -48,13 +48,11 @@ VENDOR_BF16_PEAK = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
 
 def model_configs() -> dict[str, tuple[dict, bool]]:
     """``name -> (model config, sigma_map)`` for the default and the shipped model."""
-    default = yaml.safe_load((CONF / "model" / "dual_head.yaml").read_text())
-    shipped_exp = yaml.safe_load((CONF / "experiment" / "shipped.yaml").read_text())
-    shipped = {**default, **shipped_exp["model"]}
-    return {
-        "default": (default, False),
-        "shipped": (shipped, bool(shipped_exp["data"].get("sigma_map"))),
-    }
+    out = {}
+    for name, overrides in (("default", []), ("shipped", ["experiment=shipped"])):
+        cfg = compose_config(CONF, "train", overrides)
+        out[name] = (cfg["model"], bool(cfg["data"].get("sigma_map")))
+    return out
 
 
 def make_module(model: dict, sigma_map: bool, device: str, channels_last: bool):

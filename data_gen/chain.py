@@ -26,7 +26,7 @@ Arrays: float32 ``(C, H, W)`` linear (0 = black, 1 = white), not clipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -56,16 +56,34 @@ def check_components(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def apply(name: str, x: np.ndarray, p: dict, depth: np.ndarray | None) -> np.ndarray:
-    """One non-noise component on ``x`` with its parameters ``p``."""
-    if name in NEEDS_DEPTH:
-        require(depth is not None, f"component {name} needs a depth map, and this image has none")
+def prepare(
+    names: Sequence[str], params: dict, depth: np.ndarray | None, shape: tuple[int, int]
+) -> dict:
+    """The parameters :func:`apply` takes, per non-noise component of ``names``: what
+    depends on the draws and the depth only is computed once here (fog's transmission,
+    defocus's layers), not once per render. ``shape``: the image's ``(H, W)``."""
+    out = {}
+    for c in names:
+        p = params.get(c, {})
+        if c in NEEDS_DEPTH:
+            require(depth is not None, f"component {c} needs a depth map, and this image has none")
+            cp.check_depth(depth, shape)
+        if c == "fog":
+            p = {"t": cp.transmission(depth, p["beta"]), "airlight": p["airlight"]}
+        elif c == "defocus":
+            p = {"layers": cp.defocus_layers(depth, p["radius"], p.get("layers", 12))}
+        out[c] = p
+    return out
+
+
+def apply(name: str, x: np.ndarray, p: dict) -> np.ndarray:
+    """One non-noise component on ``x`` with its prepared parameters ``p`` (:func:`prepare`)."""
     if name == "relight":
         return cp.relight(x, p["gain"])
     if name == "fog":
-        return cp.add_fog(x, cp.transmission(depth, p["beta"]), p["airlight"])
+        return cp.add_fog(x, p["t"], p["airlight"])
     if name == "defocus":
-        return cp.defocus(x, depth, p["radius"], p.get("layers", 12))
+        return cp.composite_layers(x, p["layers"])
     if name in ("blur", "motion"):
         k = p["psf"] if name == "blur" else p["kernel"]
         k = np.asarray(k, np.float32)
@@ -75,11 +93,11 @@ def apply(name: str, x: np.ndarray, p: dict, depth: np.ndarray | None) -> np.nda
     raise ValueError(f"apply: {name!r} is not a non-noise component")
 
 
-def _run(x: np.ndarray, names: Sequence[str], params: dict, depth: np.ndarray | None) -> np.ndarray:
+def _run(x: np.ndarray, names: Sequence[str], prepared: dict) -> np.ndarray:
     """The non-noise components ``names`` applied to ``x`` in order."""
     x = x.astype(np.float32)
     for c in names:
-        x = apply(c, x, params.get(c, {}), depth)
+        x = apply(c, x, prepared[c])
     return x
 
 
@@ -103,9 +121,10 @@ def render_chain(
     body = [c for c in names if c != "noise"]  # noise, when listed, is last
     m = int(margin)
     trim = (lambda a: a[:, m:-m, m:-m]) if m > 0 else (lambda a: a)
+    prepared = prepare(body, params, depth, scene.shape[1:])
     prefix = [scene.astype(np.float32)]
     for c in body:
-        prefix.append(apply(c, prefix[-1], params.get(c, {}), depth))
+        prefix.append(apply(c, prefix[-1], prepared[c]))
     signal = trim(prefix[-1])
     n = None
     if "noise" in names:
@@ -117,18 +136,37 @@ def render_chain(
 
     out = {"clean": trim(prefix[0]), "input": noisy(signal)}
     for i, c in enumerate(body):
-        out[f"without_{c}"] = noisy(trim(_run(prefix[i], body[i + 1 :], params, depth)))
+        out[f"without_{c}"] = noisy(trim(_run(prefix[i], body[i + 1 :], prepared)))
         out[f"before_{c}"] = trim(prefix[i])
     if n is not None:
         out["without_noise"] = out["before_noise"] = signal
     return out
 
 
+def before(arrays: Mapping[str, np.ndarray], components: Sequence[str], c: str) -> np.ndarray:
+    """``before_<c>`` of stored arrays (the first component's is ``clean``, noise's is
+    ``without_noise``: schema v2 stores neither twice)."""
+    if c == components[0]:
+        return arrays["clean"]
+    if c == "noise":
+        return arrays["without_noise"]
+    return arrays[f"before_{c}"]
+
+
+def stored_residuals(
+    arrays: Mapping[str, np.ndarray], components: Sequence[str], mode: str = "peeling"
+) -> dict[str, np.ndarray]:
+    """Each component's residual from its targets: ``peeling`` ``before_c − before_next``
+    (``before`` of the input is the input; they sum to ``clean − input``) or
+    ``leave_one_out`` ``without_c − input`` (module docstring)."""
+    x = arrays["input"]
+    if mode == "leave_one_out":
+        return {c: arrays[f"without_{c}"] - x for c in components}
+    nxt = [*(before(arrays, components, c) for c in components[1:]), x]
+    return {c: before(arrays, components, c) - n for c, n in zip(components, nxt, strict=True)}
+
+
 def residuals(targets: dict[str, np.ndarray], components: Sequence[str]) -> dict[str, dict]:
-    """``{"leave_one_out": {c: without_c − input}, "peeling": {c: before_c − before_next}}``."""
+    """``{"leave_one_out": ..., "peeling": ...}`` of :func:`stored_residuals`."""
     names = check_components(components)
-    x = targets["input"]
-    loo = {c: targets[f"without_{c}"] - x for c in names}
-    nxt = [*[targets[f"before_{c}"] for c in names[1:]], x]
-    peel = {c: targets[f"before_{c}"] - n for c, n in zip(names, nxt, strict=True)}
-    return {"leave_one_out": loo, "peeling": peel}
+    return {m: stored_residuals(targets, names, m) for m in ("leave_one_out", "peeling")}

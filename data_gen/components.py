@@ -178,6 +178,47 @@ def disc_kernel(radius: float, oversample: int = 8) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def defocus_layers(
+    depth: np.ndarray, radius_px: np.ndarray, layers: int = 12
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The depth layers :func:`defocus` composites, far to near: per non-empty slab its mask
+    ``(H, W)``, disc kernel (the slab's mean radius) and blurred coverage ``α`` ``(H, W)``
+    (float64). They depend on the depth and radii only, not on the image."""
+    check_depth(depth)
+    require(layers >= 1, f"defocus layers = {layers}: at least 1")
+    d = depth.astype(np.float64)
+    edges = np.quantile(d, np.linspace(0, 1, layers + 1))
+    edges[-1] = np.inf
+    idx = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, layers - 1)
+    plan = []
+    for layer in range(layers - 1, -1, -1):  # far to near
+        mask = (idx == layer).astype(np.float64)
+        if not mask.any():
+            continue
+        k = disc_kernel(float(radius_px[idx == layer].mean())).astype(np.float64)
+        alpha = mask if k.size == 1 else np.clip(fftconvolve(mask, k, mode="same"), 0, 1)
+        plan.append((mask, k, alpha))
+    return plan
+
+
+def composite_layers(
+    image: np.ndarray, plan: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """``image`` ``(C, H, W)`` blurred layer by layer (:func:`defocus_layers`): each
+    layer's premultiplied colour laid over what lies behind, ``out = out·(1 − α) + colour``,
+    then divided by the accumulated coverage."""
+    out = np.zeros(image.shape, np.float64)
+    acc = np.zeros(image.shape[1:], np.float64)
+    for mask, k, alpha in plan:
+        if k.size == 1:
+            colour = image * mask[None]
+        else:
+            colour = np.stack([fftconvolve(c * mask, k, mode="same") for c in image])
+        out = out * (1 - alpha[None]) + colour
+        acc = acc * (1 - alpha) + alpha
+    return (out / np.maximum(acc, 1e-8)[None]).astype(np.float32)
+
+
 def defocus(
     image: np.ndarray, depth: np.ndarray, radius_px: np.ndarray, layers: int = 12
 ) -> np.ndarray:
@@ -190,26 +231,7 @@ def defocus(
     background; the result is divided by the accumulated coverage (alpha-normalised: no
     darkening where blur spreads light across the frame edge)."""
     check_depth(depth, image.shape[1:])
-    require(layers >= 1, f"defocus layers = {layers}: at least 1")
-    d = depth.astype(np.float64)
-    edges = np.quantile(d, np.linspace(0, 1, layers + 1))
-    edges[-1] = np.inf
-    idx = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, layers - 1)
-    out = np.zeros(image.shape, np.float64)
-    acc = np.zeros(image.shape[1:], np.float64)
-    for layer in range(layers - 1, -1, -1):  # far to near
-        mask = (idx == layer).astype(np.float64)
-        if not mask.any():
-            continue
-        k = disc_kernel(float(radius_px[idx == layer].mean())).astype(np.float64)
-        if k.size == 1:
-            colour, alpha = image * mask[None], mask
-        else:
-            colour = np.stack([fftconvolve(c * mask, k, mode="same") for c in image])
-            alpha = np.clip(fftconvolve(mask, k, mode="same"), 0, 1)
-        out = out * (1 - alpha[None]) + colour
-        acc = acc * (1 - alpha) + alpha
-    return (out / np.maximum(acc, 1e-8)[None]).astype(np.float32)
+    return composite_layers(image, defocus_layers(depth, radius_px, layers))
 
 
 # ---- motion blur: camera shake ---------------------------------------------------------------

@@ -31,14 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from data_gen.cfa import PLANE_COLOUR
 from data_gen.errors import require
 from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
-from data_gen.optics.bank import frame_position
 from data_gen.optics.symmetry import dihedral
+from data_gen.render import batch_noise_model
 from data_gen.render_torch import TorchBlurOperator, device_normals, render_tensors
-from data_gen.shards import meta_dtype
 from data_gen.sources import Frame, cache_decoded_frames
 
 _POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
@@ -175,8 +173,7 @@ class OnTheFlyRenderer:
         else:
             m = bank.psfs.shape[0]
             psf = np.zeros(n, np.int64) if m == 1 else rng.integers(m, size=n)
-        sensor_hw = getattr(bank, "sensor_hw", None)
-        height, az = frame_position(fy, fx, sensor_hw or (h, w))
+        height, az = bank.locate(fy, fx, (h, w))
         t = np.asarray(self.transforms)[rng.integers(len(self.transforms), size=n)]
         return {
             "slot": slot,
@@ -191,9 +188,9 @@ class OnTheFlyRenderer:
             "seed": seed + np.arange(n, dtype=np.uint64),
         }
 
-    def _noise(self, iso: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Per-sample ``a``, ``b`` (normalised, per stored channel) and ``k0``, ``k1`` (DN)
-        of the drawn ISOs; the sensor model is asked once per distinct ISO."""
+    def _noise(self, iso: np.ndarray) -> tuple[NoiseModel, np.ndarray, np.ndarray]:
+        """The batch's noise model (per stored channel) and ``k0``, ``k1`` (DN, per
+        colour) of the drawn ISOs; the sensor model is asked once per distinct ISO."""
         pipe = self.pipe
         values, inverse = np.unique(iso, return_inverse=True)
         params = []
@@ -204,13 +201,9 @@ class OnTheFlyRenderer:
                 self._params[v] = pipe.sensor.params(v)
             params.append(self._params[v])
         colour = pipe.channel_colour
-        stack = {
-            k: np.stack([getattr(q, k) for q in params])[inverse] for k in ("a", "b", "k0", "k1")
-        }
-        a, b = stack["a"], stack["b"]
-        if pipe.cfa is not None:
-            a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
-        return a, b, stack["k0"][:, colour], stack["k1"][:, colour], params[0]
+        k0, k1 = (np.stack([getattr(q, k) for q in params])[inverse] for k in ("k0", "k1"))
+        noise = batch_noise_model([params[i] for i in inverse], pipe.cfa)
+        return noise, k0[:, colour], k1[:, colour]
 
     def render(self, k: int, n: int | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         """Batch ``k``: tensors ``clean``, ``blur``, ``noise``, ``noise_blur`` ``(n, C, P, P)``
@@ -231,16 +224,16 @@ class OnTheFlyRenderer:
         c = crops.shape[1]
         x = torch.zeros((n, c, self.blur.n, self.blur.n), device=dev)
         x[:, :, :m, :m] = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
-        a, b, k0, k1, any_params = self._noise(d["iso"])
+        noise, k0, k1 = self._noise(d["iso"])
         stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
         normal = device_normals(stored, seed, dev)
-        out = render_tensors(x, d["psf_index"], NoiseModel(a, b), normal, self.blur, pipe.cfa)
+        out = render_tensors(x, d["psf_index"], noise, normal, self.blur, pipe.cfa)
         for t in np.unique(d["transform"]):
             if t != 0:
                 sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)
                 for v in out.values():
                     v[sel] = dihedral(v[sel], int(t))
-        meta = np.zeros(n, meta_dtype(pipe.stored_channels))
+        meta = np.zeros(n, pipe.meta_dtype)
         names = np.array([f.name for _, f in self.slots], dtype=object)
         meta["source"] = names[d["slot"]]
         for key in ("y", "x", "psf_index", "iso", "image_height", "azimuth", "exposure", "seed"):
@@ -249,7 +242,7 @@ class OnTheFlyRenderer:
         for key in ("zoom", "f_number", "focus"):
             meta[key] = [getattr(states[i], key) for i in d["psf_index"]]
         meta["k0"], meta["k1"] = k0, k1
-        meta["ob"], meta["white"] = any_params.ob, any_params.white
+        meta["ob"], meta["white"] = pipe.sensor.ob, pipe.sensor.white
         return out, meta
 
     def close(self) -> None:

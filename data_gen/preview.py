@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
+from data_gen.chain import stored_residuals
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import CONF
 from data_gen.render import PATCHES
-from data_gen.render_components import stored_residuals
 from data_gen.shards import load_manifest, patch_names, shard_components
 from data_gen.sources import linear_to_srgb
 

@@ -95,13 +95,9 @@ def draw_sample(
     exposure: tuple[float, float],
     sensor: SensorModel,
     bank: PSFBank,
-    rng: np.random.Generator | None = None,
 ) -> SampleSpec:
-    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO, PSF).
-
-    ``rng``: draw from this generator instead (a batch's shared stream; ``seed`` is then
-    only recorded)."""
-    rng = np.random.default_rng(seed) if rng is None else rng
+    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO, PSF)."""
+    rng = np.random.default_rng(seed)
     _, h, w = frame.pixels.shape
     r = psf_size // 2
     y = int(rng.integers(r, h - patch_size - r + 1))
@@ -136,13 +132,13 @@ def noise_draws(
     normal = np.empty(tuple(shape), np.float32)
     for i, s in enumerate(specs):
         s.rng.standard_normal(dtype=np.float32, out=normal[i])
-    return batch_noise_model(specs, cfa), normal
+    return batch_noise_model([s.noise for s in specs], cfa), normal
 
 
-def batch_noise_model(specs: list[SampleSpec], cfa: str | None) -> NoiseModel:
+def batch_noise_model(params: list[NoiseParams], cfa: str | None) -> NoiseModel:
     """Each sample's noise parameters per stored channel: a ``(B, C)`` :class:`NoiseModel`."""
-    a = np.stack([s.noise.a for s in specs]).astype(np.float32)
-    b = np.stack([s.noise.b for s in specs]).astype(np.float32)
+    a = np.stack([q.a for q in params]).astype(np.float32)
+    b = np.stack([q.b for q in params]).astype(np.float32)
     if cfa is not None:
         a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
     return NoiseModel(a, b)

@@ -43,29 +43,6 @@ def stored_names(components: Sequence[str]) -> list[str]:
     return ["input", "clean", *(f"without_{c}" for c in names), *extra]
 
 
-def before(arrays: Mapping[str, np.ndarray], components: Sequence[str], c: str) -> np.ndarray:
-    """``before_<c>`` of stored arrays (the first component's is ``clean``, noise's is
-    ``without_noise``)."""
-    if c == components[0]:
-        return arrays["clean"]
-    if c == "noise":
-        return arrays["without_noise"]
-    return arrays[f"before_{c}"]
-
-
-def stored_residuals(
-    arrays: Mapping[str, np.ndarray], components: Sequence[str], mode: str = "peeling"
-) -> dict[str, np.ndarray]:
-    """Each component's residual from stored arrays: ``peeling`` ``before_c − before_next``
-    (``before`` of the input is the input; they sum to ``clean − input``) or
-    ``leave_one_out`` ``without_c − input`` (:mod:`data_gen.chain`)."""
-    x = arrays["input"]
-    if mode == "leave_one_out":
-        return {c: arrays[f"without_{c}"] - x for c in components}
-    nxt = [*(before(arrays, components, c) for c in components[1:]), x]
-    return {c: before(arrays, components, c) - n for c, n in zip(components, nxt, strict=True)}
-
-
 def _pair(settings: Mapping, key: str, where: str, low: float, strict: bool) -> tuple[float, float]:
     v = settings.get(key)
     ok = isinstance(v, (list, tuple)) and len(v) == 2

@@ -70,7 +70,7 @@ def render_batch_torch(
     buf = fill_crops(specs, blur.buffer(len(specs), c), blur.p, blur.k)
     stored = (len(specs), 4, blur.p // 2, blur.p // 2) if cfa else (len(specs), c, blur.p, blur.p)
     if normals == "device":
-        noise_model = batch_noise_model(specs, cfa)
+        noise_model = batch_noise_model([s.noise for s in specs], cfa)
         normal = device_normals(stored, specs[0].seed, blur.device)
     else:
         noise_model, host = noise_draws(specs, stored, cfa)

@@ -232,7 +232,7 @@ class FolderSource:
     def lacks_depth(self) -> str | None:
         """An image of this source without a depth map (named), or None when every frame
         comes with one."""
-        if self.depth is not None or not self.files:
+        if self.depth is not None:
             return None
         return f"image {self.files[0]} has no depth map (give them as +source.depth.path=DIR)"
 

@@ -43,11 +43,12 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data_gen.chain import stored_residuals
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.paths import bank_cache_dir
-from data_gen.render_components import V1_COMPONENTS, stored_names, stored_residuals
+from data_gen.render_components import V1_COMPONENTS, stored_names
 from data_gen.shards import load_manifest, sha256_file
 
 TARGETS = ("peeling", "leave_one_out")

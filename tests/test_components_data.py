@@ -14,10 +14,11 @@ import torch
 import yaml
 
 from data_gen import components as cp
+from data_gen.chain import before, stored_residuals
 from data_gen.errors import InputError
 from data_gen.generate import config_hash, generate, generation_config
 from data_gen.noise import NoiseModel
-from data_gen.render_components import before, stored_names, stored_residuals
+from data_gen.render_components import stored_names
 from data_gen.shards import verify
 from residual_train.data import ResidualDataModule, batch_arrays
 from residual_train.deploy import load_maps, read_input

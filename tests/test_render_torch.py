@@ -115,7 +115,7 @@ def test_device_normals_keep_the_physics_and_the_noise_statistics(layout):
         assert np.array_equal(dev[k], again[k]), k
     assert not np.array_equal(dev["noise_blur"], host["noise_blur"])  # other realisations
     # same statistics: the realisation over σ(blur) is standard normal where nothing clipped
-    nm = batch_noise_model(_specs(pipe, 32), pipe.cfa)
+    nm = batch_noise_model([s.noise for s in _specs(pipe, 32)], pipe.cfa)
     ok = (dev["noise_blur"] < 1) & (dev["blur"] < 1)
     r = ((dev["noise_blur"] - dev["blur"]) / nm.std(dev["blur"]))[ok]
     assert abs(r.mean()) < 0.02 and abs(r.std() - 1) < 0.02, (r.mean(), r.std())

@@ -65,7 +65,8 @@ PROFILES = {
 def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, margin: int) -> dict:
     """The chain rendered on the motorcycle (shrunk 2x, a centre crop of ``size`` px plus
     the margin), the model's maps and the true peeling residuals."""
-    from data_gen.render_components import render_frame, stored_residuals
+    from data_gen.chain import stored_residuals
+    from data_gen.render_components import render_frame
     from data_gen.sources import Frame, shrink, stereo_example
     from residual_train.evaluate.metrics import psnr
 
