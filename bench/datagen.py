@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import save
 from data_gen.generate import build_pipeline, generate
-from data_gen.render import BlurOperator
 from data_gen.sources import dead_leaves
 
 
@@ -85,15 +84,20 @@ def pipeline_rate(
 
 
 def fft_only_rate(batch: int = 256, reps: int = 8) -> float:
+    """Patches/s of the lens blur alone: the batched FFT convolution of 94-px windows."""
+    from data_gen.backend import NumpyBackend
+    from data_gen.components import BatchContext
+
     pipe = build_pipeline(config("/tmp/unused", 256, 1, False, []))
-    op = BlurOperator(pipe.bank, 64)
-    buf = op.buffer(batch, 3)
-    buf[:, :, :94, :94] = np.random.default_rng(0).random((batch, 3, 94, 94), dtype=np.float32)
-    idx = np.zeros(batch, int)
-    op(buf, idx)
+    blur, backend = pipe.chain["blur"], NumpyBackend()
+    w = 64 + pipe.bank.size - 1
+    x = np.random.default_rng(0).random((batch, 3, w, w), dtype=np.float32)
+    ctx = BatchContext((w, w), None, np.zeros(batch, int), pipe.bank.psfs)
+    prepared = blur.prepare_batch([{}] * batch, ctx, backend)
+    blur.apply_batch(x, prepared, backend)
     t = time.perf_counter()
     for _ in range(reps):
-        op(buf, idx)
+        blur.apply_batch(x, prepared, backend)
     return batch * reps / (time.perf_counter() - t)
 
 
@@ -141,7 +145,7 @@ def component_rows(samples: int) -> dict:
     """Samples/s of the component lists (schema v2: N + 1 renders of each sample, prefixes
     shared: ``before_<c>`` are the chain's prefixes, each ``without_<c>`` continues one), one
     process, written; and how many patch arrays each sample stores."""
-    from data_gen.render_components import stored_names
+    from data_gen.chain import stored_names
 
     out = {}
     for name, comps in COMPONENT_CASES.items():

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import save
 from data_gen.noise import NoiseModel
 from residual_train.deploy import DeployedModel
-from residual_train.deploy.compose import compose_consistent_fast
+from residual_train.deploy.compose import compose_blur_noise
 from residual_train.export import OnnxWrapper
 from residual_train.models import build_model
 
@@ -100,7 +100,7 @@ def main() -> None:
     arrays = [rng.random((3, h, w), dtype=np.float32) for _ in range(3)]
     out = np.empty_like(arrays[0])
     noise = NoiseModel(np.full(3, 1e-3, np.float32), np.full(3, 1e-6, np.float32))
-    t_comp = best_of(lambda: compose_consistent_fast(*arrays, 0.7, 0.4, noise, out=out), 5)
+    t_comp = best_of(lambda: compose_blur_noise(*arrays, 0.7, 0.4, noise, out=out), 5)
     copies = [np.empty_like(a) for a in arrays]
     t_copy = best_of(lambda: [np.copyto(c, a) for c, a in zip(copies, arrays, strict=True)], 5)
     mp24 = h * w / 1e6

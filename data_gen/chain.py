@@ -1,25 +1,28 @@
-"""The physical chain of degradations and the targets of each component.
+"""The physical chain of degradations and the targets of each component (docs/design.md §9).
 
-A component list is a sub-sequence of :data:`ORDER` (the order light meets them; noise,
-when present, is last). One sample's parameters (``params[c]``, drawn once) and one set of
-standard normals ``r`` serve every render, so the targets differ from the input only
-by the component they leave out:
+A component list is a sub-sequence of :data:`data_gen.components.ORDER` (the order light
+meets them; noise, when present, is last). One sample's parameters (``params[c]``, drawn
+once) and one set of standard normals ``r`` serve every render, so the targets differ from
+the input only by the component they leave out:
 
 * ``without_<c>``: the chain rendered with every component except ``c`` (same draws) —
   the leave-one-out target; ``R_c = without_c − input``. Every target that keeps the noise
   carries the input's noise ``n = σ(s)·r`` (``s``: the input's signal before noise), as
   schema v1's ``noise`` patch carries the blurred signal's: the residuals of the other
-  components are then noise-free, and the noise level a correction implies is restored
-  at composition (``σ(after)/σ(before)``, :func:`residual_train.deploy.compose.compose_chain`).
+  components are then noise-free, and the noise level a correction implies is restored at
+  composition (:mod:`residual_train.deploy.compose`).
 * ``before_<c>``: the chain rendered up to, not including, ``c`` — the peeling target;
   ``P_c = before_c − before_<next>`` (``before`` of the input is the input itself).
 
 The two agree for the last component, and for lens blur followed by noise (the
 two-component data of schema v1): the noise is one shared ``n``, so removing it commutes
-with everything before it. In general they differ by cross terms
-(relight then blur: ``R_relight + R_blur = x − S + (I − B)(I − G)S`` while the peeling
-residuals sum to ``S − x`` exactly). :func:`data_gen.chain.render_chain` returns both;
-``tests/test_chain.py`` measures the difference.
+with everything before it. In general they differ by cross terms (relight then blur:
+``R_relight + R_blur = x − S + (I − B)(I − G)S`` while the peeling residuals sum to
+``S − x`` exactly).
+
+:func:`render_chain` is the numpy reference, one image at a time (each component's
+:meth:`~data_gen.components.base.Component.apply`); :mod:`data_gen.chain_batch` renders
+batches with the same physics on numpy or torch, and the tests hold the two together.
 
 Arrays: float32 ``(C, H, W)`` linear (0 = black, 1 = white), not clipped.
 """
@@ -30,80 +33,39 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from data_gen import components as cp
+from data_gen.components import V1, Chain, check_names
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 
-ORDER = ("relight", "fog", "defocus", "blur", "motion", "noise")
-NEEDS_DEPTH = ("fog", "defocus")
+# schema v1's names for the four arrays of the chain [blur, noise]
+V1_NAMES = {
+    "clean": "clean",
+    "blur": "without_noise",
+    "noise": "without_blur",
+    "noise_blur": "input",
+}
 
 
-def check_components(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` as a tuple, refused in one line when a name is unknown, listed twice or
-    out of physical order."""
-    names = tuple(str(n) for n in names)
-    require(bool(names), "components is empty: list at least one (e.g. [blur, noise])")
-    for n in names:
-        require(n in ORDER, f"components: unknown component {n!r}; known: {', '.join(ORDER)}")
-    for n in set(names):
-        require(names.count(n) == 1, f"components: {n!r} is listed twice")
-    pos = [ORDER.index(n) for n in names]
-    require(
-        pos == sorted(pos),
-        f"components: [{', '.join(names)}] is out of physical order; the order is "
-        + " → ".join(ORDER),
-    )
-    return names
+def stored_names(components: Sequence[str]) -> list[str]:
+    """The patch datasets a shard of ``components`` stores, in storage order: schema v1's
+    four for blur and noise, else schema v2's (``input``, ``clean``, every ``without_<c>``,
+    and ``before_<c>`` of every component that is neither the first — its ``before`` is
+    ``clean`` — nor noise — its ``before`` is ``without_noise``)."""
+    names = check_names(components)
+    if names == V1:
+        return list(V1_NAMES)
+    extra = [f"before_{c}" for c in names[1:] if c != "noise"]
+    return ["input", "clean", *(f"without_{c}" for c in names), *extra]
 
 
-def prepare(
-    names: Sequence[str], params: dict, depth: np.ndarray | None, shape: tuple[int, int]
-) -> dict:
-    """The parameters :func:`apply` takes, per non-noise component of ``names``: what
-    depends on the draws and the depth only is computed once here (fog's transmission,
-    defocus's layers), not once per render. ``shape``: the image's ``(H, W)``."""
-    out = {}
-    for c in names:
-        p = params.get(c, {})
-        if c in NEEDS_DEPTH:
-            require(depth is not None, f"component {c} needs a depth map, and this image has none")
-            cp.check_depth(depth, shape)
-        if c == "fog":
-            p = {"t": cp.transmission(depth, p["beta"]), "airlight": p["airlight"]}
-        elif c == "defocus":
-            p = {"layers": cp.defocus_layers(depth, p["radius"], p.get("layers", 12))}
-        out[c] = p
-    return out
-
-
-def apply(name: str, x: np.ndarray, p: dict) -> np.ndarray:
-    """One non-noise component on ``x`` with its prepared parameters ``p`` (:func:`prepare`)."""
-    if name == "relight":
-        return cp.relight(x, p["gain"])
-    if name == "fog":
-        return cp.add_fog(x, p["t"], p["airlight"])
-    if name == "defocus":
-        return cp.composite_layers(x, p["layers"])
-    if name in ("blur", "motion"):
-        k = p["psf"] if name == "blur" else p["kernel"]
-        k = np.asarray(k, np.float32)
-        if k.ndim == 2:
-            return cp.blur_image(x, k)
-        return np.stack([cp.blur_image(c[None], kc)[0] for c, kc in zip(x, k, strict=True)])
-    raise ValueError(f"apply: {name!r} is not a non-noise component")
-
-
-def _run(x: np.ndarray, names: Sequence[str], prepared: dict) -> np.ndarray:
-    """The non-noise components ``names`` applied to ``x`` in order."""
-    x = x.astype(np.float32)
-    for c in names:
-        x = apply(c, x, prepared[c])
-    return x
+def chain_names(stored: str) -> str:
+    """The chain's name of a stored dataset (schema v1's ``noise_blur`` is ``input``)."""
+    return V1_NAMES.get(stored, stored)
 
 
 def render_chain(
     scene: np.ndarray,
-    components: Sequence[str],
+    chain: Chain,
     params: dict,
     depth: np.ndarray | None = None,
     noise: NoiseModel | None = None,
@@ -111,23 +73,33 @@ def render_chain(
     margin: int = 0,
 ) -> dict[str, np.ndarray]:
     """``clean`` (the scene), ``input`` (every component), ``without_<c>`` and
-    ``before_<c>`` for each component ``c`` (module docstring).
+    ``before_<c>`` for each component ``c`` of ``chain`` (module docstring); the reference.
 
     ``margin``: pixels trimmed from every side of every output before the noise is added
     (the support the blurs need around a patch); ``normal`` has the trimmed shape. Work is
     shared: the ``before_<c>`` are the chain's prefixes, and each ``without_<c>`` continues
     the prefix that ends before ``c``."""
-    names = check_components(components)
-    body = [c for c in names if c != "noise"]  # noise, when listed, is last
+    body = chain.body
     m = int(margin)
     trim = (lambda a: a[:, m:-m, m:-m]) if m > 0 else (lambda a: a)
-    prepared = prepare(body, params, depth, scene.shape[1:])
+    for c in body:
+        require(
+            not c.needs_depth or depth is not None,
+            f"component {c.name} needs a depth map, and this image has none",
+        )
+    prepared = {c.name: c.prepare(params.get(c.name, {}), depth, scene.shape[1:]) for c in body}
+
+    def run(x: np.ndarray, comps) -> np.ndarray:
+        for c in comps:
+            x = c.apply(x, prepared[c.name])
+        return x
+
     prefix = [scene.astype(np.float32)]
     for c in body:
-        prefix.append(apply(c, prefix[-1], prepared[c]))
+        prefix.append(c.apply(prefix[-1], prepared[c.name]))
     signal = trim(prefix[-1])
     n = None
-    if "noise" in names:
+    if chain.noise is not None:
         require(noise is not None and normal is not None, "component noise needs its model and r")
         n = noise.sample(signal, normal).astype(np.float32)
 
@@ -136,8 +108,8 @@ def render_chain(
 
     out = {"clean": trim(prefix[0]), "input": noisy(signal)}
     for i, c in enumerate(body):
-        out[f"without_{c}"] = noisy(trim(_run(prefix[i], body[i + 1 :], prepared)))
-        out[f"before_{c}"] = trim(prefix[i])
+        out[f"without_{c.name}"] = noisy(trim(run(prefix[i], body[i + 1 :])))
+        out[f"before_{c.name}"] = trim(prefix[i])
     if n is not None:
         out["without_noise"] = out["before_noise"] = signal
     return out
@@ -158,7 +130,9 @@ def stored_residuals(
 ) -> dict[str, np.ndarray]:
     """Each component's residual from its targets: ``peeling`` ``before_c − before_next``
     (``before`` of the input is the input; they sum to ``clean − input``) or
-    ``leave_one_out`` ``without_c − input`` (module docstring)."""
+    ``leave_one_out`` ``without_c − input`` (module docstring). Schema v1's names are
+    accepted too."""
+    arrays = {chain_names(k): v for k, v in arrays.items()}
     x = arrays["input"]
     if mode == "leave_one_out":
         return {c: arrays[f"without_{c}"] - x for c in components}
@@ -168,5 +142,5 @@ def stored_residuals(
 
 def residuals(targets: dict[str, np.ndarray], components: Sequence[str]) -> dict[str, dict]:
     """``{"leave_one_out": ..., "peeling": ...}`` of :func:`stored_residuals`."""
-    names = check_components(components)
+    names = check_names(components)
     return {m: stored_residuals(targets, names, m) for m in ("leave_one_out", "peeling")}

@@ -28,19 +28,14 @@ import yaml
 
 from data_gen import __version__
 from data_gen.cfa import PATTERNS, PLANE_COLOUR
-from data_gen.chain import NEEDS_DEPTH, check_components
+from data_gen.chain import stored_names
 from data_gen.cli import die_with_parent
+from data_gen.components import V1, Chain
 from data_gen.errors import InputError, require
 from data_gen.optics import PSFBank, build_bank
 from data_gen.paths import open_to_umask
-from data_gen.render import BlurOperator, draw_sample, render_batch
-from data_gen.render_components import (
-    V1_COMPONENTS,
-    ComponentSettings,
-    meta_fields,
-    render_sample,
-    stored_names,
-)
+from data_gen.render import draw_sample
+from data_gen.render_chain import SampleRenderer
 from data_gen.sensor import SensorModel, build_sensor
 from data_gen.shards import (
     MANIFEST,
@@ -78,6 +73,7 @@ NORMALS = ("host", "device")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 _FRAME_STREAM = 1  # domain tag separating frame seeds from sample seeds
+RENDER_VERSION = 2  # schema v2 shards: 1 = per sample (until 2026-12), 2 = the batched chain
 
 
 def generation_config(cfg: dict) -> dict:
@@ -88,18 +84,20 @@ def generation_config(cfg: dict) -> dict:
     so datasets made before these keys existed keep their hash."""
     drop = set(RUNTIME_KEYS) | {"hydra", "component"}
     comps = cfg.get("components")
-    if comps is None or list(comps) == list(V1_COMPONENTS):
+    v1 = comps is None or list(comps) == list(V1)
+    if v1:
         drop.add("components")  # the two components of schema v1
     if cfg.get("renderer", "numpy") == "numpy":
         drop |= {"renderer", "device", "normals"}
     elif cfg.get("normals", "host") == "host":
         drop.add("normals")
     out = {k: v for k, v in cfg.items() if k not in drop}
-    active = {
-        c: (cfg.get("component") or {}).get(c) for c in (comps or ()) if c not in V1_COMPONENTS
-    }
+    settings = cfg.get("component") or {}
+    active = {c: settings.get(c) for c in (comps or ()) if c not in V1} if not v1 else {}
     if "components" in out and active:  # only the settings of the components rendered count
         out["component"] = active
+    if not v1:  # the batched chain renders schema v2 (its float rounding differs from the
+        out["render_version"] = RENDER_VERSION  # per-sample renderer of the first v2 shards)
     return out
 
 
@@ -150,26 +148,24 @@ class Pipeline:
     sensor: SensorModel
     bank: PSFBank
     storage: StorageSpec
-    settings: ComponentSettings | None = None  # schema v2 (components other than blur, noise)
+    chain: Chain
 
     @property
     def components(self) -> tuple[str, ...]:
-        return self.settings.components if self.settings is not None else V1_COMPONENTS
+        return self.chain.names
 
     @property
     def schema(self) -> int:
-        return 1 if self.settings is None else 2
+        return self.chain.schema
 
     @property
     def margin(self) -> int:
-        """Frame pixels a schema-v2 patch needs on every side (the blurs' support)."""
-        return self.settings.margin(self.bank.size) if self.settings is not None else 0
+        """Frame pixels a patch needs on every side (the blurs' support)."""
+        return self.chain.margin(self.bank.size)
 
     @property
     def min_frame(self) -> int:
-        if self.settings is not None:
-            return self.cfg["patch_size"] + 2 * self.margin
-        return self.cfg["patch_size"] + self.bank.size - 1
+        return self.cfg["patch_size"] + 2 * self.margin
 
     @property
     def patch_names(self) -> list[str]:
@@ -177,7 +173,7 @@ class Pipeline:
 
     @property
     def meta_dtype(self) -> np.dtype:
-        extra = meta_fields(self.settings, self.stored_channels) if self.settings else None
+        extra = self.chain.meta_fields(self.stored_channels) if self.schema == 2 else None
         return meta_dtype(self.stored_channels, extra)
 
     @property
@@ -259,27 +255,17 @@ def build_pipeline(cfg: dict) -> Pipeline:
         normals == "host" or renderer == "torch",
         "normals = device: only with renderer = torch (the numpy renderer is the reference)",
     )
-    comps = check_components(cfg.get("components") or V1_COMPONENTS)
-    settings = None
-    if comps != V1_COMPONENTS:
-        require(
-            layout == "rgb",
-            f"components = [{', '.join(comps)}]: only with layout = rgb (not {layout})",
-        )
-        require(
-            renderer == "numpy",
-            f"components = [{', '.join(comps)}]: only with renderer = numpy (not {renderer})",
-        )
-        settings = ComponentSettings.build(comps, cfg.get("component"))
+    comps = cfg.get("components")
+    chain = Chain.build(V1 if comps is None else comps, cfg.get("component"))
     source = build_source(cfg.get("source") or {}, channels)
-    needs = [c for c in comps if c in NEEDS_DEPTH]
+    needs = chain.needs_depth
     if needs and (why := source.lacks_depth()) is not None:
         raise InputError(f"component {needs[0]} needs a depth map: {why}")
     sensor = build_sensor(cfg.get("sensor") or {}, channels)
     bank = build_bank(
         cfg.get("lens") or {}, channels, cfg.get("bank_cache"), bool(cfg.get("progress", False))
     )
-    return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage, settings)
+    return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage, chain)
 
 
 def check_device(device) -> None:
@@ -303,28 +289,15 @@ def check_device(device) -> None:
 def _renderer(pipe: Pipeline, threads: int):
     """``(render(specs) -> (patches, records), context)`` for ``pipe.cfg['renderer']``;
     ``records``: each sample's component parameters for ``meta`` (schema v2), else None."""
-    p = pipe.cfg["patch_size"]
-    if pipe.settings is not None:  # any components: one sample at a time
-        return (lambda specs: _render_components(pipe, specs)), contextlib.nullcontext()
-    if pipe.cfg.get("renderer", "numpy") == "numpy":
-        blur = BlurOperator(pipe.bank, p, threads)
-        return (lambda specs: (render_batch(specs, blur, pipe.cfa), None)), contextlib.nullcontext()
-    from data_gen.render_torch import TorchBlurOperator, render_batch_torch
+    kind = pipe.cfg.get("renderer", "numpy")
+    render = SampleRenderer.for_pipeline(pipe, threads=threads)
+    v2 = pipe.schema == 2
 
-    tblur = TorchBlurOperator(pipe.bank, p, pipe.cfg.get("device", "cpu"))
-    normals = pipe.cfg.get("normals", "host")
-    return (
-        lambda specs: (render_batch_torch(specs, tblur, pipe.cfa, normals), None)
-    ), _TorchThreads(threads)
+    def run(specs):
+        patches, records = render(specs)
+        return patches, records if v2 else None
 
-
-def _render_components(pipe: Pipeline, specs: list) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Schema-v2 patches of ``specs`` (:func:`data_gen.render_components.render_sample`)
-    stacked per dataset, and each sample's component parameters."""
-    p, margin = pipe.cfg["patch_size"], pipe.margin
-    done = [render_sample(s, pipe.settings, pipe.bank.psfs[s.psf_index], p, margin) for s in specs]
-    patches = {k: np.stack([out[k] for out, _ in done]) for k in pipe.patch_names}
-    return patches, [rec for _, rec in done]
+    return run, (_TorchThreads(threads) if kind == "torch" else contextlib.nullcontext())
 
 
 class _TorchThreads:
@@ -423,9 +396,7 @@ def shard_attrs(pipe: Pipeline, shard: int) -> dict:
     return {
         "schema_version": pipe.schema,
         **(
-            {"components": list(pipe.components), "margin": pipe.margin}
-            if pipe.settings is not None
-            else {}
+            {"components": list(pipe.components), "margin": pipe.margin} if pipe.schema == 2 else {}
         ),
         "layout": pipe.cfg["layout"],
         "scale": SCALE,
@@ -590,7 +561,7 @@ def generate(cfg: dict) -> dict:
     if write:
         header = {
             "schema_version": pipe.schema,
-            **({"components": list(pipe.components)} if pipe.settings is not None else {}),
+            **({"components": list(pipe.components)} if pipe.schema == 2 else {}),
             "config_hash": pipe.hash,
             "samples_per_shard": cfg["samples_per_shard"],
             "patch_size": pipe.stored_patch,

@@ -14,8 +14,9 @@ Determinism: batch ``k`` (a global batch number) depends on (seed, k) only.
   frame yields on average as many patches as in a shard), so a resumed run rebuilds the
   same pool. The next frames are prepared in a background thread while the device works.
 * Draws: one numpy generator per batch (frame slot, crop, exposure, ISO, PSF, transform;
-  drawn for the whole batch at once, with the laws of ``draw_sample``) and one torch
-  generator on the device for the standard normals. The same batches come
+  drawn for the whole batch at once, with the laws of ``draw_sample``; then each sample's
+  component parameters in turn) and one torch generator on the device for the standard
+  normals. The same batches come
   back on the same kind of device; torch's CPU and CUDA generators differ, so the noise
   realisations differ across device kinds (the statistics do not).
 
@@ -31,12 +32,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from data_gen import chain_batch
+from data_gen.backend import TorchBackend
+from data_gen.components import DrawContext
 from data_gen.errors import require
 from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import dihedral
 from data_gen.render import batch_noise_model
-from data_gen.render_torch import TorchBlurOperator, device_normals, render_tensors
 from data_gen.sources import Frame, cache_decoded_frames
 
 _POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
@@ -78,7 +81,9 @@ class OnTheFlyRenderer:
         cache_decoded_frames(pipe.source, cache_bytes)  # photographs are decoded once
         self._params: dict[float, object] = {}
         self.device = torch.device(device)
-        self.blur = TorchBlurOperator(pipe.bank, self.patch, self.device)
+        self.backend = TorchBackend(self.device)
+        self.margin = pipe.margin
+        self.window = self.patch + 2 * self.margin
         c = pipe.cfg
         self.per_frame = int(c["patches_per_source"])
         self.exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
@@ -90,6 +95,11 @@ class OnTheFlyRenderer:
         self.prefetch = max(0, int(prefetch), int(threads))
         self._canvas_t: torch.Tensor | None = None
         self._canvas_ids: list[int | None] = []
+        for name in pipe.chain.needs_depth:
+            require(
+                pipe.source.lacks_depth() is None,
+                f"data.onthefly: component {name} needs a depth map: {pipe.source.lacks_depth()}",
+            )
 
     def __getstate__(self) -> dict:  # the pool and the thread stay in their process
         raise TypeError("OnTheFlyRenderer lives on its device; build one per process")
@@ -99,11 +109,11 @@ class OnTheFlyRenderer:
         rng = np.random.default_rng(sample_seed(self.seed, 0, j, _POOL_STREAM))
         frame = self.pipe.source.frame(rng)
         _, h, w = frame.pixels.shape
-        m = self.patch + self.pipe.bank.size - 1
+        m = self.window
         require(
             h >= m and w >= m,
             f"source frame {frame.name} is {w}x{h} px; on-the-fly patches need {m}x{m} "
-            "(patch + PSF size - 1)",
+            "(patch + the blurs' support)",
         )
         return frame
 
@@ -156,8 +166,8 @@ class OnTheFlyRenderer:
         """The batch's random choices, vectorised (the laws of
         :func:`data_gen.render.draw_sample`; one generator for the whole batch): frame
         slot, crop top-left ``y``, ``x`` (pixels), exposure, ISO, PSF index, transform."""
-        pipe, p, k_psf = self.pipe, self.patch, self.pipe.bank.size
-        r = k_psf // 2
+        pipe, p = self.pipe, self.patch
+        r = self.margin
         slot = rng.integers(self.pool_size, size=n)
         hw = np.array([f.pixels.shape[1:] for _, f in self.slots])[slot]
         h, w = hw[:, 0], hw[:, 1]
@@ -205,16 +215,42 @@ class OnTheFlyRenderer:
         noise = batch_noise_model([params[i] for i in inverse], pipe.cfa)
         return noise, k0[:, colour], k1[:, colour]
 
+    def components(self, rng: np.random.Generator, d: dict) -> tuple[list, list, list]:
+        """Each sample's component parameters, drawn in turn from the batch's generator by
+        the components themselves (the generator's laws), with its depth window."""
+        chain, side, r = self.pipe.chain, self.window, self.margin
+        params, records, depths = [], [], []
+        for i in range(len(d["slot"])):
+            frame = self.slots[int(d["slot"][i])][1]
+            y0, x0 = int(d["y"][i]) - r, int(d["x"][i]) - r
+            depth = None
+            if frame.depth is not None:
+                depth = frame.depth[y0 : y0 + side, x0 : x0 + side]
+            ctx = DrawContext(
+                tuple(frame.pixels.shape[1:]),
+                (y0, x0, side, side),
+                depth,
+                self.pipe.bank.psfs[int(d["psf_index"][i])],
+                int(frame.pixels.shape[0]),
+            )
+            p, rec = chain.draw(rng, ctx)
+            params.append(p)
+            records.append(rec)
+            depths.append(depth)
+        return params, records, depths
+
     def render(self, k: int, n: int | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-        """Batch ``k``: tensors ``clean``, ``blur``, ``noise``, ``noise_blur`` ``(n, C, P, P)``
-        on the device and the per-sample ``meta`` records (as stored in shards)."""
+        """Batch ``k``: the arrays a shard stores (:func:`data_gen.chain.stored_names`)
+        ``(n, C, P, P)`` on the device and the per-sample ``meta`` records (as stored in
+        shards)."""
         n = self.batch if n is None else int(n)
         self.ensure_pool(k)
         seed = self.batch_seed(k)
-        d = self.draw(np.random.default_rng(seed), n, seed)
-        pipe, p, k_psf = self.pipe, self.patch, self.pipe.bank.size
-        r, m = k_psf // 2, p + k_psf - 1
-        # one gather of every crop: canvas[slot, :, y - r + i, x - r + j]
+        rng = np.random.default_rng(seed)
+        d = self.draw(rng, n, seed)
+        params, records, depths = self.components(rng, d)
+        pipe, p, r, m = self.pipe, self.patch, self.margin, self.window
+        # one gather of every window: canvas[slot, :, y - r + i, x - r + j]
         dev = self.device
         ar = torch.arange(m, device=dev)
         s_i = torch.from_numpy(d["slot"]).to(dev)[:, None, None]
@@ -222,12 +258,18 @@ class OnTheFlyRenderer:
         x_i = (torch.from_numpy(d["x"] - r).to(dev)[:, None] + ar)[:, None, :]
         crops = self._canvas()[s_i, :, y_i, x_i].permute(0, 3, 1, 2)  # (n, C, m, m)
         c = crops.shape[1]
-        x = torch.zeros((n, c, self.blur.n, self.blur.n), device=dev)
-        x[:, :, :m, :m] = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
+        x = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
         noise, k0, k1 = self._noise(d["iso"])
         stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
-        normal = device_normals(stored, seed, dev)
-        out = render_tensors(x, d["psf_index"], noise, normal, self.blur, pipe.cfa)
+        normal = self.backend.normals(stored, seed)
+        batch = chain_batch.Batch(
+            x,
+            None if depths[0] is None else np.stack(depths),
+            params,
+            d["psf_index"],
+            pipe.bank.psfs,
+        )
+        out = chain_batch.render(pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa)
         for t in np.unique(d["transform"]):
             if t != 0:
                 sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)
@@ -243,6 +285,10 @@ class OnTheFlyRenderer:
             meta[key] = [getattr(states[i], key) for i in d["psf_index"]]
         meta["k0"], meta["k1"] = k0, k1
         meta["ob"], meta["white"] = pipe.sensor.ob, pipe.sensor.white
+        if pipe.schema == 2:
+            for j, rec in enumerate(records):
+                for key, v in rec.items():
+                    meta[key][j] = v
         return out, meta
 
     def close(self) -> None:

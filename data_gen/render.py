@@ -1,9 +1,11 @@
-"""Rendering of training quadruples (docs/design.md §1): clean, blur, noise, noise_blur.
+"""What a sample draws (:func:`draw_sample`: crop, exposure, ISO, lens PSF), the batch's
+noise model, and the lens blur and noise of a whole frame for evaluation
+(:func:`render_frame`). Batches are rendered by :mod:`data_gen.render_chain`.
 
-Arrays are float32 ``(B, C, P, P)`` in normalised linear units (0 = black level,
-1 = white level). One noise realisation ``n = σ(B)·r`` is shared by ``noise = S + n``
-and ``noise_blur = B + n``; all four patches are clipped at the white level (a
-sensor saturates), values below black are kept (as raw data does).
+Arrays are float32 in normalised linear units (0 = black level, 1 = white level). One noise
+realisation ``n = σ(B)·r`` is shared by ``noise = S + n`` and ``noise_blur = B + n``; all
+patches are clipped at the white level (a sensor saturates), values below black are kept
+(as raw data does).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import scipy.fft
 
-from data_gen.cfa import PLANE_COLOUR, mosaic_packed
+from data_gen.cfa import PLANE_COLOUR
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.optics import PSFBank
@@ -22,53 +23,6 @@ from data_gen.sensor import NoiseParams, SensorModel
 from data_gen.sources import Frame
 
 PATCHES = ("clean", "blur", "noise", "noise_blur")
-
-
-def fft_size(n: int) -> int:
-    """Smallest size >= n that real FFTs handle fast (products of 2, 3, 5)."""
-    return int(scipy.fft.next_fast_len(n, real=True))
-
-
-class BlurOperator:
-    """Batched 'valid' convolution with a bank's PSFs through cached real FFTs.
-
-    Input: a zero-padded buffer ``(B, C, N, N)`` from :meth:`buffer`, whose top-left
-    ``(P + K - 1)²`` holds the crops; output ``(B, C, P, P)``. ``N = fft_size(P + K - 1)``:
-    circular wrap-around only reaches the first ``K - 1`` rows and columns, which the
-    valid region excludes. Kernel transforms are computed once per PSF index.
-    """
-
-    def __init__(self, bank: PSFBank, patch_size: int, threads: int = 1) -> None:
-        self.bank = bank
-        self.p = patch_size
-        self.k = bank.size
-        self.m = patch_size + self.k - 1
-        self.n = fft_size(self.m)
-        self.threads = max(1, int(threads))
-        self._kernels: dict[int, np.ndarray] = {}
-
-    def buffer(self, batch: int, channels: int) -> np.ndarray:
-        return np.zeros((batch, channels, self.n, self.n), np.float32)
-
-    def kernel_fft(self, index: int) -> np.ndarray:
-        if index not in self._kernels:
-            psf = self.bank.psfs[index]
-            self._kernels[index] = scipy.fft.rfft2(psf, s=(self.n, self.n), workers=1)
-        return self._kernels[index]
-
-    def __call__(self, x: np.ndarray, psf_index: np.ndarray) -> np.ndarray:
-        """One batched forward and inverse FFT; each sample's spectrum is multiplied by
-        its own PSF's cached transform (a field-varying bank costs no extra FFTs)."""
-        lo, hi = self.k - 1, self.k - 1 + self.p
-        spec = scipy.fft.rfft2(x, workers=self.threads)
-        idx = np.asarray(psf_index)
-        if (idx == idx[0]).all():
-            spec *= self.kernel_fft(int(idx[0]))
-        else:
-            for i, j in enumerate(idx):
-                spec[i] *= self.kernel_fft(int(j))
-        y = scipy.fft.irfft2(spec, s=(self.n, self.n), workers=self.threads, overwrite_x=True)
-        return np.ascontiguousarray(y[:, :, lo:hi, lo:hi])
 
 
 @dataclass
@@ -111,30 +65,6 @@ def draw_sample(
     return SampleSpec(frame, y, x, e, sensor.params(iso), psf_index, height, az, seed, rng)
 
 
-def fill_crops(specs: list[SampleSpec], buf: np.ndarray, patch: int, psf: int) -> np.ndarray:
-    """Each sample's crop of ``patch + psf - 1`` pixels around its patch, times its exposure,
-    into the top-left of ``buf[i]`` (``(B, C, N, N)`` float32); returns ``buf``."""
-    r, m = psf // 2, patch + psf - 1
-    for i, s in enumerate(specs):
-        np.multiply(
-            s.frame.pixels[:, s.y - r : s.y + patch + r, s.x - r : s.x + patch + r],
-            np.float32(s.exposure),
-            out=buf[i, :, :m, :m],
-        )
-    return buf
-
-
-def noise_draws(
-    specs: list[SampleSpec], shape: tuple[int, ...], cfa: str | None
-) -> tuple[NoiseModel, np.ndarray]:
-    """The batch's noise model (:func:`batch_noise_model`) and its standard normals
-    ``shape`` float32, each sample's drawn from its own generator."""
-    normal = np.empty(tuple(shape), np.float32)
-    for i, s in enumerate(specs):
-        s.rng.standard_normal(dtype=np.float32, out=normal[i])
-    return batch_noise_model([s.noise for s in specs], cfa), normal
-
-
 def batch_noise_model(params: list[NoiseParams], cfa: str | None) -> NoiseModel:
     """Each sample's noise parameters per stored channel: a ``(B, C)`` :class:`NoiseModel`."""
     a = np.stack([q.a for q in params]).astype(np.float32)
@@ -142,30 +72,6 @@ def batch_noise_model(params: list[NoiseParams], cfa: str | None) -> NoiseModel:
     if cfa is not None:
         a, b = a[:, PLANE_COLOUR], b[:, PLANE_COLOUR]
     return NoiseModel(a, b)
-
-
-def render_batch(
-    specs: list[SampleSpec], blur: BlurOperator, cfa: str | None = None
-) -> dict[str, np.ndarray]:
-    """Render the quadruples of ``specs``: dict of ``(B, C, P, P)`` float32 arrays.
-
-    ``cfa`` (e.g. ``'RGGB'``): Bayer sensor. Each colour plane is blurred with its own
-    PSF at full resolution, then mosaicked with that pattern and packed to
-    ``(B, 4, P/2, P/2)`` planes R, Gr, Gb, B; noise is added per photosite with the
-    noise parameters of its colour.
-    """
-    p, r = blur.p, blur.k // 2
-    c = specs[0].frame.pixels.shape[0]
-    buf = fill_crops(specs, blur.buffer(len(specs), c), p, blur.k)
-    clean = np.ascontiguousarray(buf[:, :, r : r + p, r : r + p])
-    blurred = blur(buf, np.array([s.psf_index for s in specs]))
-    if cfa is not None:
-        clean, blurred = mosaic_packed(clean, cfa), mosaic_packed(blurred, cfa)
-    noise_model, normal = noise_draws(specs, clean.shape, cfa)
-    noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
-    sigma = noise_model.std(blurred)  # noise level of the blurred signal, per photosite
-    _add_noise_and_clip(clean, blurred, normal, sigma, noisy, noisy_blur)
-    return {"clean": clean, "blur": blurred, "noise": noisy, "noise_blur": noisy_blur}
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,7 +1,7 @@
 """HDF5 shard storage (docs/design.md §7), per-shard records and the manifest.
 
 Schema v1 (the two components blur and noise): patches ``clean``, ``blur``, ``noise``,
-``noise_blur``. Schema v2 (any component list, :mod:`data_gen.render_components`):
+``noise_blur``. Schema v2 (any component list, :mod:`data_gen.chain`):
 ``input``, ``clean``, ``without_<c>`` and ``before_<c>``, the list in the ``components``
 attribute and every component's parameters in ``meta``. Both stay readable.
 
@@ -27,9 +27,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_gen.chain import stored_names
+from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError
 from data_gen.render import PATCHES
-from data_gen.render_components import V1_COMPONENTS, stored_names
 
 SCHEMA_VERSIONS = (1, 2)  # v1: what the default [blur, noise] writes
 SCALE = "linear; 0 = black level, 1 = white level"

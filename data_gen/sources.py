@@ -497,7 +497,7 @@ class DepthMaps:
 
     def load(self, rel: Path, shape: tuple[int, int]) -> np.ndarray:
         """The depth map (metres, ``shape``) of the image at ``rel`` in the source folder."""
-        from data_gen.components import check_depth, depth_from_disparity
+        from data_gen.physics.depth import check_depth, depth_from_disparity
 
         stem = self.root / rel.with_suffix("")
         found = [p for p in (stem.with_suffix(".npy"), stem.with_suffix(".png")) if p.is_file()]
@@ -522,7 +522,7 @@ def stereo_example() -> Frame:
     from scipy import ndimage
     from skimage import data
 
-    from data_gen.components import depth_from_disparity
+    from data_gen.physics.depth import depth_from_disparity
 
     left, _, disp = data.stereo_motorcycle()
     bad = ~np.isfinite(disp)

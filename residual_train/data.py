@@ -21,10 +21,10 @@ dataset, optionally ``sigma`` (the per-pixel noise level of ``x``), plus ``iso``
 
 * Schema v1 (blur, noise): ``x = noise_blur``, ``R_blur = noise − noise_blur``,
   ``R_noise = blur − noise_blur``; the batch also holds ``blur`` and ``noise``.
-* Schema v2 (any components, :mod:`data_gen.render_components`): ``x = input`` and, with
+* Schema v2 (any components, :mod:`data_gen.chain`): ``x = input`` and, with
   ``data.targets=peeling`` (default), ``R_c = before_c − before_<next>`` (``before`` of the
   input is the input itself): the residuals telescope, ``x + Σ R_c = clean``, and are what
-  :func:`residual_train.deploy.compose.compose_chain` composes; ``leave_one_out``:
+  :func:`residual_train.deploy.compose.compose` composes; ``leave_one_out``:
   ``R_c = without_c − input`` (the image with only ``c`` removed; the two agree for the
   last component and for lens blur followed by noise).
 """
@@ -43,12 +43,12 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data_gen.chain import stored_residuals
+from data_gen.chain import stored_names, stored_residuals
+from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.paths import bank_cache_dir
-from data_gen.render_components import V1_COMPONENTS, stored_names
 from data_gen.shards import load_manifest, sha256_file
 
 TARGETS = ("peeling", "leave_one_out")
@@ -350,11 +350,6 @@ class ResidualDataModule(pl.LightningDataModule):
         self.patch = int(m["patch_size"])
         self.channels = int(m["channels"])
         self.components = tuple(m.get("components") or V1_COMPONENTS)
-        require(
-            not (self.onthefly["enabled"] and self.components != V1_COMPONENTS),
-            f"data.onthefly.enabled = true: renders blur and noise only; {self.dir} holds "
-            f"components {list(self.components)} (train from its shards)",
-        )
         self.crop = self.patch if crop is None else int(crop)
         # rendered on the fly, training patches may be larger than the stored ones
         # (validation then shows whole stored patches)
@@ -418,6 +413,7 @@ class ResidualDataModule(pl.LightningDataModule):
             ("channels", pipe.stored_channels, int(m["channels"])),
             ("layout", pipe.cfg["layout"], m.get("layout", "rgb")),
             ("cfa", pipe.cfa, m.get("cfa")),
+            ("components", list(pipe.components), list(self.components)),
         ):
             require(
                 rendered == stored,
@@ -454,7 +450,7 @@ class ResidualDataModule(pl.LightningDataModule):
         patches, meta = self.renderer(device).render(k)
         a, b = noise_params(meta)
         out = {
-            **batch_arrays(patches, V1_COMPONENTS),
+            **batch_arrays(patches, self.components, self.targets),
             "iso": torch.from_numpy(meta["iso"].astype(np.float32)).to(device),
             "a": torch.from_numpy(a).to(device),
             "b": torch.from_numpy(b).to(device),

@@ -126,7 +126,7 @@ def device_figures(fp32_dir: Path, reduced_dir: Path, precision: str, size: int 
     """Size, speed and composed-output PSNR of the reduced model against float32."""
     from data_gen.render import render_frame
     from residual_train.deploy import DeployedModel
-    from residual_train.deploy.compose import compose_consistent_fast
+    from residual_train.deploy.compose import compose_blur_noise
     from residual_train.evaluate.baselines import psnr
     from residual_train.evaluate.images import load_images
     from residual_train.evaluate.run import card_bank
@@ -144,8 +144,8 @@ def device_figures(fp32_dir: Path, reduced_dir: Path, precision: str, size: int 
             r = render_frame(img, bank, noise, np.random.default_rng([7, i, int(iso)]))
             x = r["noise_blur"]
             a, b = ref.predict(x, iso=iso), red.predict(x, iso=iso)
-            ya = compose_consistent_fast(x, a["blur"], a["noise"], 1, 1, noise)
-            yb = compose_consistent_fast(x, b["blur"], b["noise"], 1, 1, noise)
+            ya = compose_blur_noise(x, a["blur"], a["noise"], 1, 1, noise)
+            yb = compose_blur_noise(x, b["blur"], b["noise"], 1, 1, noise)
             vals.append(psnr(yb, ya))
         per_iso[str(int(iso))] = float(np.mean(vals))
     x = np.ascontiguousarray(

@@ -111,8 +111,9 @@ def test_bayer_output_is_the_mosaic_of_the_rgb_render(tmp_path):
 
 
 def test_noise_per_photosite_follows_its_colour():
-    from data_gen.optics import PSFBank
-    from data_gen.render import BlurOperator, SampleSpec, render_batch
+    from data_gen.components import V1, Chain
+    from data_gen.render import SampleSpec
+    from data_gen.render_chain import SampleRenderer
     from data_gen.sensor import NoiseParams
     from data_gen.sources import Frame
 
@@ -125,7 +126,8 @@ def test_noise_per_photosite_follows_its_colour():
         SampleSpec(frame, 0, 0, 1.0, noise, 0, 0.0, 0.0, i, np.random.default_rng(i))
         for i in range(64)
     ]
-    out = render_batch(specs, BlurOperator(PSFBank(np.ones((1, 3, k, k), np.float32)), p), "BGGR")
+    psfs = np.ones((1, 3, k, k), np.float32)
+    out = SampleRenderer(Chain.defaults(V1), psfs, p, 0, "BGGR")(specs)[0]
     var = (out["noise"] - out["clean"]).var(axis=(0, 2, 3))
     np.testing.assert_allclose(var, 0.25 * a[[0, 1, 1, 2]], rtol=0.05)
 

@@ -6,8 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_gen import components as cp
 from data_gen.errors import InputError
+from data_gen.physics.defocus import coc_radius_px, defocus, disc_kernel
+from data_gen.physics.depth import check_depth
+from data_gen.physics.distortion import (
+    correct_distortion,
+    distort_image,
+    distort_points,
+    undistort_points,
+)
+from data_gen.physics.fog import add_fog, draw_fog, remove_fog, transmission
+from data_gen.physics.motion import draw_motion, load_kernels, shake_trajectory, trajectory_kernel
+from data_gen.physics.relight import draw_relight, gain_map, relight
 from tests.conftest import run_if, shared
 
 
@@ -17,37 +27,37 @@ def scene(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
 
 def test_relight_applies_a_smooth_positive_gain_exactly():
     rng = np.random.default_rng(3)
-    params = cp.draw_relight(rng)
-    g = cp.gain_map((48, 64), **params)
+    params = draw_relight(rng, (1, 3), (0.3, 1.0), (0.2, 1.5), (0.2, 0.6))
+    g = gain_map((48, 64), **params)
     assert g.shape == (48, 64) and g.dtype == np.float32 and (g > 0).all()
     assert np.abs(np.diff(g, axis=1)).max() < 0.2 * g.max()  # smooth: no edges
     s = scene()
-    np.testing.assert_array_equal(cp.relight(s, g), (s * g[None]).astype(np.float32))
+    np.testing.assert_array_equal(relight(s, g), (s * g[None]).astype(np.float32))
     # ambient only: the same scale everywhere
-    flat = cp.gain_map((8, 8), 0.7, np.zeros((0, 4)))
+    flat = gain_map((8, 8), 0.7, np.zeros((0, 4)))
     np.testing.assert_allclose(flat, 0.7)
     with pytest.raises(InputError, match="gain must be > 0"):
-        cp.gain_map((8, 8), 0.0, np.zeros((0, 4)))
+        gain_map((8, 8), 0.0, np.zeros((0, 4)))
     with pytest.raises(InputError, match="amplitudes >= 0"):
-        cp.gain_map((8, 8), 0.5, np.array([[0.5, 0.5, 0.3, -1.0]]))
+        gain_map((8, 8), 0.5, np.array([[0.5, 0.5, 0.3, -1.0]]))
 
 
 def test_fog_is_recovered_exactly_from_transmission_and_airlight():
     rng = np.random.default_rng(1)
     s = scene()
     depth = rng.uniform(0.5, 30, (48, 64)).astype(np.float32)
-    p = cp.draw_fog(rng)
-    t = cp.transmission(depth, p["beta"])
+    p = draw_fog(rng, (0.05, 0.5), (0.6, 1.0), 0.05, 3)
+    t = transmission(depth, p["beta"])
     np.testing.assert_allclose(t, np.exp(-p["beta"] * depth.astype(np.float64)), rtol=1e-6)
-    foggy = cp.add_fog(s, t, p["airlight"])
+    foggy = add_fog(s, t, p["airlight"])
     assert (foggy >= np.minimum(s, p["airlight"].min()) - 1e-6).all()  # between J and A
-    np.testing.assert_allclose(cp.remove_fog(foggy, t, p["airlight"]), s, atol=2e-6)
+    np.testing.assert_allclose(remove_fog(foggy, t, p["airlight"]), s, atol=2e-6)
     # far away: the airlight; no fog (β = 0): the scene itself
-    far = cp.add_fog(s, cp.transmission(np.full((48, 64), 1e4, np.float32), 1.0), [0.8] * 3)
+    far = add_fog(s, transmission(np.full((48, 64), 1e4, np.float32), 1.0), [0.8] * 3)
     np.testing.assert_allclose(far, 0.8, atol=1e-6)
-    np.testing.assert_array_equal(cp.add_fog(s, cp.transmission(depth, 0.0), [0.8] * 3), s)
+    np.testing.assert_array_equal(add_fog(s, transmission(depth, 0.0), [0.8] * 3), s)
     with pytest.raises(InputError, match="beta = -0.1"):
-        cp.transmission(depth, -0.1)
+        transmission(depth, -0.1)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +71,7 @@ def test_fog_is_recovered_exactly_from_transmission_and_airlight():
 )
 def test_bad_depth_maps_are_refused_in_one_line(depth, message):
     with pytest.raises(InputError, match=None) as e:
-        cp.check_depth(depth, (4, 4) if depth.ndim == 2 else None, name="img.png")
+        check_depth(depth, (4, 4) if depth.ndim == 2 else None, name="img.png")
     assert message in str(e.value) and "img.png" in str(e.value)
 
 
@@ -69,15 +79,15 @@ def test_defocus_radius_follows_the_thin_lens_circle_of_confusion():
     # 50 mm f/2 focused at 2 m, 4 µm pixels: an object at 4 m
     f, n, s, d, pitch = 0.05, 2.0, 2.0, 4.0, 4e-6
     diameter = f * f / (n * (s - f)) * abs(d - s) / d
-    r = cp.coc_radius_px(d, s, 50, n, 4)
+    r = coc_radius_px(d, s, 50, n, 4)
     assert r == pytest.approx(diameter / 2 / pitch, rel=1e-12)
-    assert cp.coc_radius_px(s, s, 50, n, 4) == 0  # in focus
-    far = cp.coc_radius_px(1e9, s, 50, n, 4)  # infinity: f²/(N(s−f)) / 2 / pitch
+    assert coc_radius_px(s, s, 50, n, 4) == 0  # in focus
+    far = coc_radius_px(1e9, s, 50, n, 4)  # infinity: f²/(N(s−f)) / 2 / pitch
     assert far == pytest.approx(f * f / (n * (s - f)) / 2 / pitch, rel=1e-6)
-    k = cp.disc_kernel(3.0)
+    k = disc_kernel(3.0)
     assert k.shape == (7, 7) and k.sum() == pytest.approx(1) and (k >= 0).all()
     assert k[3, 3] == k.max() and k[0, 0] == 0  # a disc, not a square
-    assert cp.disc_kernel(0.3).shape == (1, 1)
+    assert disc_kernel(0.3).shape == (1, 1)
 
 
 def test_defocus_keeps_a_sharp_foreground_free_of_background_colour():
@@ -88,9 +98,9 @@ def test_defocus_keeps_a_sharp_foreground_free_of_background_colour():
     img[:, :, 32:] = 0.0
     img[2, :, 32:] = 1.0  # foreground: blue, near and in focus
     depth[:, 32:] = 2.0
-    radius = cp.coc_radius_px(depth, 2.0, 50, 1.4, 4)
+    radius = coc_radius_px(depth, 2.0, 50, 1.4, 4)
     assert radius[:, 32:].max() == 0 and radius[:, :32].min() > 3
-    out = cp.defocus(img, depth, radius, layers=2)
+    out = defocus(img, depth, radius, layers=2)
     # the in-focus foreground is untouched up to its edge: no red bleeds over it
     np.testing.assert_array_equal(out[:, :, 32:], img[:, :, 32:])
     # the blurred background is normalised (no darkening at the frame edge) and stays red
@@ -99,7 +109,7 @@ def test_defocus_keeps_a_sharp_foreground_free_of_background_colour():
     # focused on the background instead: the blurred near layer spreads over the sharp
     # background's pixels next to it (partial occlusion), the background stays sharp away
     radius = np.where(depth < 5, 4.0, 0.0)
-    out = cp.defocus(img, depth, radius, layers=2)
+    out = defocus(img, depth, radius, layers=2)
     assert out[2, 32, 31] > 0.2 and out[0, 32, 31] < 0.8 and out[2, 32, 28] > 0.01
     np.testing.assert_allclose(out[:, :, :20], img[:, :, :20], atol=1e-5)
 
@@ -107,33 +117,33 @@ def test_defocus_keeps_a_sharp_foreground_free_of_background_colour():
 def test_camera_shake_kernels_are_normalised_non_negative_and_of_the_requested_length():
     rng = np.random.default_rng(7)
     for length in (5.0, 12.5, 30.0):
-        path = cp.shake_trajectory(rng, length)
+        path = shake_trajectory(rng, length)
         assert np.linalg.norm(np.diff(path, axis=0), axis=1).sum() == pytest.approx(length)
-        k = cp.trajectory_kernel(path)
+        k = trajectory_kernel(path)
         assert k.ndim == 2 and k.shape[0] % 2 == 1 and (k >= 0).all()
         assert k.sum() == pytest.approx(1, abs=1e-6)
         ys, xs = np.nonzero(k > 0)
         assert max(np.ptp(ys), np.ptp(xs)) <= length + 2  # support no longer than the path
     # a straight path along x gives a horizontal line kernel
     line = np.stack([np.zeros(11), np.arange(11.0)], 1)
-    k = cp.trajectory_kernel(line)
+    k = trajectory_kernel(line)
     assert k[k.shape[0] // 2].sum() == pytest.approx(1, abs=1e-6)
-    d = cp.draw_motion(np.random.default_rng(0), (6, 6))
+    d = draw_motion(np.random.default_rng(0), (6, 6), 256)
     assert d["length"] == 6 and d["kernel"].sum() == pytest.approx(1, abs=1e-6)
     with pytest.raises(InputError, match="motion length = 0"):
-        cp.shake_trajectory(rng, 0)
+        shake_trajectory(rng, 0)
 
 
 @run_if(shared_data=True)
 def test_the_levin_kernels_load_normalised(tmp_path):
-    ks = cp.load_kernels(shared("psf", "levin09_kernels.npz"))
+    ks = load_kernels(shared("psf", "levin09_kernels.npz"))
     assert sorted(ks) == [f"k{i}" for i in range(1, 9)]
     for k in ks.values():
         assert 13 <= k.shape[0] <= 27 and (k >= 0).all() and k.sum() == pytest.approx(1, 1e-5)
     bad = tmp_path / "bad.npz"
     np.savez(bad, k1=-np.ones((3, 3)))
     with pytest.raises(InputError, match="kernel k1 must be finite, >= 0"):
-        cp.load_kernels(bad)
+        load_kernels(bad)
 
 
 def test_distortion_then_correction_returns_a_grids_points_within_a_tenth_of_a_pixel():
@@ -141,17 +151,17 @@ def test_distortion_then_correction_returns_a_grids_points_within_a_tenth_of_a_p
     ys, xs = np.meshgrid(np.linspace(0, 119, 9), np.linspace(0, 159, 11), indexing="ij")
     grid = np.stack([ys.ravel(), xs.ravel()], 1)
     for k in ((-0.15,), (0.08, -0.02), (0.2, 0.05)):
-        d = cp.distort_points(grid, shape, k)
+        d = distort_points(grid, shape, k)
         assert np.abs(d - grid).max() > 1  # it does move the corners
-        back = cp.undistort_points(d, shape, k)
+        back = undistort_points(d, shape, k)
         assert np.abs(back - grid).max() < 0.1
     # images: distort then correct gives back a smooth image (bicubic resampling)
     yy, xx = np.mgrid[0:120, 0:160] / 40.0
     img = np.stack([np.sin(yy) * np.cos(xx), np.cos(yy + xx), 0.5 + 0.0 * yy]).astype(np.float32)
     k = (-0.1,)
-    round_trip = cp.correct_distortion(cp.distort_image(img, k), k)
+    round_trip = correct_distortion(distort_image(img, k), k)
     assert np.abs(round_trip - img)[:, 10:-10, 10:-10].max() < 5e-3
-    assert np.abs(cp.distort_image(img, k) - img).max() > 0.05
+    assert np.abs(distort_image(img, k) - img).max() > 0.05
 
 
 def test_dead_leaves_depth_is_exact_and_leaves_the_image_unchanged():
@@ -222,3 +232,26 @@ def test_photographs_take_depth_maps_in_metres_or_disparity(tmp_path):
     f = stereo_example()
     assert f.depth.shape == f.pixels.shape[1:] == (500, 741)
     assert np.isfinite(f.depth).all() and 1.5 < f.depth.min() < f.depth.max() < 6.0
+
+
+@pytest.mark.parametrize(
+    ("k", "ok"),
+    [
+        ((-0.12, 0.02), True),
+        ((0.05,), True),
+        ((-10.0,), False),
+        ((1000.0,), False),
+        ((-0.5,), False),
+    ],
+)
+def test_distortion_coefficients_must_keep_the_radial_map_increasing_and_modest(k, ok):
+    from data_gen.errors import InputError
+    from data_gen.physics.distortion import check_coefficients
+
+    if ok:
+        assert check_coefficients(k) == k
+        r = np.linspace(0, 1, 101)
+        assert (np.diff(r * (1 + sum(c * r ** (2 * (i + 1)) for i, c in enumerate(k)))) > 0).all()
+    else:
+        with pytest.raises(InputError, match="distortion = "):
+            check_coefficients(k)

@@ -12,17 +12,17 @@ import pytest
 import tifffile
 import torch
 import yaml
+from data_gen.chain import stored_names
 
-from data_gen import components as cp
 from data_gen.chain import before, stored_residuals
 from data_gen.errors import InputError
 from data_gen.generate import config_hash, generate, generation_config
 from data_gen.noise import NoiseModel
-from data_gen.render_components import stored_names
+from data_gen.physics.relight import gain_map
 from data_gen.shards import verify
 from residual_train.data import ResidualDataModule, batch_arrays
 from residual_train.deploy import load_maps, read_input
-from residual_train.deploy.compose import compose_components, compose_maps
+from residual_train.deploy.compose import Strengths, compose
 from residual_train.export import export
 from residual_train.training.lit import ResidualModule
 from residual_train.training.train import train
@@ -73,7 +73,7 @@ def test_schema_v2_shards_hold_every_target_and_parameter(v2):
     for i in range(len(meta)):
         m = meta[i]
         # the relight gain from the stored parameters, over this patch of its frame
-        g = cp.gain_map(
+        g = gain_map(
             (24, 24),
             float(m["relight_ambient"]),
             m["relight_lights"],
@@ -148,14 +148,24 @@ def test_motion_and_defocus_render_with_their_parameters(tmp_path):
         (["components=[noise,blur]"], "out of physical order"),
         (
             [FOUR, DEPTH, "component.fog.beta=[-0.1,0.1]"],
-            "component.fog.beta = [-0.1, 0.1]: need min >= 0",
+            "component.fog.beta = [-0.1, 0.1]: β > 0",
         ),
         (
             [FOUR, DEPTH, "component.relight.ambient=[0,1]"],
-            "component.relight.ambient = [0.0, 1.0]: need min > 0",
+            "component.relight.ambient = [0.0, 1.0]: the gain must be > 0",
         ),
+        (
+            [FOUR, DEPTH, "component.fog.beta=[0.2,0.1]"],
+            "component.fog.beta = [0.2, 0.1]: need min <= max",
+        ),
+        ([FOUR, DEPTH, "+component.fog.bta=[0.1,0.2]"], "component.fog.bta: unknown setting"),
+        ([FOUR, DEPTH, "component.fog.tint=true"], "component.fog.tint = True"),
+        (
+            [FOUR, DEPTH, "component.defocus.layers=2.5", "components=[defocus,noise]"],
+            "component.defocus.layers = 2.5: Input should be a valid integer",
+        ),
+        (["components=[]"], "components = []: list at least one component"),
         ([FOUR], "component fog needs a depth map: dead-leaves frames have no depth map"),
-        ([FOUR, DEPTH, "layout=rggb"], "only with layout = rgb"),
         (
             ["components=[motion,noise]", "component.motion.source=file"],
             "give component.motion.kernels",
@@ -213,8 +223,19 @@ def test_batches_and_heads_follow_the_datasets_components(v2):
     want = batch_arrays(a, dm.components)
     torch.testing.assert_close(item["R_fog"], torch.from_numpy(want["R_fog"]))
     torch.testing.assert_close(item["signal"], torch.from_numpy(a["without_noise"]))
-    with pytest.raises(InputError, match="data.onthefly.enabled = true: renders blur and noise"):
-        ResidualDataModule(str(v2), onthefly={"enabled": True})
+    # rendered on the fly with the dataset's own generation config: the same components
+    fly = ResidualDataModule(
+        str(v2), batch_size=4, onthefly={"enabled": True, "samples_per_epoch": 8}
+    )
+    b = fly.render_batch(0, torch.device("cpu"))
+    for c in dm.components:
+        assert b[f"R_{c}"].shape == (4, 3, 24, 24)
+    total = b["x"] + sum(b[f"R_{c}"] for c in dm.components)  # peeling targets telescope
+    ok = (b["x"] < 1) & (b["clean"] < 1)
+    torch.testing.assert_close(total[ok], b["clean"][ok], atol=2e-6, rtol=0)
+    assert (b["meta"]["fog_beta"] > 0).all() and (b["meta"]["relight_ambient"] > 0).all()
+    again = fly.render_batch(0, torch.device("cpu"))  # a batch is a function of (seed, k)
+    torch.testing.assert_close(again["x"], b["x"], atol=0, rtol=0)
 
 
 @pytest.mark.slow
@@ -267,7 +288,7 @@ def test_four_components_train_export_deploy_and_recompose(v2, tmp_path):
     np.testing.assert_allclose(x, read_input(tmp_path / "in.tif"), atol=1e-7)
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])
     order = ("relight", "fog", "blur", "noise")
-    want = compose_components(x, maps, {"fog": 0.5, "relight": 0}, noise, order)
+    want = compose(x, maps, {"fog": 0.5, "relight": 0}, noise)
     got = np.moveaxis(tifffile.imread(tmp_path / "o" / "composed.tif"), 2, 0)
     np.testing.assert_allclose(got, want, atol=1e-6)
     # recompose: all strengths 0 gives the input exactly; one strength changes its share
@@ -293,13 +314,11 @@ def test_a_strength_for_a_component_the_model_lacks_is_refused():
     x = np.full((3, 4, 4), 0.3, np.float32)
     maps = {"fog": np.full_like(x, -0.1), "noise": np.zeros_like(x)}
     noise = NoiseModel(np.full(3, 1e-3, np.float32), np.full(3, 1e-6, np.float32))
-    y, s = compose_maps("consistent", x, maps, {"fog": 0.5}, noise)
-    np.testing.assert_allclose(y, x - 0.05, atol=1e-7)
-    assert s == {"fog": 0.5, "noise": 1.0}
+    s = Strengths.resolve({"fog": 0.5}, maps)
+    np.testing.assert_allclose(compose(x, maps, s, noise), x - 0.05, atol=1e-7)
+    assert s.as_dict() == {"fog": 0.5, "noise": 1.0}
     with pytest.raises(InputError, match="strengths.blur: these maps hold no such residual"):
-        compose_maps("consistent", x, maps, {"blur": 1.0}, noise)
-    with pytest.raises(InputError, match="consistent mode only"):
-        compose_maps("literal", x, maps, {}, noise)
+        compose(x, maps, {"blur": 1.0}, noise)
 
 
 def test_preview_shows_each_components_residual(v2):

@@ -22,14 +22,7 @@ from data_gen.noise import NoiseModel
 from data_gen.optics import build_bank
 from data_gen.render import render_frame
 from residual_train.deploy import load_model
-from residual_train.deploy.compose import (
-    Component,
-    compose,
-    compose_chain,
-    compose_consistent,
-    compose_consistent_fast,
-    compose_literal,
-)
+from residual_train.deploy.compose import compose, compose_blur_noise, compose_reference
 from residual_train.evaluate import load_images
 
 STRENGTHS = list(itertools.product((0.0, 0.5, 1.0), repeat=2))
@@ -74,19 +67,20 @@ def test_every_mode_keeps_every_pixel_within_the_stated_bound(photo, source):
     tol = 1e-5
     for a, b in STRENGTHS:
         m = x + np.float32(a) * rb + rn
+        maps, s = {"blur": rb, "noise": rn}, {"blur": a, "noise": b}
         for y in (
-            compose_consistent(x, rb, rn, a, b, noise),
-            compose_consistent_fast(x, rb, rn, a, b, noise),
-            compose_chain(x, [Component("blur", rb, a), Component("noise", rn, b, noise)]),
+            compose_reference(x, maps, s, noise),
+            compose_blur_noise(x, rb, rn, a, b, noise),
+            compose(x, maps, s, noise),
         ):
             assert np.isfinite(y).all()
             assert (np.abs(y - m) <= (1 - b) * k_max * np.abs(rn) + tol).all(), (a, b)
-        y = compose_literal(x, rb, rn, a, b, noise)
+        y = compose_blur_noise(x, rb, rn, a, b, noise, mode="literal")
         lit = x + np.float32(a) * rb
         assert (np.abs(y - lit) <= b * k_max * np.abs(rn) + tol).all(), (a, b)
         if a == b == 0:
             for mode in ("consistent", "literal"):
-                assert np.array_equal(compose(mode, x, rb, rn, 0, 0, noise), x)
+                assert np.array_equal(compose_blur_noise(x, rb, rn, 0, 0, noise, mode=mode), x)
 
 
 def test_k_never_exceeds_the_sensor_bound_on_estimated_residuals(photo):
@@ -102,7 +96,7 @@ def test_sharp_noisy_output_stays_near_the_scene_on_a_real_photograph(photo):
     landed version gave −6.4 .. 8.3 for a scene of 0.01 .. 0.44 at ISO 6400)."""
     _, r, noise, _ = photo
     x, rb, rn, _ = estimated(photo)
-    y = compose_consistent_fast(x, rb, rn, 1, 0, noise)
+    y = compose_blur_noise(x, rb, rn, 1, 0, noise)
     clean = r["clean"]
     # the kept noise is a few σ of the brightest pixel at most
     margin = 6 * float(noise.std(np.ones((3, 1, 1), np.float32)).max())
@@ -125,6 +119,6 @@ def test_a_model_without_a_noise_model_channel_count_is_refused():
     from data_gen.errors import InputError
 
     with pytest.raises(InputError, match="noise model has 1 channel"):
-        compose_consistent_fast(x, x, x, 1, 1, NoiseModel([1e-3], [1e-6]))
+        compose_blur_noise(x, x, x, 1, 1, NoiseModel([1e-3], [1e-6]))
     with pytest.raises(InputError, match="residual map 'blur' has shape"):
-        compose("consistent", x, x[:, :4], x, 1, 1, NoiseModel([1e-3] * 3, [1e-6] * 3))
+        compose_blur_noise(x, x[:, :4], x, 1, 1, NoiseModel([1e-3] * 3, [1e-6] * 3))

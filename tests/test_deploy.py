@@ -20,18 +20,21 @@ from data_gen.errors import InputError
 from data_gen.generate import generate
 from data_gen.noise import NoiseModel
 from residual_train.deploy import load_maps, load_model, read_input, tile_weights
-from residual_train.deploy.compose import (
-    Component,
-    compose_chain,
-    compose_consistent,
-    compose_consistent_fast,
-    compose_literal,
-)
+from residual_train.deploy.compose import compose, compose_blur_noise, compose_reference
 from residual_train.export import ExportError, export
 from residual_train.registry import Registry, TamperedError
 from residual_train.training.train import train
 from tests.conftest import ROOT, compose_cfg
 from tests.test_train import train_cfg
+
+
+def consistent(x, rb, rn, a, b, noise):
+    """The numpy reference of the blur + noise composition."""
+    return compose_reference(x, {"blur": rb, "noise": rn}, {"blur": a, "noise": b}, noise)
+
+
+def literal(x, rb, rn, a, b, noise):
+    return compose_blur_noise(x, rb, rn, a, b, noise, mode="literal")
 
 
 def run(module: str, *args: str):
@@ -76,20 +79,20 @@ def per_sample(fn, arr, noise, a, b):
 
 def test_zero_strengths_return_the_input_bit_for_bit(truth):
     arr, noise = truth
-    for fn in (compose_consistent, compose_consistent_fast, compose_literal):
+    for fn in (consistent, compose_blur_noise, literal):
         assert np.array_equal(per_sample(fn, arr, noise, 0, 0), arr["noise_blur"])
 
 
 def test_full_strengths_return_the_clean_patch(truth):
     arr, noise = truth
-    y = per_sample(compose_consistent_fast, arr, noise, 1, 1)
+    y = per_sample(compose_blur_noise, arr, noise, 1, 1)
     ok = (arr["noise"] < 1) & (arr["noise_blur"] < 1)
     np.testing.assert_allclose(y[ok], arr["clean"][ok], atol=2e-6)
 
 
 def test_intermediate_strengths_interpolate(truth):
     arr, noise = truth
-    f = compose_consistent_fast
+    f = compose_blur_noise
     y0, y5, y1 = (per_sample(f, arr, noise, a, 1) for a in (0, 0.5, 1))
     np.testing.assert_allclose(y5, (y0 + y1) / 2, atol=2e-6)  # linear in a at b = 1
     n0, n5, n1 = (per_sample(f, arr, noise, 0, b) for b in (0, 0.5, 1))
@@ -102,7 +105,7 @@ def test_intermediate_strengths_interpolate(truth):
 def test_sharp_output_has_the_noise_of_the_sharp_image_not_the_blurred_one(truth):
     """a = 1, b = 0: noise variance follows σ²(clean); reusing R_n would give σ²(blur)."""
     arr, noise = truth
-    y = per_sample(compose_consistent_fast, arr, noise, 1, 0)
+    y = per_sample(compose_blur_noise, arr, noise, 1, 0)
     x = arr["noise_blur"]
     naive = x + (arr["noise"] - x)  # = x + R_b: the unmodified noise residual kept
     s, bl = arr["clean"], arr["blur"]
@@ -116,43 +119,45 @@ def test_sharp_output_has_the_noise_of_the_sharp_image_not_the_blurred_one(truth
     assert ratio_naive > 1.2, ratio_naive  # too much noise in shadows next to highlights
 
 
-def test_chain_of_blur_then_noise_is_the_consistent_composition(truth):
+def test_the_kernel_is_the_reference_formula_for_any_chain(truth):
+    """The compiled kernel and the numpy reference agree, for blur + noise in both modes and
+    for a longer chain; a gain first makes the blur follow its slope."""
     arr, noise = truth
     x = arr["noise_blur"][0]
     rb, rn = arr["noise"][0] - x, arr["blur"][0] - x
-    for a, b in ((0.3, 0.6), (1, 0), (0, 1)):
-        chain = compose_chain(x, [Component("blur", rb, a), Component("noise", rn, b, noise)])
-        np.testing.assert_allclose(chain, compose_consistent(x, rb, rn, a, b, noise), atol=1e-6)
-    # a third, additive component (e.g. relighting) first in physical order
-    rl = np.full_like(x, 0.01)
-    three = compose_chain(
-        x,
-        [
-            Component("relight", rl, 1.0),
-            Component("blur", rb, 1.0),
-            Component("noise", rn, 1.0, noise),
-        ],
+    for a, b in ((0.3, 0.6), (1, 0), (0, 1), (-1, 2)):
+        for mode in ("consistent", "literal"):
+            got = compose_blur_noise(x, rb, rn, a, b, noise, mode=mode)
+            want = compose_reference(
+                x, {"blur": rb, "noise": rn}, {"blur": a, "noise": b}, noise, mode
+            )
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    rl = np.full_like(x, 0.01)  # relighting first in physical order
+    maps = {"relight": rl, "blur": rb, "noise": rn}
+    np.testing.assert_allclose(compose(x, maps, {}, noise), x + rl + rb + rn, atol=1e-6)
+    s = {"relight": 1, "blur": 0.3, "noise": 0.5}
+    np.testing.assert_allclose(
+        compose(x, maps, s, noise), compose_reference(x, maps, s, noise), atol=1e-6
     )
-    np.testing.assert_allclose(three, x + rl + rb + rn, atol=1e-6)
 
 
 def test_literal_mode_differs_from_consistent_but_agrees_at_zero_noise_strength(truth):
     arr, noise = truth
-    lit = per_sample(compose_literal, arr, noise, 1, 1)
-    con = per_sample(compose_consistent, arr, noise, 1, 1)
+    lit = per_sample(literal, arr, noise, 1, 1)
+    con = per_sample(consistent, arr, noise, 1, 1)
     assert not np.allclose(lit, con)
     np.testing.assert_allclose(
-        per_sample(compose_literal, arr, noise, 0.7, 0),
+        per_sample(literal, arr, noise, 0.7, 0),
         arr["noise_blur"] + 0.7 * (arr["noise"] - arr["noise_blur"]),
         atol=1e-6,
     )
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, "x"])
+@pytest.mark.parametrize("bad", [-1.1, 2.5, "x", float("nan"), True])
 def test_strength_outside_range_is_refused(bad):
     z = np.zeros((3, 4, 4), np.float32)
     with pytest.raises(InputError, match="strengths.blur"):
-        compose_consistent_fast(z, z, z, bad, 0.5, NoiseModel(np.ones(3), np.ones(3)))
+        compose_blur_noise(z, z, z, bad, 0.5, NoiseModel(np.ones(3), np.ones(3)))
 
 
 # ---- export, registry, deploy --------------------------------------------------------------
@@ -270,7 +275,7 @@ def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):
     x, maps, meta = load_maps(tmp_path / "o")
     np.testing.assert_allclose(x, read_input(tmp_path / "in.tif", linearize=True), atol=1e-7)
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])
-    want = compose_consistent(x, maps["blur"], maps["noise"], 0.8, 0.3, noise)
+    want = consistent(x, maps["blur"], maps["noise"], 0.8, 0.3, noise)
     got = np.moveaxis(tifffile.imread(tmp_path / "o" / "composed.tif"), 2, 0)
     np.testing.assert_allclose(got, want, atol=1e-6)
     r = run(
@@ -283,16 +288,29 @@ def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(
         np.load(tmp_path / "r.npy"),
-        compose_consistent(x, maps["blur"], maps["noise"], 0.2, 1, noise),
+        consistent(x, maps["blur"], maps["noise"], 0.2, 1, noise),
         atol=1e-6,
     )
     r = run(
         "residual_train.deploy.recompose",
         f"maps={tmp_path / 'o'}",
-        "strengths.noise=2",
+        "strengths.noise=2.5",
         f"out={tmp_path / 'r2.npy'}",
     )
-    assert r.returncode == 2 and "strengths.noise = 2 must be in [0, 1]" in r.stderr
+    assert r.returncode == 2 and "strengths.noise = 2.5 must be in [-1, 2]" in r.stderr
+    assert not (tmp_path / "r2.npy").exists()
+    # outside [0, 1] but inside the range: more noise than the camera's (-1), or less (2)
+    for v in ("-1", "2"):
+        r = run(
+            "residual_train.deploy.recompose",
+            f"maps={tmp_path / 'o'}",
+            f"strengths.noise={v}",
+            f"out={tmp_path / f'n{v}.npy'}",
+        )
+        assert r.returncode == 0, r.stderr
+    more, less = np.load(tmp_path / "n-1.npy"), np.load(tmp_path / "n2.npy")
+    clean = consistent(x, maps["blur"], maps["noise"], 1, 1, noise)
+    assert np.std(more - clean) > np.std(x + maps["blur"] - clean) > 0
 
 
 def test_deploy_bad_input(exported, tmp_path):
@@ -319,9 +337,9 @@ def test_deploy_bad_input(exported, tmp_path):
         f"model={exported}",
         f"input={tmp_path / 'five.tif'}",
         f"out_dir={tmp_path / 'o'}",
-        "strengths.blur=1.2",
+        "strengths.blur=2.2",
     )
-    assert r.returncode == 2 and "strengths.blur = 1.2" in r.stderr
+    assert r.returncode == 2 and "strengths.blur = 2.2" in r.stderr
 
 
 def test_raw_input_through_libraw():
@@ -444,7 +462,7 @@ def test_fp16_and_int8_exports_record_what_they_cost(exported, tmp_path):
 
 
 def test_distortion_is_corrected_after_the_blur_in_deploy_and_recompose(exported, tmp_path):
-    from data_gen.components import correct_distortion
+    from data_gen.physics.distortion import correct_distortion
 
     img = (np.random.default_rng(2).random((60, 80, 3)) * 65535).astype(np.uint16)
     tifffile.imwrite(tmp_path / "in.tif", img, photometric="rgb")
@@ -462,7 +480,7 @@ def test_distortion_is_corrected_after_the_blur_in_deploy_and_recompose(exported
     x, maps, meta = load_maps(tmp_path / "o")
     assert meta["distortion"] == [-0.12, 0.02]
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])
-    plain = compose_consistent(x, maps["blur"], maps["noise"], 1.0, 1.0, noise)
+    plain = consistent(x, maps["blur"], maps["noise"], 1.0, 1.0, noise)
     want = correct_distortion(plain, (-0.12, 0.02), 3)
     got = np.moveaxis(tifffile.imread(tmp_path / "o" / "composed.tif"), 2, 0)
     np.testing.assert_allclose(got, want, atol=1e-6)
@@ -480,31 +498,45 @@ def test_distortion_is_corrected_after_the_blur_in_deploy_and_recompose(exported
         )
         assert r.returncode == 0, r.stderr
         np.testing.assert_allclose(np.load(out), expect, atol=1e-6)
-    r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'bad'}", "distortion=[-0.1,x]")
-    assert r.returncode == 2 and "the coefficients must be numbers" in r.stderr
-    assert not (tmp_path / "bad").exists()
+    for bad, why in (
+        ("[-0.1,x]", "the coefficients must be numbers"),
+        ("[-10]", "is not increasing over the frame"),  # folds the frame over itself
+        ("[1000]", "moves points by up to"),  # no lens the polynomial describes
+    ):
+        r = run(
+            "residual_train.deploy", *common, f"out_dir={tmp_path / 'bad'}", f"distortion={bad}"
+        )
+        assert r.returncode == 2 and why in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
 
 
 def test_recompose_takes_one_strength_per_component_of_any_chain(tmp_path):
     from data_gen.chain import render_chain, residuals
+    from data_gen.components import Chain
+    from data_gen.physics.defocus import disc_kernel
+    from data_gen.physics.fog import draw_fog
+    from data_gen.physics.relight import draw_relight, gain_map
     from data_gen.sources import dead_leaves
     from residual_train.deploy import save_maps
-    from residual_train.deploy.compose import Component, compose_chain
+    from residual_train.deploy.compose import compose
 
     rng = np.random.default_rng(0)
     scene, depth = dead_leaves(rng, size=40, supersample=2, depth=(1.0, 20.0))
     scene = (0.05 + 0.6 * scene).astype(np.float32)
-    from data_gen import components as cp
-
     names = ["relight", "fog", "blur", "noise"]
     params = {
-        "relight": {"gain": cp.gain_map((40, 40), **cp.draw_relight(rng))},
-        "fog": cp.draw_fog(rng),
-        "blur": {"psf": cp.disc_kernel(1.5)},
+        "relight": {
+            "gain": gain_map(
+                (40, 40), **draw_relight(rng, (1, 3), (0.3, 1.0), (0.2, 1.5), (0.2, 0.6))
+            )
+        },
+        "fog": draw_fog(rng, (0.05, 0.5), (0.6, 1.0), 0.05, 3),
+        "blur": {"psf": disc_kernel(1.5)},
     }
     noise = NoiseModel(np.full(3, 2e-3, np.float32), np.full(3, 1e-5, np.float32))
     normal = rng.standard_normal(scene.shape).astype(np.float32)
-    t = render_chain(scene, names, params, depth, noise, normal)
+    t = render_chain(scene, Chain.defaults(names), params, depth, noise, normal)
     maps = residuals(t, names)["peeling"]
     meta = {"components": names, "noise_A": noise.A.tolist(), "noise_B": noise.B.tolist()}
     save_maps(tmp_path / "m", t["input"], maps, meta)
@@ -518,9 +550,7 @@ def test_recompose_takes_one_strength_per_component_of_any_chain(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     s = {"relight": 1.0, "fog": 0.7, "blur": 1.0, "noise": 0.2}
-    want = compose_chain(
-        t["input"], [Component(c, maps[c], s[c], noise if c == "noise" else None) for c in names]
-    )
+    want = compose(t["input"], maps, s, noise)
     np.testing.assert_allclose(np.load(out), want, atol=1e-6)
     r = run(
         "residual_train.deploy.recompose",

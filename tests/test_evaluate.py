@@ -11,7 +11,8 @@ import pytest
 
 from data_gen.generate import build_pipeline
 from data_gen.noise import NoiseModel
-from data_gen.render import BlurOperator, SampleSpec, render_batch, render_frame
+from data_gen.render import SampleSpec, render_frame
+from data_gen.render_chain import SampleRenderer
 from data_gen.sources import Frame
 from residual_train.evaluate import BUILTIN, load_images
 from residual_train.evaluate.baselines import (
@@ -55,7 +56,7 @@ def test_frame_rendering_is_the_generators_physics(photo):
     spec = SampleSpec(Frame("f", photo), k // 2, k // 2, 1.0, None, 0, 0.0, 0.0, 0, None)
     spec.noise = pipe.sensor.params(6400)
     spec.rng = np.random.default_rng(0)
-    out = render_batch([spec], BlurOperator(pipe.bank, p))
+    out = SampleRenderer(pipe.chain, pipe.bank.psfs, p, k // 2)([spec])[0]
     np.testing.assert_allclose(r["clean"], out["clean"][0][:, :, : r["clean"].shape[2]], atol=1e-6)
     np.testing.assert_allclose(r["blur"], out["blur"][0][:, :, : r["blur"].shape[2]], atol=1e-5)
     n = (r["noise_blur"] - r["blur"]) / NOISE_6400.std(r["blur"])

@@ -55,7 +55,7 @@ def test_a_rendered_batch_obeys_the_generators_physics(dataset):
     # the exposure scales a crop of the original: clean = exposure * frame pixels
     renderer = dm.renderer(torch.device("cpu"))
     frames = {f.name: f.pixels for _, f in renderer.slots}
-    m, r0 = b["meta"][0], renderer.blur.k // 2
+    m, r0 = b["meta"][0], renderer.margin
     crop = frames[m["source"]][:, m["y"] : m["y"] + 16, m["x"] : m["x"] + 16] * m["exposure"]
     np.testing.assert_allclose(b["clean"][0].numpy(), np.minimum(crop, 1), atol=1e-6)
     assert r0 >= 1

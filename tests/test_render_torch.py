@@ -10,9 +10,13 @@ import pytest
 
 from data_gen.errors import InputError
 from data_gen.generate import build_pipeline, config_hash, generate, generation_config
-from data_gen.render import BlurOperator, batch_noise_model, draw_sample, render_batch
-from data_gen.render_torch import TorchBlurOperator, render_batch_torch
+from data_gen.render import batch_noise_model, draw_sample
+from data_gen.render_chain import SampleRenderer
 from tests.conftest import compose_cfg, run_if, tree_digest
+
+
+def _render(pipe, specs, **kw):
+    return SampleRenderer.for_pipeline(pipe, **kw)(specs)[0]
 
 
 def _specs(pipe, n=12):
@@ -30,8 +34,8 @@ def test_torch_renderer_matches_the_numpy_reference(layout):
     pipe = build_pipeline(
         compose_cfg(f"layout={layout}", "patch_size=24", "source.size=96", "lens=sharp_prime")
     )
-    ref = render_batch(_specs(pipe), BlurOperator(pipe.bank, 24), pipe.cfa)
-    got = render_batch_torch(_specs(pipe), TorchBlurOperator(pipe.bank, 24), pipe.cfa)
+    ref = _render(pipe, _specs(pipe))
+    got = _render(pipe, _specs(pipe), backend="torch")
     assert len({s.psf_index for s in _specs(pipe)}) > 1
     for k, a in ref.items():
         assert got[k].shape == a.shape and got[k].dtype == np.float32, k
@@ -96,8 +100,8 @@ def test_bad_renderer_or_device_is_refused(override, needle, tmp_path):
 @run_if(gpu=True)
 def test_torch_renderer_on_the_gpu_matches_the_reference():
     pipe = build_pipeline(compose_cfg("patch_size=24", "source.size=96", "lens=sharp_prime"))
-    ref = render_batch(_specs(pipe), BlurOperator(pipe.bank, 24), pipe.cfa)
-    got = render_batch_torch(_specs(pipe), TorchBlurOperator(pipe.bank, 24, "cuda"), pipe.cfa)
+    ref = _render(pipe, _specs(pipe))
+    got = _render(pipe, _specs(pipe), backend="torch", device="cuda")
     for k, a in ref.items():
         assert np.abs(got[k] - a).max() <= 1e-5, k
 
@@ -105,10 +109,9 @@ def test_torch_renderer_on_the_gpu_matches_the_reference():
 @pytest.mark.parametrize("layout", ["rgb", "rggb"])
 def test_device_normals_keep_the_physics_and_the_noise_statistics(layout):
     pipe = build_pipeline(compose_cfg(f"layout={layout}", "patch_size=32", "source.size=96"))
-    blur = TorchBlurOperator(pipe.bank, 32)
-    host = render_batch_torch(_specs(pipe, 32), blur, pipe.cfa)
-    dev = render_batch_torch(_specs(pipe, 32), blur, pipe.cfa, normals="device")
-    again = render_batch_torch(_specs(pipe, 32), blur, pipe.cfa, normals="device")
+    host = _render(pipe, _specs(pipe, 32), backend="torch")
+    dev = _render(pipe, _specs(pipe, 32), backend="torch", normals="device")
+    again = _render(pipe, _specs(pipe, 32), backend="torch", normals="device")
     for k in ("clean", "blur"):  # no noise in them: identical
         assert np.array_equal(dev[k], host[k]), k
     for k in dev:  # reproducible from the batch's first seed

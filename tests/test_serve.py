@@ -23,7 +23,7 @@ import tifffile
 from PIL import Image
 
 from data_gen.noise import NoiseModel
-from residual_train.deploy.compose import compose_consistent
+from residual_train.deploy.compose import compose_reference
 from residual_train.serve.render import area_downscale, to_srgb8
 from tests.conftest import ROOT, chromium_driver, run_if
 
@@ -187,7 +187,8 @@ def test_upload_status_render_and_maps(service, done_image):
     )
     assert r.status_code == 200 and r.headers["content-type"] == "image/tiff"
     got = np.moveaxis(tifffile.imread(io.BytesIO(r.content)), 2, 0)
-    want = compose_consistent(x, rb, rn, 0.7, 0.2, noise)[:, 5:53, 10:74]
+    maps = {"blur": rb, "noise": rn}
+    want = compose_reference(x, maps, {"blur": 0.7, "noise": 0.2}, noise)[:, 5:53, 10:74]
     np.testing.assert_allclose(got, want, atol=1e-6)
     # PNG at scale 2: composition of the 2x2-averaged maps, 8-bit sRGB
     r = httpx.get(
@@ -197,7 +198,10 @@ def test_upload_status_render_and_maps(service, done_image):
     )
     img = np.asarray(Image.open(io.BytesIO(r.content)))
     small = [area_downscale(v, 2) for v in (x, rb, rn)]
-    want8 = to_srgb8(compose_consistent(*small, 1.0, 0.0, noise))
+    sx, srb, srn = small
+    want8 = to_srgb8(
+        compose_reference(sx, {"blur": srb, "noise": srn}, {"blur": 1.0, "noise": 0.0}, noise)
+    )
     assert img.shape == (45, 65, 3) and np.abs(img.astype(int) - want8).max() <= 1
     assert float(r.headers["x-render-ms"]) < 1000
 

@@ -7,7 +7,7 @@ Library use::
     x = read_input("photo.tif")                        # (C, H, W) linear float32
     maps = model.predict(x)                            # {"blur": R_b, "noise": R_n}, tiled
     noise = model.noise_model(iso=800)                 # σ²(v) = A·max(v, 0) + B at ISO 800
-    y = compose("consistent", x, maps["blur"], maps["noise"], a=1.0, b=0.3, noise=noise)
+    y = compose(x, maps, {"blur": 1.0, "noise": 0.3}, noise)   # any components the model has
 
 Maps are saved as 32-bit float TIFF next to ``maps.json`` (what :mod:`recompose` needs:
 the sensor's noise parameters at the image's ISO), so strengths can change later

@@ -27,19 +27,18 @@ from residual_train.deploy import (
     write_output,
 )
 from residual_train.deploy.compose import (
+    Strengths,
     check_distortion,
     check_distortion_stage,
-    check_strength,
-    compose_maps,
+    compose,
     correct_distortion_stage,
 )
 
 
 def run(o: dict) -> dict:
     strengths = dict(o["strengths"])
-    for c, v in strengths.items():  # bad values stop before the network runs
-        if v is not None:
-            check_strength(c, v)
+    given = [c for c, v in strengths.items() if v is not None]
+    Strengths.resolve(strengths, given)  # bad values stop before the network runs
     k_dist = check_distortion(o.get("distortion"))
     order = int(o.get("distortion_order", 3))
     out_dir = Path(str(o["out_dir"]))
@@ -85,7 +84,8 @@ def run(o: dict) -> dict:
     check_distortion_stage(k_dist, order, layout)
     # composed before anything is written: a strength for a component the model lacks, or
     # a mode its maps do not compose in, stops here
-    y, used = compose_maps(o["mode"], x, maps, strengths, noise)
+    used = Strengths.resolve(strengths, list(maps))
+    y = compose(x, maps, used, noise, o["mode"])
     save_maps(out_dir, x, maps, meta)
     y = correct_distortion_stage(y, k_dist, order, layout)
     write_output(out_dir / "composed.tif", y)
@@ -94,7 +94,7 @@ def run(o: dict) -> dict:
         "out_dir": str(out_dir),
         "megapixels": x.shape[1] * x.shape[2] / 1e6,
         "network_seconds": seconds,
-        "strengths": used,
+        "strengths": used.as_dict(),
         "mode": o["mode"],
     }
 

@@ -16,11 +16,7 @@ from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.paths import APPS
 from residual_train.deploy import load_maps, write_output
-from residual_train.deploy.compose import (
-    check_distortion,
-    compose_maps,
-    correct_distortion_stage,
-)
+from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
 
 
 def run(o: dict) -> dict:
@@ -38,7 +34,7 @@ def run(o: dict) -> dict:
     k_dist = check_distortion(dist)
     t = time.perf_counter()
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])
-    y, _ = compose_maps(o["mode"], x, maps, dict(o["strengths"]), noise)
+    y = compose(x, maps, dict(o["strengths"]), noise, o["mode"])
     layout = (meta.get("card") or {}).get("layout") or "rgb"
     y = correct_distortion_stage(y, k_dist, order, layout)
     ms = (time.perf_counter() - t) * 1e3

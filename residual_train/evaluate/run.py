@@ -22,7 +22,7 @@ from data_gen import __version__
 from data_gen.errors import require
 from data_gen.optics import PSFBank, build_bank
 from data_gen.render import render_frame
-from residual_train.deploy.compose import compose_consistent_fast
+from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
 from residual_train.evaluate.metrics import NoiseKept, Pearson, psnr, ssim
 
@@ -106,8 +106,8 @@ def evaluate_image(
         x, clean = r["noise_blur"], r["clean"]
         maps = model.predict(x, tile=tile, overlap=overlap, iso=iso)
         rb, rn = maps["blur"], maps["noise"]
-        full = compose_consistent_fast(x, rb, rn, 1, 1, noise)
-        sharp_noisy = compose_consistent_fast(x, rb, rn, 1, 0, noise)  # a = 1, b = 0
+        full = compose_blur_noise(x, rb, rn, 1, 1, noise)
+        sharp_noisy = compose_blur_noise(x, rb, rn, 1, 0, noise)  # a = 1, b = 0
         rb_t, rn_t = r["noise"] - x, r["blur"] - x  # the rendering's exact residuals
         row = {
             "image": name,
@@ -137,7 +137,7 @@ def evaluate_image(
         fid = Pearson().add(rn, rn_t)
         row["noise_corr"], row["noise_std_ratio"] = fid.corr, fid.std_ratio
         kept = sharp_noisy - full  # the noise put back at b = 0: −k·R̂_n
-        sharp_true = compose_consistent_fast(x, rb_t, rn_t, 1, 0, noise)
+        sharp_true = compose_blur_noise(x, rb_t, rn_t, 1, 0, noise)
         row["range_a1_b0"] = [float(sharp_noisy.min()), float(sharp_noisy.max())]
         row["range_clean"] = [float(clean.min()), float(clean.max())]
         accum[float(iso)] = {

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from data_gen.chain import ORDER
+from data_gen.components import ORDER
+from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError
 from data_gen.registry import Registry
-from data_gen.render_components import V1_COMPONENTS
 from residual_train.models.base import ResidualNet
 from residual_train.models.nafnet import NAFNet
 from residual_train.models.unet import UNet

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.chain import ORDER
 from data_gen.cli import compose_config
 from data_gen.paths import CONF
 
@@ -62,11 +61,11 @@ PROFILES = {
 }
 
 
-def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, margin: int) -> dict:
+def evaluate_photograph(model, chain, psf: np.ndarray, sensor, size: int, margin: int) -> dict:
     """The chain rendered on the motorcycle (shrunk 2x, a centre crop of ``size`` px plus
     the margin), the model's maps and the true peeling residuals."""
     from data_gen.chain import stored_residuals
-    from data_gen.render_components import render_frame
+    from data_gen.render_chain import render_frame
     from data_gen.sources import Frame, shrink, stereo_example
     from residual_train.evaluate.metrics import psnr
 
@@ -79,12 +78,12 @@ def evaluate_photograph(model, settings, psf: np.ndarray, sensor, size: int, mar
     y0, x0 = (h - side) // 2, (w - side) // 2
     frame = Frame(f.name, px[:, y0 : y0 + side, x0 : x0 + side], z[y0 : y0 + side, x0 : x0 + side])
     noise = sensor.params(EVAL_ISO).model
-    arrays, rec = render_frame(frame, settings, psf, noise, np.random.default_rng(7), margin, 0.8)
+    arrays, rec = render_frame(frame, chain, psf, noise, np.random.default_rng(7), margin, 0.8)
     x = arrays["input"]
-    true = stored_residuals(arrays, settings.components)
+    true = stored_residuals(arrays, chain.names)
     maps = model.predict(x, tile=128, overlap=32, iso=EVAL_ISO)
     rows = []
-    for c in settings.components:
+    for c in chain.names:
         rows.append(
             {
                 "component": c,
@@ -132,7 +131,7 @@ def _val_rows(run_dir: Path, heads) -> list[dict]:
 
 def write_components_report(out: Path, info: dict, ev: dict, val_rows: list[dict]) -> Path:
     """``out/index.html``, its PNGs and ``report.json``."""
-    from residual_train.deploy.compose import compose_components
+    from residual_train.deploy.compose import compose, slopes
     from residual_train.evaluate.page import CSS, img_tag, save_image, table
 
     out.mkdir(parents=True, exist_ok=True)
@@ -164,10 +163,11 @@ def write_components_report(out: Path, info: dict, ev: dict, val_rows: list[dict
             "</figure>"
         )
     grid = []
+    slope_maps = slopes(x, maps)  # once: they depend on the maps, not the strengths
     for b in STRENGTHS:
         cells = []
         for a in STRENGTHS:
-            y = compose_components(x, maps, {GRID[0]: a, GRID[1]: b}, ev["noise"], ORDER)
+            y = compose(x, maps, {GRID[0]: a, GRID[1]: b}, ev["noise"], slope_maps=slope_maps)
             name = f"grid_{GRID[0]}{a:g}_{GRID[1]}{b:g}.png"
             save_image(y, out / name)
             cells.append(f"<td>{img_tag(name, name)}</td>")
@@ -227,7 +227,7 @@ def run_components_demo(out: Path, profile_name: str, timer) -> Path:
         pipe = build_pipeline(data_cfg)
         model = load_model("components:latest", out / "registry")
         ev = evaluate_photograph(
-            model, pipe.settings, pipe.bank.psfs[0], pipe.sensor, prof["eval_size"], pipe.margin
+            model, pipe.chain, pipe.bank.psfs[0], pipe.sensor, prof["eval_size"], pipe.margin
         )
     with timer.stage("report"):
         info = {

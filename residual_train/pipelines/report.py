@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from residual_train.deploy.compose import compose_consistent_fast
+from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.page import CSS, img_tag, save_image, table, write_page
 
 STRENGTHS = (0.0, 0.5, 1.0)
@@ -83,7 +83,7 @@ def _strengths_grid(result: dict, out: Path) -> tuple[str, list]:
     for b in STRENGTHS:
         cells = []
         for a in STRENGTHS:
-            y = compose_consistent_fast(*crop, a, b, v["noise"])
+            y = compose_blur_noise(*crop, a, b, v["noise"])
             cells.append(save_image(y, out / f"grid_a{a:g}_b{b:g}.png", scale=2))
         rows.append((b, cells))
     return f"{name}, ISO {iso:g}", rows

@@ -250,7 +250,8 @@ def create_app(cfg: dict, model) -> FastAPI:
         scale: int = Query(1),
         who: str = Depends(user),
     ) -> Response:
-        a, b = check_strength("blur", blur), check_strength("noise", noise)
+        limits = (0.0, 1.0)  # what the page's sliders offer
+        a, b = check_strength("blur", blur, limits), check_strength("noise", noise, limits)
         m = done(image_id, who)
         t0 = time.perf_counter()
         box = render.region((m["height"], m["width"]), x, y, w, h)

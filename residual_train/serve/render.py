@@ -15,7 +15,7 @@ import numpy as np
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.sources import linear_to_srgb
-from residual_train.deploy.compose import compose_consistent_fast, compose_consistent_srgb8
+from residual_train.deploy.compose import Strengths, compose
 
 FORMATS = {"png": "image/png", "tiff": "image/tiff"}
 
@@ -75,14 +75,14 @@ def render(maps: dict[str, np.ndarray], a: float, b: float, noise: NoiseModel, f
     composition and the sRGB table in one pass, then :func:`png_bytes`); TIFF = 32-bit
     float linear, lossless."""
     require(fmt in FORMATS, f"format = {fmt!r}: use one of {sorted(FORMATS)}")
-    x, rb, rn = maps["input"], maps["R_blur"], maps["R_noise"]
+    x = maps["input"]
+    res = {"blur": maps["R_blur"], "noise": maps["R_noise"]}
+    s = Strengths.resolve({"blur": a, "noise": b}, res, limits=(0.0, 1.0))
     if fmt == "png":
-        return png_bytes(compose_consistent_srgb8(x, rb, rn, a, b, noise, _srgb_lut()))
+        return png_bytes(compose(x, res, s, noise, lut=_srgb_lut()))
     import tifffile
 
-    y = compose_consistent_fast(
-        *(np.ascontiguousarray(v, np.float32) for v in (x, rb, rn)), a, b, noise
-    )
+    y = compose(x, res, s, noise)
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.moveaxis(y, 0, 2), photometric="rgb")
     return buf.getvalue()

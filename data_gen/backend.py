@@ -1,0 +1,184 @@
+"""Array backends of the batched renderer: numpy with scipy's FFT (the generator's default)
+or torch on a CPU or GPU (the torch generator and on-the-fly training).
+
+The batched chain (:mod:`data_gen.chain_batch`) and the components' ``apply_batch`` are
+written once, with Python operators (which numpy arrays and torch tensors share) and the
+few calls below. Images are float32 ``(..., H, W)``; spectra are the real FFTs of arrays
+zero-padded to ``(n, n)`` with their data in the top-left corner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+from data_gen.errors import require
+
+
+def fft_size(n: int) -> int:
+    """Smallest size >= n that real FFTs handle fast (products of 2, 3, 5)."""
+    return int(scipy.fft.next_fast_len(n, real=True))
+
+
+class NumpyBackend:
+    """numpy arrays, scipy's pocketfft with ``threads`` workers."""
+
+    name = "numpy"
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = max(1, int(threads))
+
+    @classmethod
+    def create(cls, device, threads: int) -> NumpyBackend:
+        return cls(threads)
+
+    def asarray(self, a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, np.float32)
+
+    def numpy(self, x) -> np.ndarray:
+        return x
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, np.float32)
+
+    def padded(self, x: np.ndarray, n: int) -> np.ndarray:
+        """``x`` ``(..., H, W)`` in the top-left of a zero ``(..., n, n)`` buffer."""
+        buf = np.zeros((*x.shape[:-2], n, n), np.float32)
+        buf[..., : x.shape[-2], : x.shape[-1]] = x
+        return buf
+
+    def rfft2(self, x: np.ndarray, n: int) -> np.ndarray:
+        """Spectrum of ``x`` zero-padded to ``(n, n)`` (top-left)."""
+        if x.shape[-1] != n or x.shape[-2] != n:
+            x = self.padded(x, n)
+        return scipy.fft.rfft2(x, workers=self.threads)
+
+    def kernel_spectrum(self, k: np.ndarray, n: int) -> np.ndarray:
+        """Spectrum of kernels ``(..., K, K)`` placed in the top-left of ``(n, n)``."""
+        return scipy.fft.rfft2(np.asarray(k, np.float32), s=(n, n), workers=1)
+
+    def irfft2(self, spec: np.ndarray, n: int) -> np.ndarray:
+        return scipy.fft.irfft2(spec, s=(n, n), workers=self.threads, overwrite_x=True)
+
+    def take_same(self, circ: np.ndarray, r: int, w: int) -> np.ndarray:
+        """The 'same'-aligned ``(..., w, w)`` of a circular convolution ``circ`` with a kernel
+        of half side ``r`` placed in the top-left: output pixel ``j`` is ``circ[j + r]``. Only
+        the pixels at least ``r`` from the border are a convolution of the image (the others
+        would need pixels outside it); they are set to 0."""
+        out = np.zeros((*circ.shape[:-2], w, w), np.float32)
+        out[..., r : w - r, r : w - r] = circ[..., 2 * r : w, 2 * r : w]
+        return out
+
+    def exp(self, x):
+        return np.exp(x)
+
+    def cat(self, parts: list, axis: int):
+        return np.concatenate(parts, axis)
+
+    def stack(self, parts: list):
+        return np.stack(parts)
+
+    def index_add(self, out: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``out[index[i]] += values[i]`` (repeated indices add up; ``index`` sorted)."""
+        index = np.asarray(index)
+        starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+        out[index[starts]] += np.add.reduceat(values, starts, axis=0)
+        return out
+
+    def clip(self, x, lo: float, hi: float):
+        return np.clip(x, lo, hi)
+
+    def minimum(self, x, v: float):
+        return np.minimum(x, np.float32(v))
+
+
+class TorchBackend:
+    """torch tensors on ``device``."""
+
+    name = "torch"
+
+    def __init__(self, device="cpu") -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+
+    @classmethod
+    def create(cls, device, threads: int) -> TorchBackend:
+        return cls(device)
+
+    def asarray(self, a):
+        t = self.torch
+        if isinstance(a, t.Tensor):
+            return a.to(self.device, t.float32)
+        return t.from_numpy(np.ascontiguousarray(a, np.float32)).to(self.device)
+
+    def numpy(self, x) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def zeros(self, shape: tuple[int, ...]):
+        return self.torch.zeros(shape, device=self.device)
+
+    def normals(self, shape: tuple[int, ...], seed: int):
+        """Standard normals ``shape`` float32 from a torch generator on the device seeded with
+        ``seed`` (64-bit; reproducible on the same kind of device)."""
+        g = self.torch.Generator(device=self.device).manual_seed(seed & (2**63 - 1))
+        return self.torch.randn(shape, generator=g, device=self.device)
+
+    def padded(self, x, n: int):
+        buf = self.torch.zeros((*x.shape[:-2], n, n), device=x.device, dtype=x.dtype)
+        buf[..., : x.shape[-2], : x.shape[-1]] = x
+        return buf
+
+    def rfft2(self, x, n: int):
+        return self.torch.fft.rfft2(x, s=(n, n))
+
+    def kernel_spectrum(self, k, n: int):
+        return self.torch.fft.rfft2(self.asarray(k), s=(n, n))
+
+    def irfft2(self, spec, n: int):
+        return self.torch.fft.irfft2(spec, s=(n, n))
+
+    def take_same(self, circ, r: int, w: int):
+        out = circ.new_zeros((*circ.shape[:-2], w, w))
+        out[..., r : w - r, r : w - r] = circ[..., 2 * r : w, 2 * r : w]
+        return out
+
+    def exp(self, x):
+        return self.torch.exp(x)
+
+    def cat(self, parts: list, axis: int):
+        return self.torch.cat(parts, axis)
+
+    def stack(self, parts: list):
+        return self.torch.stack(parts)
+
+    def index_add(self, out, index: np.ndarray, values):
+        i = self.torch.from_numpy(np.asarray(index, np.int64)).to(out.device)
+        return out.index_add(0, i, values)
+
+    def clip(self, x, lo: float, hi: float):
+        return x.clamp(lo, hi)
+
+    def minimum(self, x, v: float):
+        return x.clamp(max=v)
+
+
+def conv_same(backend, x, spec, r: int):
+    """``x`` ``(..., W, W)`` convolved with the kernel whose spectrum is ``spec`` (a kernel of
+    side ``2r + 1`` in the top-left of ``(n, n)``), 'same' size: exact on the pixels at least
+    ``r`` from the border, 0 on that band (the chain trims it: it lies in the margin)."""
+    n = spec.shape[-2]
+    w = x.shape[-1]
+    require(n >= w, f"conv_same: FFT size {n} is smaller than the image ({w} px)")
+    return backend.take_same(backend.irfft2(backend.rfft2(x, n) * spec, n), r, w)
+
+
+BACKENDS = {"numpy": NumpyBackend, "torch": TorchBackend}
+
+
+def make_backend(name: str, device="cpu", threads: int = 1):
+    """``numpy`` (scipy FFT, ``threads`` workers; ``device`` must be the CPU) or ``torch``
+    on ``device``."""
+    require(name in BACKENDS, f"renderer = {name!r}: use one of {', '.join(BACKENDS)}")
+    return BACKENDS[name].create(device, threads)
