@@ -173,7 +173,8 @@ class Pipeline:
 
     @property
     def meta_dtype(self) -> np.dtype:
-        extra = self.chain.meta_fields(self.stored_channels) if self.schema == 2 else None
+        # component parameters per colour channel (an airlight has 3 even on a Bayer sensor)
+        extra = self.chain.meta_fields(self.cfg["channels"]) if self.schema == 2 else None
         return meta_dtype(self.stored_channels, extra)
 
     @property

@@ -4,6 +4,8 @@ components (residual_train.deploy.compose) on true residuals."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
@@ -42,8 +44,19 @@ def scene(seed: int, size: int, smooth_depth: bool):
     return (0.05 + 0.6 * s).astype(np.float32), depth, rng
 
 
-def render(names, seed: int = 0, size: int = 96, smooth_depth: bool = True):
-    """The chain on a scene: (chain, scene, depth, params, normal, margin, targets)."""
+@dataclass
+class Rendered:
+    chain: Chain
+    scene: np.ndarray
+    depth: np.ndarray
+    params: dict
+    normal: np.ndarray
+    margin: int
+    t: dict
+
+
+def render(names, seed: int = 0, size: int = 96, smooth_depth: bool = True) -> Rendered:
+    """The chain on a scene, with what made it."""
     chain = Chain.defaults(names)
     s, depth, rng = scene(seed, size, smooth_depth)
     psf = lens()
@@ -51,7 +64,7 @@ def render(names, seed: int = 0, size: int = 96, smooth_depth: bool = True):
     params, _ = chain.draw(rng, DrawContext((size, size), (0, 0, size, size), depth, psf, 3))
     normal = rng.standard_normal((3, size - 2 * m, size - 2 * m)).astype(np.float32)
     t = render_chain(s, chain, params, depth, NOISE, normal, m)
-    return chain, s, depth, params, normal, m, t
+    return Rendered(chain, s, depth, params, normal, m, t)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +103,16 @@ def test_a_depth_dependent_component_without_depth_is_refused():
 
 def test_targets_per_component_and_their_identities():
     names = ["relight", "fog", "blur", "motion", "noise"]
-    chain, s, depth, params, normal, m, t = render(names, smooth_depth=False)
+    r = render(names, smooth_depth=False)
+    chain, s, depth, params, normal, m, t = (
+        r.chain,
+        r.scene,
+        r.depth,
+        r.params,
+        r.normal,
+        r.margin,
+        r.t,
+    )
     res = residuals(t, names)
     x = t["input"]
     for c in names:  # input + R_c = without_c
@@ -109,7 +131,7 @@ def test_targets_per_component_and_their_identities():
 
 
 def test_blur_then_noise_leave_one_out_and_peeling_agree_as_in_schema_v1():
-    *_, t = render(["blur", "noise"])
+    t = render(["blur", "noise"]).t
     res = residuals(t, ["blur", "noise"])
     for c in ("blur", "noise"):
         np.testing.assert_allclose(res["leave_one_out"][c], res["peeling"][c], atol=1e-6)
@@ -154,7 +176,16 @@ def leave_in(names, seed, smooth_depth):
     """For each component ``c``: PSNR of the composition with ``c`` at strength 0 and every
     other at 1 against the rendering of ``c`` alone, by the transported rule and by the
     additive rule (every non-noise residual added, the noise re-scaled)."""
-    chain, s, depth, params, normal, m, t = render(names, seed, smooth_depth=smooth_depth)
+    r = render(names, seed, smooth_depth=smooth_depth)
+    chain, s, depth, params, normal, m, t = (
+        r.chain,
+        r.scene,
+        r.depth,
+        r.params,
+        r.normal,
+        r.margin,
+        r.t,
+    )
     x = t["input"]
     peel = stored_residuals(t, chain.names)
     np.testing.assert_array_equal(compose(x, peel, dict.fromkeys(names, 0.0), NOISE), x)
@@ -206,9 +237,10 @@ def test_the_kept_noise_follows_the_corrected_brightness():
     """Relight and fog corrected, noise kept: the noise a camera makes at the relit,
     defogged (still blurred) signal, from the same realisation r."""
     names = ["relight", "fog", "blur", "noise"]
-    chain, s, depth, params, normal, m, t = render(names, seed=3)
+    r = render(names, seed=3)
+    t, normal = r.t, r.normal
     x = t["input"]
-    peel = stored_residuals(t, chain.names)
+    peel = stored_residuals(t, names)
     kept = compose(x, peel, {"noise": 0.0}, NOISE) - t["clean"]
     np.testing.assert_allclose(kept, NOISE.std(t["clean"]) * normal, atol=3e-6)
     assert np.abs(kept - (x - t["before_noise"])).max() > 1e-3  # not the input's noise
@@ -218,9 +250,9 @@ def test_strengths_outside_zero_one_add_or_over_correct_a_component_boundedly():
     """−1 doubles a component, 2 removes it twice; linear in the strength for a component
     with nothing earlier to follow; out of range is refused."""
     names = ["relight", "blur", "noise"]
-    chain, s, depth, params, normal, m, t = render(names)
+    t = render(names).t
     x = t["input"]
-    peel = stored_residuals(t, chain.names)
+    peel = stored_residuals(t, names)
     at = {v: compose(x, peel, {"relight": v}, NOISE) for v in (-1.0, 0.0, 1.0, 2.0)}
     np.testing.assert_allclose(at[-1.0] - at[0.0], at[0.0] - at[1.0], atol=2e-6)
     np.testing.assert_allclose(at[2.0] - at[1.0], at[1.0] - at[0.0], atol=2e-6)

@@ -12,9 +12,8 @@ import pytest
 import tifffile
 import torch
 import yaml
-from data_gen.chain import stored_names
 
-from data_gen.chain import before, stored_residuals
+from data_gen.chain import before, stored_names, stored_residuals
 from data_gen.errors import InputError
 from data_gen.generate import config_hash, generate, generation_config
 from data_gen.noise import NoiseModel
@@ -326,3 +325,52 @@ def test_preview_shows_each_components_residual(v2):
 
     sheet = contact_sheet(v2, n=2, scale=1)
     assert sheet.size == (110 + 6 * (24 + 4), 18 + 2 * (24 + 4))  # clean, input, 4 residuals
+
+
+def test_more_components_render_for_a_bayer_sensor_and_on_the_torch_renderer(tmp_path):
+    """layout = rggb with relight, fog and defocus: every stored array packed (4, P/2, P/2),
+    the peeling targets telescope; renderer = torch writes the same samples to float32
+    rounding."""
+    base = [FOUR.replace("relight,fog", "relight,fog,defocus"), DEPTH, "samples_per_shard=8"]
+    base += ["shards=1", "patch_size=24", "source.size=96"]
+    generate(compose_cfg(f"out_dir={tmp_path / 'bayer'}", *base, "layout=rggb"))
+    with h5py.File(tmp_path / "bayer" / "shard-00000-of-00001.h5") as f:
+        comps = [c.decode() if isinstance(c, bytes) else c for c in f.attrs["components"]]
+        arrays = {k: f[k][:] for k in stored_names(comps)}
+        assert f.attrs["layout"] == "rggb" and arrays["input"].shape == (8, 4, 12, 12)
+    res = stored_residuals(arrays, comps)
+    ok = (arrays["input"] < 1) & (arrays["clean"] < 1)
+    np.testing.assert_allclose(
+        (arrays["input"] + sum(res.values()))[ok], arrays["clean"][ok], atol=2e-6
+    )
+    generate(compose_cfg(f"out_dir={tmp_path / 'np'}", *base))
+    generate(compose_cfg(f"out_dir={tmp_path / 'torch'}", *base, "renderer=torch"))
+    with h5py.File(tmp_path / "np" / "shard-00000-of-00001.h5") as a:
+        with h5py.File(tmp_path / "torch" / "shard-00000-of-00001.h5") as b:
+            for k in stored_names(comps):
+                assert np.abs(a[k][:] - b[k][:]).max() <= 2e-6, k
+            np.testing.assert_array_equal(a["meta"]["fog_beta"], b["meta"]["fog_beta"])
+
+
+@pytest.mark.parametrize("kind", ["pickled", "corrupt", "not an npz"])
+def test_a_bad_motion_kernel_file_is_named_in_one_line(tmp_path, kind):
+    bad = tmp_path / "k.npz"
+    if kind == "pickled":
+        np.savez(bad, k1=np.array([{"a": 1}], dtype=object))
+    elif kind == "corrupt":
+        bad.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        np.save(tmp_path / "k.npy", np.ones((3, 3)))
+        bad = tmp_path / "k.npy"
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as e:
+        generate(
+            compose_cfg(
+                f"out_dir={out}",
+                "components=[motion,noise]",
+                "component.motion.source=file",
+                f"component.motion.kernels={bad}",
+            )
+        )
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert not out.exists()

@@ -95,8 +95,12 @@ def load_kernels(path: str | Path) -> dict[str, np.ndarray]:
     require(p.is_file(), f"motion kernels file {p} does not exist")
     out = {}
     try:
-        with np.load(p, allow_pickle=False) as f:
-            require(hasattr(f, "files"), f"motion kernels file {p}: an .npz of 2-D arrays expected")
+        f = np.load(p, allow_pickle=False)
+        require(
+            isinstance(f, np.lib.npyio.NpzFile),
+            f"motion kernels file {p}: an .npz of 2-D arrays expected (numpy.savez)",
+        )
+        with f:
             for name in f.files:
                 k = np.asarray(f[name], np.float64)
                 require(k.ndim == 2 and k.size > 0, f"{p}: kernel {name} is not a 2-D array")
