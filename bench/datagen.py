@@ -142,9 +142,9 @@ COMPONENT_CASES = {  # name -> components ([blur, noise]: schema v1, the batched
 
 
 def component_rows(samples: int) -> dict:
-    """Samples/s of the component lists (schema v2: N + 1 renders of each sample, prefixes
-    shared: ``before_<c>`` are the chain's prefixes, each ``without_<c>`` continues one), one
-    process, written; and how many patch arrays each sample stores."""
+    """Samples/s of the component lists (the batched chain: N + 1 renders of each sample,
+    prefixes shared: ``before_<c>`` are the chain's prefixes, each ``without_<c>`` continues
+    one), written, with 1 and 2 processes; and how many patch arrays each sample stores."""
     from data_gen.chain import stored_names
 
     out = {}
@@ -153,10 +153,18 @@ def component_rows(samples: int) -> dict:
         if {"fog", "defocus"} & set(comps):
             extra.append("+source.depth=[1,20]")
         pipeline_rate(min(256, samples), 1, True, extra)  # warm-up
-        rate = pipeline_rate(samples, 1, True, extra)
+        rates = {w: pipeline_rate(samples, w, True, extra) for w in (1, 2)}
         arrays = len(stored_names(comps))
-        out[name] = {"samples_per_s": rate, "arrays_per_sample": arrays}
-        print(f"{name:28s} {rate:10.0f} samples/s  {arrays:2d} arrays/sample", flush=True)
+        out[name] = {
+            "samples_per_s_w1": rates[1],
+            "samples_per_s_w2": rates[2],
+            "arrays_per_sample": arrays,
+        }
+        print(
+            f"{name:28s} {rates[1]:8.0f} samples/s (1 process) {rates[2]:8.0f} (2)  "
+            f"{arrays:2d} arrays/sample",
+            flush=True,
+        )
     return out
 
 
@@ -174,7 +182,7 @@ def main() -> None:
     rows = {}
     if args.components:
         rows = component_rows(args.samples)
-        unit = "samples/s (64x64 RGB, 31x31 lens PSF, float16 storage, 1 process, written)"
+        unit = "samples/s (64x64 RGB, 31x31 lens PSF, float16 storage, written; 1 and 2 processes)"
         print(f"saved {save('datagen-components', {'results': rows, 'unit': unit})}")
         return
     if args.gpu_only:

@@ -32,6 +32,12 @@ class NumpyBackend:
     def create(cls, device, threads: int) -> NumpyBackend:
         return cls(threads)
 
+    CHUNK = 4  # samples rendered together: their FFTs and arrays stay in the CPU's caches
+
+    def chunk(self, batch: int) -> int:
+        """How many samples of a batch to render at a time."""
+        return min(batch, self.CHUNK * self.threads)
+
     def asarray(self, a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, np.float32)
 
@@ -49,9 +55,7 @@ class NumpyBackend:
 
     def rfft2(self, x: np.ndarray, n: int) -> np.ndarray:
         """Spectrum of ``x`` zero-padded to ``(n, n)`` (top-left)."""
-        if x.shape[-1] != n or x.shape[-2] != n:
-            x = self.padded(x, n)
-        return scipy.fft.rfft2(x, workers=self.threads)
+        return scipy.fft.rfft2(x, s=(n, n), workers=self.threads)
 
     def kernel_spectrum(self, k: np.ndarray, n: int) -> np.ndarray:
         """Spectrum of kernels ``(..., K, K)`` placed in the top-left of ``(n, n)``."""
@@ -79,10 +83,9 @@ class NumpyBackend:
         return np.stack(parts)
 
     def index_add(self, out: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``out[index[i]] += values[i]`` (repeated indices add up; ``index`` sorted)."""
-        index = np.asarray(index)
-        starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-        out[index[starts]] += np.add.reduceat(values, starts, axis=0)
+        """``out[index[i]] += values[i]`` (repeated indices add up)."""
+        for i, j in enumerate(np.asarray(index).tolist()):
+            np.add(out[j], values[i], out=out[j])
         return out
 
     def clip(self, x, lo: float, hi: float):
@@ -106,6 +109,10 @@ class TorchBackend:
     @classmethod
     def create(cls, device, threads: int) -> TorchBackend:
         return cls(device)
+
+    def chunk(self, batch: int) -> int:
+        """The whole batch at once (a GPU wants large batches)."""
+        return batch
 
     def asarray(self, a):
         t = self.torch

@@ -378,6 +378,21 @@ def _box_colour(label, palette, s):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _block_min(label, z, s):  # pragma: no cover - compiled
+    """``(n/s, n/s)`` float32: the nearest depth ``z[label]`` of each s x s block."""
+    m = label.shape[0] // s
+    out = np.empty((m, m), np.float32)
+    for by in range(m):
+        for bx in range(m):
+            best = np.inf
+            for y in range(by * s, by * s + s):
+                for x in range(bx * s, bx * s + s):
+                    best = min(best, z[label[y, x]])
+            out[by, bx] = best
+    return out
+
+
 def dead_leaves(
     rng: np.random.Generator,
     size: int = 512,
@@ -428,8 +443,7 @@ def dead_leaves(
     require(0 < near <= far, f"dead_leaves depth = {depth}: need 0 < near <= far (metres)")
     z = np.sort(rng.uniform(near, far, drawn + 1))
     z[drawn] = far
-    zmap = z[label].reshape(size, s, size, s).min(axis=(1, 3)).astype(np.float32)
-    return _box_colour(label, palette, s), zmap
+    return _box_colour(label, palette, s), _block_min(label, z, s)
 
 
 class DeadLeavesSource:

@@ -57,9 +57,9 @@ def gain_map(
     y = (np.arange(shape[0]) + origin[0] + 0.5)[:, None]
     x = (np.arange(shape[1]) + origin[1] + 0.5)[None, :]
     g = np.full(tuple(shape), float(ambient))
-    for cy, cx, width, amp in lights:
-        d2 = ((y - cy * h) ** 2 + (x - cx * w) ** 2) / diag**2
-        g += amp * np.exp(-d2 / (2 * width**2))
+    for cy, cx, width, amp in lights:  # a Gaussian is separable: exp(−dy²/2w²)·exp(−dx²/2w²)
+        s2 = 2 * (width * diag) ** 2
+        g += (amp * np.exp(-((y - cy * h) ** 2) / s2)) * np.exp(-((x - cx * w) ** 2) / s2)
     return g.astype(np.float32)
 
 
