@@ -17,6 +17,7 @@
 Prints a table and saves ``bench/results/train-<device>.json``.
 
     python bench/train.py [--device cpu|cuda] [--quick]
+    python bench/train.py --onthefly-only --components relight,fog,blur,noise --sizes 64
 """
 
 from __future__ import annotations
@@ -303,20 +304,33 @@ def onthefly_rates(data_dir: Path, device: str, sizes: list[int], step_rows: dic
     return out
 
 
-def onthefly_only(device: str) -> None:
+def onthefly_only(device: str, components: str | None, sizes: list[int] | None) -> None:
+    """The on-the-fly rows against the shipped step of an earlier full run (or of this run,
+    measured at the first size, when there is none); ``components``: render that chain
+    (e.g. ``relight,fog,blur,noise``, with dead-leaves depth) instead of blur + noise."""
     import json
 
     from bench.common import RESULTS
 
-    saved = json.loads((RESULTS / f"train-{device}.json").read_text())
+    sizes = sizes or [64, 128, 256]
+    path = RESULTS / f"train-{device}.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {"step": {}}
+    if not any(k.startswith(f"shipped_{sizes[0]}px") for k in saved["step"]):
+        steps, _ = step_cases(device, sizes[:1], True, matmul_peak(device), ["shipped"], False)
+        saved["step"].update(steps)
+    extra = ["patch_size=80"]
+    key, tag = "onthefly", ""
+    if components:
+        extra += [f"components=[{components}]", "+source.depth=[1,20]"]
+        key, tag = f"onthefly_{components.replace(',', '_')}", "-components"
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         data = root / "ds"
-        generate(datagen_config(str(data), 256, 1, True, ["patch_size=80"]))
-        saved["onthefly"] = onthefly_rates(data, device, [64, 128, 256], saved["step"])
+        generate(datagen_config(str(data), 256, 1, True, extra))
+        saved[key] = onthefly_rates(data, device, sizes, saved["step"])
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"saved {save(f'train-{device}', saved)}")
+    print(f"saved {save(f'train-{device}{tag}', saved)}")
 
 
 def main() -> None:
@@ -338,9 +352,15 @@ def main() -> None:
         help="also train the shipped model's deconvolution path as a convolution",
     )
     ap.add_argument("--tag", default="", help="suffix of the saved JSON's name")
+    ap.add_argument(
+        "--components",
+        default=None,
+        help="with --onthefly-only: render this component list, e.g. relight,fog,blur,noise",
+    )
     args = ap.parse_args()
     if args.onthefly_only:
-        return onthefly_only(args.device)
+        sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else None
+        return onthefly_only(args.device, args.components, sizes)
     device = args.device
     sizes = [64, 128] if args.quick else [64, 128, 256]
     if args.sizes:

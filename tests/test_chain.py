@@ -104,26 +104,18 @@ def test_a_depth_dependent_component_without_depth_is_refused():
 def test_targets_per_component_and_their_identities():
     names = ["relight", "fog", "blur", "motion", "noise"]
     r = render(names, smooth_depth=False)
-    chain, s, depth, params, normal, m, t = (
-        r.chain,
-        r.scene,
-        r.depth,
-        r.params,
-        r.normal,
-        r.margin,
-        r.t,
-    )
+    t = r.t
     res = residuals(t, names)
     x = t["input"]
     for c in names:  # input + R_c = without_c
         np.testing.assert_allclose(x + res["leave_one_out"][c], t[f"without_{c}"], atol=1e-6)
     # the noise target: the same realisation at the noise-free signal's own level
     pre = t["before_noise"]
-    np.testing.assert_allclose(x - pre, NOISE.std(pre) * normal, atol=1e-6)
+    np.testing.assert_allclose(x - pre, NOISE.std(pre) * r.normal, atol=1e-6)
     # every target that keeps the noise carries the input's realisation
     for c in names[:-1]:
-        kept = Chain(tuple(k for k in chain.body if k.name != c))
-        clean_target = render_chain(s, kept, params, depth, margin=m)
+        kept = Chain(tuple(k for k in r.chain.body if k.name != c))
+        clean_target = render_chain(r.scene, kept, r.params, r.depth, margin=r.margin)
         np.testing.assert_allclose(t[f"without_{c}"] - clean_target["input"], x - pre, atol=1e-6)
     # peeling residuals telescope to the clean image exactly; leave-one-out ones do not
     np.testing.assert_allclose(x + sum(res["peeling"].values()), t["clean"], atol=2e-6)
@@ -177,24 +169,16 @@ def leave_in(names, seed, smooth_depth):
     other at 1 against the rendering of ``c`` alone, by the transported rule and by the
     additive rule (every non-noise residual added, the noise re-scaled)."""
     r = render(names, seed, smooth_depth=smooth_depth)
-    chain, s, depth, params, normal, m, t = (
-        r.chain,
-        r.scene,
-        r.depth,
-        r.params,
-        r.normal,
-        r.margin,
-        r.t,
-    )
+    t = r.t
     x = t["input"]
-    peel = stored_residuals(t, chain.names)
+    peel = stored_residuals(t, names)
     np.testing.assert_array_equal(compose(x, peel, dict.fromkeys(names, 0.0), NOISE), x)
     full = compose(x, peel, dict.fromkeys(names, 1.0), NOISE)
     np.testing.assert_allclose(full, t["clean"], atol=3e-6)
     out = {}
     for c in names:
-        alone = Chain(tuple(k for k in chain.components if k.name == c))
-        want = render_chain(s, alone, params, depth, NOISE, normal, m)["input"]
+        alone = Chain(tuple(k for k in r.chain.components if k.name == c))
+        want = render_chain(r.scene, alone, r.params, r.depth, NOISE, r.normal, r.margin)["input"]
         st = {n: float(n != c) for n in names}
         y = compose(x, peel, st, NOISE)
         np.testing.assert_allclose(y, compose_reference(x, peel, st, NOISE), atol=1e-5)
