@@ -228,3 +228,46 @@ def test_bad_images_and_options_are_refused_in_one_line(photo):
         deblur_kernel_oracle(photo, -np.ones((3, 3)), "wiener", photo)
     with pytest.raises(InputError, match="method"):
         deblur_kernel_oracle(photo, np.ones((3, 3)), "lucy", photo)
+
+
+def test_richardson_lucy_path_equals_scikit_image_at_every_count(photo):
+    from residual_train.evaluate.deconvolution import richardson_lucy_path, richardson_lucy_plane
+
+    k = trajectory_kernel(shake_trajectory(np.random.default_rng(1), 6.0))
+    y = blur_image(photo, k)[1]
+    path = richardson_lucy_path(y, k, (3, 12))
+    for n in (3, 12):
+        np.testing.assert_array_equal(path[n], richardson_lucy_plane(y, k, n))
+
+
+def test_depth_sets_say_what_is_missing(tmp_path):
+    from residual_train.evaluate import depth_sets
+
+    ok, missing = depth_sets.available(tmp_path)
+    assert ok == ["motorcycle"] and "cones" in missing and str(tmp_path) in missing["cones"]
+    with pytest.raises(InputError, match="needs"):
+        depth_sets.load("cones", tmp_path)
+    with pytest.raises(InputError, match="unknown"):
+        depth_sets.load("middle-earth")
+
+
+@pytest.mark.shared_data
+def test_depth_sets_read_real_depth():
+    from residual_train.evaluate import depth_sets
+    from tests.conftest import shared
+
+    root = shared("depth", "middlebury2003_ceschini").parent
+    cones = depth_sets.load("cones", root)
+    assert cones.image.shape == (3, 375, 450) and cones.depth.shape == (375, 450)
+    assert 0.96 < cones.valid.mean() < 0.975  # the README: 96.8 % of disp2 is known
+    z = cones.depth
+    assert np.isfinite(z).all() and z[cones.valid].min() == pytest.approx(1.0)
+    assert z.max() == pytest.approx(2.0, rel=1e-5)  # filled pixels take measured depths
+    # nearer = larger disparity: depth falls where the disparity rises
+    from PIL import Image
+
+    disp = np.asarray(Image.open(root / "middlebury2003_ceschini" / "disp2.png"), np.float64)
+    v = cones.valid
+    assert np.corrcoef(1 / z[v], disp[v])[0, 1] > 0.999
+    small = depth_sets.load("cones", root, shrink_factor=2)
+    assert small.image.shape == (3, 187, 225) and small.valid.mean() <= cones.valid.mean()
