@@ -20,7 +20,7 @@ the dark channel of ``I / A`` measures ``1 − t``. Here:
 **Space.** Our images are linear; the prior was found on sRGB-encoded photographs.
 ``space='linear'`` runs every step on linear values (where the scattering model holds);
 ``space='srgb'`` encodes ``I`` to sRGB first, runs the method there as published and
-decodes ``J``. The defaults (linear, colour guide, ``ε = 10⁻³``) scored best on the
+decodes ``J``. The defaults (linear, colour guide, ``ε = 10⁻⁴``) scored best on the
 validation render of ``bench/classical.py --validate`` (scikit-image photographs that are
 not in the benchmark, fogged through a depth ramp): in sRGB the dark channel of a clear
 scene is not near black (the encoding lifts the darks), so the haze is over-estimated, and
@@ -42,7 +42,7 @@ from residual_train.evaluate.classical.truth import Truth, check_image
 OMEGA = 0.95  # fraction of the haze removed (He et al.)
 T0 = 0.1  # transmission floor (He et al.)
 TOP = 1e-3  # fraction of pixels with the brightest dark channel searched for the airlight
-EPS = 1e-3  # guided filter regularisation (values in [0, 1])
+EPS = 1e-4  # guided filter regularisation (He et al.'s, for values in [0, 1])
 REF_PIXELS = 600 * 400  # image size at which He et al. used a 15 px patch and r = 60
 SPACES = ("linear", "srgb")
 GUIDES = ("colour", "grey")
