@@ -75,7 +75,6 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     channels) — OpenCV's ``ximgproc.guidedFilter`` (box windows of side ``2·radius + 1``,
     regularisation ``eps``). ``(H, W)`` float32."""
     try:
-        import cv2
         from cv2 import ximgproc
     except ImportError:
         raise InputError(
@@ -83,7 +82,6 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
             "pip install opencv-contrib-python-headless (or 'residual-train[eval]')"
         ) from None
     g = np.ascontiguousarray(np.moveaxis(guide, 0, -1), np.float32)
-    cv2.setNumThreads(1)  # the result does not depend on it; the callers parallelise
     out = ximgproc.guidedFilter(g, np.ascontiguousarray(src, np.float32), int(radius), eps)
     return np.asarray(out, np.float32)
 
