@@ -21,42 +21,27 @@ import numpy as np
 
 from data_gen.errors import InputError
 from data_gen.noise import NoiseModel
+from residual_train.evaluate.deconvolution import wiener_plane
+from residual_train.evaluate.oracle import choose, psnr
 
 BALANCES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 NAMES = ("wiener_wavelet", "bm3d_wiener")
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB for data range 1 (white level)."""
-    return float(-10 * np.log10(max(float(np.mean((a - b) ** 2)), 1e-12)))
-
-
 def wiener(y: np.ndarray, psfs: np.ndarray, index: np.ndarray, balance: float) -> np.ndarray:
     """Wiener deconvolution of ``y`` ``(C, H, W)``; pixel ``p`` takes the result of the PSF
     ``psfs[index[p]]`` ``(C, K, K)`` it was blurred with."""
-    from skimage.restoration import wiener as sk_wiener
-
-    k = psfs.shape[-1]
-    pad = ((k, k), (k, k))
     out = np.zeros_like(y, dtype=np.float32)
     for j in np.unique(index):
         sel = index == j
         for c in range(y.shape[0]):
-            big = np.pad(y[c].astype(np.float64), pad, mode="symmetric")
-            dec = sk_wiener(big, psfs[j, c].astype(np.float64), balance, clip=False)
-            out[c][sel] = dec[k:-k, k:-k][sel]
+            out[c][sel] = wiener_plane(y[c], psfs[j, c], balance)[sel]
     return out
 
 
 def best_of(candidates: Callable[[float], np.ndarray], clean: np.ndarray) -> np.ndarray:
     """The candidate over :data:`BALANCES` closest to ``clean`` (oracle choice)."""
-    best, best_p = None, -np.inf
-    for balance in BALANCES:
-        y = candidates(balance)
-        p = psnr(y, clean)
-        if p > best_p:
-            best, best_p = y, p
-    return best
+    return choose(candidates, BALANCES, clean)[0]
 
 
 def wiener_wavelet(x, psfs, index, noise: NoiseModel, clean) -> np.ndarray:
@@ -110,3 +95,17 @@ def bm3d_wiener(x, psfs, index, noise: NoiseModel, clean) -> np.ndarray:
 
 
 BASELINES = {"wiener_wavelet": wiener_wavelet, "bm3d_wiener": bm3d_wiener}
+
+__all__ = [
+    "BALANCES",
+    "BASELINES",
+    "NAMES",
+    "anscombe",
+    "anscombe_inverse",
+    "best_of",
+    "bm3d_denoise",
+    "bm3d_wiener",
+    "psnr",
+    "wiener",
+    "wiener_wavelet",
+]

@@ -14,13 +14,16 @@ __all__ = ["BRIGHTNESS_EDGES", "NoiseKept", "Pearson", "psnr", "ssim"]
 BRIGHTNESS_EDGES = (0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM of the images clipped to [0, 1] (scikit-image, colour, data range 1)."""
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """SSIM of the images clipped to [0, 1] (scikit-image, colour, data range 1); with
+    ``mask`` ``(H, W)`` bool, the mean of the SSIM map over those pixels."""
     from skimage.metrics import structural_similarity
 
-    return float(
-        structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), channel_axis=0, data_range=1.0)
-    )
+    a, b = np.clip(a, 0, 1), np.clip(b, 0, 1)
+    if mask is None:
+        return float(structural_similarity(a, b, channel_axis=0, data_range=1.0))
+    _, smap = structural_similarity(a, b, channel_axis=0, data_range=1.0, full=True)
+    return float(smap.mean(axis=0)[mask].mean())
 
 
 class Pearson:
