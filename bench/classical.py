@@ -47,9 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import save
 from data_gen.errors import InputError
 from data_gen.paths import CONF
+from data_gen.physics.convolve import blur_image
+from data_gen.physics.defocus import coc_radius_px, composite_layers, defocus_layers
+from data_gen.physics.fog import add_fog, draw_fog, transmission
+from data_gen.physics.motion import shake_trajectory, trajectory_kernel
+from data_gen.physics.relight import draw_relight, gain_map, relight
 from residual_train.evaluate import depth_sets
 from residual_train.evaluate.classical import BASELINES_BY_COMPONENT, Truth
-from residual_train.evaluate.classical import physics as ph
 from residual_train.evaluate.metrics import psnr, ssim
 from residual_train.evaluate.oracle import oracle_scale
 
@@ -85,30 +89,30 @@ def render(c: str, item: depth_sets.DepthImage, p: dict, rng: np.random.Generato
     """``(input, clean, truth, mask, params)`` of component ``c`` alone on ``item``."""
     S, depth, valid = item.image, item.depth, item.valid
     if c == "relight":
-        d = ph.draw_relight(
+        d = draw_relight(
             rng,
             (p["lights"], p["lights"]),
             (p["ambient"],) * 2,
             (p["amplitude"],) * 2,
             (p["width"],) * 2,
         )
-        x = ph.relight(S, ph.gain_map(S.shape[1:], d["ambient"], d["lights"]))
+        x = relight(S, gain_map(S.shape[1:], d["ambient"], d["lights"]))
         rec = {"ambient": d["ambient"], "lights": np.round(d["lights"], 3).tolist()}
         return x, S, Truth(clean=S), None, rec
     if c == "fog":
-        d = ph.draw_fog(rng, (p["beta"],) * 2, (p["airlight"],) * 2, p["tint"], S.shape[0])
-        t = ph.transmission(depth, d["beta"])
-        x = ph.add_fog(S, t, d["airlight"])
+        d = draw_fog(rng, (p["beta"],) * 2, (p["airlight"],) * 2, p["tint"], S.shape[0])
+        t = transmission(depth, d["beta"])
+        x = add_fog(S, t, d["airlight"])
         truth = Truth(clean=S, mask=valid, t=t, airlight=d["airlight"])
         rec = {"beta": d["beta"], "airlight": d["airlight"].tolist(), "t_min": float(t.min())}
         return x, S, truth, valid, rec
     if c == "defocus":
         focus = max(float(np.quantile(depth, p["focus"])), 2e-3 * p["focal_mm"])
-        r = ph.coc_radius_px(depth, focus, p["focal_mm"], p["f_number"], p["pixel_um"])
+        r = coc_radius_px(depth, focus, p["focal_mm"], p["f_number"], p["pixel_um"])
         r = np.minimum(r, p["max_radius_px"])
-        plan = ph.defocus_layers(depth, r, p["layers"])
+        plan = defocus_layers(depth, r, p["layers"])
         m = math.ceil(p["max_radius_px"]) + 1
-        x, S2, v = trim(ph.composite_layers(S, plan), m), trim(S, m), trim(valid, m)
+        x, S2, v = trim(composite_layers(S, plan), m), trim(S, m), trim(valid, m)
         layers = [(trim(a, m), k, trim(b, m)) for a, k, b in plan]
         rec = {
             "focus_m": focus,
@@ -117,9 +121,9 @@ def render(c: str, item: depth_sets.DepthImage, p: dict, rng: np.random.Generato
         }
         return x, S2, Truth(clean=S2, mask=v, layers=layers), v, rec
     if c == "motion":
-        k = ph.trajectory_kernel(ph.shake_trajectory(rng, p["length"], p["steps"]))
+        k = trajectory_kernel(shake_trajectory(rng, p["length"], p["steps"]))
         m = k.shape[0] // 2 + 1
-        x, S2 = trim(ph.blur_image(S, k), m), trim(S, m)
+        x, S2 = trim(blur_image(S, k), m), trim(S, m)
         return x, S2, Truth(clean=S2, kernel=k), None, {"length": p["length"], "size": k.shape[0]}
     bank, noise = lens
     if c == "blur":
@@ -205,7 +209,7 @@ def validate_dark_channel() -> dict:
         for far in (20.0, 60.0):
             depth = np.linspace(far, 2.0, img.shape[1], dtype=np.float32)[:, None]
             depth = np.repeat(depth, img.shape[2], 1)
-            x = ph.add_fog(img, ph.transmission(depth, beta), np.float32([0.76, 0.75, 0.73]))
+            x = add_fog(img, transmission(depth, beta), np.float32([0.76, 0.75, 0.73]))
             inputs.append(psnr(x, img))
             for s, g, e in variants:
                 scores[f"{s}/{g}/eps={e:g}"].append(

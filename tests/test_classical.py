@@ -9,6 +9,11 @@ import pytest
 
 from data_gen.errors import InputError
 from data_gen.noise import NoiseModel
+from data_gen.physics.convolve import blur_image
+from data_gen.physics.defocus import coc_radius_px, composite_layers, defocus_layers
+from data_gen.physics.fog import add_fog, transmission
+from data_gen.physics.motion import shake_trajectory, trajectory_kernel
+from data_gen.physics.relight import gain_map, relight
 from data_gen.sources import dead_leaves, shrink, srgb_to_linear
 from residual_train.evaluate.classical import (
     BASELINES_BY_COMPONENT,
@@ -19,18 +24,6 @@ from residual_train.evaluate.classical import (
     dehaze_dark_channel,
     dehaze_oracle,
     estimate_dark_channel,
-)
-from residual_train.evaluate.classical.physics import (
-    add_fog,
-    blur_image,
-    coc_radius_px,
-    composite_layers,
-    defocus_layers,
-    gain_map,
-    relight,
-    shake_trajectory,
-    trajectory_kernel,
-    transmission,
 )
 from residual_train.evaluate.classical.relight import (
     illumination_polyfit,

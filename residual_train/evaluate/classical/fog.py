@@ -36,7 +36,8 @@ import numpy as np
 from scipy.ndimage import minimum_filter
 
 from data_gen.errors import InputError, require
-from residual_train.evaluate.classical.physics import linear_to_srgb, remove_fog, srgb_to_linear
+from data_gen.physics.fog import remove_fog
+from data_gen.sources import linear_to_srgb, srgb_to_linear
 from residual_train.evaluate.classical.truth import Truth, check_image
 
 OMEGA = 0.95  # fraction of the haze removed (He et al.)
