@@ -178,3 +178,150 @@ def noise_page(doc: dict, results: dict, dark_doc: dict | None, no_sensor: str) 
             parts.append(dark_figure(stats, shading, resid))
     parts.append("<h2>Command</h2><pre>" + html.escape(str(doc["config"])) + "</pre>")
     return document("Noise calibration", "".join(parts))
+
+
+# ---- lens ---------------------------------------------------------------------------------
+
+CHANNEL_COLOURS = ("#d62728", "#2ca02c", "#1f77b4")
+
+
+def _chan_colour(i: int, n: int) -> str:
+    return "k" if n == 1 else CHANNEL_COLOURS[i % 3]
+
+
+def geometry_figure(doc: dict, corr, geo) -> str:
+    """Corner residuals (arrows, magnified) and the fitted distortion's displacement."""
+    from data_gen.calibrate.distortion import distort_points
+
+    plt = pyplot()
+    h, w = doc["frame"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for cap, (q, x) in enumerate(corr):
+        r = geo.project(cap, q) - x
+        scale = 0.1 * max(h, w) / max(float(np.abs(r).max()), 1e-3)
+        ax.quiver(
+            x[:, 1],
+            x[:, 0],
+            r[:, 1],
+            -r[:, 0],
+            angles="xy",
+            scale_units="xy",
+            scale=1 / scale,
+            width=0.003,
+        )
+    ax.set(xlim=(0, w), ylim=(h, 0), title=f"corner residuals (magnified), RMS {geo.rms_px:.3f} px")
+    yy, xx = np.meshgrid(np.linspace(0, h - 1, 12), np.linspace(0, w - 1, 16), indexing="ij")
+    p = np.stack([yy.ravel(), xx.ravel()], 1)
+    d = distort_points(p, (h, w), geo.k) - p
+    bx.quiver(p[:, 1], p[:, 0], d[:, 1], -d[:, 0], angles="xy", scale_units="xy", scale=1)
+    mx = float(np.sqrt((d**2).sum(1)).max())
+    bx.set(
+        xlim=(0, w),
+        ylim=(h, 0),
+        title=f"distortion k = [{geo.k[0]:.4g}, {geo.k[1]:.4g}] (max {mx:.2f} px, true scale)",
+    )
+    fig.tight_layout()
+    return embed(fig)
+
+
+def mtf_map_figure(doc: dict) -> str:
+    plt = pyplot()
+    rows, cols = doc["grid"]
+    m = np.full((rows, cols), np.nan)
+    for cell in doc["cells"]:
+        if cell["mtf50"] is not None:
+            m[cell["row"], cell["col"]] = cell["mtf50"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    im = ax.imshow(m, cmap="viridis")
+    for cell in doc["cells"]:
+        if cell["mtf50"] is not None:
+            ax.text(
+                cell["col"],
+                cell["row"],
+                f"{cell['mtf50']:.3f}",
+                ha="center",
+                va="center",
+                color="w",
+                fontsize=8,
+            )
+    ax.set(
+        title="MTF50 (cycles/pixel), mean of channels and orientations",
+        xlabel="column",
+        ylabel="row",
+    )
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return embed(fig)
+
+
+def cell_figure(cell: dict) -> str:
+    """ESF, LSF and SFR per channel and orientation, and the PSF of one cell."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    styles = {"rows": "-", "cols": "--"}
+    for o, sfrs in cell["sfr"].items():
+        n = len(sfrs)
+        for i, s in enumerate(sfrs):
+            col = _chan_colour(i, n)
+            axes[0].plot(s.d, s.esf, styles[o], color=col, lw=1)
+            axes[1].plot(
+                s.d, s.lsf / max(float(np.abs(s.lsf).max()), 1e-12), styles[o], color=col, lw=1
+            )
+            f = s.freq <= 0.5
+            axes[2].plot(
+                s.freq[f],
+                s.sfr[f],
+                styles[o],
+                color=col,
+                lw=1,
+                label=f"{o} ch{i}: MTF50 {s.mtf50:.3f}",
+            )
+    axes[0].set(title="ESF (solid: edges along rows, dashed: columns)", xlabel="distance (px)")
+    axes[1].set(title="LSF (normalised)", xlabel="distance (px)")
+    axes[2].axhline(0.5, color="0.7", lw=1)
+    axes[2].set(title="SFR", xlabel="cycles/pixel", ylim=(0, 1.1))
+    axes[2].legend(fontsize=6)
+    if cell["psf"] is not None:
+        p = np.moveaxis(cell["psf"], 0, -1)
+        p = p / p.max()
+        axes[3].imshow(p[..., 0] if p.shape[-1] == 1 else p, cmap="gray")
+        axes[3].set_title("PSF (normalised to its peak)")
+    else:
+        axes[3].text(0.5, 0.5, "not covered by the chart", ha="center")
+    axes[3].axis("off")
+    fig.tight_layout()
+    return embed(fig)
+
+
+def lens_page(doc: dict, cells: list[dict], grid: np.ndarray, geo, corr) -> str:
+    g = doc["geometry"]
+    parts = [
+        f"<p>Frame {doc['frame'][0]}×{doc['frame'][1]} px, {len(doc['captures'])} capture(s), "
+        f"channels {', '.join(doc['channels'])}. {html.escape(doc['units'])}.</p>",
+        f"<h2>Geometry</h2><p>{g['corners']} corners, residual {g['rms_px']:.3f} px RMS "
+        f"(max {g['max_px']:.3f}); radial distortion k = [{g['k'][0]:.6g}, {g['k'][1]:.6g}] "
+        f"({html.escape(g['model'])}).</p>",
+        geometry_figure(doc, corr, geo),
+        "<h2>MTF50 over the frame</h2>",
+        mtf_map_figure(doc),
+    ]
+    rows = []
+    for cell in doc["cells"]:
+        row = {"row": cell["row"], "col": cell["col"], "measured": str(cell["measured"])}
+        for o, v in cell["orientations"].items():
+            row[f"MTF50 {o}"] = ", ".join(f"{x:.3f}" for x in v["mtf50"])
+            row[f"edges {o}"] = v["edges"]
+        rows.append(row)
+    cols = ["row", "col", "measured", "MTF50 rows", "edges rows", "MTF50 cols", "edges cols"]
+    parts.append(table(rows, cols))
+    parts.append("<h2>Per position: edge spread → line spread → SFR, and the PSF</h2>")
+    for cell, d in zip(cells, doc["cells"], strict=True):
+        if not cell["sfr"] and cell["psf"] is None:
+            continue
+        pos = d["position"]
+        parts.append(
+            f"<h3>cell ({cell['row']}, {cell['col']}) at y {pos['y_px']:.0f}, x {pos['x_px']:.0f} px</h3>"
+        )
+        parts.append(cell_figure(cell))
+    parts.append("<h2>Command</h2><pre>" + html.escape(str(doc["config"])) + "</pre>")
+    return document("Lens calibration", "".join(parts))

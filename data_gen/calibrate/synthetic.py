@@ -153,3 +153,71 @@ def write_frames(
         )
         paths.append(p)
     return paths
+
+
+# ---- chart captures through a lens ------------------------------------------------------
+
+
+def chart_homography(
+    shape: tuple[int, int], square: float, angle_deg: float = 5.0, tilt: float = 0.05
+) -> np.ndarray:
+    """A chart of ``square``-pixel squares slanted by ``angle_deg``, its square (0, 0)
+    corner at the frame centre, with a mild perspective (``tilt``: relative change of
+    scale across the frame)."""
+    h, w = shape
+    a = np.deg2rad(angle_deg)
+    c, s = np.cos(a), np.sin(a)
+    per = tilt / max(h, w)
+    return np.array(
+        [
+            [square * c, -square * s, (w - 1) / 2],
+            [square * s, square * c, (h - 1) / 2],
+            [per * square * 0.6, per * square * 0.8, 1.0],
+        ]
+    )
+
+
+def chart_capture(
+    psf_at,
+    shape: tuple[int, int],
+    grid: tuple[int, int],
+    homography: np.ndarray,
+    k: tuple[float, float] = (0.0, 0.0),
+    levels: tuple[float, float] = (0.1, 0.9),
+    noise: float = 0.01,
+    seed: int = 0,
+    supersample: int = 32,
+) -> tuple[np.ndarray, dict]:
+    """A capture ``(C, H, W)`` of a checkerboard through a field-varying lens: the ideal
+    frame (:func:`data_gen.calibrate.chart.render_chart`, radial distortion ``k``) is
+    blurred in each cell of a ``grid`` = (rows, cols) division of the frame by
+    ``psf_at(fy, fx)`` ``(C, K, K)``, the PSF at the cell centre (fractions of the frame),
+    plus Gaussian noise of ``noise`` (of the range [0, 1]). Returns the capture and the
+    truth: ``{"psfs": (rows, cols, C, K, K), "k": k}``."""
+    from scipy.signal import fftconvolve
+
+    from data_gen.calibrate.chart import render_chart
+
+    h, w = shape
+    sharp = render_chart(shape, homography, k, levels=levels, supersample=supersample)
+    rows, cols = grid
+    psfs = np.stack(
+        [
+            np.stack([np.asarray(psf_at((r + 0.5) / rows, (c + 0.5) / cols)) for c in range(cols)])
+            for r in range(rows)
+        ]
+    )
+    ch, kk = psfs.shape[2], psfs.shape[-1]
+    m = kk // 2
+    padded = np.pad(sharp, m, mode="edge")
+    out = np.zeros((ch, h, w))
+    for r in range(rows):
+        y0, y1 = r * h // rows, (r + 1) * h // rows
+        for c in range(cols):
+            x0, x1 = c * w // cols, (c + 1) * w // cols
+            region = padded[y0 : y1 + 2 * m, x0 : x1 + 2 * m]
+            for i in range(ch):
+                out[i, y0:y1, x0:x1] = fftconvolve(region, psfs[r, c, i], mode="valid")
+    rng = np.random.default_rng(seed)
+    out += rng.normal(0, noise, out.shape)
+    return out.astype(np.float32), {"psfs": psfs.astype(np.float32), "k": k}
