@@ -77,7 +77,9 @@ def capture(sensor: SyntheticSensor, signal: np.ndarray, rng: np.random.Generato
         read = rng.standard_normal((h, w)) * np.sqrt(read_var)
     else:
         lam = sensor.tukey_lambda
-        unit = stats.tukeylambda.ppf(rng.uniform(size=(h, w)), lam)
+        u = rng.uniform(size=(h, w))
+        # the Tukey-λ quantile function (λ ≠ 0), in closed form
+        unit = (u**lam - (1 - u) ** lam) / lam if lam != 0 else np.log(u / (1 - u))
         read = unit * np.sqrt(read_var / stats.tukeylambda.var(lam))
     dn = sensor.black + shot + read
     if sensor.row_sigma > 0:
