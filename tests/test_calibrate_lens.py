@@ -169,7 +169,7 @@ def test_lens_errors_name_the_file(tmp_path):
 @pytest.mark.slow
 def test_soft_zoom_mtf50_within_3_percent_psf_and_distortion_as_measured(tmp_path):
     """soft_zoom's wide, asymmetric corner PSFs: MTF50 meets the 3 % target; the PSF and
-    the distortion do not everywhere (README: a chart fixes where an asymmetric blur puts a
+    the distortion do not everywhere (docs/your-camera.md: a chart fixes where an asymmetric blur puts a
     corner only up to the PSF's own shift, which the fit reads as distortion)."""
     shape = (720, 1080)
     bank = small_bank("soft_zoom")
@@ -194,10 +194,10 @@ def test_soft_zoom_mtf50_within_3_percent_psf_and_distortion_as_measured(tmp_pat
             for ch in range(3):
                 want = mtf50(FREQ, mtf_along(truth["psfs"][r, c, ch], n, FREQ))
                 assert v["mtf50"][ch] == pytest.approx(want, rel=0.03)
-    assert worst >= 33.0  # measured 34.5-36 dB at the corners, above 40 dB in the centre
+    assert worst >= 33.0  # measured 35.2-40.5 dB (bench, full size: median 35.7)
     yy, xx = np.meshgrid(
         np.linspace(0, shape[0] - 1, 25), np.linspace(0, shape[1] - 1, 37), indexing="ij"
     )
     p = np.stack([yy.ravel(), xx.ravel()], 1)
     err = distort_points(p, shape, tuple(res["distortion"])) - distort_points(p, shape, K_TRUE)
-    assert np.sqrt((err**2).sum(1)).max() < 0.5  # measured ~0.23 px (target 0.1 missed)
+    assert np.sqrt((err**2).sum(1)).max() < 0.5  # measured 0.22 px (target 0.1 missed)

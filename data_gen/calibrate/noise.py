@@ -70,15 +70,17 @@ def choose_method(requested: str, dark: list, lit: list, pairable: list, where: 
     return "dark"
 
 
-def check_lit(lit: list[fr.Frame], c: dict, where: str) -> None:
-    """Saturated or too-dark lit frames: one line naming the file."""
+def check_lit(lit: list[fr.Frame], c: dict, where: str, mean_level: bool = True) -> None:
+    """Saturated or (``mean_level``: by their mean) too-dark lit frames: one line naming
+    the file. A scene for the single-frame method is judged by its brightest smooth
+    region instead (a dark scene with a few flat highlights is what darktable asks for)."""
     for f in lit:
         require(
             f.clipped <= c["max_clipped"],
             f"{f.path}: {100 * f.clipped:.0f} % of the photosites are at the white level "
             f"(saturated; at most {100 * c['max_clipped']:.0f} %): lower the exposure",
         )
-    if lit:
+    if lit and mean_level:
         top = max(lit, key=lambda f: f.level)
         require(
             top.level >= c["min_signal"],
@@ -127,7 +129,7 @@ def calibrate_single(lit: list[fr.Frame], c: dict, where: str) -> tuple[list[Lin
         bool(lit),
         f"method single needs a raw of a lit scene; {where} has only dark frames",
     )
-    check_lit(lit, c, where)
+    check_lit(lit, c, where, mean_level=False)
     fits = []
     for p in range(4):
         parts = [tile_stats(f.normalised()[p], f.dn[p] > 0, sf["block"], c["clip"]) for f in lit]
