@@ -17,5 +17,8 @@ Modules, one job each (pure functions with units and shapes in their docstrings)
 * :mod:`~data_gen.calibrate.distortion`: radial distortion fit (the project's model);
 * :mod:`~data_gen.calibrate.psf`: a PSF per position from the chart image;
 * :mod:`~data_gen.calibrate.lens`: the ``calibrate lens`` command and its files;
-* :mod:`~data_gen.calibrate.page`: the HTML reports.
+* :mod:`~data_gen.calibrate.page`: the HTML reports;
+* :mod:`~data_gen.calibrate.compare`: against references (darktable, a PSF map);
+* :mod:`~data_gen.calibrate.synthetic`: synthetic raws and chart captures with known
+  noise and PSFs, for the tests and benchmarks.
 """
