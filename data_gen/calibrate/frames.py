@@ -71,6 +71,7 @@ def find_raws(spec, where: str = "raws") -> list[Path]:
     """Raw files from ``spec``: a directory (its files with a raw suffix, sorted), a glob
     pattern, a file, or a list of those. A named file is taken whatever its suffix (a
     non-raw fails when read, naming it)."""
+    require(spec not in (None, "???"), f"{where} is missing: give {where}=DIR_OR_FILES (raw files)")
     items = [spec] if isinstance(spec, (str, Path)) else list(spec or [])
     require(bool(items), f"{where} is empty: give a directory, files or a glob pattern of raws")
     out: list[Path] = []

@@ -65,6 +65,9 @@ FORMAT = 1
 
 def find_captures(spec) -> list[Path]:
     """Image files from a directory (its .tif/.png/.jpg files), a glob, a file or a list."""
+    require(
+        spec not in (None, "???"), "captures is missing: give captures=DIR_OR_FILES (chart images)"
+    )
     items = [spec] if isinstance(spec, (str, Path)) else list(spec or [])
     require(bool(items), "captures is empty: give a directory, files or a glob of chart images")
     out: list[Path] = []
@@ -190,6 +193,7 @@ def run(cfg: dict) -> dict:
     """The ``calibrate lens`` command (``cfg``: conf/calibrate_lens.yaml, resolved)."""
     c = cfg
     paths = find_captures(c["captures"])
+    require(c.get("out") not in (None, "???"), "out is missing: give out=DIR (a new directory)")
     out = Path(str(c["out"])).expanduser()
     config = {k: v for k, v in cfg.items() if k != "out"}
     inputs = inputs_of(paths)

@@ -285,6 +285,7 @@ def run(cfg: dict) -> dict:
     """The ``calibrate noise`` command (``cfg``: conf/calibrate_noise.yaml, resolved)."""
     c = cfg
     paths = fr.find_raws(c["raws"])
+    require(c.get("out") not in (None, "???"), "out is missing: give out=DIR (a new directory)")
     out = Path(str(c["out"])).expanduser()
     config = {k: v for k, v in cfg.items() if k != "out"}
     inputs = inputs_of(paths)
