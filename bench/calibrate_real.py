@@ -2,7 +2,7 @@
 
 1. Noise from the real Canon 550D DNG alone (``calibrate noise``, single-frame method; the
    file carries no ISO): its ``A`` per channel (R, mean of the greens, B) against every
-   ISO of darktable's "Canon EOS 550D" profiles (the file lists the camera twice). Target
+   ISO of darktable's "Canon EOS 550D" profiles (two profile sets in one entry). Target
    (issue): within 10 % of one ISO on every channel.
 2. The lens from the real 4096 x 3000 checkerboard capture through lens 63762BB
    (``calibrate lens``, a 9 x 12 grid like the measured PSF map's): MTF50 per covered cell

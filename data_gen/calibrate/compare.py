@@ -19,8 +19,8 @@ def planes_to_rgb(v) -> np.ndarray:
 
 
 def darktable_entries(path: str | Path, maker: str, model: str) -> list[list[dict]]:
-    """Every entry of ``maker model`` in a darktable ``noiseprofiles.json`` (the file may
-    list a camera more than once): a list of its profiles (``iso``, ``a``, ``b``)."""
+    """Every entry of ``maker model`` in a darktable ``noiseprofiles.json``: a list of its
+    profiles (``iso``, ``a``, ``b``; an entry may hold several sets, e.g. the 550D's)."""
     try:
         doc = json.loads(Path(path).read_text())
         makers = doc["noiseprofiles"]
