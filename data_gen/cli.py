@@ -168,6 +168,67 @@ def named_words(argv: list[str], words: dict[str, str]) -> list[str]:
     return [*out, *rest]
 
 
+_GROUP_FILE = re.compile(r"^(\w+)=(.+\.ya?ml)$")
+PATH_KEYS = ("path", "profile")  # keys of a group file naming a file beside it
+
+
+def group_files(argv: list[str], config_dir: str | Path) -> list[str]:
+    """``GROUP=FILE.yaml``: a file where a config group of ``config_dir`` expects an option
+    name (``sensor=calib/sensor.yaml``, ``lens=calib/lens.yaml``) becomes an option of that
+    group, so Hydra composes the file's content as if it were shipped in ``conf/GROUP/``.
+
+    The file is copied, with relative ``path`` / ``profile`` values made absolute from its
+    own folder, to ``<cache>/configs/<hash>/GROUP/file_<hash>.yaml`` (content-addressed;
+    ``$RESIDUAL_TRAIN_CACHE`` or ``~/.cache/residual-train``), and that folder is added to
+    ``hydra.searchpath``. The resolved config holds the content, not the file name, so a
+    dataset's config and hash do not depend on where the file was.
+    """
+    import hashlib
+
+    import yaml
+
+    from data_gen.errors import InputError, require
+    from data_gen.paths import bank_cache_dir
+
+    groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+    out, roots = [], []
+    for a in argv:
+        m = _GROUP_FILE.match(a)
+        if m is None or m.group(1) not in groups:
+            out.append(a)
+            continue
+        group, f = m.group(1), Path(m.group(2)).expanduser()
+        require(f.is_file(), f"{group} = {m.group(2)!r}: no such file (a {group} config .yaml)")
+        try:
+            doc = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"{group} = {str(f)!r}: not readable YAML ({e})") from None
+        require(isinstance(doc, dict), f"{group} = {str(f)!r}: the file is not a mapping of keys")
+        for key in PATH_KEYS:
+            v = doc.get(key)
+            if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+                doc[key] = str((f.resolve().parent / v).resolve())
+        text = yaml.safe_dump(doc, sort_keys=False)
+        h = hashlib.sha256(f"{group}\n{text}".encode()).hexdigest()[:16]
+        root = bank_cache_dir().parent / "configs" / h
+        target = root / group / f"file_{h}.yaml"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            tmp.write_text(f"# {group} from {f.resolve()}\n{text}")
+            os.replace(tmp, target)
+        out.append(f"{group}=file_{h}")
+        roots.append(f"file://{root}")
+    if roots:
+        given = [a for a in out if a.startswith("hydra.searchpath=")]
+        if given:
+            out.remove(given[0])
+            inner = given[0].split("=", 1)[1].strip().removeprefix("[").removesuffix("]")
+            roots = [r for r in inner.split(",") if r.strip()] + roots
+        out.append(f"hydra.searchpath=[{','.join(roots)}]")
+    return out
+
+
 def compose_config(config_dir: str | Path, name: str, overrides: list[str]) -> dict:
     """A config resolved as its command line would resolve it, as a plain dict.
 
@@ -199,7 +260,8 @@ def run_app(
 ) -> None:
     """Run ``fn(resolved config as a plain dict)`` as a Hydra command (the one way every
     entry point is made): argv fix-ups (``key=range(a,b)`` quoted, leading ``words`` named,
-    old ``flags`` such as ``--no-checksums`` mapped to overrides), the config tree at
+    old ``flags`` such as ``--no-checksums`` mapped to overrides, ``GROUP=FILE.yaml`` as a
+    group option: :func:`group_files`), the config tree at
     ``config_path``, :func:`run_task`'s one-line errors, and the result printed as one
     JSON line."""
     import json
@@ -208,6 +270,7 @@ def run_app(
     from omegaconf import OmegaConf
 
     argv = [(flags or {}).get(a, a) for a in sys.argv[1:]]
+    argv = run_task(lambda: group_files(argv, config_path), config_name)
     # a small command writes nothing of Hydra's own and stays in the working directory
     quiet = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout"]
     quiet = [q for q in quiet if not any(a.startswith(q.split("=")[0] + "=") for a in argv)]

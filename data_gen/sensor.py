@@ -256,6 +256,76 @@ class DarktableNoiseModel(SensorModel):
         return self._from_ab(iso, a, b)
 
 
+class TableNoiseModel(SensorModel):
+    """A calibrated per-ISO table (``residual-train calibrate noise`` writes it): ``a``, ``b``
+    ``(n_iso, P)`` normalised, per plane, at the ISOs ``isos``; linear in ISO between them
+    (as the darktable kind); ISOs outside them are refused.
+
+    ``P`` = 4 planes R, Gr, Gb, B (a Bayer calibration) serve a 3-channel sensor as R, the
+    mean of the greens, B; ``P`` = the sensor's channel count is used as is. ``ob``,
+    ``white``: the levels the calibration normalised by (DN), for ``k0``/``k1`` in DN.
+    """
+
+    def __init__(
+        self,
+        isos,
+        a,
+        b,
+        ob: float,
+        white: float,
+        iso=None,
+        channels: int = 3,
+        name: str = "calibrated",
+        where: str = "sensor",
+    ) -> None:
+        self.name, self.channels = name, channels
+        self.ob, self.white = float(ob), float(white)
+        _check_levels(self.ob, self.white, where)
+        try:
+            isos_ = np.asarray(isos, np.float64).reshape(-1)
+            a_, b_ = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{where}: isos, a and b must be numbers (a, b: one row per ISO)"
+            ) from None
+        require(isos_.size >= 1, f"{where}.isos is empty")
+        require(
+            a_.ndim == 2 and a_.shape == b_.shape and a_.shape[0] == isos_.size,
+            f"{where}: a {a_.shape} and b {b_.shape} need one row per ISO ({isos_.size} ISOs)",
+        )
+        require(
+            bool(np.all(np.diff(isos_) > 0)) and bool((isos_ > 0).all()),
+            f"{where}.isos = {isos_.tolist()} must be positive and increasing",
+        )
+        planes = a_.shape[1]
+        if planes == 4 and channels == 3:  # R, Gr, Gb, B -> R, G, B
+            a_ = np.stack([a_[:, 0], (a_[:, 1] + a_[:, 2]) / 2, a_[:, 3]], 1)
+            b_ = np.stack([b_[:, 0], (b_[:, 1] + b_[:, 2]) / 2, b_[:, 3]], 1)
+        require(
+            a_.shape[1] == channels,
+            f"{where}: the table has {planes} values per ISO; channels = {channels} needs "
+            f"{channels} (or 4 Bayer planes for 3 channels)",
+        )
+        for key, arr in (("a", a_), ("b", b_)):
+            require(
+                bool(np.isfinite(arr).all() and (arr >= 0).all()),
+                f"{where}.{key} = {arr.tolist()} must be finite and >= 0",
+            )
+        self.isos, self.a, self.b = isos_, a_, b_
+        self.iso = ISOSampler(isos_.tolist() if iso is None else iso, f"{where}.iso")
+        lo, hi = self.iso.range
+        require(
+            lo >= isos_[0] and hi <= isos_[-1],
+            f"{where}.iso spans {lo:g}..{hi:g} but the calibration covers ISO "
+            f"{isos_[0]:g}..{isos_[-1]:g}",
+        )
+
+    def params(self, iso: float) -> NoiseParams:
+        a = np.array([np.interp(iso, self.isos, self.a[:, c]) for c in range(self.channels)])
+        b = np.array([np.interp(iso, self.isos, self.b[:, c]) for c in range(self.channels)])
+        return self._from_ab(iso, a, b)
+
+
 SENSORS = Registry("sensor")
 
 
@@ -279,6 +349,15 @@ def _darktable(cfg: dict, channels: int, where: str) -> DarktableNoiseModel:
     return DarktableNoiseModel(
         cfg["profile"], cfg["maker"], cfg["model"], cfg["iso"], cfg.get("ob", 0.0),
         cfg.get("white", 1.0), cfg.get("negative_b", "clamp"), channels, where,
+    )  # fmt: skip
+
+
+@SENSORS.register("table")
+def _table(cfg: dict, channels: int, where: str) -> TableNoiseModel:
+    _required(cfg, ("isos", "a", "b", "ob", "white"), where)
+    return TableNoiseModel(
+        cfg["isos"], cfg["a"], cfg["b"], cfg["ob"], cfg["white"], cfg.get("iso"), channels,
+        cfg.get("name", "calibrated"), where,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ generate   data_gen                              render paired training data (HD
 verify     data_gen.verify                       check a dataset against its manifest
 preview    data_gen.preview                      contact sheet of a dataset
 optics     data_gen.optics                       precompute / draw a PSF bank
+calibrate  data_gen.calibrate                    ``noise`` / ``lens``: your camera, measured
 train      residual_train                        train (Lightning; Hydra overrides)
 export     residual_train.export                 checkpoint -> ONNX + safetensors + card
 publish    residual_train.publish                copy an export into a registry
@@ -31,6 +32,7 @@ STAGES = {
     "verify": "data_gen.verify",
     "preview": "data_gen.preview",
     "optics": "data_gen.optics",
+    "calibrate": "data_gen.calibrate",  # two words: calibrate noise|lens
     "train": "residual_train",
     "export": "residual_train.export",
     "publish": "residual_train.publish",
