@@ -1,6 +1,6 @@
 """Chart geometry: a homography per capture and the lens's radial distortion ``[k1, k2]``.
 
-The distortion model is the project's (:func:`data_gen.components.distort_points`:
+The distortion model is the project's (:func:`data_gen.physics.distortion.distort_points`:
 ``r_d = r·(1 + k1·r² + k2·r⁴)``, ``r`` from the frame centre over the half diagonal),
 imported here and nowhere else in the calibration, so a move of that function is a
 one-line change. A planar chart point ``q`` (chart units: one square = 1) is imaged at
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from data_gen.components import distort_points, undistort_points  # the one import
+from data_gen.physics.distortion import distort_points, undistort_points
 
 __all__ = ["Geometry", "apply_h", "distort_points", "fit_geometry", "fit_homography", "undistort_points"]  # fmt: skip
 

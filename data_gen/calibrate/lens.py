@@ -426,7 +426,7 @@ def mtf_document(cells, geo, shape, paths, corr, c, inputs, config, measured) ->
         "grid": [int(c["grid"][0]), int(c["grid"][1])],
         "geometry": {
             "k": list(geo.k),
-            "model": "r_d = r(1 + k1 r^2 + k2 r^4), r over the half diagonal (data_gen.components)",
+            "model": "r_d = r(1 + k1 r^2 + k2 r^4), r over the half diagonal (data_gen.physics.distortion)",
             "corners": geo.corners,
             "rms_px": geo.rms_px,
             "max_px": geo.max_px,
