@@ -96,11 +96,15 @@ def render(
     normal,
     backend,
     cfa: str | None = None,
+    targets: str = "both",
 ) -> dict:
     """Every array :func:`data_gen.chain.stored_names` lists for the batch, on the backend,
     ``(B, C', P', P')`` clipped at white (``P = W − 2·margin``; packed Bayer planes
     ``(B, 4, P/2, P/2)`` when ``cfa`` is given). ``noise``: the batch's ``(B, C')`` noise
-    model, ``normal``: its standard normals (the backend's, stored shape)."""
+    model, ``normal``: its standard normals (the backend's, stored shape). ``targets``:
+    ``both`` (what a shard stores), or ``peeling``: only what the peeling residuals need
+    (``input``, ``clean``, the ``before_<c>``, ``without_noise``): the leave-one-out
+    renders of a schema-v2 chain are skipped (on-the-fly training)."""
     body = chain.body
     x = backend.asarray(batch.windows)
     prepared = prepare(chain, batch, backend)
@@ -115,13 +119,16 @@ def render(
     for c in body:
         prefix.append(_Image(_run(prefix[-1], [c], prepared, backend), backend))
     out = {"clean": trim(prefix[0].x)}
+    loo = targets == "both" or chain.schema == 1
     for i, c in enumerate(body):
         rest = body[i + 1 :]
+        out[f"before_{c.name}"] = trim(prefix[i].x)
+        if not loo:
+            continue
         if rest:
             out[f"without_{c.name}"] = trim(_run(prefix[i], rest, prepared, backend))
         else:
             out[f"without_{c.name}"] = out["clean"] if i == 0 else trim(prefix[i].x)
-        out[f"before_{c.name}"] = trim(prefix[i].x)
     signal = trim(prefix[-1].x)
     n = None
     if chain.noise is not None:
@@ -134,10 +141,48 @@ def render(
         names = [V1_NAMES[k] for k in names]
     result = {}
     for k in names:
+        if k not in out:  # a leave-one-out target not asked for
+            continue
         v = out[k]
         if n is not None and k in keep_noise:
             v = v + n
         result[k] = backend.minimum(v, 1.0)
     if chain.schema == 1:
         result = {v1: result[k] for v1, k in V1_NAMES.items()}
+    return result
+
+
+def render_chunked(
+    chain: Chain,
+    batch: Batch,
+    margin: int,
+    noise: NoiseModel,
+    normal,
+    backend,
+    cfa: str | None = None,
+    targets: str = "both",
+) -> dict:
+    """:func:`render` in pieces of ``backend.chunk(B)`` samples (numpy: a few at a time, so
+    that every FFT and array stays in the CPU's caches; torch: the whole batch), assembled
+    into the backend's arrays of the whole batch."""
+    n = len(batch.params)
+    step = backend.chunk(n)
+    if step >= n:
+        return render(chain, batch, margin, noise, normal, backend, cfa, targets)
+    result: dict = {}
+    for i in range(0, n, step):
+        sl = slice(i, i + step)
+        part = Batch(
+            batch.windows[sl],
+            None if batch.depth is None else batch.depth[sl],
+            batch.params[sl],
+            np.asarray(batch.psf_index)[sl],
+            batch.psfs,
+        )
+        model = NoiseModel(noise.A[sl], noise.B[sl])
+        out = render(chain, part, margin, model, normal[sl], backend, cfa, targets)
+        for k, v in out.items():
+            if k not in result:
+                result[k] = backend.zeros((n, *v.shape[1:]))
+            result[k][sl] = v
     return result

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from data_gen import chain_batch
-from data_gen.backend import TorchBackend
+from data_gen.backend import NumpyBackend, TorchBackend
 from data_gen.components import DrawContext
 from data_gen.errors import require
 from data_gen.generate import Pipeline, sample_seed
@@ -66,6 +66,7 @@ class OnTheFlyRenderer:
         prefetch: int = 4,
         threads: int = 2,
         cache_bytes: int = 0,
+        targets: str = "both",
     ) -> None:
         require(pool >= 1, f"data.onthefly.pool = {pool}: at least one frame")
         require(
@@ -78,10 +79,13 @@ class OnTheFlyRenderer:
         )
         self.pipe, self.patch, self.batch, self.pool_size = pipe, int(patch), int(batch), pool
         self.seed, self.transforms = int(seed), tuple(int(t) for t in transforms)
+        self.targets = targets  # peeling: the leave-one-out renders are skipped
         cache_decoded_frames(pipe.source, cache_bytes)  # photographs are decoded once
         self._params: dict[float, object] = {}
         self.device = torch.device(device)
-        self.backend = TorchBackend(self.device)
+        # on a CPU the numpy backend, a few samples at a time, renders faster than torch's
+        # FFT; on a GPU torch, the whole batch
+        self.backend = TorchBackend(self.device) if self.device.type != "cpu" else NumpyBackend()
         self.margin = pipe.margin
         self.window = self.patch + 2 * self.margin
         c = pipe.cfg
@@ -259,9 +263,13 @@ class OnTheFlyRenderer:
         crops = self._canvas()[s_i, :, y_i, x_i].permute(0, 3, 1, 2)  # (n, C, m, m)
         c = crops.shape[1]
         x = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
+        if self.device.type == "cpu":  # the numpy backend renders from host arrays
+            x = x.numpy()
         noise, k0, k1 = self._noise(d["iso"])
         stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
-        normal = self.backend.normals(stored, seed)
+        normal = TorchBackend(dev).normals(stored, seed)  # the device's generator
+        if self.device.type == "cpu":
+            normal = normal.numpy()
         batch = chain_batch.Batch(
             x,
             None if depths[0] is None else np.stack(depths),
@@ -269,7 +277,10 @@ class OnTheFlyRenderer:
             d["psf_index"],
             pipe.bank.psfs,
         )
-        out = chain_batch.render(pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa)
+        out = chain_batch.render_chunked(
+            pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa, self.targets
+        )
+        out = {k: torch.as_tensor(v, device=dev) for k, v in out.items()}
         for t in np.unique(d["transform"]):
             if t != 0:
                 sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)

@@ -130,27 +130,17 @@ class SampleRenderer:
         win, depth = windows(specs, self.patch, self.margin)
         params, records = self.draw(specs, depth)
         noise, normal = self.noise(specs, win.shape[1])
-        step = self.backend.chunk(len(specs))
-        result: dict[str, np.ndarray] = {}
-        for i in range(0, len(specs), step):
-            sl = slice(i, i + step)
-            batch = chain_batch.Batch(
-                win[sl],
-                None if depth[0] is None else np.stack(depth[sl]),
-                params[sl],
-                np.array([s.psf_index for s in specs[sl]]),
-                self.psfs,
-            )
-            model = NoiseModel(noise.A[sl], noise.B[sl])
-            out = chain_batch.render(
-                self.chain, batch, self.margin, model, normal[sl], self.backend, self.cfa
-            )
-            for k, v in out.items():
-                v = self.backend.numpy(v)
-                if k not in result:
-                    result[k] = np.empty((len(specs), *v.shape[1:]), np.float32)
-                result[k][sl] = v
-        return result, records
+        batch = chain_batch.Batch(
+            win,
+            None if depth[0] is None else np.stack(depth),
+            params,
+            np.array([s.psf_index for s in specs]),
+            self.psfs,
+        )
+        out = chain_batch.render_chunked(
+            self.chain, batch, self.margin, noise, normal, self.backend, self.cfa
+        )
+        return {k: self.backend.numpy(v) for k, v in out.items()}, records
 
 
 def render_frame(

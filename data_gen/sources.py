@@ -171,7 +171,9 @@ class FolderSource:
         depth: Mapping | None = None,
     ) -> None:
         self.root = preset_path(path)
-        self.depth = DepthMaps(**dict(depth)) if depth else None
+        depth = dict(depth) if depth else None
+        self.depth = DepthMaps(**depth) if depth and "law" not in depth else None
+        self.depth_law = DepthLaw(**depth) if depth and "law" in depth else None
         self.linearize = linearize
         self.shrink_factor = float(shrink_factor)
         self.channels = channels
@@ -232,9 +234,12 @@ class FolderSource:
     def lacks_depth(self) -> str | None:
         """An image of this source without a depth map (named), or None when every frame
         comes with one."""
-        if self.depth is not None:
+        if self.depth is not None or self.depth_law is not None:
             return None
-        return f"image {self.files[0]} has no depth map (give them as +source.depth.path=DIR)"
+        return (
+            f"image {self.files[0]} has no depth map (give them as +source.depth.path=DIR, or "
+            "a law: +source.depth.law=ground_plane)"
+        )
 
     def load(self, f: Path) -> Frame:
         """One of ``self.files`` decoded, linearised and shrunk as configured (with its
@@ -249,6 +254,13 @@ class FolderSource:
 
     def frame(self, rng: np.random.Generator) -> Frame:
         f = self.files[int(rng.integers(len(self.files)))]
+        frame = self._decoded(f)
+        if self.depth_law is not None:  # drawn per frame, after the file: not cached
+            z = self.depth_law.draw(rng, frame.pixels.shape[1:])
+            frame = Frame(frame.name, frame.pixels, z)
+        return frame
+
+    def _decoded(self, f: Path) -> Frame:
         if not self.cache_bytes:
             return self.load(f)
         with self._lock:
@@ -526,6 +538,47 @@ class DepthMaps:
             d = depth_from_disparity(d + self.offset_px, self.focal_px, self.baseline_m)
         check_depth(d, shape, name=str(p))
         return d.astype(np.float32)
+
+
+class DepthLaw:
+    """A plausible depth map for each photograph that has no measured one
+    (:func:`data_gen.physics.depth.ground_plane`): a level camera ``height`` m above a flat
+    ground (uniform in the range), the horizon at a fraction of the frame's height (uniform
+    in ``horizon``), a focal length of ``focal`` frame widths, the sky and anything beyond
+    at ``far`` m; times a smooth log-normal ``relief`` (σ of the log, over about a quarter of
+    the frame) for what stands on the ground. Drawn per frame from the frame's seed, so it
+    never copies a real depth map; not the depth of the photograph's scene, only a law whose
+    statistics (near below, far above, smooth) a component needs to be exercised."""
+
+    def __init__(
+        self,
+        law: str = "ground_plane",
+        horizon: tuple[float, float] = (0.3, 0.6),
+        height: tuple[float, float] = (1.0, 3.0),
+        focal: float = 1.0,
+        far: float = 100.0,
+        relief: float = 0.3,
+    ) -> None:
+        require(law == "ground_plane", f"source.depth.law = {law!r}: ground_plane")
+        self.horizon, self.height = tuple(horizon), tuple(height)
+        self.focal, self.far, self.relief = float(focal), float(far), float(relief)
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        from scipy.ndimage import gaussian_filter
+
+        from data_gen.physics.depth import ground_plane
+
+        h, w = shape
+        bumps = gaussian_filter(rng.standard_normal(shape), max(h, w) / 8, mode="wrap")
+        bumps /= max(float(bumps.std()), 1e-12)
+        return ground_plane(
+            shape,
+            float(rng.uniform(*self.horizon)),
+            float(rng.uniform(*self.height)),
+            self.focal * w,
+            self.far,
+            np.exp(self.relief * bumps),
+        )
 
 
 def stereo_example() -> Frame:

@@ -440,6 +440,7 @@ class ResidualDataModule(pl.LightningDataModule):
                 prefetch=int(self.onthefly["prefetch"]),
                 threads=int(self.onthefly["threads"]),
                 cache_bytes=int(float(self.onthefly["cache_gb"]) * 2**30),
+                targets="peeling" if self.targets == "peeling" else "both",
             )
             self._renderer = r
         return r

@@ -124,6 +124,17 @@ def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None
     return cfg, res, data_cfg, manifest
 
 
+def rendered_components(data_cfg: dict | None, train_cfg: dict | None) -> dict | None:
+    """The ``component`` settings the training data was rendered with: the dataset's, updated
+    by an on-the-fly ``generator`` override (None for blur + noise data)."""
+    settings = dict((data_cfg or {}).get("component") or {})
+    fly = ((train_cfg or {}).get("data") or {}).get("onthefly") or {}
+    extra = (fly.get("generator") or {}).get("component") if fly.get("enabled") else None
+    for name, v in (extra or {}).items():
+        settings[name] = {**(settings.get(name) or {}), **(v or {})}
+    return settings or None
+
+
 def parity_inputs(channels: int, seed: int = 0) -> list[np.ndarray]:
     """Random normal and rendered dead-leaves + noise batches at PARITY_SIZES."""
     from data_gen.sources import dead_leaves
@@ -242,6 +253,9 @@ def export(
                 (data_cfg or {}).get("sensor"), c, layout=(data_cfg or {}).get("layout", "rgb")
             ),
             "lens": (data_cfg or {}).get("lens"),
+            # the settings each component was rendered with (their ranges): evaluation
+            # renders real photographs through the same chain
+            "component_settings": rendered_components(data_cfg, train_cfg),
             "dataset": None
             if manifest is None
             else {

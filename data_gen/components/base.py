@@ -52,13 +52,16 @@ class NoSettings(Settings):
 class DrawContext:
     """What a component's draw sees of one sample: the frame size ``(H, W)``, the rendered
     window ``(top, left, height, width)`` in it, the window's depth (metres, or None), the
-    sample's lens PSF ``(C, K, K)`` and the number of colour channels."""
+    sample's lens PSF ``(C, K, K)`` and the number of colour channels; for a whole frame
+    through a field-varying lens, ``psf_field`` = (the bank's PSFs ``(M, C, K, K)``, the
+    bank index of every pixel of the window ``(H, W)``)."""
 
     frame_hw: tuple[int, int]
     window: tuple[int, int, int, int]
     depth: np.ndarray | None
     psf: np.ndarray
     channels: int
+    psf_field: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Component:

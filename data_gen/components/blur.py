@@ -27,10 +27,19 @@ class Blur(Component):
         return lens_size // 2
 
     def draw(self, rng: np.random.Generator, ctx: DrawContext) -> tuple[dict, dict]:
+        if ctx.psf_field is not None:  # a whole frame: each pixel its own bank PSF
+            return {"field": ctx.psf_field}, {}
         return {"psf": ctx.psf}, {}
 
     def apply(self, x: np.ndarray, prepared: dict) -> np.ndarray:
-        return blur_image(x, prepared["psf"])
+        if "field" not in prepared:
+            return blur_image(x, prepared["psf"])
+        psfs, index = prepared["field"]
+        out = np.empty_like(x)
+        for j in np.unique(index):  # every pixel takes the blur of its own PSF
+            sel = index == j
+            out[:, sel] = blur_image(x, psfs[j])[:, sel]
+        return out
 
     def spectrum(self, psfs: np.ndarray, index: int, n: int, backend):
         """The transform of bank PSF ``index`` ``(C, K, K)`` in the top-left of ``(n, n)``,

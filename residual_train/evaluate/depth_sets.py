@@ -194,3 +194,13 @@ def load(name: str, root: str | Path | None = None, shrink_factor: int = 1) -> D
         f"depth set {name}: image {item.image.shape[1:]} and depth {item.depth.shape} differ",
     )
     return shrink_depth_image(item, int(shrink_factor))
+
+
+def crop_centre(item: DepthImage, size: int) -> DepthImage:
+    """The centre ``size`` × ``size`` (at most) of ``item``."""
+    h, w = item.depth.shape
+    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    sl = (slice(y0, y0 + size), slice(x0, x0 + size))
+    return DepthImage(
+        item.name, item.image[(slice(None), *sl)], item.depth[sl], item.valid[sl], item.source
+    )

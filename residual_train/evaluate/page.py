@@ -217,3 +217,53 @@ def write_page(result: dict, out: Path, title: str = "residual-train evaluation"
     index = out / "index.html"
     index.write_text("\n".join(parts))
     return index
+
+
+def write_components_page(
+    result: dict, out: Path, title: str = "residual-train: components on photographs with depth"
+) -> Path:
+    """``out/index.html`` of :func:`residual_train.evaluate.components.evaluate_components`:
+    per ISO and component the mean PSNR of the input, the model and each baseline against
+    the rendering without that component (and how many photographs the model beats each
+    on), the noise kept per brightness bin, and every photograph's row."""
+    rows = [r for r in result["per_iso"] if "bins" not in r]
+    base = sorted(
+        {k for r in rows for k in r if k.startswith("psnr_")} - {"psnr_input", "psnr_model"}
+    )
+    cols = ["iso", "component", "images", "psnr_input", "psnr_model", *base, "beats_input",
+            "worst_margin_over_input"]  # fmt: skip
+
+    def mark(r: dict, c: str) -> str | None:
+        if c == "psnr_model":
+            return "hit" if r["worst_margin_over_input"] > 0 else "miss"
+        return None
+
+    kept = []
+    for r in result["per_iso"]:
+        if "bins" in r:
+            ratios = " ".join(f"{b['ratio']:.2f}" for b in r["bins"] if b["enough"])
+            kept.append({"iso": r["iso"], "maps": r["component"], "ratio per bin": ratios,
+                         "worst": r["worst"] if r["worst"] is not None else float("nan")})  # fmt: skip
+    per_image = result["per_image"]
+    icols = ["image", "iso", "component", "psnr_input", "psnr_model",
+             *sorted({k for r in per_image for k in r if k.startswith("psnr_")} - {"psnr_input", "psnr_model"})]  # fmt: skip
+    sources = "".join(
+        f"<li>{html.escape(n)}: {html.escape(s)}</li>" for n, s in result["depth_sources"].items()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
+<p>Model {html.escape(str(result["model"]["path"]))}, components
+{html.escape(", ".join(result["model"]["components"]))}. PSNR (dB, pixels with measured depth)
+of the input, the model with only that component corrected and each classical baseline,
+against the photograph rendered without that component; <em>all</em>: every component
+corrected, against the clean photograph.</p>
+<h2>Per ISO</h2>{table(rows, cols, classes=mark)}
+<h2>Noise kept with every other component corrected (ratio to the sensor model, dark → bright)</h2>
+{table(kept, ["iso", "maps", "ratio per bin", "worst"])}
+<h2>Per photograph</h2>{table(per_image, icols)}
+<h2>Depth</h2><ul>{sources}</ul>
+<h2>Baselines</h2><pre>{html.escape(str(result["baselines"]))}</pre>
+</body></html>"""
+    p = out / "index.html"
+    p.write_text(page)
+    return p
