@@ -54,14 +54,48 @@ def _to_unit(a: np.ndarray, where: Path) -> np.ndarray:
     raise InputError(f"{where}: unsupported pixel type {a.dtype}")
 
 
-def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> np.ndarray:
+LINEARIZE = (True, False, "auto")
+
+
+def check_linearize(value, key: str = "linearize") -> bool | str:
+    """``linearize`` as one of :data:`LINEARIZE` (one line otherwise)."""
+    require(
+        isinstance(value, bool) or value == "auto",
+        f"{key} = {value!r}: auto (8-bit files are sRGB, 16-bit and float ones linear), "
+        "true (decode every integer file from sRGB) or false (take it as linear)",
+    )
+    return value
+
+
+def srgb_encoded(dtype: np.dtype, linearize: bool | str) -> bool:
+    """Whether pixels of ``dtype`` are sRGB-decoded under ``linearize``: never float data
+    (linear by convention); with ``auto`` only 8-bit data (an 8-bit file is a display
+    image: 8 bits cannot hold linear sensor values without banding in the shadows)."""
+    if np.dtype(dtype).kind == "f":
+        return False
+    if linearize == "auto":
+        return np.dtype(dtype) == np.uint8
+    return bool(linearize)
+
+
+def read_image(path: str | Path, linearize: bool | str = False, channels: int = 3) -> np.ndarray:
     """Read an 8/16-bit PNG / TIFF / JPEG (or float TIFF) as ``(C, H, W)`` float32 in [0, 1].
 
     Integer images are scaled by their full range; float TIFFs are kept as they are.
-    ``linearize`` applies sRGB decoding (not to float data, which is taken as linear).
+    ``linearize`` applies sRGB decoding (not to float data, which is taken as linear);
+    ``"auto"`` decodes 8-bit files only (:func:`srgb_encoded`).
     Greyscale is repeated to ``channels``; alpha is dropped.
     """
+    return read_image_encoded(path, linearize, channels)[0]
+
+
+def read_image_encoded(
+    path: str | Path, linearize: bool | str = False, channels: int = 3
+) -> tuple[np.ndarray, str]:
+    """:func:`read_image` and the encoding the file was taken in: ``"srgb"`` (decoded to
+    linear light) or ``"linear"`` (taken as it is)."""
     p = Path(path)
+    check_linearize(linearize)
     try:
         if p.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -77,7 +111,7 @@ def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> 
         raise InputError(f"image {p} cannot be read (corrupt or not an image): {e}") from None
     except Exception as e:  # tifffile raises its own types
         raise InputError(f"image {p} cannot be read: {type(e).__name__}: {e}") from None
-    is_float = a.dtype.kind == "f"
+    srgb = srgb_encoded(a.dtype, linearize)
     a = _to_unit(a, p)
     if a.ndim == 2:
         a = a[..., None]
@@ -92,9 +126,9 @@ def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> 
     )
     if not np.isfinite(a).all():
         raise InputError(f"image {p} contains non-finite values (NaN or inf)")
-    if linearize and not is_float:
+    if srgb:
         a = srgb_to_linear(a)
-    return np.ascontiguousarray(np.moveaxis(a, 2, 0))
+    return np.ascontiguousarray(np.moveaxis(a, 2, 0)), "srgb" if srgb else "linear"
 
 
 # an original is a clean scene in linear light (0 = black): values below black are not

@@ -96,11 +96,19 @@ def png(h: int, w: int, seed: int = 0, channels: int = 3) -> bytes:
     return buf.getvalue()
 
 
-def upload(url: str, key: str, data: bytes, name: str = "img.png", iso: float | None = 1600, **kw):
+def upload(
+    url: str,
+    key: str,
+    data: bytes,
+    name: str = "img.png",
+    iso: float | None = 1600,
+    form: dict | None = None,
+    **kw,
+):
     return httpx.post(
         url + "/v1/images",
         files={"file": (name, data, "application/octet-stream")},
-        data={} if iso is None else {"iso": str(iso)},
+        data={**({} if iso is None else {"iso": str(iso)}), **(form or {})},
         headers={"X-API-Key": key},
         timeout=60,
         **kw,
@@ -267,6 +275,11 @@ def test_renders_never_run_the_network(service, done_image):
         (lambda u, k, i: upload(u, k, png(20, 20)[:60]), 422, "cannot be read"),
         (lambda u, k, i: upload(u, k, b"x", name="evil.exe"), 422, "not a supported image"),
         (
+            lambda u, k, i: upload(u, k, png(8, 8), form={"encoding": "gamma22"}),
+            422,
+            "encoding = 'gamma22': auto, srgb or linear",
+        ),
+        (
             lambda u, k, i: upload(u, k, png(40, 40), iso=10),
             422,
             "outside the model's training range",
@@ -277,6 +290,83 @@ def test_errors_are_json_one_liners(service, done_image, req, code, needle):
     r = req(service["url"], service["alice"], done_image)
     assert r.status_code == code, r.text
     assert needle in r.json()["detail"] and "\n" not in r.json()["detail"]
+
+
+def encoded(fmt: str, seed: int = 4, h: int = 36, w: int = 52) -> tuple[bytes, np.ndarray]:
+    """An upload in ``fmt`` and the pixels any decoder reads from it (H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    smooth = np.cumsum(rng.integers(-9, 10, (h, w, 3)), axis=1) + 128  # JPEG-friendly
+    a8 = np.clip(smooth, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    if fmt == "tif16":
+        a16 = (rng.random((h, w, 3)) * 65535).astype(np.uint16)
+        tifffile.imwrite(buf, a16, photometric="rgb")
+        return buf.getvalue(), a16
+    Image.fromarray(a8).save(buf, {"png": "PNG", "jpg": "JPEG", "tif8": "TIFF"}[fmt])
+    return buf.getvalue(), np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+
+
+def render_at_zero(service, image_id: str, fmt: str) -> np.ndarray:
+    r = httpx.get(
+        f"{service['url']}/v1/images/{image_id}/render",
+        params={"blur": 0, "noise": 0, "format": fmt},
+        headers={"X-API-Key": service["alice"]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-color-encoding"] == {"png": "srgb", "tiff": "linear"}[fmt]
+    if fmt == "png":
+        return np.asarray(Image.open(io.BytesIO(r.content)), np.int32)
+    return tifffile.imread(io.BytesIO(r.content))  # float linear light
+
+
+@pytest.mark.parametrize("fmt, suffix", [("png", ".png"), ("jpg", ".jpg"), ("tif8", ".tif")])
+def test_an_srgb_upload_renders_back_unchanged_at_strengths_zero(service, fmt, suffix):
+    """An 8-bit file is sRGB: decoded to linear light for the network and the noise model,
+    encoded back by the render, so strengths 0 give the upload in every format."""
+    from data_gen.sources import linear_to_srgb, srgb_to_linear
+
+    url, key = service["url"], service["alice"]
+    data, pixels = encoded(fmt)
+    r = upload(url, key, data, name=f"photo{suffix}")
+    assert r.status_code == 202, r.text
+    image_id = r.json()["id"]
+    try:
+        st = wait_done(url, key, image_id)
+        assert st["status"] == "done" and st["encoding"] == "srgb", st
+        want = pixels.astype(np.int32)
+        assert np.abs(render_at_zero(service, image_id, "png") - want).max() <= 1
+        lin = render_at_zero(service, image_id, "tiff")
+        np.testing.assert_allclose(lin, srgb_to_linear(pixels / 255.0), atol=1e-6)
+        back = np.round(linear_to_srgb(lin) * 255).astype(np.int32)
+        assert np.abs(back - want).max() <= 1
+        # the maps the page composes hold the same linear input
+        x = npz(service, image_id, key)["input"]
+        np.testing.assert_allclose(np.moveaxis(x, 0, 2), lin, atol=1e-7)
+    finally:
+        httpx.delete(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key})
+
+
+def test_a_16_bit_upload_is_linear_unless_the_client_says_srgb(service):
+    from data_gen.sources import srgb_to_linear
+
+    url, key = service["url"], service["alice"]
+    data, a16 = encoded("tif16")
+    ids = []
+    try:
+        for encoding, want in (
+            (None, a16 / 65535.0),
+            ("srgb", srgb_to_linear(a16 / 65535.0)),
+        ):
+            form = {} if encoding is None else {"encoding": encoding}
+            r = upload(url, key, data, name="scan.tif", iso=800, form=form)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+            st = wait_done(url, key, ids[-1])
+            assert st["encoding"] == ("linear" if encoding is None else "srgb"), st
+            np.testing.assert_allclose(render_at_zero(service, ids[-1], "tiff"), want, atol=1e-6)
+    finally:
+        for i in ids:
+            httpx.delete(f"{url}/v1/images/{i}", headers={"X-API-Key": key})
 
 
 def test_wrong_channel_count_is_refused(service):
@@ -499,6 +589,7 @@ def test_device_fetch_from_the_service_and_from_a_static_server(service, tmp_pat
 def test_page_sliders_follow_the_servers_composition(service, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     img = tmp_path / "photo.png"
@@ -516,9 +607,9 @@ def test_page_sliders_follow_the_servers_composition(service, tmp_path):
         )
         image_id = driver.execute_script("return window.rt.id")
 
-        def canvas() -> np.ndarray:
+        def canvas(which: str = "after") -> np.ndarray:
             data = driver.execute_script(
-                "const c = document.getElementById('after');"
+                f"const c = document.getElementById('{which}');"
                 "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"
             )
             return np.asarray(data, np.int16).reshape(120, 180, 4)[..., :3]
@@ -546,6 +637,9 @@ def test_page_sliders_follow_the_servers_composition(service, tmp_path):
             )
             return float(s.get_attribute("value"))
 
+        # the 8-bit upload is sRGB: the page shows it back unchanged at strengths 0
+        uploaded = np.asarray(Image.open(img), np.int16)
+        assert np.abs(canvas("before") - uploaded).max() <= 1
         full = canvas()
         assert np.abs(full - server(1, 1)).max() <= 1
         a = drag("blur", 0.3)
@@ -556,6 +650,14 @@ def test_page_sliders_follow_the_servers_composition(service, tmp_path):
         after_noise = canvas()
         assert 0.05 < b < 0.4 and np.abs(after_noise - after_blur).max() > 3
         assert np.abs(after_noise - server(a, b)).max() <= 1
+        for slider in ("blur", "noise"):  # both at 0 (the keyboard's Home key)
+            n = driver.execute_script("return window.rt.composeCount")
+            driver.find_element(By.ID, slider).send_keys(Keys.HOME)
+            WebDriverWait(driver, 10).until(
+                lambda d, n=n: d.execute_script("return window.rt.composeCount") > n
+            )
+            assert float(driver.find_element(By.ID, slider).get_attribute("value")) == 0
+        assert np.abs(canvas() - uploaded).max() <= 1
         repaint = driver.execute_script("return window.rt.repaints")
         assert repaint and max(repaint) < 1000
         # the figure the README quotes: pytest tests/test_serve.py -k page -s

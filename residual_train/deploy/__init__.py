@@ -25,7 +25,7 @@ from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.shards import read_mapping
-from data_gen.sources import linear_to_srgb, read_image
+from data_gen.sources import check_linearize, linear_to_srgb, read_image_encoded
 from residual_train.deploy.compose import MODES, compose
 
 # a registry inside the package: trained weights that ship with residual-train
@@ -40,22 +40,36 @@ __all__ = [
     "load_maps",
     "load_model",
     "read_input",
+    "read_input_encoded",
     "save_maps",
     "tile_weights",
 ]
 
 
 def read_input(
-    path: str | Path, linearize: bool = False, channels: int = 3, layout: str = "rgb"
+    path: str | Path, linearize: bool | str = "auto", channels: int = 3, layout: str = "rgb"
 ) -> np.ndarray:
-    """PNG / TIFF (8/16-bit; float TIFF as is) or RAW (demosaiced linearly by LibRaw,
+    """PNG / JPEG / TIFF (8/16-bit; float TIFF as is) or RAW (demosaiced linearly by LibRaw,
     white level = 1) -> ``(C, H, W)`` float32 linear.
+
+    ``linearize``: ``auto`` decodes 8-bit files from sRGB and takes 16-bit and float ones as
+    linear; ``true`` decodes every integer file; ``false`` takes it as linear
+    (:func:`data_gen.sources.srgb_encoded`). RAW files are always linear.
 
     ``layout='rggb'`` (a model trained on Bayer data): a RAW file's own mosaic, black
     subtracted and packed to planes R, Gr, Gb, B ``(4, H/2, W/2)`` whatever its CFA.
     """
+    return read_input_encoded(path, linearize, channels, layout)[0]
+
+
+def read_input_encoded(
+    path: str | Path, linearize: bool | str = "auto", channels: int = 3, layout: str = "rgb"
+) -> tuple[np.ndarray, str]:
+    """:func:`read_input` and the encoding the file was decoded from (``srgb`` or
+    ``linear``): what an output for this input is encoded back to for display."""
     p = Path(path)
     require(p.is_file(), f"input = {str(path)!r}: file does not exist")
+    check_linearize(linearize)
     if layout == "rggb":
         require(
             p.suffix.lower() in RAW_SUFFIXES,
@@ -64,32 +78,35 @@ def read_input(
         )
         from data_gen.raw import read_raw
 
-        return np.ascontiguousarray(read_raw(p).packed())
+        return np.ascontiguousarray(read_raw(p).packed()), "linear"
     if p.suffix.lower() in RAW_SUFFIXES:
-        import rawpy
-
-        try:
-            with rawpy.imread(str(p)) as raw:
-                rgb = raw.postprocess(
-                    gamma=(1, 1),
-                    no_auto_bright=True,
-                    output_bps=16,
-                    use_camera_wb=True,
-                    user_flip=0,
-                )
-        except Exception as e:  # LibRaw errors
-            raise InputError(f"input = {str(path)!r}: LibRaw cannot read it ({e})") from None
-        x = np.moveaxis(rgb.astype(np.float32) / 65535.0, 2, 0)
-        require(
-            x.shape[0] == channels, f"{p}: RAW gives {x.shape[0]} channels, model wants {channels}"
-        )
-        return np.ascontiguousarray(x)
+        return _read_raw_rgb(p, channels), "linear"
     try:
-        return read_image(p, linearize=linearize, channels=channels)
+        return read_image_encoded(p, linearize=linearize, channels=channels)
     except InputError as e:
         if "channels, expected" in str(e):
             raise InputError(f"{e} (the model's card says {channels} channels)") from None
         raise
+
+
+def _read_raw_rgb(p: Path, channels: int) -> np.ndarray:
+    """A RAW file demosaiced linearly by LibRaw (camera white balance, white level = 1)."""
+    import rawpy
+
+    try:
+        with rawpy.imread(str(p)) as raw:
+            rgb = raw.postprocess(
+                gamma=(1, 1),
+                no_auto_bright=True,
+                output_bps=16,
+                use_camera_wb=True,
+                user_flip=0,
+            )
+    except Exception as e:  # LibRaw errors
+        raise InputError(f"input = {str(p)!r}: LibRaw cannot read it ({e})") from None
+    x = np.moveaxis(rgb.astype(np.float32) / 65535.0, 2, 0)
+    require(x.shape[0] == channels, f"{p}: RAW gives {x.shape[0]} channels, model wants {channels}")
+    return np.ascontiguousarray(x)
 
 
 def tile_weights(n: int, start: int, size: int, overlap: int) -> np.ndarray:

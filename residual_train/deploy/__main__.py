@@ -1,12 +1,13 @@
 """``python -m residual_train.deploy model=PATH|NAME[:TAG] input=FILE out_dir=DIR
 strengths.<component>=s ... [registry=PATH] [iso=N] [mode=consistent|literal]
-[blur_model=PATH|NAME[:TAG]] [linearize=false] [tile=256] [overlap=64] [backend=onnx|torch]``
-(every key in ``conf/apps/deploy.yaml``)
+[blur_model=PATH|NAME[:TAG]] [linearize=auto|true|false] [tile=256] [overlap=64]
+[backend=onnx|torch]`` (every key in ``conf/apps/deploy.yaml``)
 
-Runs the network once (tiled), writes its residual maps, one per component (32-bit float
-TIFF), and
-``maps.json`` to ``out_dir``, then the composed image as ``composed.tif`` (float,
-linear) and ``composed.png`` (sRGB preview). With ``blur_model=`` the pair of
+Decodes the input to linear light (``linearize=auto``: 8-bit PNG / JPEG / TIFF from sRGB,
+16-bit and float files as linear), runs the network once (tiled), writes its residual
+maps, one per component (32-bit float TIFF), and ``maps.json`` to ``out_dir``, then the
+composed image as ``composed.tif`` (float, linear) and ``composed.png`` (8-bit sRGB: at
+strengths 0 an 8-bit sRGB input comes back as it was). With ``blur_model=`` the pair of
 single-head models runs sequentially (noise model, then blur model on the denoised
 image). Change strengths later with ``python -m residual_train.deploy.recompose``.
 """
@@ -19,10 +20,11 @@ from pathlib import Path
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import APPS, require_new_dir
+from data_gen.sources import check_linearize
 from residual_train.deploy import (
     load_model,
     predict_sequential,
-    read_input,
+    read_input_encoded,
     save_maps,
     write_output,
 )
@@ -40,14 +42,15 @@ def run(o: dict) -> dict:
     for c, v in strengths.items():  # bad values stop before the network runs
         if v is not None:
             check_strength(c, v)
+    check_linearize(o["linearize"])
     k_dist = check_distortion(o.get("distortion"))
     order = int(o.get("distortion_order", 3))
     out_dir = Path(str(o["out_dir"]))
     require_new_dir(out_dir)
     registry = o.get("registry") or None
     model = load_model(str(o["model"]), registry, o["backend"])
-    x = read_input(
-        str(o["input"]), bool(o["linearize"]), model.channels, model.card.get("layout", "rgb")
+    x, encoding = read_input_encoded(
+        str(o["input"]), o["linearize"], model.channels, model.card.get("layout", "rgb")
     )
     iso = None if o.get("iso") in (None, "") else float(o["iso"])
     noise = model.noise_model(iso)
@@ -77,6 +80,7 @@ def run(o: dict) -> dict:
         "noise_B": noise.B.tolist(),
         "model": str(model.path),
         "input": str(o["input"]),
+        "input_encoding": encoding,
         "card": {k: model.card.get(k) for k in ("components", "layout", "scale", "metrics")},
         "distortion": list(k_dist) if k_dist else None,
         "distortion_order": order,

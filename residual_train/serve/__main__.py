@@ -8,6 +8,7 @@ from pathlib import Path
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import APPS
+from data_gen.sources import check_linearize
 
 
 def registry_dir(cfg: dict) -> Path | None:
@@ -46,6 +47,7 @@ def check_settings(cfg: dict) -> None:
     require(
         cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
     )
+    check_linearize(cfg.get("linearize", "auto"))
 
 
 def keys(cfg: dict) -> dict | None:

@@ -24,14 +24,17 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from data_gen.errors import InputError
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
-from residual_train.deploy import default_iso, read_input
+from data_gen.sources import check_linearize
+from residual_train.deploy import default_iso, read_input_encoded
 from residual_train.deploy.compose import check_strength
 from residual_train.serve import render
 from residual_train.serve.jobs import Jobs
 from residual_train.serve.keys import KeyStore
 from residual_train.serve.store import ImageStore
 
-SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
+SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", *RAW_SUFFIXES)
+# an upload's `encoding` form field -> read_input's `linearize`
+ENCODINGS = {"auto": "auto", "srgb": True, "linear": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -102,7 +105,7 @@ def create_app(cfg: dict, model) -> FastAPI:
     max_bytes = int(float(cfg["max_upload_mb"]) * 2**20)
     quota = int(cfg["quota_images"])
     registry = Path(str(cfg["registry_dir"])) if cfg.get("registry_dir") else None
-    linearize = bool(cfg.get("linearize", False))
+    linearize = check_linearize(cfg.get("linearize", "auto"))
     layout = model.card.get("layout", "rgb")
 
     app = FastAPI(
@@ -151,6 +154,7 @@ def create_app(cfg: dict, model) -> FastAPI:
 
     def public(m: dict) -> dict:
         keep = ("id", "status", "error", "width", "height", "channels", "iso", "components")
+        keep = (*keep, "encoding")
         return {
             **{k: m.get(k) for k in keep},
             "filename": m.get("filename"),
@@ -176,8 +180,12 @@ def create_app(cfg: dict, model) -> FastAPI:
     def upload(
         file: UploadFile = File(...),
         iso: float | None = Form(default=None),
+        encoding: str | None = Form(default=None),
         who: str = Depends(user),
     ) -> dict:
+        """An image (PNG, JPEG, TIFF or RAW) decoded to linear light as ``deploy`` decodes
+        it: ``encoding`` ``auto`` (the server's ``linearize``; by default 8-bit files are
+        sRGB, 16-bit and float ones linear), ``srgb`` or ``linear``."""
         if store.count(who) >= quota:
             raise HTTPException(429, f"quota of {quota} images reached; DELETE some first")
         if jobs.full():
@@ -188,6 +196,9 @@ def create_app(cfg: dict, model) -> FastAPI:
         suffix = Path(name).suffix.lower()
         if suffix not in SUFFIXES:
             raise HTTPException(422, f"{name!r}: not a supported image ({', '.join(SUFFIXES)})")
+        if encoding is not None and encoding not in ENCODINGS:
+            raise HTTPException(422, f"encoding = {encoding!r}: auto, srgb or linear")
+        lin = linearize if encoding in (None, "auto") else ENCODINGS[encoding]
         if iso is None:  # recorded with the image: the model's default
             iso = default_iso(model.card)
         noise = model.noise_model(iso)  # InputError (422) outside the model's range
@@ -199,7 +210,7 @@ def create_app(cfg: dict, model) -> FastAPI:
                 while chunk := file.file.read(1 << 20):
                     f.write(chunk)
             try:
-                x = read_input(path, linearize, model.channels, layout)
+                x, enc = read_input_encoded(path, lin, model.channels, layout)
             except InputError as e:
                 raise HTTPException(
                     422, " ".join(str(e).replace(str(path), name).split())
@@ -216,6 +227,7 @@ def create_app(cfg: dict, model) -> FastAPI:
                     "height": int(x.shape[1]),
                     "channels": int(x.shape[0]),
                     "iso": float(iso),
+                    "encoding": enc,
                     "components": list(model.heads),
                     "noise_A": noise.A.tolist(),
                     "noise_B": noise.B.tolist(),
@@ -261,7 +273,11 @@ def create_app(cfg: dict, model) -> FastAPI:
         return Response(
             body,
             media_type=render.FORMATS[format],
-            headers={"X-Render-Ms": f"{ms:.1f}", "Cache-Control": "no-store"},
+            headers={
+                "X-Render-Ms": f"{ms:.1f}",
+                "X-Color-Encoding": render.ENCODED[format],
+                "Cache-Control": "no-store",
+            },
         )
 
     @app.get("/v1/images/{image_id}/maps")
