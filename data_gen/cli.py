@@ -154,18 +154,31 @@ def report_hydra_errors(main: Callable[[], object]) -> object:
         sys.exit(2)
 
 
+# Hydra's command-line options that take the next argument as their value
+_OPTION_VALUES = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"}
+_OPTION_VALUES |= {"-p", "--package", "-c", "--cfg", "--experimental-rerun"}
+
+
 def named_words(argv: list[str], words: dict[str, str]) -> list[str]:
-    """Leading bare words as named keys: ``words = {"dir": "*"}`` turns ``DIR`` into
-    ``dir=DIR``; ``{"action": "list|alias"}`` turns ``list`` into ``action=list`` (only
-    those values). Keeps commands like ``verify DIR`` and ``publish list`` working."""
-    out, rest = [], list(argv)
-    for key, allowed in words.items():
-        if not rest or "=" in rest[0] or rest[0].startswith("-"):
-            break
-        if allowed != "*" and rest[0] not in allowed.split("|"):
-            break
-        out.append(f"{key}={rest.pop(0)}")
-    return [*out, *rest]
+    """Bare words as named keys, in order, wherever they stand among the overrides and
+    flags: ``words = {"dir": "*"}`` turns ``DIR`` into ``dir=DIR``; ``{"action":
+    "list|alias"}`` turns ``list`` into ``action=list`` (only those values; the first word
+    that fits no key ends the naming). Keeps ``verify DIR``, ``verify --no-checksums DIR``,
+    ``verify checksums=false DIR`` and ``publish list`` working."""
+    out, keys = [], list(words.items())
+    naming, after_option = True, False
+    for a in argv:
+        bare = "=" not in a and not a.startswith("-") and not after_option
+        after_option = a in _OPTION_VALUES
+        if bare and naming and keys:
+            key, allowed = keys[0]
+            if allowed == "*" or a in allowed.split("|"):
+                out.append(f"{key}={a}")
+                keys.pop(0)
+                continue
+            naming = False  # left to Hydra, which names it
+        out.append(a)
+    return out
 
 
 def compose_config(config_dir: str | Path, name: str, overrides: list[str]) -> dict:

@@ -429,6 +429,15 @@ def test_verify_without_a_manifest_says_how_far_the_dataset_got(small, tmp_path)
     assert r.returncode == 1 and "no manifest yet: 2 of 3 shards complete" in r.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--no-checksums", "DIR"], ["DIR", "--no-checksums"], ["checksums=false", "DIR"]],
+)
+def test_verify_takes_its_folder_before_or_after_the_options(small, args):
+    r = run("data_gen.verify", *[str(small["ds"]) if a == "DIR" else a for a in args])
+    assert r.returncode == 0 and r.stdout.startswith(f"OK {small['ds']}"), r.stdout + r.stderr
+
+
 # ---- originals and small commands --------------------------------------------------------------
 def test_an_original_below_black_is_refused(tmp_path):
     d = tmp_path / "imgs"
