@@ -475,6 +475,49 @@ def test_openapi_page_documents_the_api(service):
     assert httpx.get(service["url"] + "/docs").status_code == 200
 
 
+# ---- what the service serves ------------------------------------------------------------------
+def export_heads(root: Path, heads: list[str]) -> Path:
+    """An export of an untrained ``heads`` network (real ONNX graph, real card)."""
+    import torch
+
+    from residual_train.export import export
+    from residual_train.models import build_model
+
+    hp = {"model": {"arch": "unet", "heads": heads, "width": 8, "depth": 2, "blocks": 1}}
+    hp["channels"] = 3
+    net = build_model(hp["model"], 3)
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"hyper_parameters": hp, "state_dict": state, "global_step": 0}, ckpt)
+    export(ckpt, root / "exp")
+    return root / "exp"
+
+
+@pytest.mark.parametrize(
+    "heads, needle",
+    [
+        (["relight", "fog", "blur", "noise"], "relight, fog would never be applied"),
+        (["noise"], "needs a model with both heads"),
+    ],
+)
+def test_a_model_with_components_the_service_does_not_apply_is_refused_at_start(
+    tmp_path, heads, needle
+):
+    exp = export_heads(tmp_path, heads)
+    storage = tmp_path / "storage"
+    r = subprocess.run(
+        [PY, "-m", "residual_train.serve", f"model={exp}", f"storage={storage}", "port=9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(err) == 1 and needle in err[0], r.stderr
+    assert not storage.exists()  # refused before anything was written
+
+
 # ---- queue, crash, restart ------------------------------------------------------------------
 def test_full_queue_answers_503_with_retry_after(tmp_path):
     storage = tmp_path / "s"

@@ -79,9 +79,10 @@ def run(cfg: dict) -> dict | None:
     import uvicorn
 
     from residual_train.deploy import load_model
-    from residual_train.serve.app import create_app
+    from residual_train.serve.app import check_served, create_app
 
     model = load_model(str(cfg["model"]), cfg.get("registry") or None)
+    check_served(model)  # before anything is written to the storage
     reg = registry_dir(cfg)
     app = create_app({**cfg, "registry_dir": str(reg) if reg else None}, model)
     if app.state.recovered:

@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from data_gen.errors import InputError
+from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.sources import check_linearize
@@ -86,9 +86,32 @@ class UploadLimit:
             await self._reject(send)
 
 
+SERVED = ("blur", "noise")  # the components a render composes (and the page's sliders)
+
+
+def check_served(model) -> None:
+    """Refuse a model unless the service applies every component it has: renders compose
+    blur and noise, so a model with more (relight, fog, ...) would have them silently left
+    in, and one with fewer cannot be composed."""
+    heads = list(model.heads)
+    unserved = [h for h in heads if h not in SERVED]
+    require(
+        not unserved,
+        f"model = {str(model.path)!r} corrects {', '.join(heads)}; the service composes "
+        f"{' and '.join(SERVED)} only, so {', '.join(unserved)} would never be applied: deploy "
+        "it with python -m residual_train.deploy (strengths.<component>=s)",
+    )
+    require(
+        sorted(heads) == sorted(SERVED),
+        f"model = {str(model.path)!r} corrects {', '.join(heads) or 'nothing'}; the service "
+        f"composes {' and '.join(SERVED)} together and needs a model with both heads",
+    )
+
+
 def create_app(cfg: dict, model) -> FastAPI:
     """The service for ``model`` (a :class:`~residual_train.deploy.DeployedModel`) with the
     settings of ``conf/apps/serve.yaml``."""
+    check_served(model)
     storage = Path(str(cfg["storage"])).expanduser()
     keys, store = KeyStore(storage), ImageStore(storage)
     uploads = storage / "uploads"  # private copies while an upload is checked
