@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +64,48 @@ def filled_atomically(out_dir: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def os_error_at(e: OSError, path: str | Path) -> OSError:
+    """``e`` naming ``path`` when it names no file (``ndarray.tofile``'s "12288 requested and
+    3000 written", a flush): with ``ENOSPC`` when the error has no code and ``path``'s file
+    system has no space left (the usual cause of a short write)."""
+    if e.filename is not None:
+        return e
+    code, text = e.errno, e.strerror or " ".join(str(e).split())
+    if code is None:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(Path(path).parent).free < 1 << 20:
+                code = errno.ENOSPC
+    if code is not None:
+        text = os.strerror(code) + ("" if text == os.strerror(code) else f" ({text})")
+    return OSError(code, text, str(path))
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside ``path`` for writing it (same file system: the rename is
+    atomic), unique per process and thread, keeping the suffix (writers pick the format by
+    it); ``.tmp-`` marks it as a temporary file for the cleaners."""
+    tag = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+    return path.with_name(f".{path.stem}.tmp-{tag}{path.suffix}")
+
+
+@contextlib.contextmanager
+def written_atomically(path: str | Path) -> Iterator[Path]:
+    """``with written_atomically(path) as tmp:`` write ``tmp`` (:func:`temporary_sibling`);
+    on success it is renamed to ``path`` (which therefore appears only complete), on any
+    error it is removed and ``path`` is left as it was. An :class:`OSError` names ``path``
+    (:func:`os_error_at`)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        open_to_umask(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise os_error_at(e, path) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_to_umask(root: Path) -> None:
