@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import socket
@@ -569,6 +570,91 @@ def test_a_job_killed_with_the_server_is_finished_after_the_restart(tmp_path):
         assert not [p for p in (storage / "images" / image_id).iterdir() if ".tmp-" in p.name]
     finally:
         srv.stop()
+
+
+def test_an_upload_cut_by_a_kill_is_failed_with_a_reason_and_cleaned_after_the_restart(
+    tmp_path,
+):
+    """What ``kill -9`` leaves when it lands after the image's record and before its input
+    array is complete (the record says queued, a partial temporary array, the private
+    copy of the upload, a half-deleted image): the restarted server fails that job with a
+    reason and removes every leftover; one server per storage."""
+    from residual_train.serve.store import ImageStore
+
+    storage = tmp_path / "s"
+    key = new_key(storage, "fay")
+    store = ImageStore(storage)
+    cut = store.new_id()
+    store.create(cut, {"owner": "fay", "status": "queued", "filename": "big.png", "iso": 800.0})
+    partial = storage / "images" / cut / ".input.tmp-host-4242-1.npy"
+    partial.write_bytes(b"\x93NUMPY" + b"\0" * 100_000)  # cut off mid-write
+    copy = storage / "uploads" / "tmpk1ll3d" / "upload.png"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(png(64, 64))
+    half_deleted = storage / "images" / f".deleted-{store.new_id()}-0a1b"
+    half_deleted.mkdir()
+    (half_deleted / "R_noise.npy").write_bytes(b"x" * 1000)
+    srv = Server(storage, "tile=128", "overlap=32")
+    try:
+        st = httpx.get(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).json()
+        assert st["status"] == "failed" and "upload the image again" in st["error"], st
+        assert not partial.exists() and not copy.exists() and not half_deleted.exists()
+        assert not list((storage / "uploads").iterdir())
+        # the storage is this server's: a second one is refused in one line
+        r = subprocess.run(
+            [PY, "-m", "residual_train.serve", f"storage={storage}", f"port={free_port()}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 2 and "is in use by another server" in r.stderr, r.stderr
+        # the user sees why, deletes it, and uploads again
+        assert httpx.delete(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).is_success
+        r = upload(srv.url, key, png(40, 40))
+        assert wait_done(srv.url, key, r.json()["id"])["status"] == "done"
+    finally:
+        srv.stop()
+
+
+def fill(d: Path) -> Path:
+    """Fill the file system of ``d`` (a small tmpfs) to the last byte; returns the filler."""
+    filler = d / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    return filler
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="tmpfs: root only")
+def test_a_full_disk_is_one_line_at_start_and_507_for_an_upload(tmp_path):
+    from tests.test_reliability import one_line_error, tmpfs
+
+    with tmpfs(tmp_path / "small", "4m") as d:
+        storage = d / "s"
+        key = new_key(storage, "gus")
+        filler = fill(d)
+        r = subprocess.run(
+            [PY, "-m", "residual_train.serve", f"storage={storage}", f"port={free_port()}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        one_line_error(r, 1, "No space left on device", "disk is full", str(storage))
+        filler.unlink()
+        srv = Server(storage, "tile=128", "overlap=32")
+        try:
+            filler = fill(d)
+            r = upload(srv.url, key, png(200, 300, seed=8))
+            assert r.status_code == 507 and "disk is full" in r.json()["detail"], r.text
+            assert not [p for p in (storage / "images").iterdir()]  # nothing kept
+            assert not list((storage / "uploads").iterdir())
+            filler.unlink()
+            r = upload(srv.url, key, png(200, 300, seed=8))
+            assert wait_done(srv.url, key, r.json()["id"])["status"] == "done"
+        finally:
+            srv.stop()
 
 
 # ---- devices: fetch a published model over HTTP ------------------------------------------------

@@ -5,12 +5,15 @@ Every request but the page, ``/healthz`` and the OpenAPI pages carries ``X-API-K
 Errors are JSON ``{"detail": "<one line>"}``: 401 no or wrong key, 404 an id that is not
 the caller's (or does not exist: the two are not told apart), 413 too large, 422 not an
 image / corrupt / wrong channel count / a value out of range, 429 quota reached, 503 queue
-full (with ``Retry-After``).
+full (with ``Retry-After``), 507 the server's disk is full.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
+import shutil
 import tempfile
 import time
 from importlib.resources import files
@@ -30,7 +33,7 @@ from residual_train.deploy.compose import check_strength
 from residual_train.serve import render
 from residual_train.serve.jobs import Jobs
 from residual_train.serve.keys import KeyStore
-from residual_train.serve.store import ImageStore
+from residual_train.serve.store import ImageStore, lock_storage
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", *RAW_SUFFIXES)
 # an upload's `encoding` form field -> read_input's `linearize`
@@ -108,14 +111,36 @@ def check_served(model) -> None:
     )
 
 
+def receive(file: UploadFile, path: Path) -> None:
+    """The uploaded body into ``path``, chunk by chunk."""
+    with open(path, "wb") as f:
+        while chunk := file.file.read(1 << 20):
+            f.write(chunk)
+
+
+@contextlib.contextmanager
+def storage_errors():
+    """The server's own file-system failures as one-line HTTP errors naming no server path:
+    507 when its disk is full, 500 otherwise."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise HTTPException(507, "the server's disk is full; try again later") from None
+        raise HTTPException(500, f"the server cannot store the upload ({e.strerror})") from None
+
+
 def create_app(cfg: dict, model) -> FastAPI:
     """The service for ``model`` (a :class:`~residual_train.deploy.DeployedModel`) with the
     settings of ``conf/apps/serve.yaml``."""
     check_served(model)
     storage = Path(str(cfg["storage"])).expanduser()
+    lock = lock_storage(storage)  # one server per storage: what a dead one left is ours
     keys, store = KeyStore(storage), ImageStore(storage)
     uploads = storage / "uploads"  # private copies while an upload is checked
+    shutil.rmtree(uploads, ignore_errors=True)  # a killed server's copies
     uploads.mkdir(parents=True, exist_ok=True)
+    swept = store.sweep()
     jobs = Jobs(
         store,
         model,
@@ -138,7 +163,7 @@ def create_app(cfg: dict, model) -> FastAPI:
     )
     app.add_middleware(UploadLimit, max_bytes=max_bytes)
     app.state.jobs, app.state.store, app.state.keys = jobs, store, keys
-    app.state.recovered = recovered
+    app.state.recovered, app.state.swept, app.state.lock = recovered, swept, lock
 
     @app.exception_handler(InputError)
     async def _bad_input(_request, exc: InputError):
@@ -229,40 +254,50 @@ def create_app(cfg: dict, model) -> FastAPI:
         # decode and check now (422 at once), from a private temporary copy of the upload
         with tempfile.TemporaryDirectory(dir=uploads) as tmp:
             path = Path(tmp) / f"upload{suffix}"
-            with open(path, "wb") as f:
-                while chunk := file.file.read(1 << 20):
-                    f.write(chunk)
-            try:
-                x, enc = read_input_encoded(path, lin, model.channels, layout)
-            except InputError as e:
-                raise HTTPException(
-                    422, " ".join(str(e).replace(str(path), name).split())
-                ) from None
-            if not np.isfinite(x).all():
-                raise HTTPException(422, f"{name!r}: holds NaN or infinite values")
-            store.create(
-                image_id,
-                {
-                    "owner": who,
-                    "status": "queued",
-                    "filename": name,
-                    "width": int(x.shape[2]),
-                    "height": int(x.shape[1]),
-                    "channels": int(x.shape[0]),
-                    "iso": float(iso),
-                    "encoding": enc,
-                    "components": list(model.heads),
-                    "noise_A": noise.A.tolist(),
-                    "noise_B": noise.B.tolist(),
-                },
-            )
-            store.save_arrays(image_id, {"input": x})
+            with storage_errors():
+                receive(file, path)
+            x, enc = decode(path, name, lin)
+            record = {
+                "owner": who,
+                "status": "queued",
+                "filename": name,
+                "width": int(x.shape[2]),
+                "height": int(x.shape[1]),
+                "channels": int(x.shape[0]),
+                "iso": float(iso),
+                "encoding": enc,
+                "components": list(model.heads),
+                "noise_A": noise.A.tolist(),
+                "noise_B": noise.B.tolist(),
+            }
+            with storage_errors():
+                keep(image_id, record, x)
         if not jobs.submit(image_id):
             store.delete(image_id)
             raise HTTPException(
                 503, "the queue is full; try again later", headers={"Retry-After": "30"}
             )
         return {"id": image_id, "status": "queued"}
+
+    def decode(path: Path, name: str, lin) -> tuple[np.ndarray, str]:
+        """The upload as linear ``(C, H, W)`` and its encoding; 422 naming only ``name``."""
+        try:
+            x, enc = read_input_encoded(path, lin, model.channels, layout)
+        except InputError as e:
+            raise HTTPException(422, " ".join(str(e).replace(str(path), name).split())) from None
+        if not np.isfinite(x).all():
+            raise HTTPException(422, f"{name!r}: holds NaN or infinite values")
+        return x, enc
+
+    def keep(image_id: str, record: dict, x: np.ndarray) -> None:
+        """The record, then the input; a failure removes both (no job without an input)."""
+        try:
+            store.create(image_id, record)
+            store.save_arrays(image_id, {"input": x})
+        except BaseException:
+            with contextlib.suppress(OSError, KeyError):
+                store.delete(image_id)
+            raise
 
     @app.get("/v1/images")
     def list_images(who: str = Depends(user)) -> list[dict]:
