@@ -19,9 +19,11 @@ from pathlib import Path
 
 from data_gen.cli import run_app
 from data_gen.errors import require
-from data_gen.paths import APPS, require_new_dir
+from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.sources import check_linearize
+from data_gen.values import integer, number, optional
 from residual_train.deploy import (
+    check_capture,
     load_model,
     predict_sequential,
     read_input_encoded,
@@ -37,14 +39,26 @@ from residual_train.deploy.compose import (
 )
 
 
+def check_settings(o: dict) -> dict:
+    """The numbers of ``conf/apps/deploy.yaml``, typed (one line otherwise)."""
+    return {
+        "iso": optional(number, None if o.get("iso") == "" else o.get("iso"), "iso", positive=True),
+        "tile": integer(o["tile"], "tile", 8),
+        "overlap": integer(o["overlap"], "overlap", 4),
+        "batch": integer(o["batch"], "batch", 1),
+        "distortion_order": integer(o.get("distortion_order", 3), "distortion_order"),
+    }
+
+
 def run(o: dict) -> dict:
     strengths = dict(o["strengths"])
     for c, v in strengths.items():  # bad values stop before the network runs
         if v is not None:
             check_strength(c, v)
     check_linearize(o["linearize"])
+    s = check_settings(o)
     k_dist = check_distortion(o.get("distortion"))
-    order = int(o.get("distortion_order", 3))
+    order, iso = s["distortion_order"], s["iso"]
     out_dir = Path(str(o["out_dir"]))
     require_new_dir(out_dir)
     registry = o.get("registry") or None
@@ -52,15 +66,9 @@ def run(o: dict) -> dict:
     x, encoding = read_input_encoded(
         str(o["input"]), o["linearize"], model.channels, model.card.get("layout", "rgb")
     )
-    iso = None if o.get("iso") in (None, "") else float(o["iso"])
     noise = model.noise_model(iso)
-    kw = dict(
-        tile=int(o["tile"]),
-        overlap=int(o["overlap"]),
-        batch=int(o["batch"]),
-        iso=iso,
-        progress=True,
-    )
+    check_capture(x, noise, f"input = {str(o['input'])!r}")
+    kw = dict(tile=s["tile"], overlap=s["overlap"], batch=s["batch"], iso=iso, progress=True)
     t0 = time.perf_counter()
     if o.get("blur_model"):
         blur_model = load_model(str(o["blur_model"]), registry, o["backend"])
@@ -90,10 +98,11 @@ def run(o: dict) -> dict:
     # composed before anything is written: a strength for a component the model lacks, or
     # a mode its maps do not compose in, stops here
     y, used = compose_maps(o["mode"], x, maps, strengths, noise)
-    save_maps(out_dir, x, maps, meta)
     y = correct_distortion_stage(y, k_dist, order, layout)
-    write_output(out_dir / "composed.tif", y)
-    write_output(out_dir / "composed.png", y)
+    with filled_atomically(out_dir) as tmp:  # out_dir appears complete, or not at all
+        save_maps(tmp, x, maps, meta)
+        write_output(tmp / "composed.tif", y)
+        write_output(tmp / "composed.png", y)
     return {
         "out_dir": str(out_dir),
         "megapixels": x.shape[1] * x.shape[2] / 1e6,

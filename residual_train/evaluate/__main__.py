@@ -9,7 +9,27 @@ import yaml
 
 from data_gen.cli import run_app
 from data_gen.errors import require
-from data_gen.paths import APPS
+from data_gen.paths import APPS, filled_atomically
+from data_gen.sources import check_linearize
+from data_gen.values import boolean, integer, number, numbers, optional
+
+
+def check_settings(cfg: dict) -> dict:
+    """The values of ``conf/apps/evaluate.yaml``, typed (one line otherwise)."""
+    isos = cfg.get("isos")
+    return {
+        "shrink": number(cfg["shrink"], "shrink", lo=1),
+        "linearize": check_linearize(cfg["linearize"]),
+        "max_images": optional(integer, cfg.get("max_images"), "max_images", 1),
+        "max_size": optional(integer, cfg.get("max_size"), "max_size", 16),
+        "isos": None if isos is None else numbers(isos, "isos", positive=True),
+        "seed": integer(cfg["seed"], "seed", 0),
+        "workers": integer(cfg["workers"], "workers", 1),
+        "tile": integer(cfg["tile"], "tile", 8),
+        "overlap": integer(cfg["overlap"], "overlap", 4),
+        "min_bin_pixels": integer(cfg["min_bin_pixels"], "min_bin_pixels", 1),
+        "progress": boolean(cfg["progress"], "progress"),
+    }
 
 
 def run(cfg: dict) -> dict:
@@ -23,35 +43,30 @@ def run(cfg: dict) -> dict:
         not (out.exists() and any(out.iterdir())),
         f"out = {str(out)!r} already holds files; nothing is overwritten",
     )
-    images = load_images(
-        cfg["images"],
-        float(cfg["shrink"]),
-        bool(cfg["linearize"]),
-        cfg["max_images"],
-        cfg.get("max_size"),
-    )
+    s = check_settings(cfg)
+    images = load_images(cfg["images"], s["shrink"], s["linearize"], s["max_images"], s["max_size"])
     result = evaluate(
         str(cfg["model"]),
         images,
-        cfg.get("isos"),
+        s["isos"],
         cfg.get("registry"),
         list(cfg["baselines"] or []),
-        int(cfg["seed"]),
-        int(cfg["workers"]),
-        int(cfg["tile"]),
-        int(cfg["overlap"]),
-        int(cfg["min_bin_pixels"]),
+        s["seed"],
+        s["workers"],
+        s["tile"],
+        s["overlap"],
+        s["min_bin_pixels"],
         Path(cfg["cache"]) if cfg.get("cache") else None,
         cfg.get("bank_cache"),
-        bool(cfg["progress"]),
+        s["progress"],
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    metrics = write_metrics(result, out)
-    index = write_page(result, out)
+    with filled_atomically(out) as tmp:  # out appears complete, or not at all
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        metrics = write_metrics(result, tmp)
+        index = write_page(result, tmp)
     return {
-        "metrics": str(metrics),
-        "page": str(index),
+        "metrics": str(out / metrics.name),
+        "page": str(out / index.relative_to(tmp)),
         "per_iso": [
             {
                 k: r[k]

@@ -28,7 +28,7 @@ from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.sources import check_linearize
-from residual_train.deploy import default_iso, read_input_encoded
+from residual_train.deploy import check_capture, default_iso, read_input_encoded
 from residual_train.deploy.compose import check_strength
 from residual_train.serve import render
 from residual_train.serve.jobs import Jobs
@@ -256,7 +256,7 @@ def create_app(cfg: dict, model) -> FastAPI:
             path = Path(tmp) / f"upload{suffix}"
             with storage_errors():
                 receive(file, path)
-            x, enc = decode(path, name, lin)
+            x, enc = decode(path, name, lin, noise)
             record = {
                 "owner": who,
                 "status": "queued",
@@ -279,14 +279,14 @@ def create_app(cfg: dict, model) -> FastAPI:
             )
         return {"id": image_id, "status": "queued"}
 
-    def decode(path: Path, name: str, lin) -> tuple[np.ndarray, str]:
-        """The upload as linear ``(C, H, W)`` and its encoding; 422 naming only ``name``."""
+    def decode(path: Path, name: str, lin, noise: NoiseModel) -> tuple[np.ndarray, str]:
+        """The upload as linear ``(C, H, W)`` in the sensor's range, and its encoding; 422
+        naming only ``name``."""
         try:
             x, enc = read_input_encoded(path, lin, model.channels, layout)
+            check_capture(x, noise, repr(name))
         except InputError as e:
             raise HTTPException(422, " ".join(str(e).replace(str(path), name).split())) from None
-        if not np.isfinite(x).all():
-            raise HTTPException(422, f"{name!r}: holds NaN or infinite values")
         return x, enc
 
     def keep(image_id: str, record: dict, x: np.ndarray) -> None:
