@@ -24,6 +24,7 @@ from data_gen.errors import InputError, require
 from data_gen.paths import preset_path
 from data_gen.raw import RAW_SUFFIXES, read_raw
 from data_gen.registry import Registry
+from data_gen.values import mapping
 
 log = logging.getLogger("data_gen")
 
@@ -205,7 +206,11 @@ class FolderSource:
         depth: Mapping | None = None,
     ) -> None:
         self.root = preset_path(path)
-        self.depth = DepthMaps(**dict(depth)) if depth else None
+        self.depth = None
+        if depth is not None:
+            settings = mapping(depth, "source.depth", DEPTH_MAP_KEYS)
+            require("path" in settings, "source.depth needs a path: +source.depth.path=DIR")
+            self.depth = DepthMaps(**settings)
         self.linearize = linearize
         self.shrink_factor = float(shrink_factor)
         self.channels = channels
@@ -466,6 +471,19 @@ def dead_leaves(
     return _box_colour(label, palette, s), zmap
 
 
+def check_depth_range(depth) -> list[float]:
+    """``source.depth`` of dead leaves: ``[near, far]`` metres, ``0 < near <= far``."""
+    ok = isinstance(depth, (list, tuple)) and len(depth) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in depth)
+    require(ok, f"source.depth = {depth!r}: [near, far] in metres (two numbers)")
+    near, far = (float(v) for v in depth)
+    require(0 < near <= far, f"source.depth = {list(depth)}: need 0 < near <= far (metres)")
+    return [near, far]
+
+
+DEPTH_MAP_KEYS = ("path", "units", "scale", "focal_px", "baseline_m", "offset_px")
+
+
 class DeadLeavesSource:
     """Procedural originals: one dead-leaves frame per draw, seeded by the caller's rng.
 
@@ -476,6 +494,8 @@ class DeadLeavesSource:
         unknown = sorted(set(params) - set(inspect.signature(dead_leaves).parameters))
         if unknown:
             raise InputError(f"source.{unknown[0]}: not an option of the dead_leaves source")
+        if params.get("depth") is not None:
+            params["depth"] = check_depth_range(params["depth"])
         self.kw = {"channels": channels, **params}
         self.kw.setdefault("size", inspect.signature(dead_leaves).parameters["size"].default)
         require(int(self.kw.get("supersample", 1)) >= 1, "source.supersample must be >= 1")
@@ -541,11 +561,30 @@ class DepthMaps:
             raw = np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
         except (OSError, ValueError, UnidentifiedImageError) as e:
             raise InputError(f"depth map {p} cannot be read: {e}") from None
+        check_depth_encoding(raw, p)
         d = np.asarray(raw, np.float64) * self.scale
         if self.units == "disparity":
             d = depth_from_disparity(d + self.offset_px, self.focal_px, self.baseline_m)
         check_depth(d, shape, name=str(p))
         return d.astype(np.float32)
+
+
+def check_depth_encoding(raw: np.ndarray, p: Path) -> None:
+    """A depth map in one of its documented encodings: a 2-D float (or integer) ``.npy``,
+    or a one-channel 16-bit PNG. An 8-bit PNG (a picture of the depth, 256 levels) or a
+    colour PNG is refused: read as values it would give metres 0..255."""
+    if p.suffix == ".npy":
+        require(
+            raw.ndim == 2 and raw.dtype.kind in "fiu",
+            f"depth map {p}: a 2-D array of numbers, got {raw.dtype} of shape {raw.shape}",
+        )
+        return
+    require(
+        raw.ndim == 2 and raw.dtype in (np.uint16, np.int32),
+        f"depth map {p}: a {'x'.join(map(str, raw.shape))} {raw.dtype} PNG; depth maps are "
+        "one-channel 16-bit PNGs or float .npy files (values times source.depth.scale, in "
+        "metres or as a disparity)",
+    )
 
 
 def stereo_example() -> Frame:
