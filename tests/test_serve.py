@@ -97,6 +97,12 @@ def png(h: int, w: int, seed: int = 0, channels: int = 3) -> bytes:
     return buf.getvalue()
 
 
+def tiff_f32(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.asarray(a, np.float32), photometric="rgb")
+    return buf.getvalue()
+
+
 def upload(
     url: str,
     key: str,
@@ -275,6 +281,11 @@ def test_renders_never_run_the_network(service, done_image):
         (lambda u, k, i: upload(u, k, b"not an image at all"), 422, "cannot be read"),
         (lambda u, k, i: upload(u, k, png(20, 20)[:60]), 422, "cannot be read"),
         (lambda u, k, i: upload(u, k, b"x", name="evil.exe"), 422, "not a supported image"),
+        (
+            lambda u, k, i: upload(u, k, tiff_f32(np.full((8, 8, 3), 4000.0)), name="x.tif"),
+            422,
+            "'x.tif': values up to 4000; a capture is linear with 1 = white",
+        ),
         (
             lambda u, k, i: upload(u, k, png(8, 8), form={"encoding": "gamma22"}),
             422,
