@@ -214,7 +214,7 @@ def export(
 
     ckpt, out_dir = Path(ckpt), Path(out_dir)
     integer(opset, "opset", 17)
-    number(tol, "tol", positive=True)
+    number(tol, "tol", lo=0)
     number(min_device_psnr, "min_device_psnr")
     require_new_dir(out_dir)
     net, hp, raw = load_checkpoint(ckpt)

@@ -569,7 +569,7 @@ def card_with_width(small: dict, tmp_path: Path) -> Path:
         (["TRAIN", "+trainer.foo=1"], "trainer: Trainer.__init__() got an unexpected keyword"),
         (["TRAIN", "data.crop=4000", "data.onthefly.enabled=true"], "data.crop = 4000"),
         (["EXPORT", "tol=abc"], "tol = 'abc': a number"),
-        (["EXPORT", "tol=-1"], "tol = -1: a number > 0"),
+        (["EXPORT", "tol=-1"], "tol = -1: a number >= 0"),
         (["DEPLOY", "distortion_order=abc"], "distortion_order = 'abc'"),
         (["DEPLOY", "iso=abc"], "iso = 'abc': a number > 0"),
         (["DEPLOY", "linearize=maybe"], "linearize = 'maybe': auto"),
