@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_gen.errors import InputError
+from data_gen.paths import DISK_FULL_TEXTS
+from data_gen.values import boolean, integer, number
 
 log = logging.getLogger("data_gen")
 
@@ -119,6 +121,9 @@ def run_task(fn: Callable[[], object], config_name: str) -> object:
     except Exception as e:  # a bug, not the user's input: still one line, and how to see more
         if debug:
             raise
+        if any(t in str(e) for t in DISK_FULL_TEXTS):  # another library's ENOSPC, where unnamed
+            print(f"error: {describe_os_error(OSError(errno.ENOSPC, str(e)))}", file=sys.stderr)
+            sys.exit(1)
         print(
             f"error: internal error {type(e).__name__}: {' '.join(str(e).split())} "
             "(RESIDUAL_TRAIN_DEBUG=1 shows the traceback; please report it)",
@@ -154,18 +159,31 @@ def report_hydra_errors(main: Callable[[], object]) -> object:
         sys.exit(2)
 
 
+# Hydra's command-line options that take the next argument as their value
+_OPTION_VALUES = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"}
+_OPTION_VALUES |= {"-p", "--package", "-c", "--cfg", "--experimental-rerun"}
+
+
 def named_words(argv: list[str], words: dict[str, str]) -> list[str]:
-    """Leading bare words as named keys: ``words = {"dir": "*"}`` turns ``DIR`` into
-    ``dir=DIR``; ``{"action": "list|alias"}`` turns ``list`` into ``action=list`` (only
-    those values). Keeps commands like ``verify DIR`` and ``publish list`` working."""
-    out, rest = [], list(argv)
-    for key, allowed in words.items():
-        if not rest or "=" in rest[0] or rest[0].startswith("-"):
-            break
-        if allowed != "*" and rest[0] not in allowed.split("|"):
-            break
-        out.append(f"{key}={rest.pop(0)}")
-    return [*out, *rest]
+    """Bare words as named keys, in order, wherever they stand among the overrides and
+    flags: ``words = {"dir": "*"}`` turns ``DIR`` into ``dir=DIR``; ``{"action":
+    "list|alias"}`` turns ``list`` into ``action=list`` (only those values; the first word
+    that fits no key ends the naming). Keeps ``verify DIR``, ``verify --no-checksums DIR``,
+    ``verify checksums=false DIR`` and ``publish list`` working."""
+    out, keys = [], list(words.items())
+    naming, after_option = True, False
+    for a in argv:
+        bare = "=" not in a and not a.startswith("-") and not after_option
+        after_option = a in _OPTION_VALUES
+        if bare and naming and keys:
+            key, allowed = keys[0]
+            if allowed == "*" or a in allowed.split("|"):
+                out.append(f"{key}={a}")
+                keys.pop(0)
+                continue
+            naming = False  # left to Hydra, which names it
+        out.append(a)
+    return out
 
 
 _GROUP_FILE = re.compile(r"^(\w+)=(.+\.ya?ml)$")
@@ -250,6 +268,89 @@ def compose_config(config_dir: str | Path, name: str, overrides: list[str]) -> d
         restore_gh_from_backup(backup)
 
 
+# settings whose default is a number or a boolean but that take other values too
+UNTYPED = (
+    "data.val_shards",  # a number, a fraction, a list or "all"
+    "trainer.devices",  # a number, a list or "auto"
+    "trainer.precision",  # 32, "bf16-mixed", "auto", ...
+    "trainer.deterministic",  # true, false or "warn"
+)
+
+
+def _lookup(cfg, key: str):
+    for part in key.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return _MISSING
+        cfg = cfg[part]
+    return cfg
+
+
+_MISSING = object()
+
+
+# keys a command line may add with `+key=value` (each read by the code below them); any
+# other addition is a setting nothing reads: a typo, refused
+ADDABLE = {
+    "train": ("trainer.", "callbacks.", "logger.", "data.onthefly.generator"),
+    "data_gen": ("source.depth", "source.sources.", "component."),
+}
+
+
+def command_line_values(config_dir: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """This Hydra job's command-line overrides split into config-group choices
+    (``experiment=tiny``), the keys of values set on existing settings (``seed=3``) and
+    the keys added (``+new=...``); Hydra's own settings left out."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra")]
+    groups, changed, added = [], [], []
+    for text, o in zip(overrides, OverridesParser.create().parse_overrides(overrides), strict=True):
+        name = o.key_or_group.split("@")[0]
+        if (Path(config_dir) / name).is_dir():
+            groups.append(text)
+        elif o.type in (OverrideType.CHANGE, OverrideType.FORCE_ADD):
+            changed.append(o.key_or_group)
+        elif o.type == OverrideType.ADD:
+            added.append(o.key_or_group)
+    return groups, changed, added
+
+
+def check_value_types(config_dir: str | Path, config_name: str, cfg: dict) -> None:
+    """A value set on the command line has the type of the default it replaces: ``true``
+    or ``false`` for a boolean setting, no string or boolean for a numeric one (Hydra
+    keeps ``enabled=maybe`` or ``seed=abc`` as a string, and ``bool('maybe')`` is true).
+    Each command's own checks then take ranges, lists and nulls. A key added with
+    ``+key=...`` must be one the command reads (:data:`ADDABLE`)."""
+    try:
+        groups, keys, added = command_line_values(config_dir)
+    except ValueError:  # not under a Hydra job (library use)
+        return
+    base = None
+    for key in added:
+        if not key.startswith(ADDABLE.get(config_name, ())):
+            base = compose_config(config_dir, config_name, groups) if base is None else base
+            if _lookup(base, key) is _MISSING:  # `+` on an existing (null) key is a change
+                raise InputError(
+                    f"{key}: not a setting of this command (+{key}=... adds a key that "
+                    "nothing reads; check its spelling)"
+                )
+    keys = [k for k in keys if k not in UNTYPED and not k.startswith("hydra.")]
+    if not keys:
+        return
+    base = compose_config(config_dir, config_name, groups) if base is None else base
+    for key in keys:
+        default, value = _lookup(base, key), _lookup(cfg, key)
+        if default is _MISSING or value is _MISSING:
+            continue
+        if isinstance(default, bool):
+            boolean(value, key)
+        elif isinstance(default, (int, float)) and isinstance(value, (str, bool)):
+            # a string or a boolean for a number (lists and null pass)
+            (integer if isinstance(default, int) else number)(value, key)
+
+
 def run_app(
     config_path: str | Path,
     config_name: str,
@@ -284,7 +385,12 @@ def run_app(
             if Path(config_path).name == "conf"
             else f"{Path(config_path).name}/{config_name}"
         )
-        result = run_task(lambda: fn(resolved), where)
+
+        def task() -> object:
+            check_value_types(config_path, config_name, resolved)
+            return fn(resolved)
+
+        result = run_task(task, where)
         if print_result and result is not None:
             print(json.dumps(result, default=str), flush=True)
         return result

@@ -39,6 +39,7 @@ from data_gen.render_chain import SampleRenderer
 from data_gen.sensor import SensorModel, build_sensor
 from data_gen.shards import (
     MANIFEST,
+    RECORDS,
     SCALE,
     ShardWriter,
     StorageSpec,
@@ -471,14 +472,16 @@ def _differs(old, pipe: Pipeline) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def claim_out_dir(out_dir: Path, pipe: Pipeline) -> None:
-    """Make ``out_dir`` this config's dataset, or refuse one made with another config.
+def claim_out_dir(out_dir: Path, pipe: Pipeline) -> bool:
+    """Make ``out_dir`` this config's dataset, or refuse one made with another config;
+    True when this call made the claim (wrote ``config.yaml``).
 
     The claim is one atomic step: ``config.yaml`` is written to a temporary file and
     hard-linked to its name, which fails if the name exists (create-exclusive). Of several
     generators started together, exactly one creates it; every other one reads the
     complete file and proceeds only if its config is the same.
     """
+    created = False
     require(not out_dir.is_file(), f"out_dir = {str(out_dir)!r} is a file, not a directory")
     saved = out_dir / "config.yaml"
     if not saved.exists() and out_dir.exists() and any(out_dir.glob("shard-*.h5")):
@@ -494,11 +497,13 @@ def claim_out_dir(out_dir: Path, pipe: Pipeline) -> None:
         open_to_umask(tmp)  # mkstemp makes it private
         try:
             os.link(tmp, saved)  # atomic, and refuses an existing name
+            created = True
         except FileExistsError:
             pass  # another generator claimed it first: compare below
         except OSError:  # a file system without hard links: exclusive create instead
             with contextlib.suppress(FileExistsError), open(saved, "x") as f:
                 f.write(tmp.read_text())
+                created = True
         finally:
             tmp.unlink(missing_ok=True)
     old = read_mapping(saved, "dataset config")
@@ -508,6 +513,22 @@ def claim_out_dir(out_dir: Path, pipe: Pipeline) -> None:
             f"(differs in: {', '.join(_differs(old, pipe))}); nothing was changed there. Use "
             "another out_dir, or delete that one to regenerate."
         )
+    return created
+
+
+def release_claim(out_dir: Path, made_dir: bool) -> None:
+    """Undo a claim this run made when it failed before any shard was written (nor begun
+    by another generator): ``config.yaml``, an empty ``records/``, and ``out_dir`` when the
+    run made it. The corrected command then claims ``out_dir`` afresh instead of being
+    refused as another config."""
+    if any(out_dir.glob("shard-*")) or any((out_dir / RECORDS).glob("*")):
+        return
+    (out_dir / "config.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (out_dir / RECORDS).rmdir()
+    if made_dir:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()
 
 
 def generate(cfg: dict) -> dict:
@@ -526,7 +547,6 @@ def generate(cfg: dict) -> dict:
     write = bool(cfg.get("write", True))
     progress = bool(cfg.get("progress", True))
     out_dir = Path(cfg["out_dir"])
-    todo = indices
     if cfg.get("manifest_only"):
         # the finishing step of a job array: every shard must be complete already. Sizes
         # and records only: the manifest job's `data_gen.verify` hashes every shard next.
@@ -541,11 +561,26 @@ def generate(cfg: dict) -> dict:
             f"incomplete (indices {missing[:20]}{' ...' if len(missing) > 20 else ''}); "
             "re-run those array tasks",
         )
-        todo, indices = [], []
+        indices = []
     else:  # only rendering needs the originals checked
         pipe.source.validate(pipe.min_frame, progress)
     if write:
-        claim_out_dir(out_dir, pipe)
+        made_dir = not out_dir.exists()
+        if claim_out_dir(out_dir, pipe):
+            try:
+                return _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress)
+            except BaseException:
+                release_claim(out_dir, made_dir)
+                raise
+    return _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress)
+
+
+def _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress) -> dict:
+    """Render and write the shards of ``indices`` not complete yet into the claimed
+    ``out_dir`` (or render only, ``write=false``); the manifest when all are done."""
+    total = cfg["shards"]
+    todo = indices
+    if write:
         stale = remove_stale_tmp_files(out_dir)
         if stale:
             log.info("removed %d temporary file(s) left by an earlier run: %s", len(stale), stale)

@@ -1,11 +1,15 @@
 """Training batches rendered on the training device from originals: no shards needed.
 
-:class:`OnTheFlyRenderer` holds a pool of originals (frames) on the device and renders a
-batch with the generator's physics (:func:`data_gen.render_torch.render_tensors`): each
-sample's crop, exposure, ISO and PSF are drawn as :func:`data_gen.render.draw_sample`
-draws them, the crops are cut from the resident frames, blurred by FFT with the bank's
-transforms resident on the device, mosaicked, given one shared noise realisation and
-clipped at white; then flipped / turned by one of the allowed dihedral transforms.
+:class:`OnTheFlyRenderer` holds a pool of originals (frames) and renders a batch with the
+generator's physics, for any component list (:mod:`data_gen.chain_batch`; on a CPU the numpy
+backend a few samples at a time, on a GPU torch, the whole batch): each sample's crop,
+exposure, ISO and PSF are drawn as :func:`data_gen.render.draw_sample` draws them and its
+components' parameters by the components' own ``draw``; the windows (the patch and the
+chain's margin) are cut from the resident frames and go through the chain (relight gain
+maps, fog through depth, layered defocus, the lens PSF bank and camera shake by FFT with
+per-sample spectra), are mosaicked, given one shared noise realisation and clipped at
+white; then flipped / turned by one of the allowed dihedral transforms. Training with
+peeling targets renders only what they need (no leave-one-out renders).
 
 Determinism: batch ``k`` (a global batch number) depends on (seed, k) only.
 

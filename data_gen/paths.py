@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,14 +56,91 @@ def filled_atomically(out_dir: str | Path) -> Iterator[Path]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        yield tmp
-        open_to_umask(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(tmp, out_dir)
+        with write_errors_at(out_dir):
+            try:
+                yield tmp
+            except OSError as e:  # name the file as it would have been called
+                name = str(e.filename or "")
+                if not name.startswith(str(tmp)):
+                    raise
+                raise OSError(e.errno, e.strerror, str(out_dir) + name[len(str(tmp)) :]) from None
+            open_to_umask(tmp)
+            if out_dir.exists():
+                out_dir.rmdir()  # empty (checked above)
+            os.replace(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def os_error_at(e: OSError, path: str | Path) -> OSError:
+    """``e`` naming ``path`` when it names no file (``ndarray.tofile``'s "12288 requested and
+    3000 written", a flush): with ``ENOSPC`` when the error has no code and ``path``'s file
+    system has no space left (the usual cause of a short write)."""
+    if e.filename is not None:
+        return e
+    code, text = e.errno, e.strerror or " ".join(str(e).split())
+    if code is None and disk_full(path):
+        code = errno.ENOSPC
+    if code is not None:
+        text = os.strerror(code) + ("" if text == os.strerror(code) else f" ({text})")
+    return OSError(code, text, str(path))
+
+
+# how libraries that are not Python's io (safetensors, onnx, sqlite) say ENOSPC
+DISK_FULL_TEXTS = ("No space left on device", "os error 28", "database or disk is full")
+
+
+@contextlib.contextmanager
+def write_errors_at(path: str | Path) -> Iterator[None]:
+    """Failures while writing ``path`` as :class:`OSError` naming it: an ``OSError`` that
+    names no file (:func:`os_error_at`), and another library's error that says the disk is
+    full (safetensors, the ONNX exporter and SQLite raise their own types)."""
+    try:
+        yield
+    except OSError as e:
+        raise os_error_at(e, path) from None
+    except Exception as e:
+        if any(t in str(e) for t in DISK_FULL_TEXTS) or disk_full(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise
+
+
+def disk_full(path: str | Path) -> bool:
+    """Whether the file system ``path`` is written to has (almost) no space left: what a
+    short write with no error code, or a writer's own error type (torch's "unexpected
+    pos"), means there."""
+    for d in (Path(path).parent, *Path(path).parents):
+        if d.exists():
+            with contextlib.suppress(OSError):
+                return shutil.disk_usage(d).free < 1 << 20
+            return False
+    return False
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside ``path`` for writing it (same file system: the rename is
+    atomic), unique per process and thread, keeping the suffix (writers pick the format by
+    it); ``.tmp-`` marks it as a temporary file for the cleaners."""
+    tag = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+    return path.with_name(f".{path.stem}.tmp-{tag}{path.suffix}")
+
+
+@contextlib.contextmanager
+def written_atomically(path: str | Path) -> Iterator[Path]:
+    """``with written_atomically(path) as tmp:`` write ``tmp`` (:func:`temporary_sibling`);
+    on success it is renamed to ``path`` (which therefore appears only complete), on any
+    error it is removed and ``path`` is left as it was. An :class:`OSError` names ``path``
+    (:func:`os_error_at`)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        with write_errors_at(path):
+            yield tmp
+            open_to_umask(tmp)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_to_umask(root: Path) -> None:

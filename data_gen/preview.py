@@ -21,6 +21,7 @@ from data_gen.paths import CONF
 from data_gen.render import PATCHES
 from data_gen.shards import load_manifest, patch_names, shard_components
 from data_gen.sources import linear_to_srgb
+from data_gen.values import integer, number
 
 COLUMNS = (*PATCHES, "R_b", "R_n")
 
@@ -87,10 +88,10 @@ def contact_sheet(
 def run(cfg: dict) -> dict:
     sheet = contact_sheet(
         Path(str(cfg["dir"])),
-        int(cfg["n"]),
-        int(cfg["shard"]),
-        int(cfg["scale"]),
-        float(cfg["gain"]),
+        integer(cfg["n"], "n"),
+        integer(cfg["shard"], "shard"),
+        integer(cfg["scale"], "scale"),
+        number(cfg["gain"], "gain", positive=True),
     )
     out = Path(str(cfg["out"]))
     require(

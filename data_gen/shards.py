@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from data_gen.chain import stored_names
 from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError
+from data_gen.paths import written_atomically
 from data_gen.render import PATCHES
 
 SCHEMA_VERSIONS = (1, 2)  # v1: what the default [blur, noise] writes
@@ -116,12 +116,8 @@ def read_mapping(path: Path, what: str = "file") -> dict:
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write ``obj`` to a temporary file and rename it over ``path``; a failed write (a
     full disk) removes its temporary file and leaves ``path`` as it was."""
-    tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    try:
+    with written_atomically(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from data_gen.errors import InputError, require
 from data_gen.paths import preset_path
 from data_gen.raw import RAW_SUFFIXES, read_raw
 from data_gen.registry import Registry
+from data_gen.values import mapping
 
 log = logging.getLogger("data_gen")
 
@@ -54,14 +55,48 @@ def _to_unit(a: np.ndarray, where: Path) -> np.ndarray:
     raise InputError(f"{where}: unsupported pixel type {a.dtype}")
 
 
-def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> np.ndarray:
+LINEARIZE = (True, False, "auto")
+
+
+def check_linearize(value, key: str = "linearize") -> bool | str:
+    """``linearize`` as one of :data:`LINEARIZE` (one line otherwise)."""
+    require(
+        isinstance(value, bool) or value == "auto",
+        f"{key} = {value!r}: auto (8-bit files are sRGB, 16-bit and float ones linear), "
+        "true (decode every integer file from sRGB) or false (take it as linear)",
+    )
+    return value
+
+
+def srgb_encoded(dtype: np.dtype, linearize: bool | str) -> bool:
+    """Whether pixels of ``dtype`` are sRGB-decoded under ``linearize``: never float data
+    (linear by convention); with ``auto`` only 8-bit data (an 8-bit file is a display
+    image: 8 bits cannot hold linear sensor values without banding in the shadows)."""
+    if np.dtype(dtype).kind == "f":
+        return False
+    if linearize == "auto":
+        return np.dtype(dtype) == np.uint8
+    return bool(linearize)
+
+
+def read_image(path: str | Path, linearize: bool | str = False, channels: int = 3) -> np.ndarray:
     """Read an 8/16-bit PNG / TIFF / JPEG (or float TIFF) as ``(C, H, W)`` float32 in [0, 1].
 
     Integer images are scaled by their full range; float TIFFs are kept as they are.
-    ``linearize`` applies sRGB decoding (not to float data, which is taken as linear).
+    ``linearize`` applies sRGB decoding (not to float data, which is taken as linear);
+    ``"auto"`` decodes 8-bit files only (:func:`srgb_encoded`).
     Greyscale is repeated to ``channels``; alpha is dropped.
     """
+    return read_image_encoded(path, linearize, channels)[0]
+
+
+def read_image_encoded(
+    path: str | Path, linearize: bool | str = False, channels: int = 3
+) -> tuple[np.ndarray, str]:
+    """:func:`read_image` and the encoding the file was taken in: ``"srgb"`` (decoded to
+    linear light) or ``"linear"`` (taken as it is)."""
     p = Path(path)
+    check_linearize(linearize)
     try:
         if p.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -77,7 +112,7 @@ def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> 
         raise InputError(f"image {p} cannot be read (corrupt or not an image): {e}") from None
     except Exception as e:  # tifffile raises its own types
         raise InputError(f"image {p} cannot be read: {type(e).__name__}: {e}") from None
-    is_float = a.dtype.kind == "f"
+    srgb = srgb_encoded(a.dtype, linearize)
     a = _to_unit(a, p)
     if a.ndim == 2:
         a = a[..., None]
@@ -92,9 +127,9 @@ def read_image(path: str | Path, linearize: bool = False, channels: int = 3) -> 
     )
     if not np.isfinite(a).all():
         raise InputError(f"image {p} contains non-finite values (NaN or inf)")
-    if linearize and not is_float:
+    if srgb:
         a = srgb_to_linear(a)
-    return np.ascontiguousarray(np.moveaxis(a, 2, 0))
+    return np.ascontiguousarray(np.moveaxis(a, 2, 0)), "srgb" if srgb else "linear"
 
 
 # an original is a clean scene in linear light (0 = black): values below black are not
@@ -171,9 +206,13 @@ class FolderSource:
         depth: Mapping | None = None,
     ) -> None:
         self.root = preset_path(path)
-        depth = dict(depth) if depth else None
-        self.depth = DepthMaps(**depth) if depth and "law" not in depth else None
-        self.depth_law = DepthLaw(**depth) if depth and "law" in depth else None
+        self.depth, self.depth_law = None, None
+        if depth is not None and hasattr(depth, "get") and "law" in depth:
+            self.depth_law = DepthLaw(**mapping(depth, "source.depth", DEPTH_LAW_KEYS))
+        elif depth is not None:
+            settings = mapping(depth, "source.depth", DEPTH_MAP_KEYS)
+            require("path" in settings, "source.depth needs a path: +source.depth.path=DIR")
+            self.depth = DepthMaps(**settings)
         self.linearize = linearize
         self.shrink_factor = float(shrink_factor)
         self.channels = channels
@@ -458,6 +497,20 @@ def dead_leaves(
     return _box_colour(label, palette, s), _block_min(label, z, s)
 
 
+def check_depth_range(depth) -> list[float]:
+    """``source.depth`` of dead leaves: ``[near, far]`` metres, ``0 < near <= far``."""
+    ok = isinstance(depth, (list, tuple)) and len(depth) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in depth)
+    require(ok, f"source.depth = {depth!r}: [near, far] in metres (two numbers)")
+    near, far = (float(v) for v in depth)
+    require(0 < near <= far, f"source.depth = {list(depth)}: need 0 < near <= far (metres)")
+    return [near, far]
+
+
+DEPTH_MAP_KEYS = ("path", "units", "scale", "focal_px", "baseline_m", "offset_px")
+DEPTH_LAW_KEYS = ("law", "horizon", "height", "focal", "far", "relief")
+
+
 class DeadLeavesSource:
     """Procedural originals: one dead-leaves frame per draw, seeded by the caller's rng.
 
@@ -468,6 +521,8 @@ class DeadLeavesSource:
         unknown = sorted(set(params) - set(inspect.signature(dead_leaves).parameters))
         if unknown:
             raise InputError(f"source.{unknown[0]}: not an option of the dead_leaves source")
+        if params.get("depth") is not None:
+            params["depth"] = check_depth_range(params["depth"])
         self.kw = {"channels": channels, **params}
         self.kw.setdefault("size", inspect.signature(dead_leaves).parameters["size"].default)
         require(int(self.kw.get("supersample", 1)) >= 1, "source.supersample must be >= 1")
@@ -533,6 +588,7 @@ class DepthMaps:
             raw = np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
         except (OSError, ValueError, UnidentifiedImageError) as e:
             raise InputError(f"depth map {p} cannot be read: {e}") from None
+        check_depth_encoding(raw, p)
         d = np.asarray(raw, np.float64) * self.scale
         if self.units == "disparity":
             d = depth_from_disparity(d + self.offset_px, self.focal_px, self.baseline_m)
@@ -579,6 +635,24 @@ class DepthLaw:
             self.far,
             np.exp(self.relief * bumps),
         )
+
+
+def check_depth_encoding(raw: np.ndarray, p: Path) -> None:
+    """A depth map in one of its documented encodings: a 2-D float (or integer) ``.npy``,
+    or a one-channel 16-bit PNG. An 8-bit PNG (a picture of the depth, 256 levels) or a
+    colour PNG is refused: read as values it would give metres 0..255."""
+    if p.suffix == ".npy":
+        require(
+            raw.ndim == 2 and raw.dtype.kind in "fiu",
+            f"depth map {p}: a 2-D array of numbers, got {raw.dtype} of shape {raw.shape}",
+        )
+        return
+    require(
+        raw.ndim == 2 and raw.dtype in (np.uint16, np.int32),
+        f"depth map {p}: a {'x'.join(map(str, raw.shape))} {raw.dtype} PNG; depth maps are "
+        "one-channel 16-bit PNGs or float .npy files (values times source.depth.scale, in "
+        "metres or as a disparity)",
+    )
 
 
 def stereo_example() -> Frame:

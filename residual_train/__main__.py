@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data_gen.cli import quote_range_overrides, report_hydra_errors, run_task
+from data_gen.cli import check_value_types, quote_range_overrides, report_hydra_errors, run_task
 from data_gen.paths import CONF
 
 # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's argv,
@@ -46,7 +46,12 @@ def main(cfg: DictConfig) -> float | None:
     if _child_argv() is None:
         overrides = [o for o in hc.overrides.task if not o.startswith("run_dir=")]
         os.environ[JOB_ENV] = json.dumps([*overrides, f"run_dir={run_dir}"])
-    result = run_task(lambda: train(resolved), "train")
+
+    def task() -> dict:
+        check_value_types(CONF, "train", resolved)
+        return train(resolved)
+
+    result = run_task(task, "train")
     from lightning_fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank == 0:

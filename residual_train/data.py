@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_gen.chain import stored_names, stored_residuals
 from data_gen.components import V1 as V1_COMPONENTS
-from data_gen.errors import require
+from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
 from data_gen.paths import bank_cache_dir
@@ -277,6 +277,39 @@ ONTHEFLY_DEFAULTS = {
 }
 
 
+# generator keys that are not part of a stored generation config (data_gen.generate)
+_GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component")
+
+
+def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.generator") -> None:
+    """``data.onthefly.generator`` updates the stored generation config: every key must be
+    one of its settings (a typo would otherwise be merged in and never read). Nested
+    mappings are checked against the stored ones unless they change their ``kind`` (a
+    source or a sensor of another kind has its own settings, checked when it is built)."""
+    from data_gen.generate import RUNTIME_KEYS
+
+    require(isinstance(extra, Mapping), f"{where} = {extra!r}: a mapping of generator settings")
+    known = {*stored, *RUNTIME_KEYS, *_GENERATOR_RUNTIME}
+    _check_keys(extra, stored, known, where)
+
+
+def _check_keys(extra: Mapping, stored: Mapping, known: set, where: str) -> None:
+    for key, value in extra.items():
+        require(
+            key in known,
+            f"{where}.{key}: not a generator setting (the stored generation config has "
+            f"{', '.join(sorted(map(str, known)))})",
+        )
+        old = stored.get(key)
+        if (
+            isinstance(value, Mapping)
+            and isinstance(old, Mapping)
+            and key != "component"
+            and value.get("kind", old.get("kind")) == old.get("kind")
+        ):
+            _check_keys(value, old, set(old), f"{where}.{key}")
+
+
 def _split(
     shards: list[dict], val: int | float | list | str, all_allowed: bool = False
 ) -> tuple[list[dict], list[dict]]:
@@ -341,6 +374,10 @@ class ResidualDataModule(pl.LightningDataModule):
             isinstance(o["cache_gb"], (int, float)) and o["cache_gb"] >= 0,
             f"data.onthefly.cache_gb = {o['cache_gb']!r}: a size in GiB >= 0",
         )
+        require(
+            self.onthefly["enabled"] or not self.onthefly["generator"],
+            "data.onthefly.generator is only read with data.onthefly.enabled=true",
+        )
         self._renderer = None
         self.dir = Path(str(dir)).expanduser()
         self.manifest = load_manifest(self.dir)
@@ -400,14 +437,21 @@ class ResidualDataModule(pl.LightningDataModule):
             cfg = yaml.safe_load(f.attrs["config"])
         extra = self.onthefly["generator"]
         if extra:
-            require(
-                isinstance(extra, dict),
-                f"data.onthefly.generator = {extra!r}: a mapping of generator keys",
-            )
+            check_generator_keys(extra, cfg)
             cfg = OmegaConf.to_container(OmegaConf.merge(cfg, extra), resolve=True)
         cfg.setdefault("bank_cache", str(bank_cache_dir()))
         cfg["progress"] = False
         pipe = build_pipeline(cfg)
+        # every original can give a training patch: checked now, not at the first batch
+        factor = 2 if pipe.cfa else 1
+        need = self.train_crop * factor + pipe.bank.size - 1
+        try:
+            pipe.source.validate(need)
+        except InputError as e:
+            raise InputError(
+                f"data.crop = {self.train_crop}: on-the-fly patches need originals of at least "
+                f"{need} px (crop + PSF size - 1): {e}"
+            ) from None
         m = self.manifest
         for what, rendered, stored in (
             ("channels", pipe.stored_channels, int(m["channels"])),

@@ -27,6 +27,7 @@ from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.sensor import build_sensor
 from data_gen.shards import read_mapping, sha256_file
+from data_gen.values import integer, number
 from residual_train.models import ResidualNet, build_model
 
 CARD_FORMAT = "residual-train-model/1"
@@ -57,15 +58,34 @@ def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
         ck = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise InputError(f"ckpt = {str(path)!r}: not a loadable checkpoint ({e})") from None
+    require(isinstance(ck, dict), f"{p}: not a residual-train checkpoint (not a mapping)")
     hp = ck.get("hyper_parameters") or {}
     require(
         "model" in hp and "channels" in hp,
         f"{p}: not a residual-train checkpoint (hyper_parameters lack model/channels)",
     )
+    require(
+        isinstance(ck.get("state_dict"), dict),
+        f"{p}: not a residual-train checkpoint (it holds no state_dict: no weights)",
+    )
     net = build_model(dict(hp["model"]), int(hp["channels"]))
     state = {k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
+    load_weights(
+        net, state, f"{p}: its weights do not fit the network its hyper_parameters describe"
+    )
     return net.eval(), hp, ck
+
+
+def load_weights(net: torch.nn.Module, state: dict, what: str) -> None:
+    """``net.load_state_dict(state)``; a mismatch is an :class:`InputError` starting with
+    ``what`` and naming the first differing tensors."""
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    diffs = [f"{k} missing" for k in want if k not in got]
+    diffs += [f"{k} unexpected" for k in got if k not in want]
+    diffs += [f"{k} {got[k]} vs {want[k]}" for k in want if k in got and got[k] != want[k]]
+    require(not diffs, f"{what} ({len(diffs)} tensors differ: {', '.join(diffs[:3])})")
+    net.load_state_dict(state)
 
 
 def noise_table(
@@ -204,7 +224,9 @@ def export(
     from safetensors.torch import save_file
 
     ckpt, out_dir = Path(ckpt), Path(out_dir)
-    require(opset >= 17, f"opset = {opset}: need >= 17")
+    integer(opset, "opset", 17)
+    number(tol, "tol", lo=0)
+    number(min_device_psnr, "min_device_psnr")
     require_new_dir(out_dir)
     net, hp, raw = load_checkpoint(ckpt)
     train_cfg, result, data_cfg, manifest = _training_context(ckpt)
@@ -360,10 +382,10 @@ def run(cfg: dict) -> dict:
         card = export(
             cfg["ckpt"],
             cfg["out_dir"],
-            int(cfg["opset"]),
-            float(cfg["tol"]),
+            cfg["opset"],
+            cfg["tol"],
             str(cfg.get("precision", "fp32")),
-            float(cfg.get("min_device_psnr", 30.0)),
+            cfg.get("min_device_psnr", 30.0),
         )
     except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)

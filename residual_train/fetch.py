@@ -22,6 +22,7 @@ from pathlib import Path
 from data_gen.cli import run_app
 from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
+from data_gen.values import number
 from residual_train.registry import FILES, TamperedError, read_sums
 
 CHUNK = 1 << 20
@@ -95,7 +96,7 @@ def run(cfg: dict) -> dict:
         str(cfg["model"]),
         str(cfg["out_dir"]),
         cfg.get("key") or os.environ.get("RESIDUAL_TRAIN_KEY") or None,
-        float(cfg["timeout"]),
+        number(cfg["timeout"], "timeout", positive=True),
     )
 
 

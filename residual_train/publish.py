@@ -12,11 +12,13 @@ The registry itself (layout, immutability, verification) is :mod:`residual_train
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import APPS
+from data_gen.values import boolean
 from residual_train.registry import FILES, Registry, TamperedError
 
 __all__ = ["FILES", "Registry", "TamperedError", "log_wandb_artifact", "run"]
@@ -40,7 +42,28 @@ def log_wandb_artifact(path: Path, name: str, version: str, project: str = "resi
         run.finish()
 
 
+def wandb_ready() -> bool:
+    """Whether wandb can log without asking: offline (``WANDB_MODE``), or a key in the
+    environment or in ``~/.netrc`` (what ``wandb login`` writes)."""
+    if os.environ.get("WANDB_MODE", "") in ("offline", "disabled", "dryrun"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def run(cfg: dict) -> dict | None:
+    if boolean(cfg.get("wandb", False), "wandb"):  # checked before anything is copied
+        require(
+            wandb_ready(),
+            "wandb = true: wandb is not logged in (run wandb login, or set WANDB_MODE=offline "
+            "and wandb sync later); nothing was published",
+        )
     reg = Registry(cfg["registry"])
     action = cfg["action"]
     if action == "list":

@@ -314,6 +314,35 @@ def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):
     assert np.std(more - clean) > 1.5 * kept and 0.5 * kept < np.std(less - clean) < 1.5 * kept
 
 
+@pytest.mark.parametrize("linearize, encoding", [("auto", "srgb"), ("false", "linear")])
+def test_an_8_bit_photo_comes_back_unchanged_at_strengths_zero(
+    exported, tmp_path, linearize, encoding
+):
+    """8-bit files are sRGB (linearize=auto): decoded to linear light for the network,
+    encoded back in composed.png; linearize=false keeps the old reading (as linear)."""
+    from data_gen.sources import linear_to_srgb, srgb_to_linear
+
+    a8 = (np.random.default_rng(7).random((40, 56, 3)) * 255).astype(np.uint8)
+    Image.fromarray(a8).save(tmp_path / "photo.png")
+    r = run(
+        "residual_train.deploy",
+        f"model={exported}",
+        f"input={tmp_path / 'photo.png'}",
+        f"out_dir={tmp_path / 'o'}",
+        "strengths.blur=0",
+        "strengths.noise=0",
+        f"linearize={linearize}",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    x, _, meta = load_maps(tmp_path / "o")
+    assert meta["input_encoding"] == encoding
+    lin = srgb_to_linear(a8 / 255.0) if encoding == "srgb" else a8 / 255.0
+    np.testing.assert_allclose(np.moveaxis(x, 0, 2), lin, atol=1e-6)
+    out = np.asarray(Image.open(tmp_path / "o" / "composed.png"), np.int32)
+    want = a8 if encoding == "srgb" else np.round(linear_to_srgb(a8 / 255.0) * 255)
+    assert np.abs(out - want).max() <= 1
+
+
 def test_deploy_bad_input(exported, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exported, broken)

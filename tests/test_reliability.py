@@ -49,6 +49,18 @@ def one_line_error(r, code: int, *needles: str) -> str:
     return err[0]
 
 
+def ends_in_one_error_line(r, code: int, *needles: str) -> str:
+    """As :func:`one_line_error` for a command that ran a library which warns on stderr
+    (Lightning): its last line is the one error line, the only one."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and errors == lines[-1:], r.stderr[-2000:]
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+    return errors[0]
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A tiny dataset, a trained run and its export."""
@@ -429,6 +441,15 @@ def test_verify_without_a_manifest_says_how_far_the_dataset_got(small, tmp_path)
     assert r.returncode == 1 and "no manifest yet: 2 of 3 shards complete" in r.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--no-checksums", "DIR"], ["DIR", "--no-checksums"], ["checksums=false", "DIR"]],
+)
+def test_verify_takes_its_folder_before_or_after_the_options(small, args):
+    r = run("data_gen.verify", *[str(small["ds"]) if a == "DIR" else a for a in args])
+    assert r.returncode == 0 and r.stdout.startswith(f"OK {small['ds']}"), r.stdout + r.stderr
+
+
 # ---- originals and small commands --------------------------------------------------------------
 def test_an_original_below_black_is_refused(tmp_path):
     d = tmp_path / "imgs"
@@ -515,3 +536,277 @@ def test_evaluate_checks_every_iso_before_starting(tmp_path):
     )
     one_line_error(r, 2, "iso = 1e+09 is outside the model's training range")
     assert not (tmp_path / "ev").exists()
+
+
+# ---- round two: every value typed, every key known, every refusal before a write ---------------
+def card_with_width(small: dict, tmp_path: Path) -> Path:
+    exp = tmp_path / "exp16"
+    shutil.copytree(small["exp"], exp)
+    card = json.loads((exp / "card.json").read_text())
+    card["model"]["width"] = 16  # the weights are width 8
+    (exp / "card.json").write_text(json.dumps(card))
+    return exp
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["data_gen", "out_dir=o", "progress=maybe"], "progress = 'maybe': true or false"),
+        (["data_gen", "out_dir=o", "+lens.foo=1"], "lens.foo: not a setting"),
+        (["data_gen", "out_dir=o", "+source.depth=abc"], "source.depth = 'abc': [near, far]"),
+        (["data_gen", "out_dir=o", "+source.depth=[20,1]"], "need 0 < near <= far"),
+        (["TRAIN", "data.onthefly.enabled=maybe"], "data.onthefly.enabled = 'maybe': true or"),
+        (["TRAIN", "+data.onthefly.generator={nonsense: 1}"], "only read with data.onthefly"),
+        (
+            ["TRAIN", "+data.onthefly.generator={nonsense: 1}", "data.onthefly.enabled=true"],
+            "data.onthefly.generator.nonsense: not a generator setting",
+        ),
+        (["TRAIN", "model.heads=3"], "model.heads = 3: auto, or a list of components"),
+        (["TRAIN", "optim.lr=abc"], "optim.lr = 'abc': a number"),
+        (["TRAIN", "seed=abc"], "seed = 'abc': an integer"),
+        (["TRAIN", "data.batch_size=abc"], "data.batch_size = 'abc'"),
+        (["TRAIN", "loss.type=l3"], "loss.type = 'l3': one of l1, l2, charbonnier"),
+        (["TRAIN", "+trainer.foo=1"], "trainer: Trainer.__init__() got an unexpected keyword"),
+        (["TRAIN", "data.crop=4000", "data.onthefly.enabled=true"], "data.crop = 4000"),
+        (["EXPORT", "tol=abc"], "tol = 'abc': a number"),
+        (["EXPORT", "tol=-1"], "tol = -1: a number >= 0"),
+        (["DEPLOY", "distortion_order=abc"], "distortion_order = 'abc'"),
+        (["DEPLOY", "iso=abc"], "iso = 'abc': a number > 0"),
+        (["DEPLOY", "linearize=maybe"], "linearize = 'maybe': auto"),
+        (["DEPLOY", "batch=0"], "batch = 0: an integer >= 1"),
+        (["DEPLOY", "backend=torch", "model=EXP16"], "card.json does not describe"),
+        (["residual_train.evaluate", "out=ev", "isos=abc"], "isos = 'abc': a list of numbers"),
+        (["residual_train.evaluate", "out=ev", "max_images=abc"], "max_images = 'abc'"),
+        (["residual_train.fetch", "url=http://127.0.0.1:9/r", "out_dir=f", "timeout=-1"], "> 0"),
+        (["data_gen.preview", "DS", "out=p.png", "n=abc"], "n = 'abc': an integer"),
+        (["data_gen.optics", "atlas", "out=a.png", "points=abc"], "points = 'abc'"),
+        (
+            ["residual_train.publish", "src=EXP", "registry=reg", "name=m", "version=1", "wandb=1"],
+            "wandb = 1: true or false",
+        ),
+    ],
+)
+def test_bad_values_and_unknown_keys_are_one_line_before_anything_is_written(
+    small, tmp_path, args, needle
+):
+    """A typo is refused naming the key and the value, never an internal error, never
+    taken silently; the command writes nothing."""
+    exp16 = card_with_width(small, tmp_path.parent / f"{tmp_path.name}-exp")
+    commands = {
+        "TRAIN": ["residual_train", f"data.dir={small['ds']}", "run_dir=run", "experiment=tiny"],
+        "EXPORT": ["residual_train.export", f"ckpt={small['run'] / 'checkpoints/last.ckpt'}"],
+        "DEPLOY": ["residual_train.deploy", f"model={small['exp']}", f"input={small['png']}"],
+    }
+    head = commands.get(args[0], [args[0]])
+    if args[0] == "EXPORT":
+        head = [*head, "out_dir=e"]
+    if args[0] == "DEPLOY":
+        head = [*head, "out_dir=d"]
+    extra = {"DS": str(small["ds"]), "EXP": f"src={small['exp']}"}
+    rest = [extra.get(a, a).replace("EXP16", str(exp16)) for a in args[1:]]
+    if args[0] == "TRAIN" and "data.onthefly.enabled=true" in rest:
+        rest.append("data.val_shards=all")
+    r = run(*head, *rest, cwd=tmp_path, env={"HOME": str(tmp_path.parent / "nohome")})
+    one_line_error(r, 2, needle)
+    assert "internal error" not in r.stderr
+    assert not [p for p in tmp_path.iterdir()]  # nothing was written
+
+
+def test_a_wrong_depth_range_leaves_no_claim_and_the_corrected_command_works(tmp_path):
+    gen = ["shards=1", "samples_per_shard=2", "patch_size=16", "source.size=64"]
+    gen += ["progress=false", "components=[fog,blur,noise]"]
+    out = tmp_path / "ds"
+    for bad in ("+source.depth=[20,1]", "+source.depth=abc"):
+        one_line_error(run("data_gen", f"out_dir={out}", bad, *gen), 2, "source.depth")
+        assert not out.exists()
+    r = run("data_gen", f"out_dir={out}", "+source.depth=[1,20]", *gen)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_an_8_bit_png_depth_map_is_refused_not_read_as_metres(tmp_path):
+    from PIL import Image
+
+    photos, depth = tmp_path / "photos", tmp_path / "depth"
+    photos.mkdir()
+    depth.mkdir()
+    Image.fromarray(np.full((80, 80, 3), 120, np.uint8)).save(photos / "a.png")
+    Image.fromarray(np.full((80, 80), 7, np.uint8)).save(depth / "a.png")  # 8-bit: 256 levels
+    cfg = [
+        f"out_dir={tmp_path / 'o'}",
+        "source=folder",
+        f"source.path={photos}",
+        f"+source.depth.path={depth}",
+        "components=[fog,blur,noise]",
+    ]
+    with pytest.raises(InputError, match=r"a\.png: a 80x80 uint8 PNG; depth maps are one-channel"):
+        generate(compose_cfg(*cfg))
+    assert not (tmp_path / "o").exists()
+    Image.fromarray(np.full((80, 80), 7000, np.uint16)).save(depth / "a.png")  # 16-bit: fine
+    generate(compose_cfg(*cfg, "+source.depth.scale=0.001", "shards=1", "samples_per_shard=2"))
+
+
+@pytest.mark.parametrize(
+    "pixels, needle",
+    [
+        (np.full((32, 40, 3), -0.5, np.float32), "values down to -0.5 (100% of them below"),
+        (np.full((32, 40, 3), 4000.0, np.float32), "values up to 4000; a capture is linear"),
+    ],
+)
+def test_deploy_refuses_an_input_outside_the_sensors_range(small, tmp_path, pixels, needle):
+    tifffile.imwrite(tmp_path / "in.tif", pixels, photometric="rgb")
+    r = run(
+        "residual_train.deploy",
+        f"model={small['exp']}",
+        f"input={tmp_path / 'in.tif'}",
+        f"out_dir={tmp_path / 'o'}",
+    )
+    one_line_error(r, 2, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_without_weights_is_named_by_export_and_resume(small, tmp_path):
+    import torch
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(small["run"], run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ck = torch.load(ckpt, weights_only=True)
+    del ck["state_dict"]
+    torch.save(ck, ckpt)
+    before = tree_digest(run_dir)
+    r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
+    one_line_error(r, 2, "last.ckpt: not a residual-train checkpoint (it holds no state_dict")
+    r = train_cli(small, run_dir, "ckpt_path=last")
+    one_line_error(r, 2, "last.ckpt is not a residual-train training checkpoint (it lacks state")
+    assert tree_digest(run_dir) == before and not (tmp_path / "e").exists()
+
+
+# ---- a resume resumes the run it names ----------------------------------------------------------
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ("seed=7", "seed = 7: the run being resumed"),
+        ("loss.type=l1", "was trained with loss.type = 'charbonnier'"),
+        ("model.width=16", "was trained with model.width = 8, not 16: its weights do not fit"),
+        ("model.arch=nafnet", "model.arch = 'unet', not 'nafnet'"),
+        (f"data.dir={ROOT}", "data.dir"),
+    ],
+)
+def test_a_resume_with_other_settings_is_refused(small, tmp_path, change, needle):
+    run_dir = tmp_path / "run"
+    shutil.copytree(small["run"], run_dir)
+    before = tree_digest(run_dir)
+    r = train_cli(small, run_dir, "ckpt_path=last", "trainer.max_epochs=2", change)
+    if change.startswith("data.dir"):  # the other dataset must exist to get this far
+        r = run(
+            "residual_train",
+            f"data.dir={small['ds']}",
+            f"run_dir={run_dir}",
+            "experiment=tiny",
+            "ckpt_path=last",
+            "data.crop=8",
+        )
+        needle = "data.crop = 8: the run being resumed"
+    one_line_error(r, 2, needle)
+    assert tree_digest(run_dir) == before
+
+
+def test_a_resume_takes_the_changes_it_is_allowed_and_records_them(small, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(small["run"], run_dir)
+    r = train_cli(
+        small,
+        run_dir,
+        "ckpt_path=last",
+        "trainer.max_epochs=2",  # how long is never a change of the run
+        "data.num_workers=1",  # nor how the data is read
+        "optim.lr=1e-3",
+        "resume.allow_changes=[optim.lr]",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (entry,) = [json.loads(x) for x in (run_dir / "resumes.jsonl").read_text().splitlines()]
+    assert entry["changes"] == {"optim.lr": [0.0002, 0.001]}
+    assert entry["allow_changes"] == ["optim.lr"] and entry["global_step"] > 0
+    import yaml
+
+    assert yaml.safe_load((run_dir / "config.resumed.yaml").read_text())["optim"]["lr"] == 1e-3
+
+
+# ---- a failed command leaves nothing under a final name, nor a claim ------------------------------
+def test_a_training_run_refused_after_its_claim_leaves_nothing_behind(small, tmp_path):
+    run_dir = tmp_path / "run"
+    r = train_cli(small, run_dir, "+trainer.foo=1")  # refused when the Trainer is built
+    one_line_error(r, 2, "unexpected keyword argument 'foo'")
+    assert not run_dir.exists()
+    r = train_cli(small, run_dir, "trainer.max_epochs=1", "val.panel_every=0")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def remount(d: Path, size: str) -> None:
+    r = subprocess.run(["mount", "-o", f"remount,size={size}", str(d)], capture_output=True)
+    assert r.returncode == 0, r.stderr
+
+
+def full_disk_command(command: str, small: dict, maps: Path, imgs: Path, out: Path) -> list:
+    ckpt = small["run"] / "checkpoints" / "last.ckpt"
+    return {
+        "train": [
+            *("residual_train", f"data.dir={small['ds']}", f"run_dir={out}", "experiment=tiny"),
+            *("trainer.max_epochs=1", "val.panel_every=0"),
+        ],
+        "export": ["residual_train.export", f"ckpt={ckpt}", f"out_dir={out}"],
+        "deploy": [
+            *("residual_train.deploy", f"model={small['exp']}"),
+            *(f"input={imgs / 'a.tif'}", f"out_dir={out}"),
+        ],
+        "recompose": ["residual_train.deploy.recompose", f"maps={maps}", f"out={out}.tif"],
+        "evaluate": [
+            *("residual_train.evaluate", f"model={small['exp']}", f"images={imgs}", f"out={out}"),
+            *("isos=[800]", "baselines=[]", "shrink=1", "workers=1", "progress=false"),
+            "min_bin_pixels=10",
+        ],
+        "data_gen": [
+            *("data_gen", f"out_dir={out}", "shards=2", "samples_per_shard=64"),
+            *("patch_size=48", "source.size=96", "progress=false"),
+        ],
+    }[command]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a full disk needs a tmpfs mount: root only")
+@pytest.mark.parametrize(
+    "command, size",
+    [
+        ("train", "200k"),
+        ("export", "150k"),
+        ("deploy", "200k"),
+        ("recompose", "FULL"),
+        ("evaluate", "100k"),
+        ("data_gen", "96k"),
+    ],
+)
+def test_a_full_disk_leaves_no_partial_output_and_the_same_command_then_works(
+    small, maps, tmp_path, command, size
+):
+    """Each command on a disk that fills up: one line naming the file, exit 1, nothing
+    under a final name, no temporary file, no claim; with space again the very same
+    command succeeds."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    big = (np.random.default_rng(1).random((120, 160, 3)) * 30000).astype(np.uint16)
+    tifffile.imwrite(imgs / "a.tif", big, photometric="rgb")
+    with tmpfs(tmp_path / "small", "4m" if size == "FULL" else size) as d:
+        out = d / "out"
+        args = full_disk_command(command, small, maps, imgs, out)
+        filler = d / "filler"
+        if size == "FULL":
+            with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+        r = run(*args)
+        ends_in_one_error_line(r, 1, "No space left on device", "disk is full", str(out))
+        left = [p.name for p in d.iterdir() if p != filler]
+        assert left == [], left  # no partial output, no temporary file, no claim
+        filler.unlink(missing_ok=True)
+        remount(d, "16m")
+        r = run(*args)
+        assert r.returncode == 0, r.stderr[-3000:]

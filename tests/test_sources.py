@@ -51,6 +51,29 @@ def test_8_and_16_bit_png_tiff_jpeg_decode_to_unit_range(tmp_path):
     np.testing.assert_allclose(lin, srgb_to_linear(np.moveaxis(a8, 2, 0) / 255.0), atol=1e-6)
 
 
+def test_linearize_auto_decodes_8_bit_files_only(tmp_path):
+    from data_gen.sources import read_image_encoded
+
+    a8 = (np.random.default_rng(2).random((6, 7, 3)) * 255).astype(np.uint8)
+    a16 = (np.random.default_rng(3).random((6, 7, 3)) * 65535).astype(np.uint16)
+    Image.fromarray(a8).save(tmp_path / "a.png")
+    Image.fromarray(a8).save(tmp_path / "a.jpg", quality=100)
+    tifffile.imwrite(tmp_path / "b.tif", a16, photometric="rgb")
+    tifffile.imwrite(tmp_path / "f.tif", a16.astype(np.float32) / 65535, photometric="rgb")
+    x, enc = read_image_encoded(tmp_path / "a.png", "auto")
+    assert enc == "srgb"
+    np.testing.assert_allclose(x, srgb_to_linear(np.moveaxis(a8, 2, 0) / 255.0), atol=1e-6)
+    assert read_image_encoded(tmp_path / "a.jpg", "auto")[1] == "srgb"
+    for f in ("b.tif", "f.tif"):
+        x, enc = read_image_encoded(tmp_path / f, "auto")
+        assert enc == "linear"
+        np.testing.assert_allclose(x, np.moveaxis(a16, 2, 0) / 65535.0, atol=1e-6)
+    assert read_image_encoded(tmp_path / "b.tif", True)[1] == "srgb"
+    assert read_image_encoded(tmp_path / "a.png", False)[1] == "linear"
+    with pytest.raises(InputError, match="linearize = 'maybe': auto"):
+        read_image_encoded(tmp_path / "a.png", "maybe")
+
+
 def test_float_tiff_is_taken_as_linear(tmp_path):
     a = np.random.default_rng(1).random((3, 8, 8)).astype(np.float32) * 2
     tifffile.imwrite(tmp_path / "f.tif", np.moveaxis(a, 0, 2), photometric="rgb")

@@ -19,6 +19,7 @@ from data_gen.errors import require
 from data_gen.optics import FieldBank, LensState, PSFBank, build_bank, save_bank
 from data_gen.optics.atlas import atlas_image, write_atlas
 from data_gen.paths import CONF
+from data_gen.values import integer, number, numbers
 
 USAGE = "usage: python -m data_gen.optics bank|atlas lens=NAME out=FILE [key=value ...]"
 
@@ -44,34 +45,39 @@ def as_field_bank(bank: PSFBank, lens: dict) -> FieldBank:
     )
 
 
+def atlas_settings(c: dict) -> dict:
+    """The atlas's values, typed before the bank is computed (one line otherwise)."""
+    return {
+        "state": integer(c["state"], "state", 0),
+        "points": tuple(integer(v, "points", 1) for v in numbers(c["points"], "points", 2)),
+        "zoom": integer(c["zoom"], "zoom", 1),
+        "decades": number(c["decades"], "decades", positive=True),
+        "gamma": number(c["gamma"], "gamma", positive=True),
+    }
+
+
 def run(c: dict) -> dict:
     command = c["command"]
     require(command in ("bank", "atlas"), f"command = {command!r}: {USAGE}")
-    lens, channels = c["lens"], int(c["channels"])
+    lens, channels = c["lens"], integer(c["channels"], "channels", 1)
+    a = atlas_settings(c) if command == "atlas" else {}
     bank = as_field_bank(build_bank(lens, channels, None, bool(c["progress"])), lens)
     out = Path(c["out"])
     if command == "bank":
         save_bank(bank, out)
-        summary = {"bank": str(out), "shape": list(bank.grid.shape), "geometry": bank.geometry}
-    else:
-        wl = lens.get("wavelengths_nm")
-        labels = [f"{w:g} nm" for w in wl] if wl and len(wl) == channels else None
-        s = bank.states[int(c["state"])] if 0 <= int(c["state"]) < len(bank.states) else None
-        require(s is not None, f"state = {c['state']} is outside 0..{len(bank.states) - 1}")
-        img = atlas_image(
-            bank,
-            int(c["state"]),
-            tuple(c["points"]),
-            int(c["zoom"]),
-            c["scale"],
-            float(c["decades"]),
-            float(c["gamma"]),
-            labels,
-        )
-        info = {"config": yaml.safe_dump(c, sort_keys=True), "state": json.dumps(s.__dict__)}
-        write_atlas(out, img, info)
-        summary = {"atlas": str(out), "size": [int(img.shape[1]), int(img.shape[0])]}
-    return summary
+        return {"bank": str(out), "shape": list(bank.grid.shape), "geometry": bank.geometry}
+    wl = lens.get("wavelengths_nm")
+    labels = [f"{w:g} nm" for w in wl] if wl and len(wl) == channels else None
+    state = integer(a["state"], "state", 0, len(bank.states) - 1)
+    img = atlas_image(
+        bank, state, a["points"], a["zoom"], c["scale"], a["decades"], a["gamma"], labels
+    )
+    info = {
+        "config": yaml.safe_dump(c, sort_keys=True),
+        "state": json.dumps(bank.states[state].__dict__),
+    }
+    write_atlas(out, img, info)
+    return {"atlas": str(out), "size": [int(img.shape[1]), int(img.shape[0])]}
 
 
 def main() -> None:

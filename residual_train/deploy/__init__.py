@@ -23,9 +23,15 @@ import numpy as np
 
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
+from data_gen.paths import written_atomically
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.shards import read_mapping
-from data_gen.sources import linear_to_srgb, read_image
+from data_gen.sources import (
+    BELOW_BLACK_TOLERANCE,
+    check_linearize,
+    linear_to_srgb,
+    read_image_encoded,
+)
 from residual_train.deploy.compose import MODES, compose
 
 # a registry inside the package: trained weights that ship with residual-train
@@ -40,22 +46,36 @@ __all__ = [
     "load_maps",
     "load_model",
     "read_input",
+    "read_input_encoded",
     "save_maps",
     "tile_weights",
 ]
 
 
 def read_input(
-    path: str | Path, linearize: bool = False, channels: int = 3, layout: str = "rgb"
+    path: str | Path, linearize: bool | str = "auto", channels: int = 3, layout: str = "rgb"
 ) -> np.ndarray:
-    """PNG / TIFF (8/16-bit; float TIFF as is) or RAW (demosaiced linearly by LibRaw,
+    """PNG / JPEG / TIFF (8/16-bit; float TIFF as is) or RAW (demosaiced linearly by LibRaw,
     white level = 1) -> ``(C, H, W)`` float32 linear.
+
+    ``linearize``: ``auto`` decodes 8-bit files from sRGB and takes 16-bit and float ones as
+    linear; ``true`` decodes every integer file; ``false`` takes it as linear
+    (:func:`data_gen.sources.srgb_encoded`). RAW files are always linear.
 
     ``layout='rggb'`` (a model trained on Bayer data): a RAW file's own mosaic, black
     subtracted and packed to planes R, Gr, Gb, B ``(4, H/2, W/2)`` whatever its CFA.
     """
+    return read_input_encoded(path, linearize, channels, layout)[0]
+
+
+def read_input_encoded(
+    path: str | Path, linearize: bool | str = "auto", channels: int = 3, layout: str = "rgb"
+) -> tuple[np.ndarray, str]:
+    """:func:`read_input` and the encoding the file was decoded from (``srgb`` or
+    ``linear``): what an output for this input is encoded back to for display."""
     p = Path(path)
     require(p.is_file(), f"input = {str(path)!r}: file does not exist")
+    check_linearize(linearize)
     if layout == "rggb":
         require(
             p.suffix.lower() in RAW_SUFFIXES,
@@ -64,32 +84,61 @@ def read_input(
         )
         from data_gen.raw import read_raw
 
-        return np.ascontiguousarray(read_raw(p).packed())
+        return np.ascontiguousarray(read_raw(p).packed()), "linear"
     if p.suffix.lower() in RAW_SUFFIXES:
-        import rawpy
-
-        try:
-            with rawpy.imread(str(p)) as raw:
-                rgb = raw.postprocess(
-                    gamma=(1, 1),
-                    no_auto_bright=True,
-                    output_bps=16,
-                    use_camera_wb=True,
-                    user_flip=0,
-                )
-        except Exception as e:  # LibRaw errors
-            raise InputError(f"input = {str(path)!r}: LibRaw cannot read it ({e})") from None
-        x = np.moveaxis(rgb.astype(np.float32) / 65535.0, 2, 0)
-        require(
-            x.shape[0] == channels, f"{p}: RAW gives {x.shape[0]} channels, model wants {channels}"
-        )
-        return np.ascontiguousarray(x)
+        return _read_raw_rgb(p, channels), "linear"
     try:
-        return read_image(p, linearize=linearize, channels=channels)
+        return read_image_encoded(p, linearize=linearize, channels=channels)
     except InputError as e:
         if "channels, expected" in str(e):
             raise InputError(f"{e} (the model's card says {channels} channels)") from None
         raise
+
+
+def _read_raw_rgb(p: Path, channels: int) -> np.ndarray:
+    """A RAW file demosaiced linearly by LibRaw (camera white balance, white level = 1)."""
+    import rawpy
+
+    try:
+        with rawpy.imread(str(p)) as raw:
+            rgb = raw.postprocess(
+                gamma=(1, 1),
+                no_auto_bright=True,
+                output_bps=16,
+                use_camera_wb=True,
+                user_flip=0,
+            )
+    except Exception as e:  # LibRaw errors
+        raise InputError(f"input = {str(p)!r}: LibRaw cannot read it ({e})") from None
+    x = np.moveaxis(rgb.astype(np.float32) / 65535.0, 2, 0)
+    require(x.shape[0] == channels, f"{p}: RAW gives {x.shape[0]} channels, model wants {channels}")
+    return np.ascontiguousarray(x)
+
+
+# noise reaches below black by a few of its own standard deviations at black (σ(0) = √B);
+# a float file's rounding by a little (data_gen.sources.BELOW_BLACK_TOLERANCE) either way
+BLACK_SIGMAS = 8.0
+
+
+def check_capture(x: np.ndarray, noise: NoiseModel, where: str) -> None:
+    """``x`` lies in the sensor's range, as a capture does: linear, 0 = black, 1 = white
+    (the sensor clips there), with noise below black by at most :data:`BLACK_SIGMAS`
+    σ(0) at the image's ISO. Anything else is another encoding or scale (an offset, a
+    float file in 0..255 or 0..65535), refused naming the values found."""
+    floor = -max(BELOW_BLACK_TOLERANCE, BLACK_SIGMAS * float(np.sqrt(np.max(noise.B))))
+    lo, hi = float(x.min()), float(x.max())
+    below = float(np.mean(x < floor))
+    require(
+        lo >= floor,
+        f"{where}: values down to {lo:g} ({below:.0%} of them below {floor:.3g}); a capture is "
+        f"linear with 0 = black, and its noise reaches at most {-floor:.3g} below black at "
+        "this ISO (an offset or another encoding?)",
+    )
+    require(
+        hi <= 1 + BELOW_BLACK_TOLERANCE,
+        f"{where}: values up to {hi:g}; a capture is linear with 1 = white, where the sensor "
+        "clips (a float file scaled to 0..255 or 0..65535? divide it by its white level)",
+    )
 
 
 def tile_weights(n: int, start: int, size: int, overlap: int) -> np.ndarray:
@@ -216,13 +265,33 @@ class DeployedModel:
                 inp[1] == self.channels,
                 f"{self.path}: card says {self.channels} channels, the ONNX model takes {inp[1]}",
             )
+            outs = [o.name for o in self.session.get_outputs()]
+            require(
+                outs == [f"R_{h}" for h in self.heads],
+                f"{self.path / 'card.json'}: the card lists components {self.heads}, "
+                f"model.onnx outputs {outs}: the card does not belong to this graph",
+            )
         else:
-            from safetensors.torch import load_file
+            self.net = self._torch_net()
 
-            from residual_train.models import build_model
+    def _torch_net(self):
+        """The card's network with ``weights.safetensors`` (the torch backend); a card that
+        does not describe these weights is an :class:`InputError` naming both files."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
-            self.net = build_model(dict(self.card["model"]), self.channels).eval()
-            self.net.load_state_dict(load_file(str(self.path / "weights.safetensors")))
+        from residual_train.export import load_weights
+        from residual_train.models import build_model
+
+        weights = self.path / "weights.safetensors"
+        require(weights.is_file(), f"{weights}: missing (the torch backend needs it)")
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise InputError(f"{weights}: not a readable safetensors file ({e})") from None
+        net = build_model(dict(self.card["model"]), self.channels).eval()
+        load_weights(net, state, f"{self.path / 'card.json'} does not describe {weights.name}")
+        return net
 
     def noise_model(self, iso: float | None = None) -> NoiseModel:
         """The training sensor's noise model at ``iso`` (interpolated in the card's table;
@@ -321,16 +390,16 @@ def predict_sequential(
 
 
 def save_maps(out_dir: Path, x: np.ndarray, maps: dict[str, np.ndarray], meta: dict) -> None:
-    """``input.tif``, ``R_<head>.tif`` (32-bit float, lossless) and ``maps.json``."""
+    """``input.tif``, ``R_<head>.tif`` (32-bit float, lossless) and ``maps.json``, each
+    appearing only complete."""
     import tifffile
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out_dir / "input.tif", np.moveaxis(x, 0, 2), photometric="rgb")
-    for k, v in maps.items():
-        tifffile.imwrite(
-            out_dir / f"R_{k}.tif", np.moveaxis(v, 0, 2).astype(np.float32), photometric="rgb"
-        )
-    (out_dir / "maps.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    for name, a in {"input": x, **{f"R_{k}": v for k, v in maps.items()}}.items():
+        with written_atomically(out_dir / f"{name}.tif") as tmp:
+            tifffile.imwrite(tmp, np.moveaxis(a, 0, 2).astype(np.float32), photometric="rgb")
+    with written_atomically(out_dir / "maps.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
@@ -371,23 +440,26 @@ def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
 
 def write_output(path: Path, y: np.ndarray) -> None:
     """``.tif``/``.tiff``: 32-bit float linear (RGB, or 4 planes R, Gr, Gb, B for packed
-    Bayer data); ``.npy``; ``.png``: 8-bit sRGB preview (Bayer planes as half-size RGB)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Bayer data); ``.npy``; ``.png``: 8-bit sRGB preview (Bayer planes as half-size RGB).
+    Written to a temporary sibling and renamed: ``path`` appears only complete."""
     suf = path.suffix.lower()
-    if suf in (".tif", ".tiff"):
-        import tifffile
+    require(
+        suf in (".tif", ".tiff", ".npy", ".png"), f"out = {str(path)!r}: use .tif, .npy or .png"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with written_atomically(path) as tmp:
+        if suf in (".tif", ".tiff"):
+            import tifffile
 
-        if y.shape[0] == 3:
-            tifffile.imwrite(path, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+            if y.shape[0] == 3:
+                tifffile.imwrite(tmp, np.moveaxis(y, 0, 2).astype(np.float32), photometric="rgb")
+            else:
+                tifffile.imwrite(tmp, y.astype(np.float32), photometric="minisblack")
+        elif suf == ".npy":
+            np.save(tmp, y.astype(np.float32))
         else:
-            tifffile.imwrite(path, y.astype(np.float32), photometric="minisblack")
-    elif suf == ".npy":
-        np.save(path, y.astype(np.float32))
-    elif suf == ".png":
-        from PIL import Image
+            from PIL import Image
 
-        from data_gen.preview import to_rgb8
+            from data_gen.preview import to_rgb8
 
-        Image.fromarray(to_rgb8(linear_to_srgb(y))).save(path)
-    else:
-        raise InputError(f"out = {str(path)!r}: use .tif, .npy or .png")
+            Image.fromarray(to_rgb8(linear_to_srgb(y))).save(tmp, format="PNG")

@@ -1,12 +1,13 @@
 """``python -m residual_train.deploy model=PATH|NAME[:TAG] input=FILE out_dir=DIR
 strengths.<component>=s ... [registry=PATH] [iso=N] [mode=consistent|literal]
-[blur_model=PATH|NAME[:TAG]] [linearize=false] [tile=256] [overlap=64] [backend=onnx|torch]``
-(every key in ``conf/apps/deploy.yaml``)
+[blur_model=PATH|NAME[:TAG]] [linearize=auto|true|false] [tile=256] [overlap=64]
+[backend=onnx|torch]`` (every key in ``conf/apps/deploy.yaml``)
 
-Runs the network once (tiled), writes its residual maps, one per component (32-bit float
-TIFF), and
-``maps.json`` to ``out_dir``, then the composed image as ``composed.tif`` (float,
-linear) and ``composed.png`` (sRGB preview). With ``blur_model=`` the pair of
+Decodes the input to linear light (``linearize=auto``: 8-bit PNG / JPEG / TIFF from sRGB,
+16-bit and float files as linear), runs the network once (tiled), writes its residual
+maps, one per component (32-bit float TIFF), and ``maps.json`` to ``out_dir``, then the
+composed image as ``composed.tif`` (float, linear) and ``composed.png`` (8-bit sRGB: at
+strengths 0 an 8-bit sRGB input comes back as it was). With ``blur_model=`` the pair of
 single-head models runs sequentially (noise model, then blur model on the denoised
 image). Change strengths later with ``python -m residual_train.deploy.recompose``.
 """
@@ -18,11 +19,14 @@ from pathlib import Path
 
 from data_gen.cli import run_app
 from data_gen.errors import require
-from data_gen.paths import APPS, require_new_dir
+from data_gen.paths import APPS, filled_atomically, require_new_dir
+from data_gen.sources import check_linearize
+from data_gen.values import integer, number, optional
 from residual_train.deploy import (
+    check_capture,
     load_model,
     predict_sequential,
-    read_input,
+    read_input_encoded,
     save_maps,
     write_output,
 )
@@ -35,28 +39,35 @@ from residual_train.deploy.compose import (
 )
 
 
+def check_settings(o: dict) -> dict:
+    """The numbers of ``conf/apps/deploy.yaml``, typed (one line otherwise)."""
+    return {
+        "iso": optional(number, None if o.get("iso") == "" else o.get("iso"), "iso", positive=True),
+        "tile": integer(o["tile"], "tile", 8),
+        "overlap": integer(o["overlap"], "overlap", 4),
+        "batch": integer(o["batch"], "batch", 1),
+        "distortion_order": integer(o.get("distortion_order", 3), "distortion_order"),
+    }
+
+
 def run(o: dict) -> dict:
     strengths = dict(o["strengths"])
     given = [c for c, v in strengths.items() if v is not None]
     Strengths.resolve(strengths, given)  # bad values stop before the network runs
+    check_linearize(o["linearize"])
+    s = check_settings(o)
     k_dist = check_distortion(o.get("distortion"))
-    order = int(o.get("distortion_order", 3))
+    order, iso = s["distortion_order"], s["iso"]
     out_dir = Path(str(o["out_dir"]))
     require_new_dir(out_dir)
     registry = o.get("registry") or None
     model = load_model(str(o["model"]), registry, o["backend"])
-    x = read_input(
-        str(o["input"]), bool(o["linearize"]), model.channels, model.card.get("layout", "rgb")
+    x, encoding = read_input_encoded(
+        str(o["input"]), o["linearize"], model.channels, model.card.get("layout", "rgb")
     )
-    iso = None if o.get("iso") in (None, "") else float(o["iso"])
     noise = model.noise_model(iso)
-    kw = dict(
-        tile=int(o["tile"]),
-        overlap=int(o["overlap"]),
-        batch=int(o["batch"]),
-        iso=iso,
-        progress=True,
-    )
+    check_capture(x, noise, f"input = {str(o['input'])!r}")
+    kw = dict(tile=s["tile"], overlap=s["overlap"], batch=s["batch"], iso=iso, progress=True)
     t0 = time.perf_counter()
     if o.get("blur_model"):
         blur_model = load_model(str(o["blur_model"]), registry, o["backend"])
@@ -76,6 +87,7 @@ def run(o: dict) -> dict:
         "noise_B": noise.B.tolist(),
         "model": str(model.path),
         "input": str(o["input"]),
+        "input_encoding": encoding,
         "card": {k: model.card.get(k) for k in ("components", "layout", "scale", "metrics")},
         "distortion": list(k_dist) if k_dist else None,
         "distortion_order": order,
@@ -86,10 +98,11 @@ def run(o: dict) -> dict:
     # a mode its maps do not compose in, stops here
     used = Strengths.resolve(strengths, list(maps))
     y = compose(x, maps, used, noise, o["mode"])
-    save_maps(out_dir, x, maps, meta)
     y = correct_distortion_stage(y, k_dist, order, layout)
-    write_output(out_dir / "composed.tif", y)
-    write_output(out_dir / "composed.png", y)
+    with filled_atomically(out_dir) as tmp:  # out_dir appears complete, or not at all
+        save_maps(tmp, x, maps, meta)
+        write_output(tmp / "composed.tif", y)
+        write_output(tmp / "composed.png", y)
     return {
         "out_dir": str(out_dir),
         "megapixels": x.shape[1] * x.shape[2] / 1e6,

@@ -15,6 +15,7 @@ from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.paths import APPS
+from data_gen.values import boolean, integer
 from residual_train.deploy import load_maps, write_output
 from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
 
@@ -22,15 +23,16 @@ from residual_train.deploy.compose import check_distortion, compose, correct_dis
 def run(o: dict) -> dict:
     out = Path(str(o["out"]))
     require(
-        not out.exists() or bool(o["overwrite"]),
+        not out.exists() or boolean(o["overwrite"], "overwrite"),
         f"out = {str(out)!r} exists; pass overwrite=true to replace it",
     )
     x, maps, meta = load_maps(str(o["maps"]))
     dist = o.get("distortion", "auto")
     if dist == "auto":  # what the deploy run corrected
-        dist, order = meta.get("distortion"), int(meta.get("distortion_order", 3))
+        dist = meta.get("distortion")
+        order = integer(meta.get("distortion_order", 3), f"{o['maps']}/maps.json: distortion_order")
     else:
-        order = int(o.get("distortion_order", 3))
+        order = integer(o.get("distortion_order", 3), "distortion_order")
     k_dist = check_distortion(dist)
     t = time.perf_counter()
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])

@@ -9,7 +9,27 @@ import yaml
 
 from data_gen.cli import run_app
 from data_gen.errors import require
-from data_gen.paths import APPS
+from data_gen.paths import APPS, filled_atomically
+from data_gen.sources import check_linearize
+from data_gen.values import boolean, integer, number, numbers, optional
+
+
+def check_settings(cfg: dict) -> dict:
+    """The values of ``conf/apps/evaluate.yaml``, typed (one line otherwise)."""
+    isos = cfg.get("isos")
+    return {
+        "shrink": number(cfg["shrink"], "shrink", lo=1),
+        "linearize": check_linearize(cfg["linearize"]),
+        "max_images": optional(integer, cfg.get("max_images"), "max_images", 1),
+        "max_size": optional(integer, cfg.get("max_size"), "max_size", 16),
+        "isos": None if isos is None else numbers(isos, "isos", positive=True),
+        "seed": integer(cfg["seed"], "seed", 0),
+        "workers": integer(cfg["workers"], "workers", 1),
+        "tile": integer(cfg["tile"], "tile", 8),
+        "overlap": integer(cfg["overlap"], "overlap", 4),
+        "min_bin_pixels": integer(cfg["min_bin_pixels"], "min_bin_pixels", 1),
+        "progress": boolean(cfg["progress"], "progress"),
+    }
 
 
 def run(cfg: dict) -> dict:
@@ -24,38 +44,34 @@ def run(cfg: dict) -> dict:
         not (out.exists() and any(out.iterdir())),
         f"out = {str(out)!r} already holds files; nothing is overwritten",
     )
+    s = check_settings(cfg)
     model = load_model(str(cfg["model"]), cfg.get("registry"))
     if set(model.heads) != {"blur", "noise"}:
-        return run_components(cfg, model, out)
-    images = load_images(
-        cfg["images"],
-        float(cfg["shrink"]),
-        bool(cfg["linearize"]),
-        cfg["max_images"],
-        cfg.get("max_size"),
-    )
+        return run_components(cfg, s, model, out)
+    s = check_settings(cfg)
+    images = load_images(cfg["images"], s["shrink"], s["linearize"], s["max_images"], s["max_size"])
     result = evaluate(
         str(cfg["model"]),
         images,
-        cfg.get("isos"),
+        s["isos"],
         cfg.get("registry"),
         list(cfg["baselines"] or []),
-        int(cfg["seed"]),
-        int(cfg["workers"]),
-        int(cfg["tile"]),
-        int(cfg["overlap"]),
-        int(cfg["min_bin_pixels"]),
+        s["seed"],
+        s["workers"],
+        s["tile"],
+        s["overlap"],
+        s["min_bin_pixels"],
         Path(cfg["cache"]) if cfg.get("cache") else None,
         cfg.get("bank_cache"),
-        bool(cfg["progress"]),
+        s["progress"],
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    metrics = write_metrics(result, out)
-    index = write_page(result, out)
+    with filled_atomically(out) as tmp:  # out appears complete, or not at all
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        metrics = write_metrics(result, tmp)
+        index = write_page(result, tmp)
     return {
-        "metrics": str(metrics),
-        "page": str(index),
+        "metrics": str(out / metrics.name),
+        "page": str(out / index.relative_to(tmp)),
         "per_iso": [
             {
                 k: r[k]
@@ -67,7 +83,7 @@ def run(cfg: dict) -> dict:
     }
 
 
-def run_components(cfg: dict, model, out: Path) -> dict:
+def run_components(cfg: dict, s: dict, model, out: Path) -> dict:
     """A model of more components: photographs with measured depth (``images=depth``: every
     set available, ``motorcycle`` always; or a list of set names)."""
     from residual_train.evaluate import depth_sets
@@ -81,14 +97,14 @@ def run_components(cfg: dict, model, out: Path) -> dict:
         for n, why in missing.items():
             print(f"note: depth set {n} skipped: {why}")
     names = [names] if isinstance(names, str) else list(names)
-    shrink = float(cfg["shrink"])
-    require(shrink >= 1 and shrink == int(shrink), f"shrink = {shrink}: an integer >= 1 here")
+    shrink = s["shrink"]
+    require(shrink == int(shrink), f"shrink = {shrink}: an integer >= 1 for photographs with depth")
     items = [depth_sets.load(n, shrink_factor=int(shrink)) for n in names]
-    if cfg.get("max_images"):
-        items = items[: int(cfg["max_images"])]
-    if cfg.get("max_size"):
-        items = [depth_sets.crop_centre(it, int(cfg["max_size"])) for it in items]
-    isos = [float(v) for v in (cfg.get("isos") or card_isos(model.card))]
+    if s["max_images"]:
+        items = items[: s["max_images"]]
+    if s["max_size"]:
+        items = [depth_sets.crop_centre(it, s["max_size"]) for it in items]
+    isos = s["isos"] or card_isos(model.card)
     for iso in isos:
         model.noise_model(iso)
     result = evaluate_components(
@@ -96,18 +112,19 @@ def run_components(cfg: dict, model, out: Path) -> dict:
         items,
         isos,
         cfg.get("component_baselines"),
-        int(cfg["seed"]),
-        int(cfg["tile"]),
-        int(cfg["overlap"]),
+        s["seed"],
+        s["tile"],
+        s["overlap"],
         _Cache(Path(cfg["cache"]) if cfg.get("cache") else None),
         cfg.get("bank_cache"),
-        int(cfg["min_bin_pixels"]),
-        bool(cfg["progress"]),
+        s["min_bin_pixels"],
+        s["progress"],
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    metrics = write_metrics(result, out)
-    index = write_components_page(result, out)
+    with filled_atomically(out) as tmp:  # out appears complete, or not at all
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_metrics(result, tmp)
+        write_components_page(result, tmp)
+    metrics, index = out / "metrics.json", out / "index.html"
     return {
         "metrics": str(metrics),
         "page": str(index),

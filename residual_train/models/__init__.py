@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from data_gen.components import ORDER
 from data_gen.components import V1 as V1_COMPONENTS
-from data_gen.errors import InputError
+from data_gen.errors import InputError, require
 from data_gen.registry import Registry
+from data_gen.values import integer
 from residual_train.models.base import ResidualNet
 from residual_train.models.nafnet import NAFNet
 from residual_train.models.unet import UNet
@@ -29,7 +30,12 @@ def resolve_heads(heads, components: Sequence[str] | None = None) -> list[str]:
     (of :data:`data_gen.chain.ORDER` when the dataset is not known, e.g. from a card)."""
     if heads in (None, "auto"):
         return list(components or HEADS)
-    heads = [heads] if isinstance(heads, str) else list(heads)
+    heads = [heads] if isinstance(heads, str) else heads
+    require(
+        isinstance(heads, (list, tuple)) and all(isinstance(h, str) for h in heads),
+        f"model.heads = {heads!r}: auto, or a list of components (e.g. [blur, noise])",
+    )
+    heads = list(heads)
     known = tuple(components or ORDER)
     for h in heads:
         if h not in known:
@@ -48,6 +54,9 @@ def build_model(cfg: dict, channels: int, components: Sequence[str] | None = Non
     arch = cfg.get("arch", "unet")
     builder = ARCHS.get(arch)
     heads = resolve_heads(opts.pop("heads", "auto"), components)
+    for key in ("width", "depth", "blocks", "middle", "deconv"):
+        if key in opts:
+            opts[key] = integer(opts[key], f"model.{key}", 0)
     try:
         return builder(channels=channels, heads=heads, **opts)
     except TypeError as e:

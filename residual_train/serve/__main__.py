@@ -8,6 +8,7 @@ from pathlib import Path
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import APPS
+from data_gen.sources import check_linearize
 
 
 def registry_dir(cfg: dict) -> Path | None:
@@ -46,6 +47,7 @@ def check_settings(cfg: dict) -> None:
     require(
         cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
     )
+    check_linearize(cfg.get("linearize", "auto"))
 
 
 def keys(cfg: dict) -> dict | None:
@@ -77,9 +79,10 @@ def run(cfg: dict) -> dict | None:
     import uvicorn
 
     from residual_train.deploy import load_model
-    from residual_train.serve.app import create_app
+    from residual_train.serve.app import check_served, create_app
 
     model = load_model(str(cfg["model"]), cfg.get("registry") or None)
+    check_served(model)  # before anything is written to the storage
     reg = registry_dir(cfg)
     app = create_app({**cfg, "registry_dir": str(reg) if reg else None}, model)
     if app.state.recovered:

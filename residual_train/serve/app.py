@@ -5,12 +5,15 @@ Every request but the page, ``/healthz`` and the OpenAPI pages carries ``X-API-K
 Errors are JSON ``{"detail": "<one line>"}``: 401 no or wrong key, 404 an id that is not
 the caller's (or does not exist: the two are not told apart), 413 too large, 422 not an
 image / corrupt / wrong channel count / a value out of range, 429 quota reached, 503 queue
-full (with ``Retry-After``).
+full (with ``Retry-After``), 507 the server's disk is full.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
+import shutil
 import tempfile
 import time
 from importlib.resources import files
@@ -21,17 +24,20 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from data_gen.errors import InputError
+from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
-from residual_train.deploy import default_iso, read_input
+from data_gen.sources import check_linearize
+from residual_train.deploy import check_capture, default_iso, read_input_encoded
 from residual_train.deploy.compose import check_strength
 from residual_train.serve import render
 from residual_train.serve.jobs import Jobs
 from residual_train.serve.keys import KeyStore
-from residual_train.serve.store import ImageStore
+from residual_train.serve.store import ImageStore, lock_storage
 
-SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
+SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", *RAW_SUFFIXES)
+# an upload's `encoding` form field -> read_input's `linearize`
+ENCODINGS = {"auto": "auto", "srgb": True, "linear": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -83,13 +89,58 @@ class UploadLimit:
             await self._reject(send)
 
 
+SERVED = ("blur", "noise")  # the components a render composes (and the page's sliders)
+
+
+def check_served(model) -> None:
+    """Refuse a model unless the service applies every component it has: renders compose
+    blur and noise, so a model with more (relight, fog, ...) would have them silently left
+    in, and one with fewer cannot be composed."""
+    heads = list(model.heads)
+    unserved = [h for h in heads if h not in SERVED]
+    require(
+        not unserved,
+        f"model = {str(model.path)!r} corrects {', '.join(heads)}; the service composes "
+        f"{' and '.join(SERVED)} only, so {', '.join(unserved)} would never be applied: deploy "
+        "it with python -m residual_train.deploy (strengths.<component>=s)",
+    )
+    require(
+        sorted(heads) == sorted(SERVED),
+        f"model = {str(model.path)!r} corrects {', '.join(heads) or 'nothing'}; the service "
+        f"composes {' and '.join(SERVED)} together and needs a model with both heads",
+    )
+
+
+def receive(file: UploadFile, path: Path) -> None:
+    """The uploaded body into ``path``, chunk by chunk."""
+    with open(path, "wb") as f:
+        while chunk := file.file.read(1 << 20):
+            f.write(chunk)
+
+
+@contextlib.contextmanager
+def storage_errors():
+    """The server's own file-system failures as one-line HTTP errors naming no server path:
+    507 when its disk is full, 500 otherwise."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise HTTPException(507, "the server's disk is full; try again later") from None
+        raise HTTPException(500, f"the server cannot store the upload ({e.strerror})") from None
+
+
 def create_app(cfg: dict, model) -> FastAPI:
     """The service for ``model`` (a :class:`~residual_train.deploy.DeployedModel`) with the
     settings of ``conf/apps/serve.yaml``."""
+    check_served(model)
     storage = Path(str(cfg["storage"])).expanduser()
+    lock = lock_storage(storage)  # one server per storage: what a dead one left is ours
     keys, store = KeyStore(storage), ImageStore(storage)
     uploads = storage / "uploads"  # private copies while an upload is checked
+    shutil.rmtree(uploads, ignore_errors=True)  # a killed server's copies
     uploads.mkdir(parents=True, exist_ok=True)
+    swept = store.sweep()
     jobs = Jobs(
         store,
         model,
@@ -102,7 +153,7 @@ def create_app(cfg: dict, model) -> FastAPI:
     max_bytes = int(float(cfg["max_upload_mb"]) * 2**20)
     quota = int(cfg["quota_images"])
     registry = Path(str(cfg["registry_dir"])) if cfg.get("registry_dir") else None
-    linearize = bool(cfg.get("linearize", False))
+    linearize = check_linearize(cfg.get("linearize", "auto"))
     layout = model.card.get("layout", "rgb")
 
     app = FastAPI(
@@ -112,7 +163,7 @@ def create_app(cfg: dict, model) -> FastAPI:
     )
     app.add_middleware(UploadLimit, max_bytes=max_bytes)
     app.state.jobs, app.state.store, app.state.keys = jobs, store, keys
-    app.state.recovered = recovered
+    app.state.recovered, app.state.swept, app.state.lock = recovered, swept, lock
 
     @app.exception_handler(InputError)
     async def _bad_input(_request, exc: InputError):
@@ -151,6 +202,7 @@ def create_app(cfg: dict, model) -> FastAPI:
 
     def public(m: dict) -> dict:
         keep = ("id", "status", "error", "width", "height", "channels", "iso", "components")
+        keep = (*keep, "encoding")
         return {
             **{k: m.get(k) for k in keep},
             "filename": m.get("filename"),
@@ -176,8 +228,12 @@ def create_app(cfg: dict, model) -> FastAPI:
     def upload(
         file: UploadFile = File(...),
         iso: float | None = Form(default=None),
+        encoding: str | None = Form(default=None),
         who: str = Depends(user),
     ) -> dict:
+        """An image (PNG, JPEG, TIFF or RAW) decoded to linear light as ``deploy`` decodes
+        it: ``encoding`` ``auto`` (the server's ``linearize``; by default 8-bit files are
+        sRGB, 16-bit and float ones linear), ``srgb`` or ``linear``."""
         if store.count(who) >= quota:
             raise HTTPException(429, f"quota of {quota} images reached; DELETE some first")
         if jobs.full():
@@ -188,6 +244,9 @@ def create_app(cfg: dict, model) -> FastAPI:
         suffix = Path(name).suffix.lower()
         if suffix not in SUFFIXES:
             raise HTTPException(422, f"{name!r}: not a supported image ({', '.join(SUFFIXES)})")
+        if encoding is not None and encoding not in ENCODINGS:
+            raise HTTPException(422, f"encoding = {encoding!r}: auto, srgb or linear")
+        lin = linearize if encoding in (None, "auto") else ENCODINGS[encoding]
         if iso is None:  # recorded with the image: the model's default
             iso = default_iso(model.card)
         noise = model.noise_model(iso)  # InputError (422) outside the model's range
@@ -195,39 +254,50 @@ def create_app(cfg: dict, model) -> FastAPI:
         # decode and check now (422 at once), from a private temporary copy of the upload
         with tempfile.TemporaryDirectory(dir=uploads) as tmp:
             path = Path(tmp) / f"upload{suffix}"
-            with open(path, "wb") as f:
-                while chunk := file.file.read(1 << 20):
-                    f.write(chunk)
-            try:
-                x = read_input(path, linearize, model.channels, layout)
-            except InputError as e:
-                raise HTTPException(
-                    422, " ".join(str(e).replace(str(path), name).split())
-                ) from None
-            if not np.isfinite(x).all():
-                raise HTTPException(422, f"{name!r}: holds NaN or infinite values")
-            store.create(
-                image_id,
-                {
-                    "owner": who,
-                    "status": "queued",
-                    "filename": name,
-                    "width": int(x.shape[2]),
-                    "height": int(x.shape[1]),
-                    "channels": int(x.shape[0]),
-                    "iso": float(iso),
-                    "components": list(model.heads),
-                    "noise_A": noise.A.tolist(),
-                    "noise_B": noise.B.tolist(),
-                },
-            )
-            store.save_arrays(image_id, {"input": x})
+            with storage_errors():
+                receive(file, path)
+            x, enc = decode(path, name, lin, noise)
+            record = {
+                "owner": who,
+                "status": "queued",
+                "filename": name,
+                "width": int(x.shape[2]),
+                "height": int(x.shape[1]),
+                "channels": int(x.shape[0]),
+                "iso": float(iso),
+                "encoding": enc,
+                "components": list(model.heads),
+                "noise_A": noise.A.tolist(),
+                "noise_B": noise.B.tolist(),
+            }
+            with storage_errors():
+                keep(image_id, record, x)
         if not jobs.submit(image_id):
             store.delete(image_id)
             raise HTTPException(
                 503, "the queue is full; try again later", headers={"Retry-After": "30"}
             )
         return {"id": image_id, "status": "queued"}
+
+    def decode(path: Path, name: str, lin, noise: NoiseModel) -> tuple[np.ndarray, str]:
+        """The upload as linear ``(C, H, W)`` in the sensor's range, and its encoding; 422
+        naming only ``name``."""
+        try:
+            x, enc = read_input_encoded(path, lin, model.channels, layout)
+            check_capture(x, noise, repr(name))
+        except InputError as e:
+            raise HTTPException(422, " ".join(str(e).replace(str(path), name).split())) from None
+        return x, enc
+
+    def keep(image_id: str, record: dict, x: np.ndarray) -> None:
+        """The record, then the input; a failure removes both (no job without an input)."""
+        try:
+            store.create(image_id, record)
+            store.save_arrays(image_id, {"input": x})
+        except BaseException:
+            with contextlib.suppress(OSError, KeyError):
+                store.delete(image_id)
+            raise
 
     @app.get("/v1/images")
     def list_images(who: str = Depends(user)) -> list[dict]:
@@ -262,7 +332,11 @@ def create_app(cfg: dict, model) -> FastAPI:
         return Response(
             body,
             media_type=render.FORMATS[format],
-            headers={"X-Render-Ms": f"{ms:.1f}", "Cache-Control": "no-store"},
+            headers={
+                "X-Render-Ms": f"{ms:.1f}",
+                "X-Color-Encoding": render.ENCODED[format],
+                "Cache-Control": "no-store",
+            },
         )
 
     @app.get("/v1/images/{image_id}/maps")

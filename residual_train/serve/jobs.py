@@ -23,6 +23,11 @@ from residual_train.serve.store import ImageStore
 
 log = logging.getLogger("residual_train.serve")
 
+INTERRUPTED_UPLOAD = (
+    "the server stopped before this upload was completely stored; nothing was computed: "
+    "upload the image again"
+)
+
 
 class Jobs:
     def __init__(
@@ -60,10 +65,17 @@ class Jobs:
 
     def recover(self) -> list[str]:
         """Re-queue the jobs an earlier server left unfinished (in a thread: the queue may
-        be smaller than what waits)."""
-        todo = [m["id"] for m in self.store.all() if m.get("status") in ("queued", "running")]
-        for i in todo:
-            self.store.update(i, status="queued", note="resumed after a server restart")
+        be smaller than what waits). A job whose input was never completely stored (the
+        server died during the upload) cannot run: it is failed with the reason."""
+        todo = []
+        for m in self.store.all():
+            if m.get("status") not in ("queued", "running"):
+                continue
+            if not self.store.has_arrays(m["id"], ["input"]):
+                self.store.update(m["id"], status="failed", error=INTERRUPTED_UPLOAD)
+                continue
+            todo.append(m["id"])
+            self.store.update(m["id"], status="queued", note="resumed after a server restart")
 
         def feed() -> None:
             for i in todo:
@@ -98,8 +110,10 @@ class Jobs:
         except InputError as e:
             self.store.update(image_id, status="failed", error=" ".join(str(e).split()))
             return
-        except FileNotFoundError:
-            return  # deleted while running
+        except FileNotFoundError as e:
+            if self.store.meta(image_id) is not None:  # not deleted: a file went missing
+                self.store.update(image_id, status="failed", error=f"missing file: {e}")
+            return  # else deleted while running
         except Exception as e:  # reported to the client, never a hung "running"
             log.exception("job %s failed", image_id)
             self.store.update(

@@ -7,16 +7,32 @@ it: there is nothing to brute-force. Lookups go by the hash.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import os
 import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from data_gen.errors import require
+from data_gen.errors import InputError, require
 
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def database_error(e: sqlite3.DatabaseError, path: Path) -> Exception:
+    """One line for a failed SQLite call on ``path``, naming it."""
+    text = str(e)
+    if "disk is full" in text:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if "readonly" in text or "unable to open" in text:
+        return OSError(errno.EACCES, f"cannot write the key database ({text})", str(path))
+    if isinstance(e, sqlite3.OperationalError) and "locked" in text:
+        return OSError(errno.EBUSY, f"the key database is busy ({text})", str(path))
+    return InputError(f"{path}: not a readable key database ({text})")
 
 
 def _digest(key: str) -> str:
@@ -35,9 +51,20 @@ class KeyStore:
                 " created REAL NOT NULL, revoked REAL)"
             )
 
-    def _db(self) -> sqlite3.Connection:
-        # one short-lived connection per call: safe from any thread of the server
-        return sqlite3.connect(self.path, timeout=30, isolation_level="IMMEDIATE")
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """One short-lived connection per call (safe from any thread of the server), one
+        transaction; SQLite's failures as what they are: a full disk or an unwritable file
+        (:class:`OSError`), a file that is not a key database (:class:`InputError`)."""
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level="IMMEDIATE")
+            try:
+                with db:
+                    yield db
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
 
     def add(self, user: str) -> str:
         """A new key for ``user`` (returned once; only its hash is kept)."""

@@ -18,6 +18,9 @@ from data_gen.sources import linear_to_srgb
 from residual_train.deploy.compose import Strengths, compose
 
 FORMATS = {"png": "image/png", "tiff": "image/tiff"}
+# how each format encodes the linear composition: 8-bit sRGB (as an sRGB upload was), or
+# float linear light (what a float TIFF holds by convention)
+ENCODED = {"png": "srgb", "tiff": "linear"}
 
 
 @lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_gen.paths import os_error_at, written_atomically
 from data_gen.shards import read_mapping, write_json_atomic
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -29,6 +30,35 @@ STATES = ("queued", "running", "done", "failed")
 
 def valid_id(image_id: str) -> bool:
     return bool(_ID.match(image_id))
+
+
+def lock_storage(storage: Path) -> int:
+    """Hold ``storage/server.lock`` for this process's life (an open descriptor with an
+    exclusive ``flock``; the kernel drops it when the process dies, ``kill -9`` included).
+    One server per storage: what a killed one left behind can then be cleaned at start."""
+    import fcntl
+
+    from data_gen.errors import InputError
+
+    storage.mkdir(parents=True, exist_ok=True)
+    path = storage / "server.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InputError(
+            f"storage = {str(storage)!r} is in use by another server (pid {holder}); one "
+            "server per storage directory"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as e:
+        os.close(fd)
+        raise os_error_at(e, path) from None
+    return fd
 
 
 class ImageStore:
@@ -93,15 +123,34 @@ class ImageStore:
         """``NAME.npy`` per array, each written whole under a temporary name first."""
         d = self.dir(image_id)
         for name, a in arrays.items():
-            tmp = d / f".{name}.npy.tmp-{os.getpid()}-{threading.get_ident()}"
-            with open(tmp, "wb") as f:
+            with written_atomically(d / f"{name}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(a, np.float32))
-            os.replace(tmp, d / f"{name}.npy")
 
     def arrays(self, image_id: str, names: list[str]) -> dict[str, np.ndarray]:
         """Memory-mapped ``(C, H, W)`` float32 arrays (read-only)."""
         d = self.dir(image_id)
         return {n: np.load(d / f"{n}.npy", mmap_mode="r") for n in names}
+
+    def has_arrays(self, image_id: str, names: list[str]) -> bool:
+        d = self.dir(image_id)
+        return all((d / f"{n}.npy").is_file() for n in names)
+
+    def sweep(self) -> list[str]:
+        """What a killed server left behind (call it holding :func:`lock_storage`): half
+        deleted images (``.deleted-*``), image directories without a record, and the
+        temporary files of arrays being written. Returns what was removed."""
+        removed = []
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(".deleted-") or (
+                d.is_dir() and valid_id(d.name) and not (d / "meta.json").is_file()
+            ):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+            elif d.is_dir() and valid_id(d.name):
+                for f in d.glob(".*.tmp-*"):
+                    f.unlink(missing_ok=True)
+                    removed.append(f"{d.name}/{f.name}")
+        return removed
 
     def delete(self, image_id: str) -> None:
         d = self.dir(image_id)

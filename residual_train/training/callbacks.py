@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 
 
@@ -44,3 +45,21 @@ class RecordSeenSamples(Callback):
         if self.meta:
             lines = (json.dumps(m) for m in self.meta)
             (self.dir / f"{stem}-meta.jsonl").write_text("\n".join(lines) + "\n")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing each checkpoint to a hidden sibling and
+    renaming it (:func:`data_gen.paths.written_atomically`): a checkpoint appears under its
+    name only complete. (Lightning's own writes a temporary file in the system's temporary
+    directory and moves it across file systems, which on a full disk leaves a truncated
+    checkpoint under the final name.)"""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        import torch
+
+        from data_gen.paths import written_atomically
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with written_atomically(path) as tmp:
+            torch.save(checkpoint, tmp)

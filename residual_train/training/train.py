@@ -11,21 +11,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-import yaml
 from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 
 from data_gen.errors import InputError, require
+from data_gen.paths import written_atomically
 from residual_train.data import ResidualDataModule
 from residual_train.models import resolve_heads
-from residual_train.training.callbacks import RecordSeenSamples
+from residual_train.training.callbacks import AtomicCheckpointIO, RecordSeenSamples
 from residual_train.training.lit import ResidualModule
 from residual_train.training.loggers import ResumableCSVLogger
+from residual_train.training.resume import (
+    check_resume,
+    check_weights_fit,
+    checkpoint_info,
+    record_resume,
+    write_config,
+)
+from residual_train.training.settings import check_train_config
 
 log = logging.getLogger("residual_train")
 
@@ -69,6 +78,7 @@ RUN_OUTPUTS = (
     "tb",
     "wandb",
     "wandb_run_id",
+    "resumes.jsonl",
 )
 
 
@@ -96,19 +106,6 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, resuming: bool, overwrit
         aside, n = aside.with_name(f"{aside.name.split('~')[0]}~{n}"), n + 1
     os.replace(run_dir, aside)
     log.warning("run_dir %s held a run: moved aside to %s", run_dir, aside)
-
-
-def checkpoint_step(path: str) -> int:
-    """The global step a checkpoint was saved at; a file that is not a loadable checkpoint
-    (truncated, not a checkpoint, a pickle payload) is an :class:`InputError`."""
-    import torch
-
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(ck["global_step"])
-    except Exception as e:  # torch raises several types for a bad file
-        reason = " ".join(str(e).split())[:200]
-        raise InputError(f"ckpt_path: {path} is not a loadable checkpoint ({reason})") from None
 
 
 def cpu_has_bf16() -> bool:
@@ -192,24 +189,71 @@ def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callbac
     return out
 
 
+def build_trainer(cfg: dict, run_dir: Path, loggers: list, callbacks: list) -> pl.Trainer:
+    """``cfg['trainer']`` instantiated (checkpoints written atomically); a bad Trainer
+    argument is an :class:`InputError` naming it."""
+    from hydra.errors import InstantiationException
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    trainer_cfg = {k: v for k, v in (cfg.get("trainer") or {}).items() if v is not None}
+    trainer_cfg.setdefault("_target_", "pytorch_lightning.Trainer")
+    if "plugins" not in trainer_cfg:
+        trainer_cfg["plugins"] = [AtomicCheckpointIO()]
+    try:
+        return instantiate(
+            trainer_cfg,
+            default_root_dir=str(run_dir),
+            logger=loggers or False,
+            callbacks=callbacks,
+            use_distributed_sampler=False,  # EpochSampler splits by rank itself
+        )
+    except (InstantiationException, TypeError, ValueError, MisconfigurationException) as e:
+        cause = e.__cause__ or e  # Hydra wraps the Trainer's own error
+        raise InputError(f"trainer: {' '.join(str(cause).split())}") from None
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any(run_dir.glob("checkpoints/*.ckpt")) or any(run_dir.glob("hpc_ckpt_*.ckpt"))
+
+
+def remove_failed_run(run_dir: Path, before: set[str], dir_existed: bool) -> None:
+    """Undo what a fresh run that failed before its first checkpoint wrote into ``run_dir``
+    (its outputs that were not there before; the directory if it made it), so the corrected
+    command starts cleanly. A run with a checkpoint keeps everything: it can be resumed."""
+    if has_checkpoint(run_dir):
+        log.warning("run_dir %s holds a checkpoint: resume it with ckpt_path=last", run_dir)
+        return
+    for name in RUN_OUTPUTS:
+        p = run_dir / name
+        if name not in before and p.exists():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not dir_existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
-    """Fit the model described by ``cfg``; returns ``{"monitor", "value", "best", "run_dir"}``."""
+    """Fit the model described by ``cfg``; returns ``{"monitor", "value", "best", "run_dir"}``.
+
+    Everything is checked before the run_dir is claimed: the config's values, the
+    dataset, the network, and on a resume that the checkpoint fits and the config is the
+    run's own (:mod:`residual_train.training.resume`). A fresh run that fails before its
+    first checkpoint removes what it wrote."""
     run_dir = Path(cfg["run_dir"]).resolve()
-    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+    check_train_config(cfg)
+    seed = int(cfg.get("seed", 0))
+    pl.seed_everything(seed, workers=True, verbose=False)
     data_cfg = dict(cfg["data"])
     require(
         data_cfg.get("dir") not in (None, "???"),
         "data.dir is missing: give the dataset directory as data.dir=DIR",
     )
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), run_dir)
-    resume_step = checkpoint_step(ckpt) if ckpt else None
-    if rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0":
-        claim_run_dir(run_dir, cfg.get("ckpt_path"), ckpt is not None, bool(cfg.get("overwrite")))
+    info = checkpoint_info(ckpt) if ckpt else None
     tc = cfg.get("trainer") or {}
     if tc.get("precision") == "auto":  # saved resolved in config.yaml: what this run used
         tc["precision"] = resolve_precision("auto", str(tc.get("accelerator", "auto")))
         log.info("trainer.precision=auto: %s on this device", tc["precision"])
-    dm = ResidualDataModule(**data_cfg, seed=int(cfg.get("seed", 0)))
+    dm = ResidualDataModule(**data_cfg, seed=seed)
     if dm.augment_train:
         log.info("training augmentation: random crops; %s", ", ".join(dm.transform_names))
     # heads: auto -> the dataset's components; saved resolved in config.yaml
@@ -227,8 +271,11 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         dict(cfg.get("val") or {}),
         str(run_dir),
     )
+    changes = {}
+    if ckpt:
+        check_weights_fit(ckpt, info, model_cfg, module)
+        changes = check_resume(cfg, run_dir, ckpt, info)
     apply_perf(module, cfg.get("perf") or {})
-    monitor = monitor_metric(cfg)
     if module.net.deconv_size and ckpt is None:
         psf = dm.mean_psf()
         if psf is None:
@@ -236,28 +283,41 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         else:
             module.net.init_deconv(psf)
 
+    rank0 = rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0"
+    if rank0:
+        claim_run_dir(run_dir, cfg.get("ckpt_path"), ckpt is not None, bool(cfg.get("overwrite")))
+    dir_existed = run_dir.is_dir()
+    before = {n for n in RUN_OUTPUTS if (run_dir / n).exists()}
+    try:
+        return fit(cfg, run_dir, dm, module, ckpt, info, changes, callbacks)
+    except BaseException:
+        if ckpt is None and rank0:
+            remove_failed_run(run_dir, before, dir_existed)
+        raise
+
+
+def fit(cfg, run_dir, dm, module, ckpt, info, changes, callbacks) -> dict:
+    """Write the run's config, fit, write ``result.json``."""
+    monitor = monitor_metric(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
-        name = "config.yaml" if ckpt is None else "config.resumed.yaml"
-        (run_dir / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_config(run_dir / ("config.yaml" if ckpt is None else "config.resumed.yaml"), cfg)
+        if ckpt is not None:
+            allowed = list((cfg.get("resume") or {}).get("allow_changes") or [])
+            record_resume(run_dir, ckpt, info["global_step"], changes, allowed)
     loggers = build_loggers(cfg, run_dir)
-    if resume_step is not None and rank_zero_only.rank == 0:
+    if ckpt is not None and rank_zero_only.rank == 0:
         for lg in loggers:
-            if isinstance(lg, ResumableCSVLogger) and lg.trim_after(resume_step):
-                log.info("metrics.csv: dropped rows logged after step %d (resumed)", resume_step)
+            if isinstance(lg, ResumableCSVLogger) and lg.trim_after(info["global_step"]):
+                log.info(
+                    "metrics.csv: dropped rows logged after step %d (resumed)",
+                    info["global_step"],
+                )
     # (Lightning >= 2.5 refreshes save_last only when a top-k file was written in the same
     # step: conf/callbacks/default.yaml's `last` always keeps the newest state instead.)
     named = build_callbacks(cfg, run_dir, monitor)
     checkpoint = named.get("best")
-    trainer_cfg = {k: v for k, v in (cfg.get("trainer") or {}).items() if v is not None}
-    trainer_cfg.setdefault("_target_", "pytorch_lightning.Trainer")
-    trainer: pl.Trainer = instantiate(
-        trainer_cfg,
-        default_root_dir=str(run_dir),
-        logger=loggers or False,
-        callbacks=[*(callbacks or []), *named.values()],
-        use_distributed_sampler=False,  # EpochSampler splits by rank itself
-    )
+    trainer = build_trainer(cfg, run_dir, loggers, [*(callbacks or []), *named.values()])
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
         save_final_state(trainer, named.get("last"))
@@ -279,5 +339,6 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         "global_step": trainer.global_step,
     }
     if rank_zero_only.rank == 0:
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        with written_atomically(run_dir / "result.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
