@@ -304,8 +304,11 @@ def command_line_values(config_dir: str | Path) -> tuple[list[str], list[str], l
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra")]
-    groups, changed, added = [], [], []
+    hc = HydraConfig.get()
+    overrides = [o for o in hc.overrides.task if not o.startswith("hydra")]
+    # a GROUP=FILE.yaml option lives in a folder added to the search path: keep it
+    groups = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")]
+    changed, added = [], []
     for text, o in zip(overrides, OverridesParser.create().parse_overrides(overrides), strict=True):
         name = o.key_or_group.split("@")[0]
         if (Path(config_dir) / name).is_dir():

@@ -139,7 +139,9 @@ def check_strength(
     require(
         math.isfinite(f) and lo <= f <= hi,
         f"{where}.{name} = {v} must be in [{lo:g}, {hi:g}] (1 corrects fully, 0 leaves the "
-        "component in, below 0 adds more of it, above 1 over-corrects)",
+        "component in"
+        + (", below 0 adds more of it" if lo < 0 else "")
+        + (", above 1 over-corrects)" if hi > 1 else ")"),
     )
     return f
 

@@ -20,16 +20,27 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from data_gen.components import ORDER, REGISTRY, check_names
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.sources import check_linearize
 from residual_train.deploy import check_capture, default_iso, read_input_encoded
-from residual_train.deploy.compose import check_strength
+from residual_train.deploy.compose import MAX_STRENGTH, MIN_STRENGTH, Strengths, check_strength
 from residual_train.serve import render
 from residual_train.serve.jobs import Jobs
 from residual_train.serve.keys import KeyStore
@@ -89,26 +100,26 @@ class UploadLimit:
             await self._reject(send)
 
 
-SERVED = ("blur", "noise")  # the components a render composes (and the page's sliders)
-
-
 def check_served(model) -> None:
     """Refuse a model unless the service applies every component it has: renders compose
-    blur and noise, so a model with more (relight, fog, ...) would have them silently left
-    in, and one with fewer cannot be composed."""
+    every component of the chain (one strength each), so a model's heads must be known
+    components, listed once, in physical order."""
     heads = list(model.heads)
-    unserved = [h for h in heads if h not in SERVED]
+    unknown = [h for h in heads if h not in REGISTRY]
     require(
-        not unserved,
-        f"model = {str(model.path)!r} corrects {', '.join(heads)}; the service composes "
-        f"{' and '.join(SERVED)} only, so {', '.join(unserved)} would never be applied: deploy "
-        "it with python -m residual_train.deploy (strengths.<component>=s)",
+        bool(heads) and not unknown,
+        f"model = {str(model.path)!r} has heads {', '.join(heads) or 'none'}; the service "
+        f"composes the components {', '.join(ORDER)}",
     )
-    require(
-        sorted(heads) == sorted(SERVED),
-        f"model = {str(model.path)!r} corrects {', '.join(heads) or 'nothing'}; the service "
-        f"composes {' and '.join(SERVED)} together and needs a model with both heads",
-    )
+    check_names(heads)
+
+
+def served(model) -> tuple[list[str], list[str]]:
+    """The model's components in physical order, and the arrays a render reads: the input,
+    each component's residual ``R_<c>`` and each gain's slope ``S_<c>`` (docs/design.md §4)."""
+    comps = [c for c in ORDER if c in model.heads]
+    slopes = [f"S_{c}" for c in comps if REGISTRY[c].transport == "gain"]
+    return comps, ["input", *(f"R_{c}" for c in comps), *slopes]
 
 
 def receive(file: UploadFile, path: Path) -> None:
@@ -307,11 +318,37 @@ def create_app(cfg: dict, model) -> FastAPI:
     def status(image_id: str, who: str = Depends(user)) -> dict:
         return public(own(image_id, who))
 
-    @app.get("/v1/images/{image_id}/render")
+    comps, names = served(model)
+    limits = (MIN_STRENGTH, MAX_STRENGTH)  # as deploy and recompose take them
+    strength_params = [
+        {
+            "name": c,
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "number",
+                "minimum": MIN_STRENGTH,
+                "maximum": MAX_STRENGTH,
+                "default": 1,
+            },
+            "description": f"strength of the {c} correction (1 = fully corrected, 0 = left "
+            "in, below 0 adds more of it, above 1 over-corrects)",
+        }
+        for c in comps
+    ]
+
+    def strengths(request: Request) -> Strengths:
+        """One strength per component of the model from the query (unnamed = 1)."""
+        given = {c: request.query_params.get(c) for c in ORDER}
+        given = {
+            c: check_strength(c, v, limits, "query") for c, v in given.items() if v is not None
+        }
+        return Strengths.resolve(given, comps, limits, "query")
+
+    @app.get("/v1/images/{image_id}/render", openapi_extra={"parameters": strength_params})
     def render_image(
         image_id: str,
-        blur: float = Query(1.0),
-        noise: float = Query(1.0),
+        st: Strengths = Depends(strengths),
         x: int | None = Query(None),
         y: int | None = Query(None),
         w: int | None = Query(None),
@@ -320,14 +357,12 @@ def create_app(cfg: dict, model) -> FastAPI:
         scale: int = Query(1),
         who: str = Depends(user),
     ) -> Response:
-        limits = (0.0, 1.0)  # what the page's sliders offer
-        a, b = check_strength("blur", blur, limits), check_strength("noise", noise, limits)
         m = done(image_id, who)
         t0 = time.perf_counter()
         box = render.region((m["height"], m["width"]), x, y, w, h)
-        arrays = store.arrays(image_id, ["input", "R_blur", "R_noise"])
+        arrays = store.arrays(image_id, names)
         maps = render.maps_at(arrays, box, int(scale))
-        body = render.render(maps, a, b, NoiseModel(m["noise_A"], m["noise_B"]), format)
+        body = render.render(maps, st, NoiseModel(m["noise_A"], m["noise_B"]), format)
         ms = (time.perf_counter() - t0) * 1e3
         return Response(
             body,
@@ -346,10 +381,11 @@ def create_app(cfg: dict, model) -> FastAPI:
         format: str = Query("npz"),
         who: str = Depends(user),
     ) -> Response:
-        """The input and residual maps (and the noise parameters) for a client that composes
-        itself: ``npz`` (float32) or ``f16`` (the page's packed float16)."""
+        """The input, the residual map of each component and the slope of each gain (and the
+        noise parameters) for a client that composes itself by the rule of docs/design.md §4:
+        ``npz`` (float32) or ``f16`` (the page's packed float16)."""
         m = done(image_id, who)
-        arrays = store.arrays(image_id, ["input", "R_blur", "R_noise"])
+        arrays = store.arrays(image_id, names)
         small = {
             k: np.ascontiguousarray(v, np.float32)
             for k, v in render.maps_at(arrays, (0, m["height"], 0, m["width"]), int(scale)).items()
@@ -362,7 +398,10 @@ def create_app(cfg: dict, model) -> FastAPI:
             "scale": int(scale),
             "noise_A": m["noise_A"],
             "noise_B": m["noise_B"],
-            "arrays": ["input", "R_blur", "R_noise"],
+            "components": comps,  # physical order
+            "kinds": [REGISTRY[c].transport for c in comps],  # gain | spread | signal
+            "arrays": names,
+            "shapes": {k: list(small[k].shape) for k in names},
         }
         if format == "f16":
             return Response(render.pack_f16(small, header), media_type="application/octet-stream")

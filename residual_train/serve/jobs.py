@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from data_gen.errors import InputError
+from residual_train.deploy.compose import slopes
 from residual_train.serve.store import ImageStore
 
 log = logging.getLogger("residual_train.serve")
@@ -106,7 +107,9 @@ class Jobs:
         try:
             x = np.asarray(self.store.arrays(image_id, ["input"])["input"])
             maps = self.model.predict(x, tile=self.tile, overlap=self.overlap, iso=m["iso"])
-            self.store.save_arrays(image_id, {f"R_{k}": v for k, v in maps.items()})
+            # the gains' slopes depend on the maps only: estimated once, read by every render
+            sl = {f"S_{k}": v[None] for k, v in slopes(x, maps).items()}
+            self.store.save_arrays(image_id, {**{f"R_{k}": v for k, v in maps.items()}, **sl})
         except InputError as e:
             self.store.update(image_id, status="failed", error=" ".join(str(e).split()))
             return

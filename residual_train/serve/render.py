@@ -1,6 +1,7 @@
 """Composition of stored maps for a request: a region, a scale, an encoding. No network.
 
-``scale = s`` area-averages ``x``, ``R_b`` and ``R_n`` over ``s × s`` blocks first and
+``scale = s`` area-averages the input, every residual and slope map over ``s × s`` blocks
+first and
 composes the smaller maps (what the page composes in the browser, so the two agree);
 ``scale = 1`` is the full-resolution composition of :mod:`residual_train.deploy.compose`.
 """
@@ -73,19 +74,20 @@ def maps_at(arrays: dict[str, np.ndarray], box, scale: int) -> dict[str, np.ndar
     return {k: area_downscale(v[:, y0:y1, x0:x1], scale) for k, v in arrays.items()}
 
 
-def render(maps: dict[str, np.ndarray], a: float, b: float, noise: NoiseModel, fmt: str) -> bytes:
-    """The composition of ``maps`` at strengths ``a``, ``b``, encoded: PNG = 8-bit sRGB (the
-    composition and the sRGB table in one pass, then :func:`png_bytes`); TIFF = 32-bit
-    float linear, lossless."""
+def render(maps: dict[str, np.ndarray], strengths: Strengths, noise: NoiseModel, fmt: str) -> bytes:
+    """The composition of ``maps`` (``input``, ``R_<c>`` per component, ``S_<c>`` per gain:
+    its slope, ``(1, H, W)``) at ``strengths``, encoded: PNG = 8-bit sRGB (the composition
+    and the sRGB table in one pass, then :func:`png_bytes`); TIFF = 32-bit float linear,
+    lossless."""
     require(fmt in FORMATS, f"format = {fmt!r}: use one of {sorted(FORMATS)}")
     x = maps["input"]
-    res = {"blur": maps["R_blur"], "noise": maps["R_noise"]}
-    s = Strengths.resolve({"blur": a, "noise": b}, res, limits=(0.0, 1.0))
+    res = {k[2:]: v for k, v in maps.items() if k.startswith("R_")}
+    sl = {k[2:]: np.asarray(v[0], np.float32) for k, v in maps.items() if k.startswith("S_")}
     if fmt == "png":
-        return png_bytes(compose(x, res, s, noise, lut=_srgb_lut()))
+        return png_bytes(compose(x, res, strengths, noise, slope_maps=sl, lut=_srgb_lut()))
     import tifffile
 
-    y = compose(x, res, s, noise)
+    y = compose(x, res, strengths, noise, slope_maps=sl)
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.moveaxis(y, 0, 2), photometric="rgb")
     return buf.getvalue()
@@ -126,7 +128,7 @@ def png_bytes(rgb: np.ndarray, level: int = 1) -> bytes:
 
 def pack_f16(maps: dict[str, np.ndarray], header: dict) -> bytes:
     """The page's map format: ``uint32`` header length (little endian), the JSON header,
-    padding to 8 bytes, then each array of ``header['arrays']`` as float16 ``(C, H, W)``."""
+    padding to 8 bytes, then each array of ``header['arrays']`` as float16 of the shape ``header["shapes"][name]`` (``(C, H, W)``; a slope map ``(1, H, W)``)."""
     import json
 
     head = json.dumps(header).encode()
