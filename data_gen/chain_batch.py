@@ -25,6 +25,7 @@ from data_gen.cfa import mosaic_packed
 from data_gen.chain import V1_NAMES, stored_names
 from data_gen.components import BatchContext, Chain
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseKind, default_kind
 
 
 @dataclass
@@ -96,11 +97,16 @@ def render(
     normal,
     backend,
     cfa: str | None = None,
+    kind: NoiseKind | None = None,
+    draws: dict | None = None,
 ) -> dict:
     """Every array :func:`data_gen.chain.stored_names` lists for the batch, on the backend,
     ``(B, C', P', P')`` clipped at white (``P = W − 2·margin``; packed Bayer planes
     ``(B, 4, P/2, P/2)`` when ``cfa`` is given). ``noise``: the batch's ``(B, C')`` noise
-    model, ``normal``: its standard normals (the backend's, stored shape)."""
+    model, ``normal``: its standard normals (the backend's, stored shape); ``kind``: the
+    sensor's noise kind (default Poisson–Gaussian) and ``draws`` its stacked per-sample
+    draws (:func:`data_gen.noise_kinds.batch_draws`). The one realisation is shared by
+    every array that keeps the noise."""
     body = chain.body
     x = backend.asarray(batch.windows)
     prepared = prepare(chain, batch, backend)
@@ -125,7 +131,7 @@ def render(
     signal = trim(prefix[-1].x)
     n = None
     if chain.noise is not None:
-        n = noise.sample(signal, normal)
+        n = (kind or default_kind()).sample(signal, noise, normal, draws or {})
         out["without_noise"] = signal
     out["input"] = signal
     keep_noise = {"input", *(f"without_{c.name}" for c in body)}

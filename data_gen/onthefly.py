@@ -15,8 +15,9 @@ Determinism: batch ``k`` (a global batch number) depends on (seed, k) only.
   same pool. The next frames are prepared in a background thread while the device works.
 * Draws: one numpy generator per batch (frame slot, crop, exposure, ISO, PSF, transform;
   drawn for the whole batch at once, with the laws of ``draw_sample``; then each sample's
-  component parameters in turn) and one torch generator on the device for the standard
-  normals. The same batches come
+  component parameters in turn, then its noise kind's) and one torch generator on the
+  device for the standard normals (and the noise kind's uniforms after them). The same
+  batches come
   back on the same kind of device; torch's CPU and CUDA generators differ, so the noise
   realisations differ across device kinds (the statistics do not).
 
@@ -38,6 +39,7 @@ from data_gen.components import DrawContext
 from data_gen.errors import require
 from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise
 from data_gen.optics.symmetry import dihedral
 from data_gen.render import batch_noise_model
 from data_gen.sources import Frame, cache_decoded_frames
@@ -261,7 +263,24 @@ class OnTheFlyRenderer:
         x = crops * torch.from_numpy(d["exposure"]).to(dev)[:, None, None, None]
         noise, k0, k1 = self._noise(d["iso"])
         stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
-        normal = self.backend.normals(stored, seed)
+        g = self.backend.generator(seed)
+        normal = self.backend.normals(stored, seed, g)
+        kind, draws = pipe.sensor.noise, None
+        if not kind.default:  # its parameters from the batch's generator, uniforms from g
+            per, noise_records = [], []
+            for i in range(n):
+                frame = self.slots[int(d["slot"][i])][1]
+                ctx = NoiseContext(
+                    float(d["iso"][i]), int(d["y"][i]), int(d["x"][i]), (p, p),
+                    tuple(frame.pixels.shape[1:]), pipe.cfa, c,
+                )  # fmt: skip
+                dr, rec = draw_noise(kind, rng, ctx, fields=False)
+                per.append(dr)
+                noise_records.append(rec)
+            fields = {f: self.backend.uniforms(stored, g) for f in kind.fields}
+            draws = batch_draws(per, self.backend, fields)
+            for rec, nrec in zip(records, noise_records, strict=True):
+                rec.update(nrec)
         batch = chain_batch.Batch(
             x,
             None if depths[0] is None else np.stack(depths),
@@ -269,7 +288,9 @@ class OnTheFlyRenderer:
             d["psf_index"],
             pipe.bank.psfs,
         )
-        out = chain_batch.render(pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa)
+        out = chain_batch.render(
+            pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa, kind, draws
+        )
         for t in np.unique(d["transform"]):
             if t != 0:
                 sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)
@@ -285,7 +306,7 @@ class OnTheFlyRenderer:
             meta[key] = [getattr(states[i], key) for i in d["psf_index"]]
         meta["k0"], meta["k1"] = k0, k1
         meta["ob"], meta["white"] = pipe.sensor.ob, pipe.sensor.white
-        if pipe.schema == 2:
+        if pipe.extra_meta:
             for j, rec in enumerate(records):
                 for key, v in rec.items():
                     meta[key][j] = v
