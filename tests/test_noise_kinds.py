@@ -432,3 +432,59 @@ def test_dark_frames_refuse_isos_without_frames(calibrated):
     with pytest.raises(InputError, match="physical.row_sigma_dn: the sensor draws ISO 1600"):
         build_sensor({**cfg, "noise": "physical", "physical": {"isos": [100, 800],
                                                                 "row_sigma_dn": [1, 2]}})  # fmt: skip
+
+
+# ---- datasets and on-the-fly batches -------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["rgb", "rggb"])
+def test_a_physical_dataset_stores_the_draws_and_the_total_b_in_meta(tmp_path, layout):
+    import h5py
+    import yaml
+
+    from data_gen.generate import generate
+
+    d = tmp_path / "ds"
+    generate(compose_cfg(f"out_dir={d}", "sensor.noise=physical", f"layout={layout}", "shards=1"))
+    saved = yaml.safe_load((d / "config.yaml").read_text())
+    assert saved["sensor"]["noise"] == "physical" and saved["sensor"]["physical"]["quantise"]
+    c = 4 if layout == "rggb" else 3
+    with h5py.File(next(d.glob("shard-*.h5"))) as f:
+        meta = f["meta"][:]
+        x, blur = f["noise_blur"][:], f["blur"][:]
+    assert meta["noise_row_dn"].shape == (12, c) and meta["noise_shading_yx"].shape == (12, 2)
+    sensor = build_sensor(saved["sensor"])
+    for m in meta:
+        p = sensor.params(float(m["iso"]))
+        g = float(m["iso"]) / 100
+        colour = [0, 1, 1, 2] if c == 4 else [0, 1, 2]
+        np.testing.assert_allclose(m["k0"], p.b[colour] * SPAN**2 / g, rtol=1e-5)  # B total
+        np.testing.assert_allclose(m["noise_row_dn"], sensor.noise.row.at(m["iso"])[colour],
+                                   rtol=1e-5)  # fmt: skip
+    dn = x[x < 1].astype(np.float64) * SPAN + 512
+    assert np.abs(dn - np.rint(dn)).max() < 2e-3
+    assert not np.array_equal(x, blur)
+
+
+def test_onthefly_batches_draw_physical_noise_reproducibly():
+    from data_gen.onthefly import OnTheFlyRenderer
+
+    pipe = build_pipeline(compose_cfg("sensor.noise=physical", "layout=rggb"))
+    r = OnTheFlyRenderer(pipe, patch=16, batch=6, pool=2, threads=1)
+    try:
+        a, meta = r.render(3)
+        b, meta2 = r.render(3)
+        c, _ = r.render(4)
+    finally:
+        r.close()
+    for k in a:
+        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    assert meta.tobytes() == meta2.tobytes() and not np.array_equal(
+        a["noise_blur"], c["noise_blur"]
+    )
+    assert meta["noise_black_dn"].shape == (6, 4) and (meta["noise_lambda"] == -0.15).all()
+    x = a["noise_blur"].numpy()
+    dn = x[x < 1].astype(np.float64) * SPAN + 512
+    assert np.abs(dn - np.rint(dn)).max() < 2e-3
+    n = (a["noise_blur"] - a["blur"]).numpy()
+    np.testing.assert_allclose(a["noise"].numpy() - a["clean"].numpy(), n, atol=2e-6)
