@@ -90,6 +90,7 @@ class DarkFrames(NoiseKind):
                 f"{e.iso:g} is missing (dark.json lists the frames the calibration used)",
             )
         self._frames: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._ms: dict[float, np.ndarray] = {}
 
     def __repr__(self) -> str:
         return f"DarkFrames({self.dark.path}, {self.settings!r})"
@@ -121,16 +122,22 @@ class DarkFrames(NoiseKind):
         return self._frames[iso]
 
     def measured_variance(self, iso: float) -> np.ndarray:
-        """Mean square per plane ``(4,)`` DN² of the frames' signal-independent part, bad
-        pixels left out."""
-        f, bad = self.frames(iso)
-        good = ~bad
-        return np.array(
-            [float((f[:, p][:, good[p]].astype(np.float64) ** 2).mean()) for p in range(4)]
-        )
+        """Mean square per plane ``(4,)`` DN² of the frames' signal-independent part at one
+        of their ISOs, bad pixels left out (computed once)."""
+        if iso not in self._ms:
+            f, bad = self.frames(iso)
+            good = ~bad
+            self._ms[iso] = np.array(
+                [float((f[:, p][:, good[p]].astype(np.float64) ** 2).mean()) for p in range(4)]
+            )
+        return self._ms[iso]
 
     def total_variance(self, iso: float, b: np.ndarray) -> np.ndarray:
-        ms = self.measured_variance(iso) / self.span**2
+        """Measured at the frames' ISOs; linear in ISO between them (a model card's table
+        asks for ISOs in between; samples are only drawn at the frames' ISOs)."""
+        isos = self.dark.isos
+        ms = np.stack([self.measured_variance(float(i)) for i in isos])  # (n_iso, 4)
+        ms = np.array([np.interp(iso, isos, ms[:, p]) for p in range(4)]) / self.span**2
         return planes_to_colours(ms, self.channels, "dark") if self.channels == 3 else ms[:1]
 
     def meta_fields(self, stored_channels: int) -> list[tuple]:
