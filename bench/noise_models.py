@@ -15,7 +15,8 @@ sensor of every run; only ``sensor.noise`` differs:
 * ``dark_frames`` (``--kinds``): the calibration's own dark frames.
 
 Each dataset is the same draws (BSD400 photographs shrunk 2×, the soft_prime lens,
-64 px patches, ISO 3200 and 6400); each run the same model and steps. Evaluation: Kodak24
+48 px patches, ISO 3200 and 6400); each run the same model (the default dual-head U-Net
+at width 16, so that a run fits in about ten minutes of two shared CPU cores) and steps. Evaluation: Kodak24
 (shrunk 2×, centre 256 px), ISO 3200 and 6400, exposures 0.25 and 1, rendered with
 ``dark_frames`` (the camera's frames: the truth) and with ``physical``; the same
 realisation for every model. Reported per model: PSNR of the input, of the model at
@@ -27,7 +28,7 @@ the control (no column noise in this camera: they hold only the averaged pixel n
 
 Prints a table and saves ``bench/results/noise_models.json``.
 
-    nice -n 10 python bench/noise_models.py [--epochs 6] [--kinds poisson_gaussian,physical]
+    nice -n 10 python bench/noise_models.py [--steps 1000] [--kinds poisson_gaussian,physical]
     python bench/noise_models.py --quick        # minutes: tiny sizes, the flow only
 """
 
@@ -107,9 +108,10 @@ def train_one(kind: str, calib: Path, work: Path, a) -> tuple[Path, dict]:
     times["generate_s"] = time.perf_counter() - t
     t = time.perf_counter()
     run([sys.executable, "-m", "residual_train", f"data.dir={data}", f"run_dir={runs}",
-         "experiment=default", f"data.crop={a.patch}", f"trainer.max_epochs={a.epochs}",
+         "experiment=default", f"data.crop={a.patch}", f"model.width={a.width}",
+         f"trainer.max_steps={a.steps}", "trainer.max_epochs=1000", "optim.warmup_steps=100",
          "data.num_workers=0", "val.panel_every=0", "data.verify=size",
-         *(["model.width=8", "model.depth=2", "model.blocks=1", "data.batch_size=4"]
+         *(["model.depth=2", "model.blocks=1", "data.batch_size=4"]
            if a.quick else [])], work / f"train_{kind}.log")  # fmt: skip
     times["train_s"] = time.perf_counter() - t
     run([sys.executable, "-m", "residual_train.export", f"ckpt={runs / 'checkpoints' / 'last.ckpt'}",
@@ -213,10 +215,11 @@ def evaluate(models: dict, calib: Path, a) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kinds", default="poisson_gaussian,physical")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--steps", type=int, default=1000, help="training steps of each run")
+    p.add_argument("--width", type=int, default=16, help="U-Net width (experiment=default: 32)")
+    p.add_argument("--shards", type=int, default=6)
     p.add_argument("--samples", type=int, default=512)
-    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--patch", type=int, default=48)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
@@ -224,7 +227,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: the flow in minutes")
     a = p.parse_args()
     if a.quick:
-        a.epochs, a.shards, a.samples, a.patch, a.images, a.size = 1, 2, 32, 32, 2, 128
+        a.steps, a.width, a.shards, a.samples, a.patch = 8, 8, 2, 32, 32
+        a.images, a.size = 2, 128
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="noise-models-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -267,9 +271,10 @@ def main() -> None:
                 "tukey_lambda": -0.15,
                 "calibrated": calibrated,
             },
-            "recipe": {k: getattr(a, k) for k in ("epochs", "shards", "samples", "patch")}
+            "recipe": {k: getattr(a, k) for k in ("steps", "width", "shards", "samples", "patch")}
             | {
-                "model": "experiment=default (dual-head U-Net, width 32, depth 3)",
+                "model": f"experiment=default (dual-head U-Net, depth 3) at width {a.width}",
+                "batch": 4 if a.quick else 16,
                 "train_data": "bsds400 shrunk 2x"
                 if (SHARED / "bsds400").is_dir()
                 else "dead leaves",
