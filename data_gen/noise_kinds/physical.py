@@ -250,7 +250,7 @@ class Physical(NoiseKind):
         z_black = rng.standard_normal(cs)
         dy, step = ctx.row_layout
         offset = ble * z_black
-        sd = np.array([tukey_lambda_std(v) for v in lam])
+        sd = np.array([tukey_lambda_std(float(v)) for v in lam])
         draws = {
             "read": (read / sd / self.span).astype(np.float32),
             "lam": lam.astype(np.float32),

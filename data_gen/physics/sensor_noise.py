@@ -10,6 +10,7 @@ float32.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -35,6 +36,7 @@ def _f32(x):
     return x.float() if is_torch(x) else np.asarray(x, np.float32)
 
 
+@functools.lru_cache(maxsize=4096)
 def tukey_lambda_std(lam: float) -> float:
     """Standard deviation of the standard Tukey-λ distribution (finite for λ > −1/2)."""
     lam = float(lam)
