@@ -100,6 +100,10 @@ def train_one(kind: str, calib: Path, work: Path, a) -> tuple[Path, dict]:
         else ["source.size=256"]
     )
     times = {}
+    if (exp / "card.json").is_file():  # a finished run in --work: reused
+        print(f"  reusing {exp}", flush=True)
+        f = work / f"times_{kind}.json"
+        return exp, json.loads(f.read_text()) if f.is_file() else {}
     t = time.perf_counter()
     run([sys.executable, "-m", "data_gen", f"out_dir={data}", f"sensor={calib / 'sensor.yaml'}",
          f"sensor.noise={kind}", "lens=soft_prime", f"patch_size={a.patch}", f"shards={a.shards}",
@@ -116,6 +120,7 @@ def train_one(kind: str, calib: Path, work: Path, a) -> tuple[Path, dict]:
     times["train_s"] = time.perf_counter() - t
     run([sys.executable, "-m", "residual_train.export", f"ckpt={runs / 'checkpoints' / 'last.ckpt'}",
          f"out_dir={exp}"], work / f"export_{kind}.log")  # fmt: skip
+    (work / f"times_{kind}.json").write_text(json.dumps(times))
     return exp, times
 
 
@@ -233,7 +238,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shape = (320, 448) if a.quick else (600, 800)
-    calib = make_camera(work, shape, 10)
+    calib = work / "calib"
+    if not (calib / "sensor.yaml").is_file():
+        calib = make_camera(work, shape, 10)
     doc = json.loads((calib / "dark.json").read_text())["isos"]
     calibrated = {
         iso: {k: doc[iso][k] for k in ("row_sigma_dn", "read_var_dn2", "black_error_frame_std_dn")}
