@@ -126,11 +126,20 @@ class TorchBackend:
     def zeros(self, shape: tuple[int, ...]):
         return self.torch.zeros(shape, device=self.device)
 
-    def normals(self, shape: tuple[int, ...], seed: int):
+    def generator(self, seed: int):
+        """A torch generator on the device seeded with ``seed`` (64-bit)."""
+        return self.torch.Generator(device=self.device).manual_seed(seed & (2**63 - 1))
+
+    def normals(self, shape: tuple[int, ...], seed: int, generator=None):
         """Standard normals ``shape`` float32 from a torch generator on the device seeded with
-        ``seed`` (64-bit; reproducible on the same kind of device)."""
-        g = self.torch.Generator(device=self.device).manual_seed(seed & (2**63 - 1))
+        ``seed`` (64-bit; reproducible on the same kind of device), or from ``generator``
+        (then ``seed`` is unused: the caller continues that generator's stream)."""
+        g = self.generator(seed) if generator is None else generator
         return self.torch.randn(shape, generator=g, device=self.device)
+
+    def uniforms(self, shape: tuple[int, ...], generator):
+        """Uniforms in [0, 1) ``shape`` float32 from ``generator`` (after its normals)."""
+        return self.torch.rand(shape, generator=generator, device=self.device)
 
     def padded(self, x, n: int):
         buf = self.torch.zeros((*x.shape[:-2], n, n), device=x.device, dtype=x.dtype)

@@ -36,6 +36,7 @@ import numpy as np
 from data_gen.components import V1, Chain, check_names
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseKind, default_kind
 
 # schema v1's names for the four arrays of the chain [blur, noise]
 V1_NAMES = {
@@ -71,6 +72,8 @@ def render_chain(
     noise: NoiseModel | None = None,
     normal: np.ndarray | None = None,
     margin: int = 0,
+    kind: NoiseKind | None = None,
+    draws: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """``clean`` (the scene), ``input`` (every component), ``without_<c>`` and
     ``before_<c>`` for each component ``c`` of ``chain`` (module docstring); the reference.
@@ -78,7 +81,9 @@ def render_chain(
     ``margin``: pixels trimmed from every side of every output before the noise is added
     (the support the blurs need around a patch); ``normal`` has the trimmed shape. Work is
     shared: the ``before_<c>`` are the chain's prefixes, and each ``without_<c>`` continues
-    the prefix that ends before ``c``."""
+    the prefix that ends before ``c``. ``kind``: the sensor's noise kind (default
+    Poisson–Gaussian) with its ``draws`` for this image
+    (:func:`data_gen.noise_kinds.draw_noise`)."""
     body = chain.body
     m = int(margin)
     trim = (lambda a: a[:, m:-m, m:-m]) if m > 0 else (lambda a: a)
@@ -101,7 +106,8 @@ def render_chain(
     n = None
     if chain.noise is not None:
         require(noise is not None and normal is not None, "component noise needs its model and r")
-        n = noise.sample(signal, normal).astype(np.float32)
+        n = (kind or default_kind()).sample(signal, noise, normal, draws or {})
+        n = n.astype(np.float32)
 
     def noisy(a: np.ndarray) -> np.ndarray:
         return a if n is None else (a + n).astype(np.float32)

@@ -25,6 +25,7 @@ from data_gen.cfa import mosaic_packed
 from data_gen.chain import V1_NAMES, stored_names
 from data_gen.components import BatchContext, Chain
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseKind, default_kind
 
 
 @dataclass
@@ -97,14 +98,19 @@ def render(
     backend,
     cfa: str | None = None,
     targets: str = "both",
+    kind: NoiseKind | None = None,
+    draws: dict | None = None,
 ) -> dict:
     """Every array :func:`data_gen.chain.stored_names` lists for the batch, on the backend,
     ``(B, C', P', P')`` clipped at white (``P = W − 2·margin``; packed Bayer planes
     ``(B, 4, P/2, P/2)`` when ``cfa`` is given). ``noise``: the batch's ``(B, C')`` noise
-    model, ``normal``: its standard normals (the backend's, stored shape). ``targets``:
-    ``both`` (what a shard stores), or ``peeling``: only what the peeling residuals need
-    (``input``, ``clean``, the ``before_<c>``, ``without_noise``): the leave-one-out
-    renders of a schema-v2 chain are skipped (on-the-fly training)."""
+    model, ``normal``: its standard normals (the backend's, stored shape); ``kind``: the
+    sensor's noise kind (default Poisson–Gaussian) and ``draws`` its stacked per-sample
+    draws (:func:`data_gen.noise_kinds.batch_draws`). The one realisation is shared by
+    every array that keeps the noise. ``targets``: ``both`` (what a shard stores), or
+    ``peeling``: only what the peeling residuals need (``input``, ``clean``, the
+    ``before_<c>``, ``without_noise``): the leave-one-out renders of a schema-v2 chain are
+    skipped (on-the-fly training)."""
     body = chain.body
     x = backend.asarray(batch.windows)
     prepared = prepare(chain, batch, backend)
@@ -132,7 +138,7 @@ def render(
     signal = trim(prefix[-1].x)
     n = None
     if chain.noise is not None:
-        n = noise.sample(signal, normal)
+        n = (kind or default_kind()).sample(signal, noise, normal, draws or {})
         out["without_noise"] = signal
     out["input"] = signal
     keep_noise = {"input", *(f"without_{c.name}" for c in body)}
@@ -161,6 +167,8 @@ def render_chunked(
     backend,
     cfa: str | None = None,
     targets: str = "both",
+    kind: NoiseKind | None = None,
+    draws: dict | None = None,
 ) -> dict:
     """:func:`render` in pieces of ``backend.chunk(B)`` samples (numpy: a few at a time, so
     that every FFT and array stays in the CPU's caches; torch: the whole batch), assembled
@@ -168,7 +176,7 @@ def render_chunked(
     n = len(batch.params)
     step = backend.chunk(n)
     if step >= n:
-        return render(chain, batch, margin, noise, normal, backend, cfa, targets)
+        return render(chain, batch, margin, noise, normal, backend, cfa, targets, kind, draws)
     result: dict = {}
     for i in range(0, n, step):
         sl = slice(i, i + step)
@@ -180,7 +188,10 @@ def render_chunked(
             batch.psfs,
         )
         model = NoiseModel(noise.A[sl], noise.B[sl])
-        out = render(chain, part, margin, model, normal[sl], backend, cfa, targets)
+        part_draws = None if draws is None else {k: v[sl] for k, v in draws.items()}
+        out = render(
+            chain, part, margin, model, normal[sl], backend, cfa, targets, kind, part_draws
+        )
         for k, v in out.items():
             if k not in result:
                 result[k] = backend.zeros((n, *v.shape[1:]))

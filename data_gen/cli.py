@@ -187,7 +187,7 @@ def named_words(argv: list[str], words: dict[str, str]) -> list[str]:
 
 
 _GROUP_FILE = re.compile(r"^(\w+)=(.+\.ya?ml)$")
-PATH_KEYS = ("path", "profile")  # keys of a group file naming a file beside it
+PATH_KEYS = ("path", "profile", "dark")  # keys of a group file naming a file beside it
 
 
 def group_files(argv: list[str], config_dir: str | Path) -> list[str]:
@@ -195,8 +195,8 @@ def group_files(argv: list[str], config_dir: str | Path) -> list[str]:
     name (``sensor=calib/sensor.yaml``, ``lens=calib/lens.yaml``) becomes an option of that
     group, so Hydra composes the file's content as if it were shipped in ``conf/GROUP/``.
 
-    The file is copied, with relative ``path`` / ``profile`` values made absolute from its
-    own folder, to ``<cache>/configs/<hash>/GROUP/file_<hash>.yaml`` (content-addressed;
+    The file is copied, with relative ``path`` / ``profile`` / ``dark`` values made absolute
+    from its own folder, to ``<cache>/configs/<hash>/GROUP/file_<hash>.yaml`` (content-addressed;
     ``$RESIDUAL_TRAIN_CACHE`` or ``~/.cache/residual-train``), and that folder is added to
     ``hydra.searchpath``. The resolved config holds the content, not the file name, so a
     dataset's config and hash do not depend on where the file was.

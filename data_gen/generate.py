@@ -32,6 +32,7 @@ from data_gen.chain import stored_names
 from data_gen.cli import die_with_parent
 from data_gen.components import V1, Chain
 from data_gen.errors import InputError, require
+from data_gen.noise_kinds import unhashed_keys
 from data_gen.optics import PSFBank, build_bank
 from data_gen.paths import open_to_umask
 from data_gen.render import draw_sample
@@ -82,8 +83,14 @@ def generation_config(cfg: dict) -> dict:
 
     ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
     than scipy's, and differently per device), and ``normals`` only when it is ``device``,
-    so datasets made before these keys existed keep their hash."""
+    so datasets made before these keys existed keep their hash. Likewise ``sensor.noise``
+    counts only when it is not ``poisson_gaussian``, and the noise kinds' own sensor keys
+    (``sensor.physical``, ``sensor.dark``, ...) only for the kind chosen."""
     drop = set(RUNTIME_KEYS) | {"hydra", "component"}
+    sensor = cfg.get("sensor")
+    if isinstance(sensor, dict):  # the noise kinds' keys count only for the kind chosen
+        unhashed = unhashed_keys(sensor)
+        cfg = {**cfg, "sensor": {k: v for k, v in sensor.items() if k not in unhashed}}
     comps = cfg.get("components")
     v1 = comps is None or list(comps) == list(V1)
     if v1:
@@ -175,8 +182,14 @@ class Pipeline:
     @property
     def meta_dtype(self) -> np.dtype:
         # component parameters per colour channel (an airlight has 3 even on a Bayer sensor)
-        extra = self.chain.meta_fields(self.cfg["channels"]) if self.schema == 2 else None
-        return meta_dtype(self.stored_channels, extra)
+        extra = self.chain.meta_fields(self.cfg["channels"]) if self.schema == 2 else []
+        extra = extra + self.sensor.noise.meta_fields(self.stored_channels)  # per stored channel
+        return meta_dtype(self.stored_channels, extra or None)
+
+    @property
+    def extra_meta(self) -> bool:
+        """Whether ``meta`` holds fields beyond schema v1's (components' or the noise kind's)."""
+        return self.schema == 2 or not self.sensor.noise.default
 
     @property
     def cfa(self) -> str | None:
@@ -290,14 +303,15 @@ def check_device(device) -> None:
 
 def _renderer(pipe: Pipeline, threads: int):
     """``(render(specs) -> (patches, records), context)`` for ``pipe.cfg['renderer']``;
-    ``records``: each sample's component parameters for ``meta`` (schema v2), else None."""
+    ``records``: each sample's component and noise-kind parameters for ``meta`` (schema v2
+    or a noise kind other than the default), else None."""
     kind = pipe.cfg.get("renderer", "numpy")
     render = SampleRenderer.for_pipeline(pipe, threads=threads)
-    v2 = pipe.schema == 2
+    extra = pipe.extra_meta
 
     def run(specs):
         patches, records = render(specs)
-        return patches, records if v2 else None
+        return patches, records if extra else None
 
     return run, (_TorchThreads(threads) if kind == "torch" else contextlib.nullcontext())
 
@@ -329,7 +343,7 @@ def sample_seed(seed: int, shard: int, index: int, stream: int = 0) -> int:
 
 def sample_meta(pipe: Pipeline, specs: list, records: list[dict] | None = None) -> np.ndarray:
     """The per-sample ``meta`` records (:func:`data_gen.shards.meta_dtype`) of ``specs``;
-    ``records``: each sample's component parameters (schema v2)."""
+    ``records``: each sample's component and noise-kind parameters (:attr:`Pipeline.extra_meta`)."""
     colour = pipe.channel_colour
     meta = np.zeros(len(specs), meta_dtype(pipe.stored_channels))
     for j, s in enumerate(specs):

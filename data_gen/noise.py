@@ -90,6 +90,13 @@ class NoiseModel:
         s2 = self.variance(v)
         return s2.sqrt() if is_torch(v) else np.sqrt(s2)
 
+    def shot(self, v):
+        """σ of the signal-dependent part alone, ``√(A·max(v, 0))`` (the noise kinds that
+        draw the signal-independent part otherwise), same shape and type as ``v``."""
+        A, _ = self._params(v)
+        s2 = variance(v, A, 0.0)
+        return s2.sqrt() if is_torch(v) else np.sqrt(s2)
+
     def sample(self, signal, normal):
         """One noise realisation ``σ(signal)·r`` for standard normals ``r`` (same shape and
         type: numpy arrays or torch tensors)."""

@@ -19,8 +19,9 @@ Determinism: batch ``k`` (a global batch number) depends on (seed, k) only.
   same pool. The next frames are prepared in a background thread while the device works.
 * Draws: one numpy generator per batch (frame slot, crop, exposure, ISO, PSF, transform;
   drawn for the whole batch at once, with the laws of ``draw_sample``; then each sample's
-  component parameters in turn) and one torch generator on the device for the standard
-  normals. The same batches come
+  component parameters in turn, then its noise kind's) and one torch generator on the
+  device for the standard normals (and the noise kind's uniforms after them). The same
+  batches come
   back on the same kind of device; torch's CPU and CUDA generators differ, so the noise
   realisations differ across device kinds (the statistics do not).
 
@@ -42,6 +43,7 @@ from data_gen.components import DrawContext
 from data_gen.errors import require
 from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise
 from data_gen.optics.symmetry import dihedral
 from data_gen.render import batch_noise_model
 from data_gen.sources import Frame, cache_decoded_frames
@@ -271,7 +273,27 @@ class OnTheFlyRenderer:
             x = x.numpy()
         noise, k0, k1 = self._noise(d["iso"])
         stored = (n, 4, p // 2, p // 2) if pipe.cfa else (n, c, p, p)
-        normal = TorchBackend(dev).normals(stored, seed)  # the device's generator
+        tb = TorchBackend(dev)  # the device's generator, on CPU too (then as numpy)
+        g = tb.generator(seed)
+        normal = tb.normals(stored, seed, g)
+        kind, draws = pipe.sensor.noise, None
+        if not kind.default:  # its parameters from the batch's generator, uniforms from g
+            per, noise_records = [], []
+            for i in range(n):
+                frame = self.slots[int(d["slot"][i])][1]
+                ctx = NoiseContext(
+                    float(d["iso"][i]), int(d["y"][i]), int(d["x"][i]), (p, p),
+                    tuple(frame.pixels.shape[1:]), pipe.cfa, c,
+                )  # fmt: skip
+                dr, rec = draw_noise(kind, rng, ctx, fields=False)
+                per.append(dr)
+                noise_records.append(rec)
+            fields = {f: tb.uniforms(stored, g) for f in kind.fields}
+            if self.device.type == "cpu":
+                fields = {k: v.numpy() for k, v in fields.items()}
+            draws = batch_draws(per, self.backend, fields)
+            for rec, nrec in zip(records, noise_records, strict=True):
+                rec.update(nrec)
         if self.device.type == "cpu":
             normal = normal.numpy()
         batch = chain_batch.Batch(
@@ -282,7 +304,7 @@ class OnTheFlyRenderer:
             pipe.bank.psfs,
         )
         out = chain_batch.render_chunked(
-            pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa, self.targets
+            pipe.chain, batch, r, noise, normal, self.backend, pipe.cfa, self.targets, kind, draws
         )
         out = {k: torch.as_tensor(v, device=dev) for k, v in out.items()}
         for t in np.unique(d["transform"]):
@@ -300,7 +322,7 @@ class OnTheFlyRenderer:
             meta[key] = [getattr(states[i], key) for i in d["psf_index"]]
         meta["k0"], meta["k1"] = k0, k1
         meta["ob"], meta["white"] = pipe.sensor.ob, pipe.sensor.white
-        if pipe.schema == 2:
+        if pipe.extra_meta:
             for j, rec in enumerate(records):
                 for key, v in rec.items():
                     meta[key][j] = v

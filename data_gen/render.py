@@ -18,6 +18,7 @@ import numpy as np
 from data_gen.cfa import PLANE_COLOUR
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseContext, NoiseKind, draw_noise
 from data_gen.optics import PSFBank
 from data_gen.sensor import NoiseParams, SensorModel
 from data_gen.sources import Frame
@@ -123,6 +124,8 @@ def render_frame(
     noise: NoiseModel,
     rng: np.random.Generator,
     exposure: float = 1.0,
+    kind: NoiseKind | None = None,
+    iso: float | None = None,
 ) -> dict[str, np.ndarray]:
     """The generator's physics on a whole frame (evaluation on real photographs).
 
@@ -132,6 +135,9 @@ def render_frame(
     whole frame. Output: ``clean``, ``blur``, ``noise``, ``noise_blur`` of shape
     ``(C, H − K + 1, W − K + 1)`` (the 'valid' region: every pixel has its full PSF
     support), clipped at white like the shards, plus ``psf_index`` ``(H', W')``.
+
+    ``kind``: the sensor's noise kind (default Poisson–Gaussian: ``σ(B)·r``); another kind
+    draws its parameters for the whole frame at ``iso`` after the normals.
     """
     from scipy.signal import fftconvolve
 
@@ -154,7 +160,18 @@ def render_frame(
     blurred = blurred[None]
     normal = rng.standard_normal(clean.shape, dtype=np.float32)
     noisy, noisy_blur = np.empty_like(clean), np.empty_like(clean)
-    _add_noise_and_clip(clean, blurred, normal, noise.std(blurred), noisy, noisy_blur)
+    if kind is None or kind.default:
+        _add_noise_and_clip(clean, blurred, normal, noise.std(blurred), noisy, noisy_blur)
+    else:
+        require(iso is not None, f"noise kind {kind.name}: render_frame needs the frame's iso")
+        ctx = NoiseContext(float(iso), r, r, (ho, wo), (h, w), None, c)
+        draws, _ = draw_noise(kind, rng, ctx)
+        n = kind.sample(blurred[0], noise, normal[0], draws)[None]
+        one = np.float32(1)
+        np.minimum(clean + n, one, out=noisy)
+        np.minimum(blurred + n, one, out=noisy_blur)
+        np.minimum(clean, one, out=clean)
+        np.minimum(blurred, one, out=blurred)
     return {
         "clean": clean[0],
         "blur": blurred[0],

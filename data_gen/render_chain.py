@@ -4,7 +4,9 @@ the chain of any component list (:mod:`data_gen.chain_batch`), on numpy or torch
 Per sample, in this order and from the sample's own generator: the crop, exposure, ISO and
 lens PSF (:func:`~data_gen.render.draw_sample`; the crop keeps the chain's margin of frame
 on every side), then each component's parameters in physical order
-(:meth:`data_gen.components.Chain.draw`), then the standard normals of its noise. The chain
+(:meth:`data_gen.components.Chain.draw`), then the standard normals of its noise, then what
+the sensor's noise kind draws beyond them (:func:`data_gen.noise_kinds.draw_noise`; the
+default draws nothing more). The chain
 runs on the patch and its margin (the support of the blurs); every output is trimmed to the
 patch before the noise is added and clipped at the white level.
 
@@ -23,6 +25,7 @@ from data_gen.chain import chain_names, render_chain, stored_names
 from data_gen.components import Chain, DrawContext
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseContext, NoiseKind, batch_draws, default_kind, draw_noise
 from data_gen.render import SampleSpec, batch_noise_model
 from data_gen.sources import Frame
 
@@ -51,7 +54,8 @@ class SampleRenderer:
     ``backend``: ``numpy`` (scipy's FFT, ``threads`` workers) or ``torch`` on ``device``;
     ``normals``: ``host`` (each sample's own generator: the same noise on any backend) or
     ``device`` (one torch generator per batch on the device, seeded with the batch's first
-    sample seed)."""
+    sample seed; the noise kind's uniforms continue that generator). ``kind``: the sensor's
+    noise kind (default Poisson–Gaussian)."""
 
     def __init__(
         self,
@@ -64,8 +68,10 @@ class SampleRenderer:
         device="cpu",
         threads: int = 1,
         normals: str = "host",
+        kind: NoiseKind | None = None,
     ) -> None:
         self.chain, self.psfs, self.patch, self.margin, self.cfa = chain, psfs, patch, margin, cfa
+        self.kind = default_kind() if kind is None else kind
         self.backend = make_backend(backend, device, threads)
         require(
             normals == "host" or not isinstance(self.backend, NumpyBackend),
@@ -82,6 +88,7 @@ class SampleRenderer:
             "backend": c.get("renderer", "numpy"),
             "device": c.get("device", "cpu"),
             "normals": c.get("normals", "host"),
+            "kind": pipe.sensor.noise,
             **overrides,
         }
         return cls(pipe.chain, pipe.bank.psfs, c["patch_size"], pipe.margin, pipe.cfa, **kw)
@@ -114,22 +121,45 @@ class SampleRenderer:
         return params, records
 
     def noise(self, specs: list[SampleSpec], channels: int):
-        """The batch's noise model per stored channel and its standard normals."""
+        """The batch's noise model per stored channel, its standard normals, and the noise
+        kind's per-sample draws (numpy; plus the device's uniforms) and ``meta`` records."""
         model = batch_noise_model([s.noise for s in specs], self.cfa)
         shape = self.stored_shape(len(specs), channels)
+        kind, draws, records, fields = self.kind, [], [], {}
         if self.normals == "device":
-            return model, self.backend.normals(shape, specs[0].seed)
-        normal = np.empty(shape, np.float32)
+            g = self.backend.generator(specs[0].seed)
+            normal = self.backend.normals(shape, specs[0].seed, g)
+            for name in kind.fields:
+                fields[name] = self.backend.uniforms(shape, g)
+        else:
+            normal = np.empty(shape, np.float32)
         for i, s in enumerate(specs):
-            s.rng.standard_normal(dtype=np.float32, out=normal[i])
-        return model, self.backend.asarray(normal)
+            if self.normals != "device":
+                s.rng.standard_normal(dtype=np.float32, out=normal[i])
+            if not kind.default:
+                d, r = draw_noise(
+                    kind, s.rng, self.noise_context(s, channels), self.normals != "device"
+                )
+                draws.append(d)
+                records.append(r)
+        if self.normals != "device":
+            normal = self.backend.asarray(normal)
+        return model, normal, (draws, fields), records
+
+    def noise_context(self, s: SampleSpec, channels: int) -> NoiseContext:
+        return NoiseContext(
+            s.noise.iso, s.y, s.x, (self.patch, self.patch), tuple(s.frame.pixels.shape[1:]),
+            self.cfa, channels,
+        )  # fmt: skip
 
     def __call__(self, specs: list[SampleSpec]) -> tuple[dict[str, np.ndarray], list[dict]]:
         """``(patches, records)``: the stored arrays ``(B, C', P', P')`` float32 and each
         sample's component ``meta`` values."""
         win, depth = windows(specs, self.patch, self.margin)
         params, records = self.draw(specs, depth)
-        noise, normal = self.noise(specs, win.shape[1])
+        noise, normal, (draws, fields), noise_records = self.noise(specs, win.shape[1])
+        for rec, nrec in zip(records, noise_records, strict=False):
+            rec.update(nrec)
         batch = chain_batch.Batch(
             win,
             None if depth[0] is None else np.stack(depth),
@@ -137,9 +167,11 @@ class SampleRenderer:
             np.array([s.psf_index for s in specs]),
             self.psfs,
         )
+        kd = None if self.kind.default else batch_draws(draws, self.backend, fields)
         out = chain_batch.render_chunked(
-            self.chain, batch, self.margin, noise, normal, self.backend, self.cfa
-        )
+            self.chain, batch, self.margin, noise, normal, self.backend, self.cfa, "both",
+            self.kind, kd,
+        )  # fmt: skip
         return {k: self.backend.numpy(v) for k, v in out.items()}, records
 
 
@@ -151,11 +183,14 @@ def render_frame(
     rng: np.random.Generator,
     margin: int,
     exposure: float = 1.0,
+    kind: NoiseKind | None = None,
+    iso: float | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The chain on a whole frame (evaluation on a real photograph with depth) with the
     reference renderer, one lens PSF ``psf`` ``(C, K, K)`` for the frame: the stored arrays
     ``(C, H − 2·margin, W − 2·margin)`` clipped at white, and the drawn ``meta`` values.
-    Draws, in order: the components' parameters, then the noise normals."""
+    Draws, in order: the components' parameters, the noise normals, then what the noise
+    ``kind`` draws (at ``iso``; default Poisson–Gaussian: nothing)."""
     scene = frame.pixels * np.float32(exposure)
     c, h, w = scene.shape
     require(min(h, w) > 2 * margin, f"frame {frame.name}: {w}x{h} px, the margin is {margin} px")
@@ -166,7 +201,14 @@ def render_frame(
         )
     ctx = DrawContext((h, w), (0, 0, h, w), frame.depth, psf, c)
     params, rec = chain.draw(rng, ctx)
-    normal = rng.standard_normal((c, h - 2 * margin, w - 2 * margin), dtype=np.float32)
-    t = render_chain(scene, chain, params, frame.depth, noise, normal, margin)
+    hw = (h - 2 * margin, w - 2 * margin)
+    normal = rng.standard_normal((c, *hw), dtype=np.float32)
+    draws = None
+    if kind is not None and not kind.default and chain.noise is not None:
+        require(iso is not None, f"noise kind {kind.name}: render_frame needs the frame's iso")
+        ctx = NoiseContext(float(iso), margin, margin, hw, (h, w), None, c)
+        draws, nrec = draw_noise(kind, rng, ctx)
+        rec = {**rec, **nrec}
+    t = render_chain(scene, chain, params, frame.depth, noise, normal, margin, kind, draws)
     names = stored_names(chain.names)
     return {k: np.minimum(t[chain_names(k)], np.float32(1)) for k in names}, rec

@@ -22,6 +22,7 @@ import numpy as np
 
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
+from data_gen.noise_kinds import NoiseKind, build_noise_kind, default_kind
 from data_gen.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -85,20 +86,29 @@ class ISOSampler:
 
 
 class SensorModel:
-    """Poisson-Gaussian sensor: ``params(iso)`` gives the per-channel noise parameters."""
+    """A sensor: ``ab(iso)`` its noise level ``σ²(v) = a·max(v, 0) + b`` per channel (``b``
+    the temporal signal-independent variance); ``noise`` the kind of realisation it draws
+    (:mod:`data_gen.noise_kinds`, default Poisson–Gaussian); ``params(iso)`` the
+    per-channel noise parameters of a sample, ``b`` the kind's total signal-independent
+    variance."""
 
     name: str
     ob: float
     white: float
     channels: int
     iso: ISOSampler
+    noise: NoiseKind = default_kind()
 
-    def params(self, iso: float) -> NoiseParams:  # pragma: no cover - interface
+    def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def params(self, iso: float) -> NoiseParams:
+        return self._from_ab(iso, *self.ab(iso))
 
     def _from_ab(self, iso: float, a: np.ndarray, b: np.ndarray) -> NoiseParams:
         span = self.white - self.ob
         g = iso / 100.0
+        b = self.noise.total_variance(iso, b)
         return NoiseParams(
             iso=float(iso),
             a=np.asarray(a, np.float32),
@@ -157,10 +167,10 @@ class RawNoiseModel(SensorModel):
         require(bool(np.isfinite(arr).all()), f"{where} = {arr.tolist()} must be finite")
         return arr
 
-    def params(self, iso: float) -> NoiseParams:
+    def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
         span = self.white - self.ob
         g = iso / 100.0
-        return self._from_ab(iso, self.k1 * g / span, self.k0 * g / span**2)
+        return self.k1 * g / span, self.k0 * g / span**2
 
 
 class DarktableNoiseModel(SensorModel):
@@ -250,10 +260,10 @@ class DarktableNoiseModel(SensorModel):
             f"ISO {self.isos[0]:g}..{self.isos[-1]:g}",
         )
 
-    def params(self, iso: float) -> NoiseParams:
+    def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
         a = np.array([np.interp(iso, self.isos, self.a[:, c]) for c in range(self.channels)])
         b = np.array([np.interp(iso, self.isos, self.b[:, c]) for c in range(self.channels)])
-        return self._from_ab(iso, a, b)
+        return a, b
 
 
 class TableNoiseModel(SensorModel):
@@ -320,10 +330,10 @@ class TableNoiseModel(SensorModel):
             f"{isos_[0]:g}..{isos_[-1]:g}",
         )
 
-    def params(self, iso: float) -> NoiseParams:
+    def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
         a = np.array([np.interp(iso, self.isos, self.a[:, c]) for c in range(self.channels)])
         b = np.array([np.interp(iso, self.isos, self.b[:, c]) for c in range(self.channels)])
-        return self._from_ab(iso, a, b)
+        return a, b
 
 
 SENSORS = Registry("sensor")
@@ -363,5 +373,8 @@ def _table(cfg: dict, channels: int, where: str) -> TableNoiseModel:
 
 def build_sensor(cfg: dict, channels: int = 3, where: str = "sensor") -> SensorModel:
     """Sensor model from a plain config dict (``kind`` names the builder in :data:`SENSORS`;
-    a missing kind is ``raw``)."""
-    return SENSORS.build({"kind": "raw", **cfg}, channels, where=where)
+    a missing kind is ``raw``), with the noise kind ``noise`` names (default
+    ``poisson_gaussian``; :mod:`data_gen.noise_kinds`)."""
+    sensor = SENSORS.build({"kind": "raw", **cfg}, channels, where=where)
+    sensor.noise = build_noise_kind(cfg, sensor, channels, where)
+    return sensor

@@ -194,6 +194,7 @@ def calibrate_iso(key: str, frames: list[fr.Frame], c: dict) -> dict:
             dc["bad_sigma"],
         )
         stats["frame_files"] = _names(dark)
+        stats["frame_paths"] = [str(d.path.resolve()) for d in dark]
         res["_dark"] = (stats, shading, resid)
         res["dark_frames"] = len(dark)
     span = f0.white - np.asarray(res.get("black", f0.black), np.float64)
@@ -325,13 +326,19 @@ def run(cfg: dict) -> dict:
     with filled_atomically(out) as tmp:
         (tmp / "noise.json").write_text(json.dumps(doc, indent=1) + "\n")
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+        dark_doc = write_dark(tmp, results)
         if sensor is not None:
             head = (
                 "# The calibrated sensor: residual-train generate sensor=THIS_FILE\n"
                 "# (a, b per ISO and plane R, Gr, Gb, B; linear in ISO between the rows)\n"
             )
+            if dark_doc:  # what sensor.noise=physical | dark_frames read
+                head += (
+                    "# noise: poisson_gaussian | physical | dark_frames (from dark.json: "
+                    "docs/your-camera.md)\n"
+                )
+                sensor = {**sensor, "noise": "poisson_gaussian", "dark": "dark.json"}
             (tmp / "sensor.yaml").write_text(head + yaml.safe_dump(sensor, sort_keys=False))
-        dark_doc = write_dark(tmp, results)
         (tmp / "index.html").write_text(noise_page(doc, results, dark_doc, why))
     summary = {
         "out": str(out),

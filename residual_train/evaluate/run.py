@@ -20,8 +20,10 @@ import numpy as np
 
 from data_gen import __version__
 from data_gen.errors import require
+from data_gen.noise_kinds import DEFAULT, kind_name
 from data_gen.optics import PSFBank, build_bank
 from data_gen.render import render_frame
+from data_gen.sensor import build_sensor
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
 from residual_train.evaluate.metrics import NoiseKept, Pearson, psnr, ssim
@@ -47,6 +49,18 @@ def card_isos(card: dict) -> list[float]:
         return [float(v) for v in iso]
     lo, hi = float(nm["iso"][0]), float(nm["iso"][-1])
     return [float(v) for v in np.geomspace(lo, hi, 4).round(3)]
+
+
+def card_noise_kind(card: dict):
+    """The noise kind of the sensor named in a model card (``sensor.noise``; the default
+    Poisson–Gaussian when the card names none), so that evaluation renders the noise the
+    model was trained on."""
+    src = (card.get("noise_model") or {}).get("source") or {}
+    if kind_name(src) == DEFAULT:
+        return None
+    layout = card.get("layout", "rgb")
+    require(layout == "rgb", f"noise kind {kind_name(src)}: evaluation renders RGB, not {layout}")
+    return build_sensor(src, int(card["channels"])).noise
 
 
 def card_bank(card: dict, cache: str | None = None) -> PSFBank:
@@ -99,10 +113,11 @@ def evaluate_image(
 ) -> dict:
     """Every metric of one image at every ISO (and, when ``keep``, the arrays)."""
     rows, accum, arrays = [], {}, {}
+    kind = card_noise_kind(model.card)
     for iso in isos:
         noise = model.noise_model(iso)
         rng = np.random.default_rng([seed, index, round(iso * 1000)])
-        r = render_frame(img, bank, noise, rng)
+        r = render_frame(img, bank, noise, rng, kind=kind, iso=iso)
         x, clean = r["noise_blur"], r["clean"]
         maps = model.predict(x, tile=tile, overlap=overlap, iso=iso)
         rb, rn = maps["blur"], maps["noise"]
