@@ -57,6 +57,8 @@ def run(o: dict) -> dict:
         iso=iso,
         progress=True,
     )
+    # a field-aware model reads the frame's positions through the card's lens in this state
+    kw["lens_state"] = int(o.get("lens_state") or 0)
     t0 = time.perf_counter()
     if o.get("blur_model"):
         blur_model = load_model(str(o["blur_model"]), registry, o["backend"])
