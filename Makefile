@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIP ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-fast lint bench clean-venv shipped-model
+.PHONY: demo test test-fast lint bench clean-venv shipped-model long-run
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ shipped-model: $(VENV)/.installed
 	$(PY) -m residual_train experiment=shipped data.dir=$(SHIPPED_DIR)/data run_dir=$(SHIPPED_DIR)/train ckpt_path=auto
 	$(PY) -m residual_train.export ckpt=$(SHIPPED_DIR)/train/checkpoints/last.ckpt out_dir=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION)
 	$(PY) -m residual_train.publish src=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION) registry=residual_train/weights name=default version=$(SHIPPED_VERSION)
+
+# The long run of the shipped recipe, every choice on validation (scripts/long_run.sh):
+# validation shards of the held-out photographs, training on the fly until validation stops
+# improving (resumes where it stopped: run it again), learning curve, export of the best
+# checkpoint, comparison with the current `default` on validation and -- only if it wins --
+# publication as a new `default` version and one evaluation on the test sets.
+# On a GPU: make long-run TRAIN_ARGS=trainer=gpu
+long-run: $(VENV)/.installed
+	PY=$(PY) TRAIN_ARGS="$(TRAIN_ARGS)" scripts/long_run.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -253,6 +253,14 @@ class OnTheFlyRenderer:
         """Batch ``k``: the arrays a shard stores (:func:`data_gen.chain.stored_names`)
         ``(n, C, P, P)`` on the device and the per-sample ``meta`` records (as stored in
         shards)."""
+        out, meta, _ = self.render_with_transforms(k, n)
+        return out, meta
+
+    def render_with_transforms(
+        self, k: int, n: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+        """:meth:`render` and the dihedral transform ``(n,)`` each sample was given after
+        rendering (its ``meta`` records the PSF it was rendered with, as a shard would)."""
         n = self.batch if n is None else int(n)
         self.ensure_pool(k)
         seed = self.batch_seed(k)
@@ -326,7 +334,7 @@ class OnTheFlyRenderer:
             for j, rec in enumerate(records):
                 for key, v in rec.items():
                     meta[key][j] = v
-        return out, meta
+        return out, meta, np.asarray(d["transform"], np.int64)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,7 @@ import inspect
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from data_gen.errors import InputError, require
 from data_gen.paths import preset_path
 from data_gen.raw import RAW_SUFFIXES, read_raw
 from data_gen.registry import Registry
+from data_gen.splits import select_files
 from data_gen.values import mapping
 
 log = logging.getLogger("data_gen")
@@ -204,6 +205,9 @@ class FolderSource:
         channels: int = 3,
         check: str = "full",
         depth: Mapping | None = None,
+        include: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None,
+        where: str = "source",
     ) -> None:
         self.root = preset_path(path)
         self.depth, self.depth_law = None, None
@@ -223,6 +227,8 @@ class FolderSource:
         self.files = sorted(
             f for f in self.root.rglob("*") if f.is_file() and f.suffix.lower() in self.suffixes
         )
+        if include is not None or exclude is not None:  # a split (data_gen.splits)
+            self.files = select_files(self.files, self.root, include, exclude, where)
         # decoded frames kept in memory, least recently used out first, up to cache_bytes
         # (0: none; on-the-fly training reads the same originals again and again)
         self.cache_bytes = 0
@@ -746,6 +752,9 @@ def _folder(src: Mapping, channels: int, where: str) -> FolderSource:
         channels,
         src.get("check", "full"),
         src.get("depth"),
+        src.get("include"),
+        src.get("exclude"),
+        where,
     )
 
 

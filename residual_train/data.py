@@ -17,7 +17,9 @@
 A batch is a dict of float32 tensors ``(B, C, P, P)``: ``x`` (the input), ``clean``,
 ``signal`` (the input without its noise), one target ``R_<c>`` per component of the
 dataset, optionally ``sigma`` (the per-pixel noise level of ``x``), plus ``iso`` ``(B,)``,
-``a``/``b`` ``(B, C)`` noise parameters and ``id`` ``(B, 2)`` = (shard, index).
+``a``/``b`` ``(B, C)`` noise parameters and ``id`` ``(B, 2)`` = (shard, index); with
+``psf_index=True`` also ``psf_index`` ``(B,)``: the bank PSF each patch shows (its ``meta``
+PSF, mapped through the patch's flip / turn), what a field-aware model reads.
 
 * Schema v1 (blur, noise): ``x = noise_blur``, ``R_blur = noise − noise_blur``,
   ``R_noise = blur − noise_blur``; the batch also holds ``blur`` and ``noise``.
@@ -47,7 +49,7 @@ from data_gen.chain import stored_names, stored_residuals
 from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
-from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral
+from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral, transform_index
 from data_gen.paths import bank_cache_dir
 from data_gen.shards import load_manifest, sha256_file
 
@@ -103,16 +105,27 @@ def augment(
     crop only (packed Bayer planes: a flip or rotation would change the CFA phase).
     """
     p = next(iter(arrays.values())).shape[-1]
+    y, x, t = augment_draw(p, crop, seed, random, transforms)
     if not random:
-        o = (p - crop) // 2
-        return {k: v[:, o : o + crop, o : o + crop] for k, v in arrays.items()}
-    rng = np.random.default_rng(seed)
-    y, x = (int(v) for v in rng.integers(0, p - crop + 1, 2))
-    t = int(transforms[int(rng.integers(len(transforms)))]) if len(transforms) > 1 else 0
+        return {k: v[:, y : y + crop, x : x + crop] for k, v in arrays.items()}
     return {
         k: np.ascontiguousarray(dihedral(v[:, y : y + crop, x : x + crop], t))
         for k, v in arrays.items()
     }
+
+
+def augment_draw(
+    p: int, crop: int, seed: int, random: bool, transforms: Sequence[int] = ALL
+) -> tuple[int, int, int]:
+    """What :func:`augment` does to a ``p``-pixel patch: crop top-left ``y``, ``x`` and the
+    dihedral transform ``t``."""
+    if not random:
+        o = (p - crop) // 2
+        return o, o, 0
+    rng = np.random.default_rng(seed)
+    y, x = (int(v) for v in rng.integers(0, p - crop + 1, 2))
+    t = int(transforms[int(rng.integers(len(transforms)))]) if len(transforms) > 1 else 0
+    return y, x, t
 
 
 class ShardDataset(Dataset):
@@ -128,8 +141,12 @@ class ShardDataset(Dataset):
         transforms: Sequence[int] = ALL,
         components: Sequence[str] = V1_COMPONENTS,
         targets: str = "peeling",
+        psf_perm: np.ndarray | None = None,
     ) -> None:
         self.dir = Path(data_dir)
+        # (8, N): the bank PSF a patch of PSF j shows after transform t (psf_perm[t, j]);
+        # items then carry `psf_index`, that index (a field-aware model's position)
+        self.psf_perm = psf_perm
         self.components, self.targets = tuple(components), targets
         self.stored = stored_names(self.components)
         self.transforms = tuple(transforms)
@@ -168,6 +185,8 @@ class ShardDataset(Dataset):
         f = self._file(k)
         arrays = {name: f[name][j].astype(np.float32) for name in self.stored}
         meta = self._meta[k][j]
+        p = next(iter(arrays.values())).shape[-1]
+        t = augment_draw(p, self.crop, seed, self.augment, self.transforms)[2]
         arrays = augment(arrays, self.crop, seed, self.augment, self.transforms)
         a, b = noise_params(meta)
         arrays = batch_arrays(arrays, self.components, self.targets)
@@ -180,6 +199,8 @@ class ShardDataset(Dataset):
         }
         if self.sigma_map:  # the noise level the input's brightness implies (known at deployment)
             out["sigma"] = torch.from_numpy(NoiseModel(a, b).std(arrays["x"]))
+        if self.psf_perm is not None:
+            out["psf_index"] = torch.tensor(int(self.psf_perm[t, int(meta["psf_index"])]))
         return out
 
 
@@ -352,8 +373,13 @@ class ResidualDataModule(pl.LightningDataModule):
         onthefly: dict | None = None,
         targets: str = "peeling",
         seed: int = 0,
+        psf_index: bool = False,
     ) -> None:
         super().__init__()
+        # batches carry `psf_index` (the bank PSF each patch shows, after its flip / turn):
+        # what a model whose deconvolution knows where it is reads (set by training)
+        self.psf_index = bool(psf_index)
+        self._perm: np.ndarray | None = None
         require(targets in TARGETS, f"data.targets = {targets!r}: use one of {', '.join(TARGETS)}")
         self.targets = targets
         require(
@@ -492,7 +518,7 @@ class ResidualDataModule(pl.LightningDataModule):
     def render_batch(self, k: int, device: torch.device) -> dict:
         """Training batch ``k`` rendered on ``device``: the keys of a shard batch, plus
         ``meta`` (the per-sample records a shard would hold)."""
-        patches, meta = self.renderer(device).render(k)
+        patches, meta, transforms = self.renderer(device).render_with_transforms(k)
         a, b = noise_params(meta)
         out = {
             **batch_arrays(patches, self.components, self.targets),
@@ -504,6 +530,9 @@ class ResidualDataModule(pl.LightningDataModule):
         }
         if self.sigma_map:
             out["sigma"] = NoiseModel(out["a"], out["b"]).std(out["x"])
+        if self.psf_index:
+            idx = self.psf_perm()[transforms, meta["psf_index"].astype(np.int64)]
+            out["psf_index"] = torch.from_numpy(idx).to(device)
         return out
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -582,6 +611,34 @@ class ResidualDataModule(pl.LightningDataModule):
                 return None
             return f["psfs"][:].astype(np.float64).mean(axis=0)
 
+    def psf_bank(self) -> np.ndarray | None:
+        """The PSF bank ``(N, C, K, K)`` the data was rendered with (the first shard's; on
+        the fly: the bank rendered with); None for packed Bayer data or a shard without one."""
+        if self.manifest.get("layout", "rgb") != "rgb":
+            return None
+        if self.onthefly["enabled"]:
+            return np.asarray(self._pipeline.bank.psfs)
+        with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
+            return f["psfs"][:] if "psfs" in f else None
+
+    def psf_perm(self) -> np.ndarray:
+        """``(8, N)``: the bank PSF a patch rendered with PSF ``j`` shows after dihedral
+        transform ``t`` (:func:`data_gen.optics.symmetry.transform_index`; −1 for a
+        transform training never applies)."""
+        if self._perm is None:
+            psfs = self.psf_bank()
+            require(
+                psfs is not None,
+                f"{self.dir}: no RGB PSF bank in the shards (psfs): a model whose "
+                "deconvolution knows where it is (model.field_kernels) needs one",
+            )
+            perm = np.full((8, len(psfs)), -1, np.int64)
+            for t in self.transforms if self.augment_train else (0,):
+                perm[t] = transform_index(psfs, int(t))
+            perm[0] = np.arange(len(psfs))
+            self._perm = perm
+        return self._perm
+
     def dataset(self, train: bool) -> ShardDataset:
         shards = self.train_shards if train else self.val_shards
         return ShardDataset(
@@ -593,6 +650,7 @@ class ResidualDataModule(pl.LightningDataModule):
             transforms=self.transforms,
             components=self.components,
             targets=self.targets,
+            psf_perm=self.psf_perm() if self.psf_index else None,
         )
 
     def _loader(self, train: bool) -> DataLoader:

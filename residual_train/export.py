@@ -1,7 +1,7 @@
 """``python -m residual_train.export ckpt=PATH out_dir=DIR``: checkpoint -> deployable files.
 
-Writes ``model.onnx`` (opset >= 17; dynamic batch, height, width; inputs ``x`` [and
-``sigma``], outputs ``R_<head>`` in head order), ``weights.safetensors``,
+Writes ``model.onnx`` (opset >= 17; dynamic batch, height, width; inputs ``x`` [,
+``sigma``] [, ``field``], outputs ``R_<head>`` in head order), ``weights.safetensors``,
 ``card.json`` (machine-readable) and ``card.md``, and ``SHA256SUMS`` over all four.
 Before anything appears under ``out_dir`` the ONNX graph is run with onnxruntime
 against PyTorch on random and on rendered dead-leaves input at several sizes
@@ -38,16 +38,39 @@ class ExportError(RuntimeError):
     """The exported graph does not reproduce the PyTorch model."""
 
 
+def input_names(net: ResidualNet) -> list[str]:
+    """The graph's inputs: ``x``, then ``sigma`` (noise-level map) and ``field`` (the
+    per-pixel position maps of a field-aware deconvolution) where the model reads them."""
+    return ["x", *(["sigma"] if net.sigma_map else []), *(["field"] if net.field_kernels else [])]
+
+
 class OnnxWrapper(torch.nn.Module):
-    """Tuple outputs in head order (ONNX has no dict outputs)."""
+    """Tuple outputs in head order (ONNX has no dict outputs); inputs in
+    :func:`input_names` order."""
 
     def __init__(self, net: ResidualNet) -> None:
         super().__init__()
         self.net = net
+        self.names = input_names(net)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None):
-        out = self.net(x, sigma)
+    def forward(self, *inputs: torch.Tensor):
+        kw = dict(zip(self.names, inputs, strict=True))
+        out = self.net(kw["x"], kw.get("sigma"), kw.get("field"))
         return tuple(out[h] for h in self.net.heads)
+
+
+def field_card(net: ResidualNet) -> dict | None:
+    """The card's ``field`` entry of a field-aware model: how deployment builds its
+    ``field`` input (``table[psf_index]`` per pixel, the bank of the card's lens)."""
+    if not net.field_kernels:
+        return None
+    return {
+        "kernels": net.field_kernels,
+        "positions": net.field_positions,
+        "maps": "field[k, y, x] = table[psf_index(y, x)][k]: the mixing weights of the bank "
+        "PSF at each pixel (data_gen.render.psf_index_map of the card's lens)",
+        "table": net.field_table.tolist(),
+    }
 
 
 def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
@@ -174,18 +197,27 @@ def check_parity(onnx_path: Path, net: ResidualNet, tol: float) -> dict:
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst, sizes = 0.0, []
+    rng = np.random.default_rng(1)
     for x in parity_inputs(net.channels):
         feeds = {"x": x}
-        sigma = None
+        sigma = field = None
         if net.sigma_map:
             sigma = np.full_like(x, 0.01)
             feeds["sigma"] = sigma
+        if net.field_kernels:  # per-pixel maps that vary (a frame's positions)
+            b, _, h, w = x.shape
+            field = rng.normal(0, 1, (b, net.field_kernels, h, w)).astype(np.float32)
+            feeds["field"] = field
         try:
             got = sess.run(None, feeds)
         except Exception as e:  # onnxruntime's own error types
             raise ExportError(f"the ONNX graph fails on input {tuple(x.shape)}: {e}") from None
         with torch.no_grad():
-            want = net(torch.from_numpy(x), None if sigma is None else torch.from_numpy(sigma))
+            want = net(
+                torch.from_numpy(x),
+                None if sigma is None else torch.from_numpy(sigma),
+                None if field is None else torch.from_numpy(field),
+            )
         diff = max(
             float(np.abs(g - want[h].numpy()).max()) for g, h in zip(got, net.heads, strict=True)
         )
@@ -234,10 +266,10 @@ def export(
         onnx_path = tmp / "model.onnx"
         c = net.channels
         # trace at a size that needs padding, so no shape-dependent path is frozen
-        args = (torch.zeros(1, c, 37, 53),) + (
-            (torch.zeros(1, c, 37, 53),) if net.sigma_map else ()
+        names = input_names(net)
+        args = tuple(
+            torch.zeros(1, net.field_kernels if n == "field" else c, 37, 53) for n in names
         )
-        names = ["x", "sigma"][: len(args)]
         outs = [f"R_{h}" for h in net.heads]
         dyn = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, *outs]}
         with warnings.catch_warnings():
@@ -271,6 +303,7 @@ def export(
             "scale": "linear; 0 = black level, 1 = white level",
             "stride": 2**net.levels,
             "model": dict(hp["model"]),
+            "field": field_card(net),
             "noise_model": noise_table(
                 (data_cfg or {}).get("sensor"), c, layout=(data_cfg or {}).get("layout", "rgb")
             ),

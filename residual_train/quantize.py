@@ -63,6 +63,10 @@ def calibration_inputs(card: dict, n: int = 12, size: int = 96, seed: int = 0) -
                 item = {"x": crop}
                 if "sigma" in card.get("inputs", []):
                     item["sigma"] = noise.std(crop).astype(np.float32)
+                if "field" in card.get("inputs", []):  # the crop's positions in the frame
+                    idx = r["psf_index"][y0 : y0 + size, x0 : x0 + size]
+                    table = np.asarray(card["field"]["table"], np.float32)
+                    item["field"] = np.ascontiguousarray(np.moveaxis(table[idx], -1, 0)[None])
                 out.append(item)
     return out
 

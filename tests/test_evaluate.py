@@ -125,6 +125,58 @@ def test_wiener_recovers_a_noise_free_blur_and_baselines_beat_the_input(photo):
     assert psnr(ww, clean) > p_in + 2 and psnr(bw, clean) > psnr(ww, clean)
 
 
+def test_practical_baselines_need_no_clean_image_and_restore(photo):
+    """The non-oracle pipelines choose their regularisation from the noise model, the PSF and
+    the degraded image alone (clean=None) and still beat the input clearly."""
+    from residual_train.evaluate.baselines import (
+        bm3d_wiener_practical,
+        wiener_practical,
+        wiener_wavelet_practical,
+    )
+
+    pipe = build_pipeline(compose_cfg("out_dir=x", "lens.size=15"))
+    noise = pipe.sensor.params(1600).model
+    r = render_frame(photo, pipe.bank, noise, np.random.default_rng(6))
+    idx, x, clean = r["psf_index"], r["noise_blur"], r["clean"]
+    # (almost) noise-free: the prior's regularisation is tiny and the blur is undone
+    tiny = np.full(3, 1e-9)
+    assert psnr(wiener_practical(r["blur"], pipe.bank.psfs, idx, tiny), clean) > (
+        psnr(r["blur"], clean) + 6
+    )
+    p_in = psnr(x, clean)
+    ww = wiener_wavelet_practical(x, pipe.bank.psfs, idx, noise, None)
+    bw = bm3d_wiener_practical(x, pipe.bank.psfs, idx, noise, None)
+    assert psnr(ww, clean) > p_in + 2 and psnr(bw, clean) > psnr(ww, clean)
+    # and the oracle, which may look at the clean image, is the bar
+    assert psnr(bm3d_wiener(x, pipe.bank.psfs, idx, noise, clean), clean) > psnr(bw, clean) - 0.3
+
+
+def test_per_set_margins_count_images_ahead_and_the_worst():
+    from residual_train.evaluate.run import summarise_sets
+
+    rows = []
+    for name, m, b in (
+        ("bsd400_val/a", 30.0, 29.0),
+        ("bsd400_val/b", 31.0, 31.5),
+        ("bsd400_val/c", 32.0, 31.0),
+        ("kodak24/x", 40.0, 39.0),
+    ):
+        rows.append(
+            {"image": name, "iso": 100.0, "psnr_input": 20.0, "psnr_model": m,
+             "psnr_bm3d_wiener": b, "margin_over_bm3d_wiener": m - b}
+        )  # fmt: skip
+    out = summarise_sets(rows, [100], ["bm3d_wiener"])
+    val = out["bsd400_val"]
+    assert val["role"] == "validation" and val["images"] == 3
+    (r,) = val["per_iso"]
+    assert r["share_beating_bm3d_wiener"] == pytest.approx(2 / 3)
+    assert r["worst_margin_over_bm3d_wiener"] == -0.5 and r["worst_image_bm3d_wiener"].endswith(
+        "/b"
+    )
+    assert r["gain_over_bm3d_wiener"] == pytest.approx((1.0 - 0.5 + 1.0) / 3)
+    assert out["kodak24"]["role"] == "test" and out["kodak24"]["per_iso"][0]["images"] == 1
+
+
 def test_pearson_and_noise_kept_measure_what_they_say():
     rng = np.random.default_rng(5)
     ref = rng.standard_normal(200_000)
@@ -188,6 +240,12 @@ def test_evaluate_cli_writes_metrics_and_a_page_for_the_shipped_model(tmp_path):
         true = [b for b in row["noise_kept_true_residuals"] if b["enough"]]
         assert true and all(abs(b["ratio"] - 1) < 0.1 for b in true), true
     assert len(m["per_image"]) == 4
+    # per set (builtin: 2 images) and per image: margins over every baseline, oracle and not
+    assert m["sets"] == {"builtin": "other"}
+    for r in m["per_set"]["builtin"]["per_iso"]:
+        for b in ("bm3d_wiener", "bm3d_wiener_practical", "wiener_wavelet_practical"):
+            assert 0 <= r[f"share_beating_{b}"] <= 1 and np.isfinite(r[f"worst_margin_over_{b}"])
+    assert all(np.isfinite(r["margin_over_bm3d_wiener_practical"]) for r in m["per_image"])
     html = (out / "index.html").read_text()
     assert "bm3d_wiener" in html and "noise_kept.png" in html
     assert (out / "psnr_vs_iso.png").stat().st_size > 1000

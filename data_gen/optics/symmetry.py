@@ -56,3 +56,19 @@ def bank_symmetries(psfs: np.ndarray, tol: float = 0.02) -> tuple[int, ...]:
         if worst <= tol * norm:
             keep.append(t)
     return tuple(keep)
+
+
+def transform_index(psfs: np.ndarray, t: int) -> np.ndarray:
+    """``(N,)``: for each bank PSF ``j``, the index of the bank PSF nearest (L1) to its
+    transform ``t``: the PSF a patch rendered with ``psfs[j]`` shows after transform ``t``
+    (for ``t`` among :func:`bank_symmetries`, within its tolerance)."""
+    p = np.asarray(psfs, np.float64)
+    if t == 0:
+        return np.arange(len(p))
+    flat = p.reshape(len(p), -1)
+    q = np.ascontiguousarray(dihedral(p, t)).reshape(len(p), -1)
+    out = np.empty(len(p), np.int64)
+    step = max(1, int(2e7 // flat.size))
+    for i in range(0, len(q), step):
+        out[i : i + step] = np.abs(q[i : i + step, None, :] - flat[None, :, :]).sum(-1).argmin(1)
+    return out

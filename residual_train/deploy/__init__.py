@@ -176,13 +176,21 @@ def infer_tiled(
     overlap: int = 64,
     batch: int = 4,
     progress: bool = False,
+    aux: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Apply ``run(batch (B, C, t, t)) -> {head: (B, C, t, t)}`` over tiles and blend.
 
+    ``aux`` ``(F, H, W)``: per-pixel inputs over the whole frame (a field-aware model's
+    position maps), cut into the same tiles: then ``run(tiles, aux_tiles (B, F, t, t))``.
     Memory: the output maps plus ``batch`` tiles, whatever the image size.
     """
     require(tile > overlap >= 4, f"tile = {tile}, overlap = {overlap}: need tile > overlap >= 4")
     c, h, w = x.shape
+    require(
+        aux is None or aux.shape[1:] == x.shape[1:],
+        f"per-pixel inputs of shape {None if aux is None else aux.shape} do not cover the "
+        f"image {x.shape}",
+    )
     th, tw = min(tile, h), min(tile, w)
     out = {k: np.zeros((c, h, w), np.float32) for k in heads}
     norm = np.zeros((h, w), np.float64)
@@ -192,7 +200,11 @@ def infer_tiled(
     for i in tqdm(range(0, len(boxes), batch), desc="tiles", unit="batch", disable=not progress):
         chunk = boxes[i : i + batch]
         tiles = np.stack([x[:, y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])
-        res = run(np.ascontiguousarray(tiles))
+        if aux is None:
+            res = run(np.ascontiguousarray(tiles))
+        else:
+            extra = np.stack([aux[:, y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])
+            res = run(np.ascontiguousarray(tiles), np.ascontiguousarray(extra))
         for j, (y0, x0) in enumerate(chunk):
             wgt = np.outer(tile_weights(h, y0, th, overlap), tile_weights(w, x0, tw, overlap))
             norm[y0 : y0 + th, x0 : x0 + tw] += wgt
@@ -244,6 +256,17 @@ class DeployedModel:
         self.heads: list[str] = list(self.card["components"])
         self.channels = int(self.card["channels"])
         self.sigma_input = "sigma" in self.card.get("inputs", [])
+        self.field_input = "field" in self.card.get("inputs", [])
+        self._bank = None
+        if self.field_input:
+            f = self.card.get("field") or {}
+            table = np.asarray(f.get("table") or [], np.float32)
+            require(
+                table.ndim == 2 and table.shape[1] == int(f.get("kernels", -1)),
+                f"{self.path / 'card.json'}: the model reads field maps but the card's field "
+                "entry has no (positions, kernels) table",
+            )
+            self.field_table = table
         require(backend in ("onnx", "torch"), f"backend = {backend!r}: onnx or torch")
         self.backend = backend
         if backend == "onnx":
@@ -302,21 +325,65 @@ class DeployedModel:
         )
         return card_noise_model(self.card, iso)
 
-    def _run(self, tiles: np.ndarray, noise: NoiseModel | None = None) -> dict[str, np.ndarray]:
+    def _run(
+        self,
+        tiles: np.ndarray,
+        noise: NoiseModel | None = None,
+        field: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         sigma = None
         if self.sigma_input:  # the conditioning map the loader gives in training
             sigma = noise.std(tiles).astype(np.float32)
         if self.backend == "onnx":
-            feeds = {"x": tiles} if sigma is None else {"x": tiles, "sigma": sigma}
+            feeds = {"x": tiles}
+            if sigma is not None:
+                feeds["sigma"] = sigma
+            if field is not None:
+                feeds["field"] = field
             outs = self.session.run(None, feeds)
             return dict(zip(self.heads, outs, strict=True))
         import torch
 
+        def t(a):
+            return None if a is None else torch.from_numpy(a)
+
         with torch.no_grad():
-            out = self.net(
-                torch.from_numpy(tiles), None if sigma is None else torch.from_numpy(sigma)
-            )
+            out = self.net(t(tiles), t(sigma), t(field))
         return {k: v.numpy() for k, v in out.items()}
+
+    def bank(self):
+        """The PSF bank of the card's lens (built once; field-aware models index it)."""
+        if self._bank is None:
+            from data_gen.optics import build_bank
+            from data_gen.paths import bank_cache_dir
+
+            lens = self.card.get("lens")
+            require(bool(lens), f"{self.path}: the card names no lens (field-aware model)")
+            self._bank = build_bank(lens, self.channels, bank_cache_dir())
+        return self._bank
+
+    def psf_index(self, hw: tuple[int, int], lens_state: int = 0) -> np.ndarray:
+        """``(H, W)`` bank PSF index of every pixel of a whole frame of size ``hw``, with the
+        lens in state ``lens_state`` (the renderer's rule, :func:`data_gen.render.psf_index_map`)."""
+        from data_gen.render import psf_index_map
+
+        bank = self.bank()
+        states = bank.grid.shape[0] if hasattr(bank, "grid") else bank.psfs.shape[0]
+        require(
+            0 <= int(lens_state) < states,
+            f"lens_state = {lens_state}: the card's lens has states 0..{states - 1}",
+        )
+        return psf_index_map(bank, tuple(hw), tuple(hw), 0, int(lens_state))
+
+    def field_maps(self, psf_index: np.ndarray) -> np.ndarray:
+        """``(K, H, W)`` float32 position maps of a ``(H, W)`` bank-index map."""
+        idx = np.asarray(psf_index)
+        n = len(self.field_table)
+        require(
+            idx.ndim == 2 and idx.min() >= 0 and idx.max() < n,
+            f"psf_index: a (H, W) map of bank indices in 0..{n - 1}, got shape {idx.shape}",
+        )
+        return np.ascontiguousarray(np.moveaxis(self.field_table[idx], -1, 0))
 
     def predict(
         self,
@@ -326,20 +393,36 @@ class DeployedModel:
         batch: int = 4,
         iso: float | None = None,
         progress: bool = False,
+        psf_index: np.ndarray | None = None,
+        lens_state: int = 0,
     ) -> dict[str, np.ndarray]:
+        """Residual maps of the whole frame ``x`` ``(C, H, W)``, by tiles. A field-aware
+        model also reads each pixel's position: ``psf_index`` ``(H, W)`` (the bank PSF of
+        every pixel, e.g. what :func:`data_gen.render.render_frame` rendered with), else the
+        frame's own positions through the card's lens in state ``lens_state``."""
         require(
             x.ndim == 3 and x.shape[0] == self.channels,
             f"image has shape {x.shape}; the model wants ({self.channels}, H, W)",
         )
         noise = self.noise_model(iso) if self.sigma_input else None
+        field = None
+        if self.field_input:
+            if psf_index is None:
+                psf_index = self.psf_index(x.shape[1:], lens_state)
+            require(
+                np.shape(psf_index) == x.shape[1:],
+                f"psf_index has shape {np.shape(psf_index)}; the image is {x.shape[1:]}",
+            )
+            field = self.field_maps(psf_index)
         return infer_tiled(
-            lambda t: self._run(t, noise),
+            lambda t, f=None: self._run(t, noise, f),
             x.astype(np.float32, copy=False),
             self.heads,
             tile,
             overlap,
             batch,
             progress,
+            field,
         )
 
 

@@ -68,6 +68,8 @@ def run(o: dict) -> dict:
     noise = model.noise_model(iso)
     check_capture(x, noise, f"input = {str(o['input'])!r}")
     kw = dict(tile=s["tile"], overlap=s["overlap"], batch=s["batch"], iso=iso, progress=True)
+    # a field-aware model reads the frame's positions through the card's lens in this state
+    kw["lens_state"] = integer(o.get("lens_state") or 0, "lens_state")
     t0 = time.perf_counter()
     if o.get("blur_model"):
         blur_model = load_model(str(o["blur_model"]), registry, o["backend"])

@@ -80,6 +80,25 @@ def run(cfg: dict) -> dict:
             }
             for r in result["per_iso"]
         ],
+        "per_set": {
+            name: [
+                {
+                    k: r[k]
+                    for k in r
+                    if k == "iso"
+                    or k.startswith(
+                        (
+                            "psnr_model",
+                            "gain_over_bm3d",
+                            "share_beating_bm3d",
+                            "worst_margin_over_bm3d",
+                        )
+                    )
+                }
+                for r in s["per_iso"]
+            ]
+            for name, s in result["per_set"].items()
+        },
     }
 
 

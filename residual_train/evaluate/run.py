@@ -26,6 +26,7 @@ from data_gen.render import render_frame
 from data_gen.sensor import build_sensor
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
+from residual_train.evaluate.images import image_set, set_role
 from residual_train.evaluate.metrics import NoiseKept, Pearson, psnr, ssim
 
 KEEP_PANELS = 3
@@ -119,7 +120,8 @@ def evaluate_image(
         rng = np.random.default_rng([seed, index, round(iso * 1000)])
         r = render_frame(img, bank, noise, rng, kind=kind, iso=iso)
         x, clean = r["noise_blur"], r["clean"]
-        maps = model.predict(x, tile=tile, overlap=overlap, iso=iso)
+        pos = r["psf_index"] if getattr(model, "field_input", False) else None
+        maps = model.predict(x, tile=tile, overlap=overlap, iso=iso, psf_index=pos)
         rb, rn = maps["blur"], maps["noise"]
         full = compose_blur_noise(x, rb, rn, 1, 1, noise)
         sharp_noisy = compose_blur_noise(x, rb, rn, 1, 0, noise)  # a = 1, b = 0
@@ -148,6 +150,7 @@ def evaluate_image(
                 ),
             )
             row[f"psnr_{b}"], row[f"ssim_{b}"] = psnr(y, clean), ssim(y, clean)
+            row[f"margin_over_{b}"] = row["psnr_model"] - row[f"psnr_{b}"]
             outs[b] = y
         fid = Pearson().add(rn, rn_t)
         row["noise_corr"], row["noise_std_ratio"] = fid.corr, fid.std_ratio
@@ -198,7 +201,7 @@ def summarise(rows: list[dict], accum: list[dict], isos, baselines, min_pixels: 
     out = []
     for iso in isos:
         rs = [r for r in rows if r["iso"] == float(iso)]
-        keys = [k for k in rs[0] if k.startswith(("psnr_", "ssim_"))]
+        keys = [k for k in rs[0] if k.startswith(("psnr_", "ssim_"))]  # means over images
         row = {
             "iso": float(iso),
             "images": len(rs),
@@ -228,6 +231,38 @@ def summarise(rows: list[dict], accum: list[dict], isos, baselines, min_pixels: 
             max(r["range_clean"][1] for r in rs),
         ]
         out.append(row)
+    return out
+
+
+def summarise_sets(rows: list[dict], isos, baselines) -> dict:
+    """Per set of images (:func:`~residual_train.evaluate.images.image_set`) and ISO: the
+    mean PSNR of the model and of each baseline, and against each baseline ``b`` the mean
+    margin (``gain_over_b``), the share of images where the model is ahead
+    (``share_beating_b``) and the worst image's margin and name (``worst_margin_over_b``,
+    ``worst_image_b``)."""
+    out = {}
+    for label in dict.fromkeys(image_set(r["image"]) for r in rows):
+        per_iso = []
+        for iso in isos:
+            rs = [r for r in rows if r["iso"] == float(iso) and image_set(r["image"]) == label]
+            row = {
+                "iso": float(iso),
+                "images": len(rs),
+                **{
+                    f"psnr_{m}": float(np.mean([r[f"psnr_{m}"] for r in rs]))
+                    for m in ("input", "model", *baselines)
+                },
+            }
+            for b in baselines:
+                margins = np.array([r[f"margin_over_{b}"] for r in rs])
+                worst = int(np.argmin(margins))
+                row[f"gain_over_{b}"] = float(margins.mean())
+                row[f"share_beating_{b}"] = float((margins > 0).mean())
+                row[f"worst_margin_over_{b}"] = float(margins[worst])
+                row[f"worst_image_{b}"] = rs[worst]["image"]
+            per_iso.append(row)
+        n = len({r["image"] for r in rows if image_set(r["image"]) == label})
+        out[label] = {"role": set_role(label), "images": n, "per_iso": per_iso}
     return out
 
 
@@ -292,6 +327,7 @@ def evaluate(
     bar.close()
     rows = [row for r in results for row in r["rows"]]
     per_iso = summarise(rows, [r["accum"] for r in results], isos, baselines, min_pixels)
+    per_set = summarise_sets(rows, isos, baselines)
     return {
         "model": {
             "ref": model_ref,
@@ -303,9 +339,11 @@ def evaluate(
         "lens": model.card.get("lens"),
         "isos": isos,
         "images": [n for n, _ in images],
+        "sets": {k: v["role"] for k, v in per_set.items()},
         "baselines": list(baselines),
         "seed": seed,
         "per_iso": per_iso,
+        "per_set": per_set,
         "per_image": rows,
         "arrays": {
             n: r["arrays"] for (n, _), r in zip(images, results, strict=True) if r["arrays"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +34,12 @@ class ResidualNet(nn.Module):
     amplifies no noise; ``R̂_n`` is not trained through this path). ``normalize='sigma'``
     makes the network equivariant in the noise level: the trunk reads ``x/σ`` (and
     ``L⊛x/σ``, ``log σ``) so noise has about unit scale at every ISO and brightness, and the
-    heads predict in units of ``σ`` (``R̂ = σ·h``). Subclasses set ``self.levels`` and
+    heads predict in units of ``σ`` (``R̂ = σ·h``). ``field_kernels`` (``K``, 0 = off; needs
+    ``deconv``): the deconvolution path knows where it is — the Wiener inverse of the mean PSF
+    plus ``K`` eigen-kernels mixed per pixel by the ``field`` maps (:mod:`.field`; the mixing
+    weights of the ``field_positions`` bank PSFs are the buffer ``field_table``, set with the
+    kernels by :meth:`init_field`); with ``field_maps`` the trunk reads the maps too.
+    Subclasses set ``self.levels`` and
     ``self.features`` and the modules of the U-shaped :meth:`trunk` (``stem``, per level
     ``enc``/``down``/``up``/``dec``, and ``mid``), or override ``trunk``.
     """
@@ -51,6 +57,9 @@ class ResidualNet(nn.Module):
         deconv_base: str = "input",
         normalize: str = "none",
         deconv_impl: str = "auto",
+        field_kernels: int = 0,
+        field_positions: int = 0,
+        field_maps: bool = True,
     ) -> None:
         super().__init__()
         self.channels, self.heads, self.sigma_map = channels, list(heads), sigma_map
@@ -74,12 +83,30 @@ class ResidualNet(nn.Module):
                 "model.normalize = sigma needs the noise-level map: data.sigma_map=true"
             )
         self.normalize = normalize
+        self.field_kernels, self.field_positions = int(field_kernels), int(field_positions)
+        if self.field_kernels:
+            if self.field_kernels < 0 or not deconv:
+                raise InputError(
+                    f"model.field_kernels = {field_kernels}: a number of eigen-kernels >= 0 of "
+                    "the deconvolution path, which needs model.deconv (an odd kernel size)"
+                )
+            if self.field_positions < 1:
+                raise InputError(
+                    f"model.field_positions = {field_positions}: the number of PSFs in the "
+                    "training lens's bank (set by training from the dataset)"
+                )
+        self.field_trunk = bool(field_maps) and self.field_kernels > 0
         self.in_channels = channels * (1 + bool(sigma_map) + bool(deconv))
+        self.in_channels += self.field_kernels if self.field_trunk else 0
         if deconv:
             self.deconv = nn.Conv2d(channels, channels, deconv, groups=channels, bias=False)
             with torch.no_grad():  # identity until init_deconv
                 self.deconv.weight.zero_()
                 self.deconv.weight[:, :, deconv // 2, deconv // 2] = 1.0
+        if self.field_kernels:  # zero eigen-kernels until init_field: the mean-PSF path
+            k = self.field_kernels
+            self.deconv_field = nn.Parameter(torch.zeros(channels, k, deconv, deconv))
+            self.register_buffer("field_table", torch.zeros(self.field_positions, k))
 
     def init_deconv(self, psf) -> None:
         """Set the deconvolution path to the Wiener inverse of ``psf`` ``(C, K, K)``."""
@@ -90,6 +117,32 @@ class ResidualNet(nn.Module):
         g = inverse_filter(np.asarray(psf, np.float64), self.deconv_size, self.deconv_balance)
         with torch.no_grad():  # torch convolutions correlate: flip the kernel
             self.deconv.weight.copy_(torch.from_numpy(g[:, None, ::-1, ::-1].copy()))
+
+    def init_field(self, psfs) -> None:
+        """Set the deconvolution path to the Wiener inverse of the mean of the bank ``psfs``
+        ``(N, C, K, K)`` and its eigen-kernels, and the mixing weights of every bank PSF
+        (:func:`.field.eigen_kernels`)."""
+        from residual_train.models.field import eigen_kernels
+
+        p = np.asarray(psfs)
+        if p.ndim != 4 or len(p) != self.field_positions:
+            raise InputError(
+                f"model.field_positions = {self.field_positions}: the PSF bank has shape "
+                f"{p.shape}, expected ({self.field_positions}, C, K, K)"
+            )
+        base, eigen, table = eigen_kernels(
+            p, self.deconv_size, self.deconv_balance, self.field_kernels
+        )
+        with torch.no_grad():  # torch convolutions correlate: flip the kernels
+            self.deconv.weight.copy_(torch.from_numpy(base[:, None, ::-1, ::-1].copy()))
+            eig = np.ascontiguousarray(eigen.transpose(1, 0, 2, 3)[..., ::-1, ::-1])
+            self.deconv_field.copy_(torch.from_numpy(eig))
+            self.field_table.copy_(torch.from_numpy(table))
+
+    def field_of(self, psf_index: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Constant ``(B, K, h, w)`` maps of one bank PSF per sample (``psf_index`` ``(B,)``):
+        how a training patch (rendered with one PSF) is conditioned."""
+        return self.field_table[psf_index.long()][:, :, None, None].expand(-1, -1, h, w)
 
     def _make_heads(self) -> None:
         self.out = nn.ModuleDict(
@@ -113,18 +166,22 @@ class ResidualNet(nn.Module):
         return x
 
     def forward(
-        self, x: torch.Tensor, sigma: torch.Tensor | None = None
+        self, x: torch.Tensor, sigma: torch.Tensor | None = None, field: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         if self.sigma_map and sigma is None:
             raise ValueError("this model is conditioned on a noise-level map: pass sigma")
+        if self.field_kernels and field is None:
+            raise ValueError("this model's deconvolution knows where it is: pass field")
         # noise-level units: σ ≥ √B > 0 by the noise model; the floor guards B = 0
         s = sigma.clamp_min(1e-6) if self.normalize == "sigma" else None
         parts = [x / s if s is not None else x]
         if self.deconv_size:
-            lx = self._deconvolve(x)
+            lx = self._deconvolve(x, field)
             parts.append(lx / s if s is not None else lx)
         if self.sigma_map:
             parts.append(torch.log(s) + 6.0 if s is not None else sigma)
+        if self.field_trunk:
+            parts.append(field.to(x.dtype))
         z = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         h, w = z.shape[-2:]
         m = 2**self.levels
@@ -138,23 +195,34 @@ class ResidualNet(nn.Module):
         if self.deconv_size and "blur" in out:
             if self.deconv_base == "denoised":
                 d = x + out["noise"].detach()
-                out["blur"] = out["blur"] + (self._deconvolve(d) - d)
+                out["blur"] = out["blur"] + (self._deconvolve(d, field) - d)
             else:
                 out["blur"] = out["blur"] + (lx - x)
         return out
 
-    def _deconvolve(self, x: torch.Tensor) -> torch.Tensor:
+    def _deconvolve(self, x: torch.Tensor, field: torch.Tensor | None = None) -> torch.Tensor:
         r = self.deconv_size // 2
         # always in float32, also under bf16 autocast: the inverse filter's gain would
         # amplify bf16's rounding of x (~1e-3 at mid-grey) above low-ISO sensor noise
         with torch.autocast(x.device.type, enabled=False):
             xp = F.pad(x.float(), (r, r, r, r), mode="replicate")
+            if not self.field_kernels:
+                if self.training and self.deconv_fft:
+                    return fft_correlate(xp, self.deconv.weight[:, 0])
+                return self.deconv(xp)
+            # ḡ and the K eigen-kernels as one set of 1 + K kernels per channel
+            c, k, s = self.channels, self.field_kernels, self.deconv_size
+            w = torch.cat([self.deconv.weight, self.deconv_field], dim=1)  # (C, 1 + K, S, S)
             if self.training and self.deconv_fft:
-                return fft_correlate(xp, self.deconv.weight[:, 0])
-            return self.deconv(xp)
+                y = fft_correlate(xp[:, :, None], w)  # (B, C, 1 + K, H, W)
+            else:
+                y = F.conv2d(xp, w.reshape(c * (1 + k), 1, s, s), groups=c)
+                y = y.unflatten(1, (c, 1 + k))
+            mix = field.float()[:, None]  # (B, 1, K, H, W)
+            return y[:, :, 0] + (y[:, :, 1:] * mix).sum(dim=2)
 
     def restore(
-        self, x: torch.Tensor, sigma: torch.Tensor | None = None
+        self, x: torch.Tensor, sigma: torch.Tensor | None = None, field: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """``x + residual`` per head (the final skip of the method's network)."""
-        return {k: x + r for k, r in self(x, sigma).items()}
+        return {k: x + r for k, r in self(x, sigma, field).items()}

@@ -106,11 +106,30 @@ class ResidualModule(pl.LightningModule):
         self._acc: dict[str, torch.Tensor] = {}
         self._panel_batch: dict | None = None
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None):
-        return self.net(x, sigma)
+    def forward(
+        self, x: torch.Tensor, sigma: torch.Tensor | None = None, field: torch.Tensor | None = None
+    ):
+        return self.net(x, sigma, field)
 
-    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        pred = self(batch["x"], batch.get("sigma"))
+    def field(self, batch: dict) -> torch.Tensor | None:
+        """The position maps of a batch for a field-aware model: constant over each patch
+        (one bank PSF per patch, ``batch['psf_index']``); None for other models."""
+        if not self.net.field_kernels:
+            return None
+        if "psf_index" not in batch:
+            raise InputError(
+                "model.field_kernels: the batch has no psf_index (the data module gives it "
+                "with psf_index=True; training sets it for such models)"
+            )
+        h, w = batch["x"].shape[-2:]
+        return self.net.field_of(batch["psf_index"], h, w)
+
+    def predict_batch(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self(batch["x"], batch.get("sigma"), self.field(batch))
+
+    def losses(self, batch: dict, pred: dict | None = None) -> dict[str, torch.Tensor]:
+        if pred is None:
+            pred = self.predict_batch(batch)
         kind, eps = self.loss_cfg.get("type", "charbonnier"), float(self.loss_cfg.get("eps", 1e-3))
         domain = self.loss_cfg.get("domain", "residual")
         if domain not in ("residual", "image"):
@@ -178,8 +197,8 @@ class ResidualModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch["x"]
-        pred = self(x, batch.get("sigma"))
-        losses = self.losses(batch)
+        pred = self.predict_batch(batch)
+        losses = self.losses(batch, pred)
         self.log("val/loss", losses["total"], batch_size=x.shape[0], sync_dist=True)
         metrics = {}
         for h in self.heads:

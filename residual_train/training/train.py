@@ -253,7 +253,8 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     if tc.get("precision") == "auto":  # saved resolved in config.yaml: what this run used
         tc["precision"] = resolve_precision("auto", str(tc.get("accelerator", "auto")))
         log.info("trainer.precision=auto: %s on this device", tc["precision"])
-    dm = ResidualDataModule(**data_cfg, seed=seed)
+    field = int((cfg["model"] or {}).get("field_kernels") or 0)
+    dm = ResidualDataModule(**data_cfg, seed=seed, psf_index=field > 0)
     if dm.augment_train:
         log.info("training augmentation: random crops; %s", ", ".join(dm.transform_names))
     # heads: auto -> the dataset's components; saved resolved in config.yaml
@@ -261,6 +262,14 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         **cfg["model"],
         "heads": resolve_heads(cfg["model"].get("heads"), dm.components),
     }
+    if field:  # the bank's size fixes the model's table of positions; saved in config.yaml
+        bank = dm.psf_bank()
+        require(
+            bank is not None,
+            f"model.field_kernels = {field}: {dm.dir} holds no RGB PSF bank to take the "
+            "positions from (packed Bayer data, or shards without psfs)",
+        )
+        cfg["model"]["field_positions"] = len(bank)
     model_cfg = dict(cfg["model"])
     model_cfg["sigma_map"] = bool(data_cfg.get("sigma_map", False))
     module = ResidualModule(
@@ -276,7 +285,13 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         check_weights_fit(ckpt, info, model_cfg, module)
         changes = check_resume(cfg, run_dir, ckpt, info)
     apply_perf(module, cfg.get("perf") or {})
-    if module.net.deconv_size and ckpt is None:
+    if module.net.field_kernels and ckpt is None:
+        module.net.init_field(dm.psf_bank())
+        if len(dm.psf_bank()) == 1:
+            log.warning(
+                "model.field_kernels: the lens's bank holds one PSF; the path is the mean-PSF one"
+            )
+    elif module.net.deconv_size and ckpt is None:
         psf = dm.mean_psf()
         if psf is None:
             log.warning("model.deconv: no RGB PSF bank in the dataset; the path starts as identity")
