@@ -88,7 +88,34 @@ def describe_os_error(e: OSError) -> str:
     return f"{what}: {where}" if where else what
 
 
-def run_task(fn: Callable[[], object], config_name: str) -> object:
+def save_traceback(command: str, log_dirs: list[Path] | tuple[Path, ...] = ()) -> Path | None:
+    """The current exception's full traceback, written where a person will look for it: the
+    first of ``log_dirs`` that already exists (a run's ``logs/``, a dataset's ``out_dir``,
+    the service's storage: never created here, so a failed command leaves no claim), else
+    ``<cache>/logs`` (``$RESIDUAL_TRAIN_CACHE`` or ``~/.cache/residual-train``). Returns the
+    file, or None when nothing could be written (the one-line error still stands)."""
+    import time
+    import traceback
+
+    from data_gen.paths import bank_cache_dir
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', command)}-{stamp}-{os.getpid()}.traceback.txt"
+    dirs = [Path(d) for d in log_dirs if Path(d).is_dir()]
+    for d in [*dirs, bank_cache_dir().parent / "logs"]:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            f = d / name
+            f.write_text(f"{' '.join(sys.argv)}\n\n{traceback.format_exc()}")
+            return f
+        except OSError:
+            continue
+    return None
+
+
+def run_task(
+    fn: Callable[[], object], config_name: str, log_dirs: list[Path] | tuple[Path, ...] = ()
+) -> object:
     """Run ``fn`` and end in one of two ways: its result, or one line on stderr.
 
     * :class:`InputError` (bad input: a config value, a file's content) -> exit status 2,
@@ -97,6 +124,9 @@ def run_task(fn: Callable[[], object], config_name: str) -> object:
     * Ctrl-C -> exit 130;
     * anything else is a bug: one line naming the exception, exit 1.
 
+    A bug's full traceback is written to a file
+    (:func:`save_traceback`: the first existing of ``log_dirs``, else the cache's ``logs/``)
+    that the line names, so a failed batch job can be diagnosed afterwards.
     ``RESIDUAL_TRAIN_DEBUG=1`` re-raises instead, with the traceback.
     """
     debug = os.environ.get("RESIDUAL_TRAIN_DEBUG", "") not in ("", "0")
@@ -124,9 +154,11 @@ def run_task(fn: Callable[[], object], config_name: str) -> object:
         if any(t in str(e) for t in DISK_FULL_TEXTS):  # another library's ENOSPC, where unnamed
             print(f"error: {describe_os_error(OSError(errno.ENOSPC, str(e)))}", file=sys.stderr)
             sys.exit(1)
+        saved = save_traceback(config_name, log_dirs)
+        where = f"traceback in {saved}" if saved else "RESIDUAL_TRAIN_DEBUG=1 shows the traceback"
         print(
             f"error: internal error {type(e).__name__}: {' '.join(str(e).split())} "
-            "(RESIDUAL_TRAIN_DEBUG=1 shows the traceback; please report it)",
+            f"({where}; please report it)",
             file=sys.stderr,
             flush=True,
         )
@@ -393,7 +425,12 @@ def run_app(
             check_value_types(config_path, config_name, resolved)
             return fn(resolved)
 
-        result = run_task(task, where)
+        logs = [
+            Path(str(resolved[k])) / sub
+            for k, sub in (("run_dir", "logs"), ("out_dir", ""), ("out", ""), ("storage", ""))
+            if isinstance(resolved.get(k), str) and resolved[k] not in ("", "???")
+        ]
+        result = run_task(task, where, logs)
         if print_result and result is not None:
             print(json.dumps(result, default=str), flush=True)
         return result

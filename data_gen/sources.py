@@ -736,6 +736,14 @@ def _path(src: Mapping, where: str, what: str) -> str:
     return str(src["path"])
 
 
+# the settings a source of each kind reads beyond those a stored config may hold (an
+# on-the-fly ``generator`` override may add them: data.onthefly.generator)
+OPTIONAL_KEYS = {
+    "folder": ("weight", "linearize", "shrink", "check", "depth", "include", "exclude"),
+    "raw": ("weight", "shrink", "check"),
+}
+
+
 @SOURCES.register("dead_leaves")
 def _dead_leaves(src: Mapping, channels: int, where: str) -> DeadLeavesSource:
     return DeadLeavesSource(

@@ -328,7 +328,10 @@ def _check_keys(extra: Mapping, stored: Mapping, known: set, where: str) -> None
             and key != "component"
             and value.get("kind", old.get("kind")) == old.get("kind")
         ):
-            _check_keys(value, old, set(old), f"{where}.{key}")
+            from data_gen.sources import OPTIONAL_KEYS
+
+            optional = OPTIONAL_KEYS.get(old.get("kind"), ()) if key != "sensor" else ()
+            _check_keys(value, old, {*old, *optional}, f"{where}.{key}")
 
 
 def _split(

@@ -810,3 +810,35 @@ def test_a_full_disk_leaves_no_partial_output_and_the_same_command_then_works(
         remount(d, "16m")
         r = run(*args)
         assert r.returncode == 0, r.stderr[-3000:]
+
+
+# ---- a bug leaves its traceback somewhere -----------------------------------------------
+def test_a_bug_is_one_line_and_its_traceback_is_kept_where_the_run_is(
+    tmp_path, capsys, monkeypatch
+):
+    """A bug (not the user's input) ends in one line on stderr naming a file that holds the
+    full traceback: the run's existing ``logs/`` (a folder that does not exist is never
+    created: a failed command leaves no claim), else the cache's ``logs/``."""
+    import re
+
+    from data_gen.cli import run_task
+
+    monkeypatch.setenv("RESIDUAL_TRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RESIDUAL_TRAIN_DEBUG", raising=False)
+
+    def divide_by_nothing():
+        return 1 / 0
+
+    logs, absent = tmp_path / "run" / "logs", tmp_path / "never"
+    logs.mkdir(parents=True)
+    for dirs, expected in (([absent, logs], logs), ([absent], tmp_path / "cache" / "logs")):
+        with pytest.raises(SystemExit) as e:
+            run_task(divide_by_nothing, "train", dirs)
+        assert e.value.code == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and err[0].startswith("error: internal error ZeroDivisionError")
+        saved = Path(re.search(r"traceback in (\S+);", err[0]).group(1))
+        assert saved.parent == expected
+        text = saved.read_text()
+        assert "Traceback (most recent call last)" in text and "divide_by_nothing" in text
+        assert not absent.exists()
