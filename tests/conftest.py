@@ -146,3 +146,10 @@ def slurm_cluster() -> str:
     conf = str(d / "slurm.conf")
     os.environ["SLURM_CONF"] = conf  # inherited by sbatch and by the jobs
     return conf
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The Slurm tests first (stable order otherwise): they are one xdist group that mostly
+    waits on the cluster, so one worker runs them while the others take the rest, instead of
+    the group running alone at the end."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slurm") else 1)
