@@ -242,7 +242,7 @@ def test_four_components_train_export_deploy_and_recompose(v2, tmp_path):
     cfg = train_cfg(
         f"data.dir={v2}",
         f"run_dir={tmp_path / 'run'}",
-        "trainer.max_epochs=40",
+        "trainer.max_epochs=10",
         "model.width=16",
         "val.panel_every=0",
         "data.crop=24",

@@ -14,7 +14,6 @@ import functools
 import math
 
 import numpy as np
-from scipy import stats
 from scipy.ndimage import gaussian_filter
 
 from data_gen.noise import is_torch
@@ -42,6 +41,8 @@ def tukey_lambda_std(lam: float) -> float:
     lam = float(lam)
     if abs(lam) < LAMBDA_EPS:
         lam = LAMBDA_EPS if lam >= 0 else -LAMBDA_EPS
+    from scipy import stats  # when used: its import costs every command 0.4 s
+
     return float(math.sqrt(stats.tukeylambda.var(lam)))
 
 
