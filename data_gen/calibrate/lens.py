@@ -50,7 +50,7 @@ from data_gen.calibrate.chart import (
     x_junctions,
 )
 from data_gen.calibrate.distortion import Geometry, fit_geometry
-from data_gen.calibrate.noise import existing, inputs_of
+from data_gen.calibrate.noise import prepare_output
 from data_gen.calibrate.psf import estimate_psf, recentre
 from data_gen.calibrate.sfr import SFR, edge_samples, sfr_from_samples
 from data_gen.errors import InputError, require
@@ -193,11 +193,7 @@ def run(cfg: dict) -> dict:
     """The ``calibrate lens`` command (``cfg``: conf/calibrate_lens.yaml, resolved)."""
     c = cfg
     paths = find_captures(c["captures"])
-    require(c.get("out") not in (None, "???"), "out is missing: give out=DIR (a new directory)")
-    out = Path(str(c["out"])).expanduser()
-    config = {k: v for k, v in cfg.items() if k != "out"}
-    inputs = inputs_of(paths)
-    done = existing(out, config, inputs, "mtf.json")
+    out, config, inputs, done = prepare_output(c, paths, "mtf.json")
     if done is not None:
         log.info("%s already holds this calibration; nothing to do", out)
         return {"out": str(out), "unchanged": True, "distortion": done["geometry"]["k"]}

@@ -282,15 +282,22 @@ def existing(out: Path, config: dict, inputs: list[dict], what: str) -> dict | N
     raise InputError(f"out = {str(out)!r} already holds files; nothing is overwritten")
 
 
+def prepare_output(cfg: dict, paths: list[Path], what: str):
+    """A calibration command's ``out`` folder, its config (without ``out``), what
+    identifies its inputs, and the same calibration's summary ``what`` already there (or
+    None; a different one there is an :class:`InputError`)."""
+    require(cfg.get("out") not in (None, "???"), "out is missing: give out=DIR (a new directory)")
+    out = Path(str(cfg["out"])).expanduser()
+    config = {k: v for k, v in cfg.items() if k != "out"}
+    inputs = inputs_of(paths)
+    return out, config, inputs, existing(out, config, inputs, what)
+
+
 def run(cfg: dict) -> dict:
     """The ``calibrate noise`` command (``cfg``: conf/calibrate_noise.yaml, resolved)."""
     c = cfg
     paths = fr.find_raws(c["raws"])
-    require(c.get("out") not in (None, "???"), "out is missing: give out=DIR (a new directory)")
-    out = Path(str(c["out"])).expanduser()
-    config = {k: v for k, v in cfg.items() if k != "out"}
-    inputs = inputs_of(paths)
-    done = existing(out, config, inputs, "noise.json")
+    out, config, inputs, done = prepare_output(c, paths, "noise.json")
     if done is not None:
         log.info("%s already holds this calibration; nothing to do", out)
         return {"out": str(out), "unchanged": True, "isos": _summary(done["isos"])}
