@@ -137,6 +137,6 @@ def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
     for c in comps:  # each residual map, true and predicted
         assert f'src="R_{c}.png"' in page and (report / f"R_{c}_true.png").is_file()
     grid = sorted(p.name for p in report.glob("grid_*.png"))
-    assert len(grid) == 9 and "grid_fog0_noise0.png" in grid
+    assert len(grid) == 18 and {"grid_relight0_noise0.png", "grid_fog0_blur1.png"} <= set(grid)
     card = json.loads(next((out / "registry" / "components").glob("*/card.json")).read_text())
     assert card["components"] == comps

@@ -8,8 +8,10 @@ noise, end to end, on dead leaves with exact depth.
    (scikit-image's Middlebury motorcycle, depth from its disparity), runs the exported
    model once and compares each predicted residual with the true (peeling) one;
 4. writes ``OUT/report/index.html``: each residual map (true, predicted), the per-component
-   PSNRs (validation and photograph), and a strengths grid for fog × noise composed from
-   the one network pass, brightness-consistently in physical order.
+   PSNRs (validation and photograph), and two strengths grids of correlated components
+   (relight × noise: the kept noise follows the brightness change; fog × blur: the kept
+   blur follows the light the fog removal restored) composed from the one network pass
+   in physical order.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from data_gen.cli import compose_config
 from data_gen.paths import CONF
 
 COMPONENTS = ("relight", "fog", "blur", "noise")
-GRID = ("fog", "noise")  # the two strengths of the grid
+GRIDS = (("relight", "noise"), ("fog", "blur"))  # pairs of correlated strengths
 STRENGTHS = (0.0, 0.5, 1.0)
 EVAL_ISO = 1600
 
@@ -162,17 +164,25 @@ def write_components_report(out: Path, info: dict, ev: dict, val_rows: list[dict
             f"</figure><figure>{img_tag(p_png, c)}<figcaption>R_{c} predicted</figcaption>"
             "</figure>"
         )
-    grid = []
     slope_maps = slopes(x, maps)  # once: they depend on the maps, not the strengths
-    for b in STRENGTHS:
-        cells = []
-        for a in STRENGTHS:
-            y = compose(x, maps, {GRID[0]: a, GRID[1]: b}, ev["noise"], slope_maps=slope_maps)
-            name = f"grid_{GRID[0]}{a:g}_{GRID[1]}{b:g}.png"
-            save_image(y, out / name)
-            cells.append(f"<td>{img_tag(name, name)}</td>")
-        grid.append(f"<tr><th>{GRID[1]} {b:g}</th>{''.join(cells)}</tr>")
-    head = "".join(f"<th>{GRID[0]} {a:g}</th>" for a in STRENGTHS)
+    grids = []
+    for first, second in GRIDS:
+        rows = []
+        for b in STRENGTHS:
+            cells = []
+            for a in STRENGTHS:
+                st = {first: a, second: b}
+                y = compose(x, maps, st, ev["noise"], slope_maps=slope_maps)
+                name = f"grid_{first}{a:g}_{second}{b:g}.png"
+                save_image(y, out / name)
+                cells.append(f"<td>{img_tag(name, name)}</td>")
+            rows.append(f"<tr><th>{second} {b:g}</th>{''.join(cells)}</tr>")
+        head = "".join(f"<th>{first} {a:g}</th>" for a in STRENGTHS)
+        rest = ", ".join(c for c in COMPONENTS if c not in (first, second))
+        grids.append(
+            f"<h2>Strengths grid: {first} × {second} ({rest} fully corrected)</h2>"
+            f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+        )
     cols = ["component", "psnr_input", "psnr_model"]
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>residual-train: more components</title><style>{CSS}
@@ -189,10 +199,10 @@ at all) against the image with exactly that component removed.</p>
 <h3>The photograph</h3>{table(ev["rows"], cols)}
 <h2>Images</h2>{"".join(figs)}
 <h2>Residual maps (true and predicted, same scale)</h2>{"".join(res)}
-<h2>Strengths grid: {GRID[0]} × {GRID[1]} (relight and blur fully corrected)</h2>
-<p>Composed from the saved maps without the network; the kept noise is rescaled by the
-brightness change that removing the fog caused.</p>
-<table class="grid"><tr><th></th>{head}</tr>{"".join(grid)}</table>
+<p>The grids below are composed from the saved maps without the network: the kept noise
+is rescaled by the brightness change the corrections caused (relight × noise), and the
+kept blur follows the light that removing the fog restored (fog × blur).</p>
+{"".join(grids)}
 <h2>Run</h2><pre>{html.escape(json.dumps(info, indent=2, default=str))}</pre>
 </body></html>"""
     index = out / "index.html"
