@@ -314,7 +314,14 @@ def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.genera
     _check_keys(extra, stored, known, where)
 
 
-def _check_keys(extra: Mapping, stored: Mapping, known: set, where: str) -> None:
+def _check_keys(
+    extra: Mapping, stored: Mapping, known: set, where: str, in_source: bool = False
+) -> None:
+    """Recursive step of :func:`check_generator_keys`; below ``source`` a mapping of a
+    source kind also takes that kind's optional settings (``data_gen.sources.OPTIONAL_KEYS``:
+    ``include`` / ``exclude`` / ``depth`` of a folder, which a stored config may lack)."""
+    from data_gen.sources import OPTIONAL_KEYS
+
     for key, value in extra.items():
         require(
             key in known,
@@ -328,10 +335,9 @@ def _check_keys(extra: Mapping, stored: Mapping, known: set, where: str) -> None
             and key != "component"
             and value.get("kind", old.get("kind")) == old.get("kind")
         ):
-            from data_gen.sources import OPTIONAL_KEYS
-
-            optional = OPTIONAL_KEYS.get(old.get("kind"), ()) if key != "sensor" else ()
-            _check_keys(value, old, {*old, *optional}, f"{where}.{key}")
+            below = in_source or key == "source"
+            optional = OPTIONAL_KEYS.get(old.get("kind"), ()) if below else ()
+            _check_keys(value, old, {*old, *optional}, f"{where}.{key}", below)
 
 
 def _split(

@@ -38,14 +38,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def keys(storage: Path, *args: str) -> subprocess.CompletedProcess:
+def serve_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m residual_train.serve ARGS`` to its end (a refusal, or a keys command)."""
     return subprocess.run(
-        [PY, "-m", "residual_train.serve", "keys", *args, f"storage={storage}"],
+        [PY, "-m", "residual_train.serve", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def keys(storage: Path, *args: str) -> subprocess.CompletedProcess:
+    return serve_cli("keys", *args, f"storage={storage}")
 
 
 def new_key(storage: Path, user: str) -> str:
@@ -123,14 +128,29 @@ def upload(
     )
 
 
-def wait_done(url: str, key: str, image_id: str, timeout: float = 180) -> dict:
+def wait_status(
+    url: str,
+    key: str,
+    image_id: str,
+    want=("done", "failed"),
+    timeout: float = 180,
+    poll: float = 0.2,
+) -> dict:
+    """The image's status once it is one of ``want`` (``timeout``: a hang guard, not a
+    speed bound); an image that ended otherwise fails at once."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         st = httpx.get(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key}).json()
-        if st["status"] in ("done", "failed"):
+        if st["status"] in want:
             return st
-        time.sleep(0.2)
-    raise AssertionError(f"image {image_id} still {st['status']}")
+        if st["status"] in ("done", "failed"):
+            raise AssertionError(f"image {image_id} ended {st['status']}, not {want}")
+        time.sleep(poll)
+    raise AssertionError(f"image {image_id} still {st['status']}, not {want}")
+
+
+def wait_done(url: str, key: str, image_id: str, timeout: float = 180) -> dict:
+    return wait_status(url, key, image_id, ("done", "failed"), timeout)
 
 
 @pytest.fixture(scope="module")
@@ -536,13 +556,7 @@ def export_heads(root: Path, heads: list[str], seed: int | None = None) -> Path:
 def test_a_model_with_heads_the_service_cannot_compose_is_refused_at_start(tmp_path, heads, needle):
     exp = export_heads(tmp_path, heads)
     storage = tmp_path / "storage"
-    r = subprocess.run(
-        [PY, "-m", "residual_train.serve", f"model={exp}", f"storage={storage}", "port=9"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = serve_cli(f"model={exp}", f"storage={storage}", "port=9")
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(err) == 1 and needle in err[0], r.stderr
     assert not storage.exists()  # refused before anything was written
@@ -574,13 +588,7 @@ def test_a_job_killed_with_the_server_is_finished_after_the_restart(tmp_path):
     srv = Server(storage, "tile=128", "overlap=32")
     r = upload(srv.url, key, png(1000, 1400, seed=2))
     image_id = r.json()["id"]
-    deadline = time.time() + 60
-    while (
-        httpx.get(f"{srv.url}/v1/images/{image_id}", headers={"X-API-Key": key}).json()["status"]
-        != "running"
-    ):
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_status(srv.url, key, image_id, ("running",), poll=0.05)
     srv.stop(signal.SIGKILL)  # mid-job
     meta = json.loads((storage / "images" / image_id / "meta.json").read_text())
     assert (
@@ -630,13 +638,7 @@ def test_an_upload_cut_by_a_kill_is_failed_with_a_reason_and_cleaned_after_the_r
         assert not partial.exists() and not copy.exists() and not half_deleted.exists()
         assert not list((storage / "uploads").iterdir())
         # the storage is this server's: a second one is refused in one line
-        r = subprocess.run(
-            [PY, "-m", "residual_train.serve", f"storage={storage}", f"port={free_port()}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        r = serve_cli(f"storage={storage}", f"port={free_port()}")
         assert r.returncode == 2 and "is in use by another server" in r.stderr, r.stderr
         # the user sees why, deletes it, and uploads again
         assert httpx.delete(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).is_success
@@ -663,13 +665,7 @@ def test_a_full_disk_is_one_line_at_start_and_507_for_an_upload(tmp_path):
         storage = d / "s"
         key = new_key(storage, "gus")
         filler = fill(d)
-        r = subprocess.run(
-            [PY, "-m", "residual_train.serve", f"storage={storage}", f"port={free_port()}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        r = serve_cli(f"storage={storage}", f"port={free_port()}")
         one_line_error(r, 1, "No space left on device", "disk is full", str(storage))
         filler.unlink()
         srv = Server(storage, "tile=128", "overlap=32")
