@@ -29,6 +29,7 @@ from data_gen.sensor import build_sensor
 from data_gen.shards import read_mapping, sha256_file
 from data_gen.values import integer, number
 from residual_train.models import ResidualNet, build_model
+from residual_train.models.weights import load_weights
 
 CARD_FORMAT = "residual-train-model/1"
 PARITY_SIZES = ((1, 37, 53), (2, 64, 64), (1, 100, 131), (1, 128, 96))
@@ -97,18 +98,6 @@ def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
         net, state, f"{p}: its weights do not fit the network its hyper_parameters describe"
     )
     return net.eval(), hp, ck
-
-
-def load_weights(net: torch.nn.Module, state: dict, what: str) -> None:
-    """``net.load_state_dict(state)``; a mismatch is an :class:`InputError` starting with
-    ``what`` and naming the first differing tensors."""
-    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    diffs = [f"{k} missing" for k in want if k not in got]
-    diffs += [f"{k} unexpected" for k in got if k not in want]
-    diffs += [f"{k} {got[k]} vs {want[k]}" for k in want if k in got and got[k] != want[k]]
-    require(not diffs, f"{what} ({len(diffs)} tensors differ: {', '.join(diffs[:3])})")
-    net.load_state_dict(state)
 
 
 def noise_table(

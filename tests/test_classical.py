@@ -252,7 +252,7 @@ def test_depth_sets_read_real_depth():
     root = shared("depth", "middlebury2003_ceschini").parent
     cones = depth_sets.load("cones", root)
     assert cones.image.shape == (3, 375, 450) and cones.depth.shape == (375, 450)
-    assert 0.96 < cones.valid.mean() < 0.975  # the README: 96.8 % of disp2 is known
+    assert 0.96 < cones.valid.mean() < 0.975  # the set's README: 96.8 % of disp2 is known
     z = cones.depth
     assert np.isfinite(z).all() and z[cones.valid].min() == pytest.approx(1.0)
     assert z.max() == pytest.approx(2.0, rel=1e-5)  # filled pixels take measured depths

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from residual_train.pipelines.demo import run_demo
-from tests.conftest import chromium_driver, run_if
+from tests.conftest import ROOT, chromium_driver, run_if
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +140,39 @@ def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
     assert len(grid) == 18 and {"grid_relight0_noise0.png", "grid_fog0_blur1.png"} <= set(grid)
     card = json.loads(next((out / "registry" / "components").glob("*/card.json")).read_text())
     assert card["components"] == comps
+
+
+def test_components_demo_evaluates_the_shipped_components_model(tmp_path):
+    """``profile=components`` (its tiny twin): the shipped model, no training; its evaluation
+    with the classical baselines is linked from the report with the strengths grids."""
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "residual_train.pipelines.demo",
+            f"out={out}",
+            "profile=components_shipped_tiny",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (out / "train").exists()  # nothing trained
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    card = json.loads(
+        next((ROOT / "residual_train" / "weights" / "components").glob("*/card.json")).read_text()
+    )
+    assert metrics["model"]["components"] == card["components"]
+    assert metrics["images"] == ["motorcycle"] and metrics["isos"] == [400.0]
+    rows = {r["component"]: r for r in metrics["per_iso"] if "bins" not in r}
+    for c in card["components"]:  # every head next to its classical baselines
+        assert rows[c]["images"] == 1 and any(
+            k.startswith("psnr_") for k in set(rows[c]) - {"psnr_input", "psnr_model"}
+        ), rows[c]
+    page = (out / "report" / "index.html").read_text()
+    assert 'href="../eval/index.html"' in page
+    grid = sorted(p.name for p in (out / "report").glob("grid_*.png"))
+    assert len(grid) == 18 and {"grid_relight0_noise0.png", "grid_fog0_blur1.png"} <= set(grid)

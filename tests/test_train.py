@@ -176,6 +176,33 @@ def test_unknown_head_or_arch_is_refused():
         build_model({"arch": "resnet"}, 3)
 
 
+def test_init_from_takes_the_trunk_and_shared_heads_and_refuses_another_trunk(tmp_path):
+    from safetensors.torch import save_file
+
+    from residual_train.models.weights import init_from
+
+    src = build_model({"arch": "unet", "heads": ["blur", "noise"], "width": 8, "depth": 2}, 3)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_()
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "w.safetensors")
+    dst = build_model(
+        {"arch": "unet", "heads": ["fog", "blur"], "width": 8, "depth": 2}, 3, ("fog", "blur")
+    )
+    got = init_from(dst, tmp_path / "w.safetensors")
+    assert got == {"kept": ["blur"], "new": ["fog"], "dropped": ["noise"]}
+    theirs, mine = src.state_dict(), dst.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine if not k.startswith("out.fog"))
+    x = torch.rand(1, 3, 16, 16)
+    assert dst(x)["fog"].abs().max() == 0  # a new head corrects nothing yet
+    torch.testing.assert_close(dst(x)["blur"], src(x)["blur"])
+    wider = build_model({"arch": "unet", "heads": ["blur"], "width": 16, "depth": 2}, 3)
+    with pytest.raises(InputError, match=r"another network than model\.\* \(\d+ tensors differ"):
+        init_from(wider, tmp_path / "w.safetensors")
+    with pytest.raises(InputError, match="no such weights file"):
+        init_from(dst, tmp_path / "nowhere")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("heads", [["blur", "noise"], ["blur"], ["noise"]])
 def test_a_model_overfits_one_fixed_batch(dataset, heads):

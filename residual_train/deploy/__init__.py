@@ -303,8 +303,8 @@ class DeployedModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from residual_train.export import load_weights
         from residual_train.models import build_model
+        from residual_train.models.weights import load_weights
 
         weights = self.path / "weights.safetensors"
         require(weights.is_file(), f"{weights}: missing (the torch backend needs it)")

@@ -1,5 +1,14 @@
-"""``python -m residual_train.pipelines.demo profile=components``: relight + fog + blur +
-noise, end to end, on dead leaves with exact depth.
+"""``python -m residual_train.pipelines.demo profile=components``: the shipped components
+model (relight, fog, defocus, lens blur, noise) on real photographs with measured depth.
+
+* ``profile=components``: no training. The shipped ``components`` model is evaluated on every
+  photograph with depth there is (``../shared/data/depth`` and scikit-image's motorcycle) at
+  ISO 400 and 3200 next to each component's classical baselines
+  (:mod:`residual_train.evaluate.components`: ``OUT/eval/index.html``), and two strengths
+  grids of correlated components are composed from one pass on the motorcycle
+  (``OUT/report/index.html``).
+* ``profile=components_train`` (about 12 minutes) and ``components_tiny`` (seconds, tests):
+  relight + fog + blur + noise, end to end, on dead leaves with exact depth:
 
 1. generates a schema-v2 dataset (``components=[relight,fog,blur,noise]``, dead leaves with
    depth, the ``soft_prime`` lens, the ``generic_aps_c`` sensor);
@@ -24,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.cli import compose_config
-from data_gen.paths import CONF
+from data_gen.errors import require
+from data_gen.paths import APPS, CONF
 
 COMPONENTS = ("relight", "fog", "blur", "noise")
 GRIDS = (("relight", "noise"), ("fog", "blur"))  # pairs of correlated strengths
@@ -32,8 +42,17 @@ STRENGTHS = (0.0, 0.5, 1.0)
 EVAL_ISO = 1600
 
 PROFILES = {
-    # about 12 minutes on 2 CPU cores
-    "components": {
+    # the shipped model on the photographs with depth (minutes: the classical baselines)
+    "components": {"shipped": "components", "isos": [400, 3200], "images": "depth"},
+    # seconds: the same wiring on the motorcycle alone, small, one ISO (tests)
+    "components_shipped_tiny": {
+        "shipped": "components",
+        "isos": [400],
+        "images": ["motorcycle"],
+        "max_size": 160,
+    },
+    # train one yourself: about 12 minutes on 2 CPU cores
+    "components_train": {
         "data": [
             "shards=4",
             "samples_per_shard=256",
@@ -63,9 +82,10 @@ PROFILES = {
 }
 
 
-def evaluate_photograph(model, chain, psf: np.ndarray, sensor, size: int, margin: int) -> dict:
+def evaluate_photograph(model, chain, psf: np.ndarray, noise, size: int, margin: int) -> dict:
     """The chain rendered on the motorcycle (shrunk 2x, a centre crop of ``size`` px plus
-    the margin), the model's maps and the true peeling residuals."""
+    the margin) with the noise model ``noise`` (ISO :data:`EVAL_ISO`), the model's maps and
+    the true peeling residuals."""
     from data_gen.chain import stored_residuals
     from data_gen.render_chain import render_frame
     from data_gen.sources import Frame, shrink, stereo_example
@@ -79,7 +99,6 @@ def evaluate_photograph(model, chain, psf: np.ndarray, sensor, size: int, margin
     side = min(side, h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     frame = Frame(f.name, px[:, y0 : y0 + side, x0 : x0 + side], z[y0 : y0 + side, x0 : x0 + side])
-    noise = sensor.params(EVAL_ISO).model
     arrays, rec = render_frame(frame, chain, psf, noise, np.random.default_rng(7), margin, 0.8)
     x = arrays["input"]
     true = stored_residuals(arrays, chain.names)
@@ -131,8 +150,11 @@ def _val_rows(run_dir: Path, heads) -> list[dict]:
     return out
 
 
-def write_components_report(out: Path, info: dict, ev: dict, val_rows: list[dict]) -> Path:
-    """``out/index.html``, its PNGs and ``report.json``."""
+def write_components_report(
+    out: Path, info: dict, ev: dict, val_rows: list[dict], heading: str, about: str
+) -> Path:
+    """``out/index.html`` (``heading``, then the paragraph ``about``: what the model is), its
+    PNGs and ``report.json``."""
     from residual_train.deploy.compose import compose, slopes
     from residual_train.evaluate.page import CSS, img_tag, save_image, table
 
@@ -178,7 +200,7 @@ def write_components_report(out: Path, info: dict, ev: dict, val_rows: list[dict
                 cells.append(f"<td>{img_tag(name, name)}</td>")
             rows.append(f"<tr><th>{second} {b:g}</th>{''.join(cells)}</tr>")
         head = "".join(f"<th>{first} {a:g}</th>" for a in STRENGTHS)
-        rest = ", ".join(c for c in COMPONENTS if c not in (first, second))
+        rest = ", ".join(c for c in maps if c not in (first, second))
         grids.append(
             f"<h2>Strengths grid: {first} × {second} ({rest} fully corrected)</h2>"
             f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
@@ -187,15 +209,14 @@ def write_components_report(out: Path, info: dict, ev: dict, val_rows: list[dict
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>residual-train: more components</title><style>{CSS}
 .grid img{{width:200px}}</style></head><body>
-<h1>Relight + fog + blur + noise</h1>
-<p>One U-Net with a head per component, trained on {info["samples"]} dead-leaves patches with
-exact depth (schema v2, peeling targets). Below, the same chain rendered on a real photograph
-with a real depth map it never saw (scikit-image's Middlebury motorcycle, ISO {EVAL_ISO}); the
-network runs once and every component is then corrected at its own strength.</p>
+<h1>{html.escape(heading)}</h1>
+<p>{about} Below, the same chain rendered on a real photograph with a real depth map it never
+saw (scikit-image's Middlebury motorcycle, ISO {EVAL_ISO}); the network runs once and every
+component is then corrected at its own strength.</p>
 <h2>PSNR per component (dB)</h2>
 <p>A component's PSNR compares the input with that component corrected (by the model, or not
 at all) against the image with exactly that component removed.</p>
-<h3>Validation patches</h3>{table(val_rows, cols)}
+{f"<h3>Validation patches</h3>{table(val_rows, cols)}" if val_rows else ""}
 <h3>The photograph</h3>{table(ev["rows"], cols)}
 <h2>Images</h2>{"".join(figs)}
 <h2>Residual maps (true and predicted, same scale)</h2>{"".join(res)}
@@ -219,12 +240,74 @@ kept blur follows the light that removing the fog restored (fog × blur).</p>
 
 def run_components_demo(out: Path, profile_name: str, timer) -> Path:
     """The components demo (module docstring); ``timer``: the demo's stage timer."""
+    prof = PROFILES[profile_name]
+    if "shipped" in prof:
+        return run_shipped(out.resolve(), profile_name, prof, timer)
+    return run_trained(out.resolve(), profile_name, prof, timer)
+
+
+def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
+    """The shipped components model: its evaluation on the photographs with depth, then the
+    strengths grids on the motorcycle."""
+    from residual_train.deploy import load_model, shipped_models
+    from residual_train.evaluate.__main__ import run as run_evaluation
+    from residual_train.evaluate.components import card_chain
+    from residual_train.evaluate.run import card_bank
+
+    name = prof["shipped"]
+    require(
+        name in shipped_models(),
+        f"profile = {profile_name}: this package ships no {name!r} model; train one with "
+        "profile=components_train",
+    )
+    over = [
+        f"model={name}",
+        f"out={out / 'eval'}",
+        "isos=[" + ",".join(map(str, prof["isos"])) + "]",
+    ]
+    images = prof["images"]
+    over.append(f"images={images}" if isinstance(images, str) else f"images=[{','.join(images)}]")
+    if prof.get("max_size"):
+        over.append(f"max_size={prof['max_size']}")
+    with timer.stage("evaluate on the photographs with depth"):
+        evaluation = run_evaluation(compose_config(APPS, "evaluate", over))
+    with timer.stage("strengths grids on the motorcycle"):
+        model = load_model(name)
+        chain = card_chain(model.card)
+        bank = card_bank(model.card)
+        size = int(prof.get("max_size") or 256)
+        ev = evaluate_photograph(
+            model, chain, bank.psfs[0], model.noise_model(EVAL_ISO), size, chain.margin(bank.size)
+        )
+    with timer.stage("report"):
+        info = {
+            "profile": profile_name,
+            "model": str(model.path),
+            "components": list(model.heads),
+            "evaluation": evaluation["page"],
+            "timings_s": timer.stages,
+        }
+        about = (
+            f"The shipped <code>{name}</code> model ({html.escape(', '.join(model.heads))}): one "
+            "U-Net with a head per component (docs/guides/components.md). Its evaluation on "
+            f"every photograph with measured depth, at ISO {', '.join(map(str, prof['isos']))}, "
+            f'next to each component\'s classical baselines: <a href="../eval/index.html">'
+            "eval/index.html</a>."
+        )
+        index = write_components_report(
+            out / "report", info, ev, [], f"The shipped {name} model", about
+        )
+    print(f"[demo] evaluation: {evaluation['page']}", flush=True)
+    print(f"[demo] report: {index}", flush=True)
+    return index
+
+
+def run_trained(out: Path, profile_name: str, prof: dict, timer) -> Path:
+    """Generate, train, publish and evaluate a components model of one's own."""
     from data_gen.generate import build_pipeline, generate
     from residual_train.deploy import load_model
     from residual_train.pipelines.demo import train_and_publish
 
-    prof = PROFILES[profile_name]
-    out = out.resolve()
     data_dir, run_dir = out / "data", out / "train"
     with timer.stage("generate data"):
         comp = ["components=[" + ",".join(COMPONENTS) + "]", "+source.depth=[1,20]"]
@@ -236,20 +319,32 @@ def run_components_demo(out: Path, profile_name: str, timer) -> Path:
     with timer.stage("evaluate on a photograph with depth"):
         pipe = build_pipeline(data_cfg)
         model = load_model("components:latest", out / "registry")
+        noise = pipe.sensor.params(EVAL_ISO).model
         ev = evaluate_photograph(
-            model, pipe.chain, pipe.bank.psfs[0], pipe.sensor, prof["eval_size"], pipe.margin
+            model, pipe.chain, pipe.bank.psfs[0], noise, prof["eval_size"], pipe.margin
         )
     with timer.stage("report"):
+        samples = gen["samples"] or int(data_cfg["shards"]) * int(data_cfg["samples_per_shard"])
         info = {
             "profile": profile_name,
             "components": list(COMPONENTS),
-            "samples": gen["samples"]
-            or int(data_cfg["shards"]) * int(data_cfg["samples_per_shard"]),
+            "samples": samples,
             "generator": gen,
             "training": result,
             "published": f"{out / 'registry'} components:{version}",
             "timings_s": timer.stages,
         }
-        index = write_components_report(out / "report", info, ev, _val_rows(run_dir, COMPONENTS))
+        about = (
+            f"One U-Net with a head per component, trained on {samples} dead-leaves patches "
+            "with exact depth (schema v2, peeling targets)."
+        )
+        index = write_components_report(
+            out / "report",
+            info,
+            ev,
+            _val_rows(run_dir, COMPONENTS),
+            " + ".join(COMPONENTS).capitalize(),
+            about,
+        )
     print(f"[demo] report: {index}", flush=True)
     return index

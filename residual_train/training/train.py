@@ -24,6 +24,7 @@ from data_gen.errors import InputError, require
 from data_gen.paths import written_atomically
 from residual_train.data import ResidualDataModule
 from residual_train.models import resolve_heads
+from residual_train.models.weights import init_from
 from residual_train.training.callbacks import AtomicCheckpointIO, RecordSeenSamples
 from residual_train.training.lit import ResidualModule
 from residual_train.training.loggers import ResumableCSVLogger
@@ -285,7 +286,16 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
         check_weights_fit(ckpt, info, model_cfg, module)
         changes = check_resume(cfg, run_dir, ckpt, info)
     apply_perf(module, cfg.get("perf") or {})
-    if module.net.field_kernels and ckpt is None:
+    if cfg.get("init_from") and ckpt is None:  # a fine-tune: its deconvolution is learnt
+        heads = init_from(module.net, cfg["init_from"])
+        log.info(
+            "init_from %s: heads %s taken, %s start from no correction%s",
+            cfg["init_from"],
+            ", ".join(heads["kept"]) or "none",
+            ", ".join(heads["new"]) or "none",
+            f", {', '.join(heads['dropped'])} left out" if heads["dropped"] else "",
+        )
+    elif module.net.field_kernels and ckpt is None:
         module.net.init_field(dm.psf_bank())
         if len(dm.psf_bank()) == 1:
             log.warning(
