@@ -167,6 +167,26 @@ def rendered_components(data_cfg: dict | None, train_cfg: dict | None) -> dict |
     return settings or None
 
 
+def keep_heads(net: ResidualNet, heads: list[str] | None) -> list[str]:
+    """Remove from ``net`` every head not in ``heads`` (None: keep all); returns the removed
+    ones. A head the deconvolution path reads (``deconv_base=denoised``: noise) stays."""
+    if heads is None:
+        return []
+    heads = [heads] if isinstance(heads, str) else list(heads)
+    unknown = [h for h in heads if h not in net.heads]
+    require(heads and not unknown, f"heads = {heads}: the checkpoint's heads are {net.heads}")
+    if net.deconv_size and net.deconv_base == "denoised" and "blur" in heads:
+        require(
+            "noise" in heads,
+            "heads: the blur head's deconvolution reads the noise head; keep noise",
+        )
+    dropped = [h for h in net.heads if h not in heads]
+    for h in dropped:
+        del net.out[h]
+    net.heads = [h for h in net.heads if h in heads]
+    return dropped
+
+
 def parity_inputs(channels: int, seed: int = 0) -> list[np.ndarray]:
     """Random normal and rendered dead-leaves + noise batches at PARITY_SIZES."""
     from data_gen.sources import dead_leaves
@@ -232,8 +252,13 @@ def export(
     tol: float = 1e-4,
     precision: str = "fp32",
     min_device_psnr: float = 30.0,
+    heads: list[str] | None = None,
 ) -> dict:
     """Export ``ckpt`` into ``out_dir`` (must not hold files yet); returns the card.
+
+    ``heads``: the heads to keep (default: all). The others leave the graph and the card,
+    which records them as ``dropped_heads``: their components are neither corrected nor
+    rendered by the evaluation (the kept heads were trained on inputs holding them too).
 
     ``precision='fp16'|'int8'``: ``model.onnx`` is the reduced graph (the float32 one is
     parity-checked against PyTorch first); the card's ``device`` entry holds its size,
@@ -250,6 +275,8 @@ def export(
     number(min_device_psnr, "min_device_psnr")
     require_new_dir(out_dir)
     net, hp, raw = load_checkpoint(ckpt)
+    dropped = keep_heads(net, heads)
+    hp = {**hp, "model": {**hp["model"], "heads": list(net.heads)}}
     train_cfg, result, data_cfg, manifest = _training_context(ckpt)
     with filled_atomically(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
@@ -299,7 +326,13 @@ def export(
             "lens": (data_cfg or {}).get("lens"),
             # the settings each component was rendered with (their ranges): evaluation
             # renders real photographs through the same chain
-            "component_settings": rendered_components(data_cfg, train_cfg),
+            "component_settings": {
+                k: v
+                for k, v in (rendered_components(data_cfg, train_cfg) or {}).items()
+                if k in net.heads
+            }
+            or None,
+            "dropped_heads": dropped,
             "dataset": None
             if manifest is None
             else {
@@ -408,6 +441,7 @@ def run(cfg: dict) -> dict:
             cfg["tol"],
             str(cfg.get("precision", "fp32")),
             cfg.get("min_device_psnr", 30.0),
+            cfg.get("heads"),
         )
     except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)

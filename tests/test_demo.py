@@ -175,4 +175,4 @@ def test_components_demo_evaluates_the_shipped_components_model(tmp_path):
     page = (out / "report" / "index.html").read_text()
     assert 'href="../eval/index.html"' in page
     grid = sorted(p.name for p in (out / "report").glob("grid_*.png"))
-    assert len(grid) == 18 and {"grid_relight0_noise0.png", "grid_fog0_blur1.png"} <= set(grid)
+    assert len(grid) == 18 and {"grid_fog0_blur1.png", "grid_fog1_noise0.5.png"} <= set(grid)

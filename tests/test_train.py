@@ -622,3 +622,21 @@ def test_a_run_resumed_mid_epoch_continues_the_epoch_where_it_stopped(dataset, t
     full = json.loads((tmp_path / "full" / "seen" / "rank0-epoch1.json").read_text())
     part = json.loads((tmp_path / "part" / "seen" / "rank0-epoch1.json").read_text())
     assert part == full[6 * 4 :]
+
+
+def test_export_keeps_a_head_subset_and_refuses_one_the_deconvolution_needs():
+    from residual_train.export import keep_heads
+
+    cfg = {"arch": "unet", "heads": ["fog", "blur", "noise"], "width": 8, "depth": 2}
+    net = build_model({**cfg, "deconv": 5, "deconv_base": "denoised"}, 3, ("fog", "blur", "noise"))
+    x = torch.rand(1, 3, 16, 16)
+    before = net(x)
+    assert keep_heads(net, None) == [] and net.heads == ["fog", "blur", "noise"]
+    assert keep_heads(net, ["blur", "noise"]) == ["fog"]
+    after = net(x)
+    assert set(after) == {"blur", "noise"} and "fog" not in dict(net.named_children())["out"]
+    torch.testing.assert_close(after["blur"], before["blur"])
+    with pytest.raises(InputError, match="keep noise"):
+        keep_heads(net, ["blur"])
+    with pytest.raises(InputError, match="the checkpoint's heads are"):
+        keep_heads(net, ["relight"])

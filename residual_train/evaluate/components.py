@@ -114,6 +114,11 @@ def evaluate_photograph(
         r["bank_psfs"] = bank.psfs
         m, a = r["margin"], r["arrays"]
         mask, depth = (v[m:-m, m:-m] if m else v for v in (item.valid, item.depth))
+        require(
+            bool(mask.any()),
+            f"photograph {item.name}: no pixel with measured depth inside the chain's margin "
+            f"({m} px); every metric would be empty",
+        )
         x = a["input"]
         maps = model.predict(x, tile=tile, overlap=overlap, iso=iso)
         require(set(maps) == set(names), f"model heads {sorted(maps)}, the card's chain {names}")

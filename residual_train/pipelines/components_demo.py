@@ -37,7 +37,9 @@ from data_gen.errors import require
 from data_gen.paths import APPS, CONF
 
 COMPONENTS = ("relight", "fog", "blur", "noise")
-GRIDS = (("relight", "noise"), ("fog", "blur"))  # pairs of correlated strengths
+# pairs of correlated strengths: a smooth correction × a component it transports (the kept
+# noise follows the brightness change; the kept blur follows the restored light)
+GRIDS = (("relight", "noise"), ("fog", "blur"), ("fog", "noise"))
 STRENGTHS = (0.0, 0.5, 1.0)
 EVAL_ISO = 1600
 
@@ -188,7 +190,7 @@ def write_components_report(
         )
     slope_maps = slopes(x, maps)  # once: they depend on the maps, not the strengths
     grids = []
-    for first, second in GRIDS:
+    for first, second in [g for g in GRIDS if set(g) <= set(maps)][:2]:
         rows = []
         for b in STRENGTHS:
             cells = []
@@ -221,7 +223,7 @@ at all) against the image with exactly that component removed.</p>
 <h2>Images</h2>{"".join(figs)}
 <h2>Residual maps (true and predicted, same scale)</h2>{"".join(res)}
 <p>The grids below are composed from the saved maps without the network: the kept noise
-is rescaled by the brightness change the corrections caused (relight × noise), and the
+is rescaled by the brightness change the corrections caused (relight or fog × noise), and the
 kept blur follows the light that removing the fog restored (fog × blur).</p>
 {"".join(grids)}
 <h2>Run</h2><pre>{html.escape(json.dumps(info, indent=2, default=str))}</pre>
