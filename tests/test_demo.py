@@ -107,24 +107,25 @@ def test_report_renders_in_headless_chromium_with_images_and_tables(report):
         assert page_tables and all(n > 0 for n in page_tables)
 
 
-def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
-    """``profile=components`` (its tiny twin): relight + fog + blur + noise, four heads,
-    evaluated on a real photograph with a real depth map."""
+def demo_cli(tmp_path: Path, profile: str) -> Path:
+    """``python -m residual_train.pipelines.demo out=TMP/out profile=...``, which must succeed;
+    returns its out folder."""
     out = tmp_path / "out"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "residual_train.pipelines.demo",
-            f"out={out}",
-            "profile=components_tiny",
-        ],
+        [sys.executable, "-m", "residual_train.pipelines.demo", f"out={out}", f"profile={profile}"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
+    """``profile=components`` (its tiny twin): relight + fog + blur + noise, four heads,
+    evaluated on a real photograph with a real depth map."""
+    out = demo_cli(tmp_path, "components_tiny")
     report = out / "report"
     data = json.loads((report / "report.json").read_text())
     comps = ["relight", "fog", "blur", "noise"]
@@ -145,21 +146,7 @@ def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
 def test_components_demo_evaluates_the_shipped_components_model(tmp_path):
     """``profile=components`` (its tiny twin): the shipped model, no training; its evaluation
     with the classical baselines is linked from the report with the strengths grids."""
-    out = tmp_path / "out"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "residual_train.pipelines.demo",
-            f"out={out}",
-            "profile=components_shipped_tiny",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = demo_cli(tmp_path, "components_shipped_tiny")
     assert not (out / "train").exists()  # nothing trained
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     card = json.loads(

@@ -21,7 +21,8 @@ class Blur(Component):
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
-        self._spectra: dict[tuple, object] = {}  # (backend, n, bank id, psf index) -> spectrum
+        # (id(backend), n, id(bank), index) -> (backend, bank, spectrum)
+        self._spectra: dict[tuple, tuple] = {}
 
     def margin(self, lens_size: int) -> int:
         return lens_size // 2
@@ -43,11 +44,15 @@ class Blur(Component):
 
     def spectrum(self, psfs: np.ndarray, index: int, n: int, backend):
         """The transform of bank PSF ``index`` ``(C, K, K)`` in the top-left of ``(n, n)``,
-        computed once per backend and size."""
+        computed once per backend and size. The entry keeps the backend and the bank it was
+        made for and is used only for those same objects: an ``id`` alone can be taken by a
+        new object once the old one is freed (a torch renderer then got numpy spectra)."""
         key = (id(backend), n, id(psfs), int(index))
-        if key not in self._spectra:
-            self._spectra[key] = backend.kernel_spectrum(psfs[int(index)], n)
-        return self._spectra[key]
+        hit = self._spectra.get(key)
+        if hit is None or hit[0] is not backend or hit[1] is not psfs:
+            hit = (backend, psfs, backend.kernel_spectrum(psfs[int(index)], n))
+            self._spectra[key] = hit
+        return hit[2]
 
     def prepare_batch(self, params: list[dict], batch: BatchContext, backend):
         n = fft_size(max(batch.shape))

@@ -170,7 +170,7 @@ def create_app(cfg: dict, model) -> FastAPI:
     app = FastAPI(
         title="residual-train",
         version=str(model.card.get("package_version", "")),
-        description="Run the network once per image; render at any blur / noise strength.",
+        description="Run the network once per image; render each component of the model at its own strength.",
     )
     app.add_middleware(UploadLimit, max_bytes=max_bytes)
     app.state.jobs, app.state.store, app.state.keys = jobs, store, keys

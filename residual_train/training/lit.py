@@ -45,15 +45,19 @@ def target_image(batch: dict, head: str) -> torch.Tensor:
     return batch["x"] + batch[f"R_{head}"]
 
 
+# loss.type -> the mean of a pointwise penalty of the error d (eps: charbonnier's epsilon)
+LOSSES = {
+    "l1": lambda d, eps: d.abs().mean(),
+    "l2": lambda d, eps: d.pow(2).mean(),
+    "charbonnier": lambda d, eps: torch.sqrt(d * d + eps * eps).mean(),
+}
+
+
 def pointwise_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-    d = pred - target
-    if kind == "l1":
-        return d.abs().mean()
-    if kind == "l2":
-        return d.pow(2).mean()
-    if kind == "charbonnier":
-        return torch.sqrt(d * d + eps * eps).mean()
-    raise InputError(f"loss.type = {kind!r}: use l1, l2 or charbonnier")
+    loss = LOSSES.get(kind)
+    if loss is None:
+        raise InputError(f"loss.type = {kind!r}: use {', '.join(LOSSES)}")
+    return loss(pred - target, eps)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
