@@ -164,7 +164,7 @@ def write_components_report(
     x, maps, true = ev["x"], ev["maps"], ev["true"]
     figs = [
         f"<figure>{img_tag(save_image(x, out / 'input.png'), 'input')}"
-        "<figcaption>input (relit, fogged, blurred, noisy)</figcaption></figure>",
+        f"<figcaption>input ({', '.join(maps)} rendered)</figcaption></figure>",
         f"<figure>{img_tag(save_image(x + sum(maps.values()), out / 'corrected.png'), 'all')}"
         "<figcaption>every component corrected</figcaption></figure>",
         f"<figure>{img_tag(save_image(ev['clean'], out / 'clean.png'), 'clean')}"
