@@ -44,15 +44,13 @@ class Blur(Component):
 
     def spectrum(self, psfs: np.ndarray, index: int, n: int, backend):
         """The transform of bank PSF ``index`` ``(C, K, K)`` in the top-left of ``(n, n)``,
-        computed once per backend and size. The entry keeps the backend and the bank it was
-        made for and is used only for those same objects: an ``id`` alone can be taken by a
-        new object once the old one is freed (a torch renderer then got numpy spectra)."""
+        computed once per backend and size. The entry holds the backend and the bank it was
+        made for, so neither is freed while it is cached and their ids, its key, cannot be
+        taken by another object (a torch renderer once got a freed numpy backend's spectra)."""
         key = (id(backend), n, id(psfs), int(index))
-        hit = self._spectra.get(key)
-        if hit is None or hit[0] is not backend or hit[1] is not psfs:
-            hit = (backend, psfs, backend.kernel_spectrum(psfs[int(index)], n))
-            self._spectra[key] = hit
-        return hit[2]
+        if key not in self._spectra:
+            self._spectra[key] = (backend, psfs, backend.kernel_spectrum(psfs[int(index)], n))
+        return self._spectra[key][2]
 
     def prepare_batch(self, params: list[dict], batch: BatchContext, backend):
         n = fft_size(max(batch.shape))

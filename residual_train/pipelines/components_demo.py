@@ -271,12 +271,13 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
     over.append(f"images={images}" if isinstance(images, str) else f"images=[{','.join(images)}]")
     if prof.get("max_size"):
         over.append(f"max_size={prof['max_size']}")
+    cfg = compose_config(APPS, "evaluate", over)
     with timer.stage("evaluate on the photographs with depth"):
-        evaluation = run_evaluation(compose_config(APPS, "evaluate", over))
+        evaluation = run_evaluation(cfg)
     with timer.stage("strengths grids on the motorcycle"):
         model = load_model(name)
         chain = card_chain(model.card)
-        bank = card_bank(model.card)
+        bank = card_bank(model.card, cfg["bank_cache"])  # the lens bank the evaluation made
         size = int(prof.get("max_size") or 256)
         ev = evaluate_photograph(
             model, chain, bank.psfs[0], model.noise_model(EVAL_ISO), size, chain.margin(bank.size)

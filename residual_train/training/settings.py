@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from data_gen.errors import require
 from data_gen.values import boolean, integer, mapping, number, numbers, one_of, optional
-
-LOSS_TYPES = ("l1", "l2", "charbonnier")
+from residual_train.training.lit import LOSSES
 
 
 def check_train_config(cfg: dict) -> None:
@@ -27,7 +26,7 @@ def check_train_config(cfg: dict) -> None:
 
 
 def check_loss(loss: dict) -> None:
-    one_of(loss.get("type", "charbonnier"), "loss.type", LOSS_TYPES)
+    one_of(loss.get("type", "charbonnier"), "loss.type", tuple(LOSSES))
     number(loss.get("eps", 1e-3), "loss.eps", positive=True)
     one_of(loss.get("domain", "residual"), "loss.domain", ("residual", "image"))
     for head, w in mapping(loss.get("weights"), "loss.weights").items():
