@@ -40,8 +40,8 @@ SHIPPED_VERSION ?= $(shell date +%Y%m%d)
 shipped-model: $(VENV)/.installed
 	$(PY) -m data_gen dataset=shipped out_dir=$(SHIPPED_DIR)/data
 	$(PY) -m residual_train experiment=shipped data.dir=$(SHIPPED_DIR)/data run_dir=$(SHIPPED_DIR)/train ckpt_path=auto
-	$(PY) -m residual_train.export ckpt=$(SHIPPED_DIR)/train/checkpoints/last.ckpt out_dir=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION)
-	$(PY) -m residual_train.publish src=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION) registry=residual_train/weights name=default version=$(SHIPPED_VERSION)
+	$(PY) -m residual_train.release.export ckpt=$(SHIPPED_DIR)/train/checkpoints/last.ckpt out_dir=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION)
+	$(PY) -m residual_train.release.publish src=$(SHIPPED_DIR)/export-$(SHIPPED_VERSION) registry=residual_train/weights name=default version=$(SHIPPED_VERSION)
 
 # The shipped `components` model (relight, fog, defocus, lens blur, noise): validation shards,
 # a fine-tune of `default` on the fly (resumes where it stopped: run it again), export, and
@@ -52,8 +52,8 @@ COMPONENTS_VERSION ?= $(shell date +%Y%m%d)
 components-model: $(VENV)/.installed
 	test -f $(COMPONENTS_DIR)/data/manifest.json || $(PY) -m data_gen dataset=components out_dir=$(COMPONENTS_DIR)/data
 	$(PY) -m residual_train experiment=components data.dir=$(COMPONENTS_DIR)/data run_dir=$(COMPONENTS_DIR)/train ckpt_path=auto $(TRAIN_ARGS)
-	$(PY) -m residual_train.export ckpt=$(COMPONENTS_DIR)/train/checkpoints/last.ckpt out_dir=$(COMPONENTS_DIR)/export-$(COMPONENTS_VERSION)
-	$(PY) -m residual_train.publish src=$(COMPONENTS_DIR)/export-$(COMPONENTS_VERSION) registry=residual_train/weights name=components version=$(COMPONENTS_VERSION)
+	$(PY) -m residual_train.release.export ckpt=$(COMPONENTS_DIR)/train/checkpoints/last.ckpt out_dir=$(COMPONENTS_DIR)/export-$(COMPONENTS_VERSION)
+	$(PY) -m residual_train.release.publish src=$(COMPONENTS_DIR)/export-$(COMPONENTS_VERSION) registry=residual_train/weights name=components version=$(COMPONENTS_VERSION)
 	$(PY) -m residual_train.evaluate model=components images=depth isos=[400,3200] out=$(COMPONENTS_DIR)/eval-$(COMPONENTS_VERSION)
 
 # The long run of the shipped recipe, every choice on validation (scripts/long_run.sh):

@@ -26,8 +26,8 @@ from bench.common import save
 from data_gen.noise import NoiseModel
 from residual_train.deploy import DeployedModel
 from residual_train.deploy.compose import compose_blur_noise
-from residual_train.export import OnnxWrapper
 from residual_train.models import build_model
+from residual_train.release.export import OnnxWrapper
 
 DEFAULT_MODEL = {"arch": "unet", "heads": ["blur", "noise"], "width": 32, "depth": 3, "blocks": 2}
 

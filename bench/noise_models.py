@@ -118,7 +118,7 @@ def train_one(kind: str, calib: Path, work: Path, a) -> tuple[Path, dict]:
          *(["model.depth=2", "model.blocks=1", "data.batch_size=4"]
            if a.quick else [])], work / f"train_{kind}.log")  # fmt: skip
     times["train_s"] = time.perf_counter() - t
-    run([sys.executable, "-m", "residual_train.export", f"ckpt={runs / 'checkpoints' / 'last.ckpt'}",
+    run([sys.executable, "-m", "residual_train.release.export", f"ckpt={runs / 'checkpoints' / 'last.ckpt'}",
          f"out_dir={exp}"], work / f"export_{kind}.log")  # fmt: skip
     (work / f"times_{kind}.json").write_text(json.dumps(times))
     return exp, times

@@ -9,10 +9,12 @@ zero-padded to ``(n, n)`` with their data in the top-left corner.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import scipy.fft
 
-from data_gen.errors import require
+from data_gen.errors import InputError, require
 
 
 def fft_size(n: int) -> int:
@@ -24,6 +26,7 @@ class NumpyBackend:
     """numpy arrays, scipy's pocketfft with ``threads`` workers."""
 
     name = "numpy"
+    reference = True  # the generator's reference renderer: its keys never enter the hash
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = max(1, int(threads))
@@ -31,6 +34,15 @@ class NumpyBackend:
     @classmethod
     def create(cls, device, threads: int) -> NumpyBackend:
         return cls(threads)
+
+    @staticmethod
+    def check_device(device) -> None:
+        """Nothing to check: the numpy renderer runs on the CPU whatever ``device`` says."""
+
+    @staticmethod
+    def batch_threads(threads: int) -> contextlib.AbstractContextManager:
+        """The context a batch renders in (scipy's FFT takes its workers per call)."""
+        return contextlib.nullcontext()
 
     CHUNK = 4  # samples rendered together: their FFTs and arrays stay in the CPU's caches
 
@@ -99,6 +111,7 @@ class TorchBackend:
     """torch tensors on ``device``."""
 
     name = "torch"
+    reference = False  # rounds otherwise than scipy's FFT: renderer and device are hashed
 
     def __init__(self, device="cpu") -> None:
         import torch
@@ -109,6 +122,31 @@ class TorchBackend:
     @classmethod
     def create(cls, device, threads: int) -> TorchBackend:
         return cls(device)
+
+    @staticmethod
+    def check_device(device) -> None:
+        """``device`` names a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+        import torch
+
+        try:
+            d = torch.device(str(device))
+        except (RuntimeError, ValueError):
+            raise InputError(
+                f"device = {device!r}: not a torch device (cpu, cuda, cuda:N)"
+            ) from None
+        if d.type == "cuda":
+            require(torch.cuda.is_available(), f"device = {device!r}: no CUDA GPU on this machine")
+            require(
+                d.index is None or d.index < torch.cuda.device_count(),
+                f"device = {device!r}: this machine has {torch.cuda.device_count()} GPU(s)",
+            )
+        else:
+            require(d.type == "cpu", f"device = {device!r}: use cpu or cuda[:N]")
+
+    @staticmethod
+    def batch_threads(threads: int) -> contextlib.AbstractContextManager:
+        """``threads`` torch threads while a batch renders (workers must not oversubscribe)."""
+        return TorchThreads(threads)
 
     def chunk(self, batch: int) -> int:
         """The whole batch at once (a GPU wants large batches)."""
@@ -188,6 +226,25 @@ def conv_same(backend, x, spec, r: int):
     w = x.shape[-1]
     require(n >= w, f"conv_same: FFT size {n} is smaller than the image ({w} px)")
     return backend.take_same(backend.irfft2(backend.rfft2(x, n) * spec, n), r, w)
+
+
+class TorchThreads:
+    """``threads`` torch threads inside the context; re-entrant, so one object serves every
+    batch."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
 
 
 BACKENDS = {"numpy": NumpyBackend, "torch": TorchBackend}

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from data_gen.components import V1, Chain, check_names
+from data_gen.components import V1, Chain, check_names, component_class
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseKind, default_kind
@@ -55,7 +55,7 @@ def stored_names(components: Sequence[str]) -> list[str]:
     names = check_names(components)
     if names == V1:
         return list(V1_NAMES)
-    extra = [f"before_{c}" for c in names[1:] if c != "noise"]
+    extra = [f"before_{c}" for c in names[1:] if not component_class(c).before_is_without]
     return ["input", "clean", *(f"without_{c}" for c in names), *extra]
 
 
@@ -126,24 +126,35 @@ def before(arrays: Mapping[str, np.ndarray], components: Sequence[str], c: str) 
     ``without_noise``: schema v2 stores neither twice)."""
     if c == components[0]:
         return arrays["clean"]
-    if c == "noise":
-        return arrays["without_noise"]
+    if component_class(c).before_is_without:
+        return arrays[f"without_{c}"]
     return arrays[f"before_{c}"]
+
+
+def _peeling(arrays: Mapping[str, np.ndarray], components: Sequence[str]) -> dict:
+    """``before_c − before_next`` (``before`` of the input is the input; they sum to
+    ``clean − input``)."""
+    nxt = [*(before(arrays, components, c) for c in components[1:]), arrays["input"]]
+    return {c: before(arrays, components, c) - n for c, n in zip(components, nxt, strict=True)}
+
+
+def _leave_one_out(arrays: Mapping[str, np.ndarray], components: Sequence[str]) -> dict:
+    """``without_c − input``."""
+    return {c: arrays[f"without_{c}"] - arrays["input"] for c in components}
+
+
+RESIDUALS = {"peeling": _peeling, "leave_one_out": _leave_one_out}
+"""The residual of each component from its targets, by mode (module docstring)."""
 
 
 def stored_residuals(
     arrays: Mapping[str, np.ndarray], components: Sequence[str], mode: str = "peeling"
 ) -> dict[str, np.ndarray]:
-    """Each component's residual from its targets: ``peeling`` ``before_c − before_next``
-    (``before`` of the input is the input; they sum to ``clean − input``) or
-    ``leave_one_out`` ``without_c − input`` (module docstring). Schema v1's names are
-    accepted too."""
-    arrays = {chain_names(k): v for k, v in arrays.items()}
-    x = arrays["input"]
-    if mode == "leave_one_out":
-        return {c: arrays[f"without_{c}"] - x for c in components}
-    nxt = [*(before(arrays, components, c) for c in components[1:]), x]
-    return {c: before(arrays, components, c) - n for c, n in zip(components, nxt, strict=True)}
+    """Each component's residual from its targets, by ``mode`` (:data:`RESIDUALS`):
+    ``peeling`` ``before_c − before_next`` or ``leave_one_out`` ``without_c − input``.
+    Schema v1's names are accepted too."""
+    require(mode in RESIDUALS, f"residuals = {mode!r}: use one of {', '.join(RESIDUALS)}")
+    return RESIDUALS[mode]({chain_names(k): v for k, v in arrays.items()}, components)
 
 
 def residuals(targets: dict[str, np.ndarray], components: Sequence[str]) -> dict[str, dict]:

@@ -27,16 +27,18 @@ import numpy as np
 import yaml
 
 from data_gen import __version__
-from data_gen.cfa import PATTERNS, PLANE_COLOUR
+from data_gen.backend import BACKENDS
+from data_gen.cfa import PLANE_COLOUR
 from data_gen.chain import stored_names
 from data_gen.cli import die_with_parent
 from data_gen.components import V1, Chain
+from data_gen.config import GenerationSettings, generation_settings
 from data_gen.errors import InputError, require
 from data_gen.noise_kinds import unhashed_keys
 from data_gen.optics import PSFBank, build_bank
 from data_gen.paths import open_to_umask
 from data_gen.render import draw_sample
-from data_gen.render_chain import SampleRenderer
+from data_gen.render_chain import NORMALS, SampleRenderer
 from data_gen.sensor import SensorModel, build_sensor
 from data_gen.shards import (
     MANIFEST,
@@ -69,39 +71,34 @@ RUNTIME_KEYS = (
     "bank_cache",
     "manifest_only",
 )
-LAYOUTS = ("rgb", "rggb")
-RENDERERS = ("numpy", "torch")
-NORMALS = ("host", "device")
-DTYPES = ("float32", "float16")
-COMPRESSIONS = (None, "gzip", "lzf")
 _FRAME_STREAM = 1  # domain tag separating frame seeds from sample seeds
 RENDER_VERSION = 2  # schema v2 shards: 1 = per sample (until 2026-12), 2 = the batched chain
 
 
-def generation_config(cfg: dict) -> dict:
+def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> dict:
     """The part of a resolved config that determines the data (runtime keys removed).
 
     ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
     than scipy's, and differently per device), and ``normals`` only when it is ``device``,
     so datasets made before these keys existed keep their hash. Likewise ``sensor.noise``
     counts only when it is not ``poisson_gaussian``, and the noise kinds' own sensor keys
-    (``sensor.physical``, ``sensor.dark``, ...) only for the kind chosen."""
+    (``sensor.physical``, ``sensor.dark``, ...) only for the kind chosen. ``settings``:
+    ``cfg`` already checked (:func:`data_gen.config.generation_settings`)."""
+    s = generation_settings(cfg) if settings is None else settings
     drop = set(RUNTIME_KEYS) | {"hydra", "component"}
-    sensor = cfg.get("sensor")
-    if isinstance(sensor, dict):  # the noise kinds' keys count only for the kind chosen
-        unhashed = unhashed_keys(sensor)
-        cfg = {**cfg, "sensor": {k: v for k, v in sensor.items() if k not in unhashed}}
-    comps = cfg.get("components")
-    v1 = comps is None or list(comps) == list(V1)
+    if s.sensor:  # the noise kinds' keys count only for the kind chosen
+        unhashed = unhashed_keys(s.sensor)
+        cfg = {**cfg, "sensor": {k: v for k, v in s.sensor.items() if k not in unhashed}}
+    v1 = s.components is None or s.components == list(V1)
     if v1:
         drop.add("components")  # the two components of schema v1
-    if cfg.get("renderer", "numpy") == "numpy":
+    if BACKENDS[s.renderer].reference:
         drop |= {"renderer", "device", "normals"}
-    elif cfg.get("normals", "host") == "host":
+    elif not NORMALS[s.normals].on_device:
         drop.add("normals")
     out = {k: v for k, v in cfg.items() if k not in drop}
-    settings = cfg.get("component") or {}
-    active = {c: settings.get(c) for c in (comps or ()) if c not in V1} if not v1 else {}
+    settings = s.component or {}
+    active = {c: settings.get(c) for c in s.components if c not in V1} if not v1 else {}
     if "components" in out and active:  # only the settings of the components rendered count
         out["component"] = active
     if not v1:  # the batched chain renders schema v2 (its float rounding differs from the
@@ -151,6 +148,7 @@ class Pipeline:
     """Everything built from a generation config, validated."""
 
     cfg: dict
+    settings: GenerationSettings
     hash: str
     source: Source
     sensor: SensorModel
@@ -173,7 +171,7 @@ class Pipeline:
 
     @property
     def min_frame(self) -> int:
-        return self.cfg["patch_size"] + 2 * self.margin
+        return self.settings.patch_size + 2 * self.margin
 
     @property
     def patch_names(self) -> list[str]:
@@ -182,7 +180,7 @@ class Pipeline:
     @property
     def meta_dtype(self) -> np.dtype:
         # component parameters per colour channel (an airlight has 3 even on a Bayer sensor)
-        extra = self.chain.meta_fields(self.cfg["channels"]) if self.schema == 2 else []
+        extra = self.chain.meta_fields(self.settings.channels) if self.schema == 2 else []
         extra = extra + self.sensor.noise.meta_fields(self.stored_channels)  # per stored channel
         return meta_dtype(self.stored_channels, extra or None)
 
@@ -194,118 +192,44 @@ class Pipeline:
     @property
     def cfa(self) -> str | None:
         """Bayer pattern when the shards hold packed mosaics, else None."""
-        return self.cfg["cfa"] if self.cfg["layout"] == "rggb" else None
+        return self.settings.cfa if self.settings.layout == "rggb" else None
 
     @property
     def stored_channels(self) -> int:
-        return 4 if self.cfa else self.cfg["channels"]
+        return 4 if self.cfa else self.settings.channels
 
     @property
     def stored_patch(self) -> int:
-        return self.cfg["patch_size"] // 2 if self.cfa else self.cfg["patch_size"]
+        p = self.settings.patch_size
+        return p // 2 if self.cfa else p
 
     @property
     def channel_colour(self) -> list[int]:
         """Colour channel (of the source / sensor model) behind each stored channel."""
-        return list(PLANE_COLOUR) if self.cfa else list(range(self.cfg["channels"]))
-
-
-def _positive_int(cfg: dict, key: str, minimum: int = 1) -> int:
-    v = cfg.get(key)
-    require(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
-        f"{key} = {v!r} must be an integer >= {minimum}",
-    )
-    return v
+        return list(PLANE_COLOUR) if self.cfa else list(range(self.settings.channels))
 
 
 def build_pipeline(cfg: dict) -> Pipeline:
     """Validate a resolved config and build the pipeline; raises :class:`InputError`."""
-    gen = generation_config(cfg)
-    for key in ("shards", "samples_per_shard", "patch_size", "patches_per_source", "batch_size"):
-        _positive_int(cfg, key)
-    channels = _positive_int(cfg, "channels")
-    require(
-        isinstance(cfg.get("seed"), int) and cfg["seed"] >= 0,
-        f"seed = {cfg.get('seed')!r} must be an integer >= 0",
-    )
-    layout = cfg.get("layout")
-    require(layout in LAYOUTS, f"layout = {layout!r}: use one of {LAYOUTS}")
-    if layout == "rggb":
-        require(
-            cfg.get("cfa") in PATTERNS,
-            f"cfa = {cfg.get('cfa')!r}: use one of {', '.join(PATTERNS)}",
-        )
-        require(channels == 3, f"channels = {channels}: layout = rggb mosaics 3 colour channels")
-        require(
-            cfg["patch_size"] % 2 == 0,
-            f"patch_size = {cfg['patch_size']} must be even for layout = rggb (2x2 Bayer blocks)",
-        )
-    exp = cfg.get("exposure") or {}
-    lo, hi = exp.get("min"), exp.get("max")
-    require(
-        isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo <= hi,
-        f"exposure = {exp}: need 0 < exposure.min <= exposure.max",
-    )
-    st = cfg.get("storage") or {}
-    require(st.get("dtype") in DTYPES, f"storage.dtype = {st.get('dtype')!r}: use one of {DTYPES}")
-    require(
-        st.get("compression") in COMPRESSIONS,
-        f"storage.compression = {st.get('compression')!r}: use one of {COMPRESSIONS}",
-    )
-    storage = StorageSpec(
-        st["dtype"],
-        st.get("compression"),
-        st.get("compression_opts"),
-        int(st.get("chunk_samples", 1)),
-    )
-    require(storage.chunk_samples >= 1, "storage.chunk_samples must be >= 1")
-    renderer = cfg.get("renderer", "numpy")
-    require(renderer in RENDERERS, f"renderer = {renderer!r}: use one of {RENDERERS}")
-    if renderer == "torch":
-        check_device(cfg.get("device", "cpu"))
-    normals = cfg.get("normals", "host")
-    require(normals in NORMALS, f"normals = {normals!r}: use one of {NORMALS}")
-    require(
-        normals == "host" or renderer == "torch",
-        "normals = device: only with renderer = torch (the numpy renderer is the reference)",
-    )
-    comps = cfg.get("components")
-    chain = Chain.build(V1 if comps is None else comps, cfg.get("component"))
-    source = build_source(cfg.get("source") or {}, channels)
+    s = generation_settings(cfg)
+    gen = generation_config(cfg, s)
+    st = s.storage
+    storage = StorageSpec(st.dtype, st.compression, st.compression_opts, st.chunk_samples)
+    BACKENDS[s.renderer].check_device(s.device)
+    chain = Chain.build(V1 if s.components is None else s.components, s.component)
+    source = build_source(s.source, s.channels)
     needs = chain.needs_depth
     if needs and (why := source.lacks_depth()) is not None:
         raise InputError(f"component {needs[0]} needs a depth map: {why}")
-    sensor = build_sensor(cfg.get("sensor") or {}, channels)
-    bank = build_bank(
-        cfg.get("lens") or {}, channels, cfg.get("bank_cache"), bool(cfg.get("progress", False))
-    )
-    return Pipeline(cfg, config_hash(gen), source, sensor, bank, storage, chain)
-
-
-def check_device(device) -> None:
-    """``device`` names a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
-    import torch
-
-    try:
-        d = torch.device(str(device))
-    except (RuntimeError, ValueError):
-        raise InputError(f"device = {device!r}: not a torch device (cpu, cuda, cuda:N)") from None
-    if d.type == "cuda":
-        require(torch.cuda.is_available(), f"device = {device!r}: no CUDA GPU on this machine")
-        require(
-            d.index is None or d.index < torch.cuda.device_count(),
-            f"device = {device!r}: this machine has {torch.cuda.device_count()} GPU(s)",
-        )
-    else:
-        require(d.type == "cpu", f"device = {device!r}: use cpu or cuda[:N]")
+    sensor = build_sensor(s.sensor, s.channels)
+    bank = build_bank(s.lens, s.channels, s.bank_cache, s.progress)
+    return Pipeline(cfg, s, config_hash(gen), source, sensor, bank, storage, chain)
 
 
 def _renderer(pipe: Pipeline, threads: int):
-    """``(render(specs) -> (patches, records), context)`` for ``pipe.cfg['renderer']``;
+    """``(render(specs) -> (patches, records), context)`` for the config's ``renderer``;
     ``records``: each sample's component and noise-kind parameters for ``meta`` (schema v2
     or a noise kind other than the default), else None."""
-    kind = pipe.cfg.get("renderer", "numpy")
     render = SampleRenderer.for_pipeline(pipe, threads=threads)
     extra = pipe.extra_meta
 
@@ -313,26 +237,7 @@ def _renderer(pipe: Pipeline, threads: int):
         patches, records = render(specs)
         return patches, records if extra else None
 
-    return run, (_TorchThreads(threads) if kind == "torch" else contextlib.nullcontext())
-
-
-class _TorchThreads:
-    """``fft_threads`` torch threads while a batch renders (workers must not oversubscribe);
-    re-entrant, so one object serves every batch."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = max(1, threads)
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        torch.set_num_threads(self.before)
+    return run, BACKENDS[pipe.settings.renderer].batch_threads(threads)
 
 
 def sample_seed(seed: int, shard: int, index: int, stream: int = 0) -> int:
@@ -379,23 +284,23 @@ def sample_meta(pipe: Pipeline, specs: list, records: list[dict] | None = None) 
 
 def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     """Yield ``(patches, meta)`` batches of shard ``shard`` in sample order."""
-    c = pipe.cfg
-    p, m, per_frame = c["patch_size"], c["samples_per_shard"], c["patches_per_source"]
-    exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
+    c = pipe.settings
+    p, m, per_frame = c.patch_size, c.samples_per_shard, c.patches_per_source
+    exposure = (c.exposure.min, c.exposure.max)
     render, threads_ctx = _renderer(pipe, threads)
     support = pipe.min_frame - p + 1  # odd: the crop keeps support // 2 frame pixels around
     frame, frame_id = None, -1
-    for start in range(0, m, c["batch_size"]):
+    for start in range(0, m, c.batch_size):
         specs = []
-        for i in range(start, min(m, start + c["batch_size"])):
+        for i in range(start, min(m, start + c.batch_size)):
             if i // per_frame != frame_id:
                 frame_id = i // per_frame
-                rng = np.random.default_rng(sample_seed(c["seed"], shard, frame_id, _FRAME_STREAM))
+                rng = np.random.default_rng(sample_seed(c.seed, shard, frame_id, _FRAME_STREAM))
                 frame = pipe.source.frame(rng)
             specs.append(
                 draw_sample(
                     frame,
-                    sample_seed(c["seed"], shard, i),
+                    sample_seed(c.seed, shard, i),
                     p,
                     support,
                     exposure,
@@ -414,7 +319,7 @@ def shard_attrs(pipe: Pipeline, shard: int) -> dict:
         **(
             {"components": list(pipe.components), "margin": pipe.margin} if pipe.schema == 2 else {}
         ),
-        "layout": pipe.cfg["layout"],
+        "layout": pipe.settings.layout,
         "scale": SCALE,
         "channels": pipe.stored_channels,
         **({"cfa": pipe.cfa} if pipe.cfa else {}),
@@ -422,7 +327,7 @@ def shard_attrs(pipe: Pipeline, shard: int) -> dict:
         "config_hash": pipe.hash,
         "package_version": __version__,
         "shard_index": shard,
-        "num_shards": pipe.cfg["shards"],
+        "num_shards": pipe.settings.shards,
         "psf_name": pipe.bank.name,
     }
 
@@ -431,13 +336,13 @@ def make_shard(
     pipe: Pipeline, out_dir: Path, shard: int, threads: int = 1, write: bool = True, progress=None
 ) -> dict | None:
     """Render shard ``shard`` and (when ``write``) store it; returns its record."""
-    name = shard_name(shard, pipe.cfg["shards"])
+    name = shard_name(shard, pipe.settings.shards)
     writer = None
     if write:
         remove_stale_tmp(out_dir, name)
         writer = ShardWriter(
             out_dir / name,
-            pipe.cfg["samples_per_shard"],
+            pipe.settings.samples_per_shard,
             pipe.stored_channels,
             pipe.stored_patch,
             pipe.storage,
@@ -459,7 +364,7 @@ def make_shard(
     finally:
         if writer is not None:
             writer.abort()
-    return write_record(out_dir, name, shard, pipe.cfg["samples_per_shard"], pipe.hash)
+    return write_record(out_dir, name, shard, pipe.settings.samples_per_shard, pipe.hash)
 
 
 # ---- process pool -------------------------------------------------------------------
@@ -553,15 +458,12 @@ def generate(cfg: dict) -> dict:
     anything is written.
     """
     pipe = build_pipeline(cfg)
-    total = cfg["shards"]
-    indices = parse_shard_index(cfg.get("shard_index"), total)
-    workers = cfg.get("workers", 1)
-    require(isinstance(workers, int) and workers >= 1, f"workers = {workers!r} must be >= 1")
-    threads = cfg.get("fft_threads") or 1
-    write = bool(cfg.get("write", True))
-    progress = bool(cfg.get("progress", True))
-    out_dir = Path(cfg["out_dir"])
-    if cfg.get("manifest_only"):
+    s = pipe.settings
+    total = s.shards
+    indices = parse_shard_index(s.shard_index, total)
+    require(s.out_dir is not None, "out_dir is missing: give out_dir=DIR")
+    out_dir = Path(s.out_dir)
+    if s.manifest_only:
         # the finishing step of a job array: every shard must be complete already. Sizes
         # and records only: the manifest job's `data_gen.verify` hashes every shard next.
         missing = [
@@ -577,22 +479,23 @@ def generate(cfg: dict) -> dict:
         )
         indices = []
     else:  # only rendering needs the originals checked
-        pipe.source.validate(pipe.min_frame, progress)
-    if write:
+        pipe.source.validate(pipe.min_frame, s.progress)
+    if s.write:
         made_dir = not out_dir.exists()
         if claim_out_dir(out_dir, pipe):
             try:
-                return _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress)
+                return _generate(pipe, out_dir, indices)
             except BaseException:
                 release_claim(out_dir, made_dir)
                 raise
-    return _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress)
+    return _generate(pipe, out_dir, indices)
 
 
-def _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress) -> dict:
+def _generate(pipe: Pipeline, out_dir: Path, indices: list[int]) -> dict:
     """Render and write the shards of ``indices`` not complete yet into the claimed
     ``out_dir`` (or render only, ``write=false``); the manifest when all are done."""
-    total = cfg["shards"]
+    s = pipe.settings
+    total, write = s.shards, s.write
     todo = indices
     if write:
         stale = remove_stale_tmp_files(out_dir)
@@ -603,9 +506,9 @@ def _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress) ->
             log.info(
                 "%d of %d shards already complete, skipped", len(indices) - len(todo), len(indices)
             )
-    samples = len(todo) * cfg["samples_per_shard"]
+    samples = len(todo) * s.samples_per_shard
     t0 = time.perf_counter()
-    _run(pipe, cfg, out_dir, todo, workers, threads, write, progress, samples)
+    _run(pipe, out_dir, todo, samples)
     seconds = time.perf_counter() - t0
     manifest_written = False
     if write:
@@ -613,10 +516,10 @@ def _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress) ->
             "schema_version": pipe.schema,
             **({"components": list(pipe.components)} if pipe.schema == 2 else {}),
             "config_hash": pipe.hash,
-            "samples_per_shard": cfg["samples_per_shard"],
+            "samples_per_shard": s.samples_per_shard,
             "patch_size": pipe.stored_patch,
             "channels": pipe.stored_channels,
-            "layout": cfg["layout"],
+            "layout": s.layout,
             **({"cfa": pipe.cfa} if pipe.cfa else {}),
             "dtype": pipe.storage.dtype,
             "scale": SCALE,
@@ -637,14 +540,16 @@ def _generate(pipe, cfg, out_dir, indices, workers, threads, write, progress) ->
     }
 
 
-def _run(pipe, cfg, out_dir, todo, workers, threads, write, progress, samples) -> None:
+def _run(pipe: Pipeline, out_dir: Path, todo: list[int], samples: int) -> None:
     from tqdm import tqdm
 
+    s = pipe.settings
+    workers, threads, write = s.workers, s.threads, s.write
     bar = tqdm(
         total=samples,
         unit="quad",
         desc="generating",
-        disable=not progress,
+        disable=not s.progress,
         smoothing=0.1,
         dynamic_ncols=True,
     )
@@ -663,7 +568,7 @@ def _run(pipe, cfg, out_dir, todo, workers, threads, write, progress, samples) -
         t = threading.Thread(target=pump, daemon=True)
         t.start()
         try:
-            with ctx.Pool(min(workers, len(todo)), _init_worker, (cfg, queue)) as pool:
+            with ctx.Pool(min(workers, len(todo)), _init_worker, (pipe.cfg, queue)) as pool:
                 for _ in pool.imap_unordered(
                     _worker_task, [(str(out_dir), i, threads, write) for i in todo]
                 ):

@@ -17,6 +17,16 @@ import numpy as np
 
 from data_gen.errors import require
 
+
+def at_iso(iso: float, isos, values) -> np.ndarray:
+    """A per-ISO table's values at ``iso``: ``values`` ``(n, C)`` at the increasing ``isos``
+    ``(n,)`` -> ``(C,)`` float64, linear in ISO between the rows (the end rows beyond them).
+    The one rule of every noise table: darktable profiles, calibrated sensors, the noise
+    kinds' tables and the model card's (``residual_train.release.card.NoiseTable``)."""
+    values = np.asarray(values, np.float64)
+    return np.array([np.interp(iso, isos, values[:, c]) for c in range(values.shape[1])])
+
+
 # guards σ → 0 when B = 0 (darktable profiles clamped at b = 0): k = sqrt((σ²(m)+ε)/(σ²(d)+ε))
 EPS = 1e-12
 

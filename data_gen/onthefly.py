@@ -94,9 +94,9 @@ class OnTheFlyRenderer:
         self.backend = TorchBackend(self.device) if self.device.type != "cpu" else NumpyBackend()
         self.margin = pipe.margin
         self.window = self.patch + 2 * self.margin
-        c = pipe.cfg
-        self.per_frame = int(c["patches_per_source"])
-        self.exposure = (float(c["exposure"]["min"]), float(c["exposure"]["max"]))
+        c = pipe.settings
+        self.per_frame = c.patches_per_source
+        self.exposure = (c.exposure.min, c.exposure.max)
         self.slots: list[tuple[int, Frame] | None] = [None] * pool
         # originals are made in threads (dead leaves and decoding release the GIL)
         self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="onthefly-frames")

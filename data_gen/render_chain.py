@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_gen import chain_batch
-from data_gen.backend import NumpyBackend, make_backend
+from data_gen.backend import make_backend
 from data_gen.chain import chain_names, render_chain, stored_names
 from data_gen.components import Chain, DrawContext
 from data_gen.errors import require
@@ -48,6 +48,50 @@ def windows(specs: list[SampleSpec], patch: int, margin: int) -> tuple[np.ndarra
     return out, depth
 
 
+class HostNormals:
+    """Each sample's standard normals (and its noise kind's uniforms) from the sample's own
+    generator: the same noise on any backend."""
+
+    on_device = False
+
+    @staticmethod
+    def start(backend, seed: int, shape: tuple[int, ...], kind: NoiseKind):
+        """The batch's normals buffer and the uniforms drawn for it on the device (none)."""
+        return np.empty(shape, np.float32), {}
+
+    @staticmethod
+    def sample(rng: np.random.Generator, normal: np.ndarray, i: int) -> None:
+        rng.standard_normal(dtype=np.float32, out=normal[i])
+
+    @staticmethod
+    def finish(backend, normal):
+        return backend.asarray(normal)
+
+
+class DeviceNormals:
+    """One torch generator per batch on the device, seeded with the batch's first sample
+    seed: the normals, then the noise kind's uniforms."""
+
+    on_device = True
+
+    @staticmethod
+    def start(backend, seed: int, shape: tuple[int, ...], kind: NoiseKind):
+        g = backend.generator(seed)
+        normal = backend.normals(shape, seed, g)
+        return normal, {name: backend.uniforms(shape, g) for name in kind.fields}
+
+    @staticmethod
+    def sample(rng: np.random.Generator, normal, i: int) -> None:
+        """Nothing from the sample's generator (drawn on the device already)."""
+
+    @staticmethod
+    def finish(backend, normal):
+        return normal
+
+
+NORMALS = {"host": HostNormals, "device": DeviceNormals}
+
+
 class SampleRenderer:
     """Renders lists of :class:`~data_gen.render.SampleSpec` through ``chain``.
 
@@ -73,9 +117,11 @@ class SampleRenderer:
         self.chain, self.psfs, self.patch, self.margin, self.cfa = chain, psfs, patch, margin, cfa
         self.kind = default_kind() if kind is None else kind
         self.backend = make_backend(backend, device, threads)
+        require(normals in NORMALS, f"normals = {normals!r}: use one of {', '.join(NORMALS)}")
         require(
-            normals == "host" or not isinstance(self.backend, NumpyBackend),
-            "normals = device: only with renderer = torch (the numpy renderer is the reference)",
+            not NORMALS[normals].on_device or not self.backend.reference,
+            f"normals = {normals}: only with renderer = torch (the numpy renderer is the "
+            "reference)",
         )
         self.normals = normals
 
@@ -83,15 +129,15 @@ class SampleRenderer:
     def for_pipeline(cls, pipe, **overrides) -> SampleRenderer:
         """The renderer of a :class:`data_gen.generate.Pipeline` (its config's ``renderer``,
         ``device`` and ``normals``, unless overridden)."""
-        c = pipe.cfg
+        s = pipe.settings
         kw = {
-            "backend": c.get("renderer", "numpy"),
-            "device": c.get("device", "cpu"),
-            "normals": c.get("normals", "host"),
+            "backend": s.renderer,
+            "device": s.device,
+            "normals": s.normals,
             "kind": pipe.sensor.noise,
             **overrides,
         }
-        return cls(pipe.chain, pipe.bank.psfs, c["patch_size"], pipe.margin, pipe.cfa, **kw)
+        return cls(pipe.chain, pipe.bank.psfs, s.patch_size, pipe.margin, pipe.cfa, **kw)
 
     def stored_shape(self, n: int, channels: int) -> tuple[int, ...]:
         p = self.patch
@@ -125,26 +171,18 @@ class SampleRenderer:
         kind's per-sample draws (numpy; plus the device's uniforms) and ``meta`` records."""
         model = batch_noise_model([s.noise for s in specs], self.cfa)
         shape = self.stored_shape(len(specs), channels)
-        kind, draws, records, fields = self.kind, [], [], {}
-        if self.normals == "device":
-            g = self.backend.generator(specs[0].seed)
-            normal = self.backend.normals(shape, specs[0].seed, g)
-            for name in kind.fields:
-                fields[name] = self.backend.uniforms(shape, g)
-        else:
-            normal = np.empty(shape, np.float32)
+        kind, draws, records = self.kind, [], []
+        normals = NORMALS[self.normals]
+        normal, fields = normals.start(self.backend, specs[0].seed, shape, kind)
         for i, s in enumerate(specs):
-            if self.normals != "device":
-                s.rng.standard_normal(dtype=np.float32, out=normal[i])
+            normals.sample(s.rng, normal, i)
             if not kind.default:
                 d, r = draw_noise(
-                    kind, s.rng, self.noise_context(s, channels), self.normals != "device"
+                    kind, s.rng, self.noise_context(s, channels), not normals.on_device
                 )
                 draws.append(d)
                 records.append(r)
-        if self.normals != "device":
-            normal = self.backend.asarray(normal)
-        return model, normal, (draws, fields), records
+        return model, normals.finish(self.backend, normal), (draws, fields), records
 
     def noise_context(self, s: SampleSpec, channels: int) -> NoiseContext:
         return NoiseContext(

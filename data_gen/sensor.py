@@ -12,18 +12,22 @@ recompute ``σ`` from the sample's metadata.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import AfterValidator
 
+from data_gen.darktable import load_noiseprofiles
 from data_gen.errors import InputError, require
-from data_gen.noise import NoiseModel
+from data_gen.noise import NoiseModel, at_iso
 from data_gen.noise_kinds import NoiseKind, build_noise_kind, default_kind
+from data_gen.noise_kinds.base import NoiseKeys
 from data_gen.registry import Registry
+from data_gen.typed import Text, check, parse
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,27 @@ class NoiseParams:
     def model(self) -> NoiseModel:
         """The noise level ``σ²(v) = a·max(v, 0) + b`` of this sample."""
         return NoiseModel(self.a, self.b)
+
+
+def normalised_ab(k0, k1, iso, ob, white) -> tuple[np.ndarray, np.ndarray]:
+    """Raw-DN noise parameters at ISO 100 (``k0`` DN², ``k1`` DN, as a shard's ``meta``
+    stores them) -> normalised ``a = k1·g/span``, ``b = k0·g/span²`` (float64; ``g =
+    ISO/100``, ``span = white − ob``); arrays broadcast. The inverse of what
+    :meth:`SensorModel.params` stores (``k1 = a·span/g``, ``k0 = b·span²/g``)."""
+    span = (np.asarray(white) - np.asarray(ob)).astype(np.float64)  # in the levels' dtype
+    g = np.asarray(iso, np.float64) / 100.0
+    a = np.asarray(k1, np.float64) * g / span
+    b = np.asarray(k0, np.float64) * g / span**2
+    return a, b
+
+
+def dn_k(a, b, iso, ob, white) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`normalised_ab` for one sample: normalised ``a``, ``b`` ``(C,)``
+    at ``iso`` -> raw-DN ``k0 = b·span²/g``, ``k1 = a·span/g`` at ISO 100, in the dtype of
+    ``a`` and ``b`` (the scalars are Python floats, which do not widen them)."""
+    span = float(white) - float(ob)
+    g = float(iso) / 100.0
+    return b * span * span / g, a * span / g
 
 
 class ISOSampler:
@@ -106,15 +131,14 @@ class SensorModel:
         return self._from_ab(iso, *self.ab(iso))
 
     def _from_ab(self, iso: float, a: np.ndarray, b: np.ndarray) -> NoiseParams:
-        span = self.white - self.ob
-        g = iso / 100.0
         b = self.noise.total_variance(iso, b)
+        k0, k1 = dn_k(a, b, iso, self.ob, self.white)
         return NoiseParams(
             iso=float(iso),
             a=np.asarray(a, np.float32),
             b=np.asarray(b, np.float32),
-            k1=np.asarray(a * span / g, np.float32),
-            k0=np.asarray(b * span * span / g, np.float32),
+            k1=np.asarray(k1, np.float32),
+            k0=np.asarray(k0, np.float32),
             ob=float(self.ob),
             white=float(self.white),
         )
@@ -168,9 +192,7 @@ class RawNoiseModel(SensorModel):
         return arr
 
     def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
-        span = self.white - self.ob
-        g = iso / 100.0
-        return self.k1 * g / span, self.k0 * g / span**2
+        return normalised_ab(self.k0, self.k1, iso, self.ob, self.white)
 
 
 class DarktableNoiseModel(SensorModel):
@@ -206,47 +228,31 @@ class DarktableNoiseModel(SensorModel):
             f"{where}.profile = {str(profile)!r}: file does not exist (darktable installs it as "
             "/usr/share/darktable/noiseprofiles.json; or give sensor.profile=PATH)",
         )
-        try:
-            doc = json.loads(path.read_text())
-            makers = doc["noiseprofiles"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a darktable noiseprofiles.json ({e})") from None
-        entry = None
-        for mk in makers:
-            if str(mk.get("maker", "")).lower() == str(maker).lower():
-                for mo in mk.get("models", []):
-                    if str(mo.get("model", "")).lower() == str(model).lower():
-                        entry = mo
-        if entry is None:
-            known = [
-                f"{mk.get('maker')} {mo.get('model')}"
-                for mk in makers
-                for mo in mk.get("models", [])
-            ]
-            close = difflib.get_close_matches(f"{maker} {model}", known, n=5, cutoff=0.5)
+        doc = load_noiseprofiles(path)
+        found = doc.models(maker, model)
+        if not found:
+            close = difflib.get_close_matches(f"{maker} {model}", doc.names(), n=5, cutoff=0.5)
             raise InputError(
                 f"{where}: camera {maker!r} {model!r} not found in {path}"
                 + (f"; closest: {', '.join(close)}" if close else "")
             )
         rows = []
-        for p in entry["profiles"]:
-            if p.get("skip"):
-                continue
-            a, b = np.asarray(p["a"], float), np.asarray(p["b"], float)
+        for p in found[-1].used:  # the last entry of the camera, as darktable takes it
+            a, b = np.asarray(p.a, float), np.asarray(p.b, float)
             require(
                 a.shape == (channels,) and b.shape == (channels,),
-                f"{path}: {maker} {model} ISO {p['iso']}: expected {channels} values of a and b",
+                f"{path}: {maker} {model} ISO {p.iso}: expected {channels} values of a and b",
             )
             if (b < 0).any():
                 msg = (
-                    f"{path}: {maker} {model} ISO {p['iso']} has negative b = "
+                    f"{path}: {maker} {model} ISO {p.iso} has negative b = "
                     f"{b.tolist()} (variance a·x + b < 0 in the shadows)"
                 )
                 if negative_b == "error":
                     raise InputError(msg + f"; set {where}.negative_b=clamp to clamp it to 0")
                 log.warning("%s; clamped to 0", msg)
                 b = np.maximum(b, 0.0)
-            rows.append((float(p["iso"]), a, b))
+            rows.append((float(p.iso), a, b))
         require(bool(rows), f"{path}: {maker} {model} has no usable profiles")
         rows.sort(key=lambda r: r[0])
         self.isos = np.array([r[0] for r in rows])
@@ -261,8 +267,7 @@ class DarktableNoiseModel(SensorModel):
         )
 
     def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
-        a = np.array([np.interp(iso, self.isos, self.a[:, c]) for c in range(self.channels)])
-        b = np.array([np.interp(iso, self.isos, self.b[:, c]) for c in range(self.channels)])
+        a, b = at_iso(iso, self.isos, self.a), at_iso(iso, self.isos, self.b)
         return a, b
 
 
@@ -331,50 +336,120 @@ class TableNoiseModel(SensorModel):
         )
 
     def ab(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
-        a = np.array([np.interp(iso, self.isos, self.a[:, c]) for c in range(self.channels)])
-        b = np.array([np.interp(iso, self.isos, self.b[:, c]) for c in range(self.channels)])
+        a, b = at_iso(iso, self.isos, self.a), at_iso(iso, self.isos, self.b)
         return a, b
 
 
 SENSORS = Registry("sensor")
 
 
-def _required(cfg: dict, keys: tuple[str, ...], where: str) -> None:
-    for key in keys:
-        require(cfg.get(key) is not None, f"{where}.{key} is missing from the sensor config")
+def _given(v):
+    check(v is not None, "is missing from the sensor config")
+    return v
+
+
+Given = Annotated[Any, AfterValidator(_given)]
+"""A required value (null is missing); its model class checks what it is."""
+
+
+class RawSensor(NoiseKeys):
+    """``kind: raw`` (``conf/sensor/generic_aps_c.yaml``)."""
+
+    kind: Literal["raw"]
+    name: Text = "sensor"
+    k0: Given
+    k1: Given
+    ob: Given
+    white: Given
+    iso: Given
+
+
+class DarktableSensor(NoiseKeys):
+    """``kind: darktable`` (``conf/sensor/darktable.yaml``)."""
+
+    kind: Literal["darktable"]
+    name: Text | None = None  # not read: the camera's maker and model name it
+    profile: Given
+    maker: Given
+    model: Given
+    iso: Given
+    ob: Given = 0.0
+    white: Given = 1.0
+    negative_b: Any = "clamp"
+
+
+class TableSensor(NoiseKeys):
+    """``kind: table`` (the ``sensor.yaml`` of ``residual-train calibrate noise``)."""
+
+    kind: Literal["table"]
+    name: Text = "calibrated"
+    planes: Any = None  # the planes of a and b's columns (R, Gr, Gb, B), for the reader
+    isos: Given
+    a: Given
+    b: Given
+    ob: Given
+    white: Given
+    iso: Any = None  # null: the table's ISOs
 
 
 @SENSORS.register("raw")
-def _raw(cfg: dict, channels: int, where: str) -> RawNoiseModel:
-    _required(cfg, ("k0", "k1", "ob", "white", "iso"), where)
-    return RawNoiseModel(
-        cfg["k0"], cfg["k1"], cfg["ob"], cfg["white"], cfg["iso"], channels,
-        cfg.get("name", "sensor"), where,
-    )  # fmt: skip
+def _raw(cfg: dict, channels: int, where: str) -> tuple[RawNoiseModel, NoiseKeys]:
+    s = parse(RawSensor, cfg, where)
+    return RawNoiseModel(s.k0, s.k1, s.ob, s.white, s.iso, channels, s.name, where), s
 
 
 @SENSORS.register("darktable")
-def _darktable(cfg: dict, channels: int, where: str) -> DarktableNoiseModel:
-    _required(cfg, ("profile", "maker", "model", "iso"), where)
+def _darktable(cfg: dict, channels: int, where: str) -> tuple[DarktableNoiseModel, NoiseKeys]:
+    s = parse(DarktableSensor, cfg, where)
     return DarktableNoiseModel(
-        cfg["profile"], cfg["maker"], cfg["model"], cfg["iso"], cfg.get("ob", 0.0),
-        cfg.get("white", 1.0), cfg.get("negative_b", "clamp"), channels, where,
-    )  # fmt: skip
+        s.profile, s.maker, s.model, s.iso, s.ob, s.white, s.negative_b, channels, where
+    ), s
 
 
 @SENSORS.register("table")
-def _table(cfg: dict, channels: int, where: str) -> TableNoiseModel:
-    _required(cfg, ("isos", "a", "b", "ob", "white"), where)
-    return TableNoiseModel(
-        cfg["isos"], cfg["a"], cfg["b"], cfg["ob"], cfg["white"], cfg.get("iso"), channels,
-        cfg.get("name", "calibrated"), where,
-    )  # fmt: skip
+def _table(cfg: dict, channels: int, where: str) -> tuple[TableNoiseModel, NoiseKeys]:
+    s = parse(TableSensor, cfg, where)
+    return TableNoiseModel(s.isos, s.a, s.b, s.ob, s.white, s.iso, channels, s.name, where), s
 
 
 def build_sensor(cfg: dict, channels: int = 3, where: str = "sensor") -> SensorModel:
     """Sensor model from a plain config dict (``kind`` names the builder in :data:`SENSORS`;
     a missing kind is ``raw``), with the noise kind ``noise`` names (default
     ``poisson_gaussian``; :mod:`data_gen.noise_kinds`)."""
-    sensor = SENSORS.build({"kind": "raw", **cfg}, channels, where=where)
-    sensor.noise = build_noise_kind(cfg, sensor, channels, where)
+    sensor, keys = SENSORS.build({"kind": "raw", **cfg}, channels, where=where)
+    sensor.noise = build_noise_kind(keys, sensor, channels, where)
     return sensor
+
+
+def noise_table(
+    sensor_cfg: dict | None, channels: int, points: int = 17, layout: str = "rgb"
+) -> dict | None:
+    """The sensor's ``σ²(v) = a·v + b`` as the table a model card holds (``iso``, rows of
+    ``a`` and ``b`` per ISO, ``ob``, ``white``, ``source``): the sensor's ISO values and
+    knots and ``points`` geometric steps over its range; a, b are linear in ISO between
+    them (exactly so for the raw model), read back by :func:`data_gen.noise.at_iso`.
+    ``layout='rggb'``: the colour model's values per packed plane R, Gr, Gb, B."""
+    if not sensor_cfg:
+        return None
+    if layout == "rggb":
+        from data_gen.cfa import PLANE_COLOUR
+
+        table = noise_table(sensor_cfg, 3, points)
+        assert table is not None
+        for k in ("a", "b"):
+            table[k] = [[row[c] for c in PLANE_COLOUR] for row in table[k]]
+        return table
+    sensor = build_sensor(sensor_cfg, channels)
+    lo, hi = sensor.iso.range
+    isos = sorted({*(sensor.iso.values or []), *np.geomspace(lo, hi, points).round(3).tolist()})
+    if hasattr(sensor, "isos"):  # darktable: its own knots inside the range
+        isos = sorted({*isos, *(float(i) for i in sensor.isos if lo <= i <= hi)})
+    rows = [sensor.params(i) for i in isos]
+    return {
+        "iso": isos,
+        "a": [r.a.tolist() for r in rows],
+        "b": [r.b.tolist() for r in rows],
+        "ob": sensor.ob,
+        "white": sensor.white,
+        "source": sensor_cfg,
+    }

@@ -14,10 +14,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numba
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 
 from data_gen.cfa import superpixel_rgb
 from data_gen.errors import InputError, require
@@ -25,6 +27,7 @@ from data_gen.paths import preset_path
 from data_gen.raw import RAW_SUFFIXES, read_raw
 from data_gen.registry import Registry
 from data_gen.splits import select_files
+from data_gen.typed import KindSettings, Number, Settings, Text, check, parse
 from data_gen.values import mapping
 
 log = logging.getLogger("data_gen")
@@ -513,6 +516,13 @@ def check_depth_range(depth) -> list[float]:
     return [near, far]
 
 
+DEAD_LEAVES_DEFAULTS = {
+    k: p.default
+    for k, p in inspect.signature(dead_leaves).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+"""The dead-leaves source's settings and their defaults (those of :func:`dead_leaves`)."""
+
 DEPTH_MAP_KEYS = ("path", "units", "scale", "focal_px", "baseline_m", "offset_px")
 DEPTH_LAW_KEYS = ("law", "horizon", "height", "focal", "far", "relief")
 
@@ -524,14 +534,14 @@ class DeadLeavesSource:
     """
 
     def __init__(self, channels: int = 3, **params) -> None:
-        unknown = sorted(set(params) - set(inspect.signature(dead_leaves).parameters))
+        unknown = sorted(set(params) - set(DEAD_LEAVES_DEFAULTS) - {"rng"})
         if unknown:
             raise InputError(f"source.{unknown[0]}: not an option of the dead_leaves source")
-        if params.get("depth") is not None:
-            params["depth"] = check_depth_range(params["depth"])
-        self.kw = {"channels": channels, **params}
-        self.kw.setdefault("size", inspect.signature(dead_leaves).parameters["size"].default)
-        require(int(self.kw.get("supersample", 1)) >= 1, "source.supersample must be >= 1")
+        # the function's defaults are the source's (passed explicitly: the same frames)
+        self.kw = {**DEAD_LEAVES_DEFAULTS, "channels": channels, **params}
+        if self.kw["depth"] is not None:
+            self.kw["depth"] = check_depth_range(self.kw["depth"])
+        require(int(self.kw["supersample"]) >= 1, "source.supersample must be >= 1")
 
     def validate(self, min_size: int, progress: bool = False) -> None:
         size = self.kw["size"]
@@ -542,7 +552,7 @@ class DeadLeavesSource:
         )
 
     def lacks_depth(self) -> str | None:
-        if self.kw.get("depth"):
+        if self.kw["depth"]:
             return None
         return "dead-leaves frames have no depth map unless asked (+source.depth=[NEAR,FAR] m)"
 
@@ -728,12 +738,60 @@ Source = FolderSource | RawSource | DeadLeavesSource | MixSource
 SOURCES = Registry("source")
 
 
-def _path(src: Mapping, where: str, what: str) -> str:
+def _mixable(kind: str) -> str:
+    check(kind in SOURCES and kind != "mix", "give kind dead_leaves, folder or raw")
+    return kind
+
+
+class FolderSettings(KindSettings):
+    """``conf/source/folder.yaml``; ``weight``: its share in a mix."""
+
+    kind: Literal["folder"] = "folder"
+    path: Any = None
+    # auto is taken as true here (as it always was: every integer image is sRGB-decoded)
+    linearize: Annotated[bool, Strict()] | Literal["auto"] = True
+    shrink: Number = 1.0
+    check: Text = "full"
+    depth: Any = None  # a depth map folder or a depth law (checked by FolderSource)
+    include: Any = None  # a split (data_gen.splits)
+    exclude: Any = None
+    weight: Number = 1.0
+
+
+class RawSettings(KindSettings):
+    """``conf/source/raw.yaml``; ``weight``: its share in a mix."""
+
+    kind: Literal["raw"] = "raw"
+    path: Any = None
+    shrink: Number = 1.0
+    check: Text = "full"
+    weight: Number = 1.0
+
+
+class MemberSettings(Settings):
+    """A source of a mix: its kind and weight; the kind's own settings are its builder's."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: Annotated[str, AfterValidator(_mixable)]
+    weight: Number = 1.0
+
+
+class MixSettings(KindSettings):
+    """``conf/source/mix.yaml``."""
+
+    kind: Literal["mix"] = "mix"
+    sources: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=dict
+    )
+
+
+def _path(path, where: str, what: str) -> str:
     require(
-        src.get("path") not in (None, "???"),
+        path not in (None, "???"),
         f"{where}.path is missing: give the {what} folder as {where}.path=DIR",
     )
-    return str(src["path"])
+    return str(path)
 
 
 # the settings a source of each kind reads beyond those a stored config may hold (an
@@ -753,43 +811,34 @@ def _dead_leaves(src: Mapping, channels: int, where: str) -> DeadLeavesSource:
 
 @SOURCES.register("folder")
 def _folder(src: Mapping, channels: int, where: str) -> FolderSource:
+    s = parse(FolderSettings, src, where)
     return FolderSource(
-        _path(src, where, "image"),
-        bool(src.get("linearize", True)),
-        float(src.get("shrink", 1.0)),
+        _path(s.path, where, "image"),
+        bool(s.linearize),
+        s.shrink,
         channels,
-        src.get("check", "full"),
-        src.get("depth"),
-        src.get("include"),
-        src.get("exclude"),
+        s.check,
+        s.depth,
+        s.include,
+        s.exclude,
         where,
     )
 
 
 @SOURCES.register("raw")
 def _raw(src: Mapping, channels: int, where: str) -> RawSource:
-    return RawSource(
-        _path(src, where, "RAW"), float(src.get("shrink", 1.0)), channels, src.get("check", "full")
-    )
+    s = parse(RawSettings, src, where)
+    return RawSource(_path(s.path, where, "RAW"), s.shrink, channels, s.check)
 
 
 @SOURCES.register("mix")
 def _mix(src: Mapping, channels: int, where: str) -> MixSource:
-    members = src.get("sources") or {}
-    require(
-        hasattr(members, "items"),
-        f"{where}.sources must map names to source configs, got {members!r}",
-    )
+    s = parse(MixSettings, src, where)
     built = {}
-    for name, sub in members.items():
-        require(
-            hasattr(sub, "get") and sub.get("kind") in SOURCES and sub.get("kind") != "mix",
-            f"{where}.sources.{name}: give kind dead_leaves, folder or raw",
-        )
-        built[name] = (
-            build_source(sub, channels, f"{where}.sources.{name}"),
-            sub.get("weight", 1.0),
-        )
+    for name, sub in s.sources.items():
+        at = f"{where}.sources.{name}"
+        member = parse(MemberSettings, sub, at)
+        built[name] = (build_source(sub, channels, at), member.weight)
     return MixSource(built)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError
 
@@ -33,6 +33,24 @@ def _ordered(v: tuple) -> tuple:
 
 Number = Annotated[float, Strict(), AfterValidator(_finite)]
 """A finite number (an int is taken as a float; a boolean or a string is refused)."""
+
+
+def _positive(v: float) -> float:
+    if not v > 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+def _not_nan(v: float) -> float:
+    if math.isnan(v):
+        raise ValueError("must be a number, not NaN")
+    return float(v)
+
+
+Positive = Annotated[float, Strict(), AfterValidator(_finite), AfterValidator(_positive)]
+"""A finite number > 0."""
+PositiveOrInf = Annotated[float, Strict(), AfterValidator(_not_nan), AfterValidator(_positive)]
+"""A number > 0, ``.inf`` included (a focus distance)."""
 Integer = Annotated[int, Strict()]
 """An integer (a float such as 3.0, a boolean or a string is refused)."""
 Range = Annotated[tuple[Number, Number], AfterValidator(_ordered)]
@@ -42,17 +60,52 @@ IntRange = Annotated[tuple[Integer, Integer], AfterValidator(_ordered)]
 Text = Annotated[str, Strict()]
 
 
+def at_least(n: int) -> AfterValidator:
+    """A validator: the integer is ``>= n`` ("must be an integer >= n" otherwise)."""
+
+    def check_(v: int) -> int:
+        check(v >= n, f"must be an integer >= {n}")
+        return v
+
+    return AfterValidator(check_)
+
+
+Count = Annotated[int, Strict(), at_least(1)]
+"""An integer >= 1 (a boolean, a float or a string is refused)."""
+
+
 class Settings(BaseModel):
     """Base of every typed settings group: no unknown keys, immutable once checked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class KindSettings(Settings):
+    """Base of a config group whose ``kind`` picks its builder (``source``, ``sensor``,
+    ``lens``): keys of another kind are left alone, as they always were — an on-the-fly
+    generator override that switches the kind merges into the stored group, and the
+    command line refuses unknown keys before a config gets here."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 S = TypeVar("S", bound=Settings)
 
 
+def _named(loc: tuple) -> tuple:
+    """``loc`` without its trailing list indices (an element of a range or a list is
+    reported as the whole value)."""
+    while loc and isinstance(loc[-1], int):
+        loc = loc[:-1]
+    return loc
+
+
 def _key(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not isinstance(p, int)) or "<root>"
+    """``states[1].f_number``: indices inside the path as ``[i]``."""
+    key = ""
+    for p in _named(loc):
+        key += f"[{p}]" if isinstance(p, int) else f".{p}" if key else str(p)
+    return key or "<root>"
 
 
 def _value(data: Any, loc: tuple) -> Any:
@@ -65,12 +118,33 @@ def _value(data: Any, loc: tuple) -> Any:
     return v
 
 
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds (``X``, ``list[X]``, ``X | None``), if any."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    return next((m for a in get_args(ann) if (m := _model_in(a)) is not None), None)
+
+
+def _group(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The (nested) settings model that ``loc`` leads to."""
+    for p in loc:
+        if isinstance(p, int):  # an element of a list of settings
+            continue
+        field = model.model_fields.get(p)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
 def parse(model: type[S], data: Mapping | None, where: str) -> S:
     """``data`` checked as ``model``; the first problem raised as one line
     ``<where>.<key> = <value>: <what is wrong>``."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
-        raise InputError(f"{where} = {data!r}: a mapping of settings is expected")
+        raise InputError(f"{where or 'config'} = {data!r}: a mapping of settings is expected")
+    prefix = f"{where}." if where else ""  # "": the command's own top-level keys
     try:
         return model.model_validate(dict(data))
     except ValidationError as e:
@@ -78,14 +152,14 @@ def parse(model: type[S], data: Mapping | None, where: str) -> S:
         loc = tuple(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if not loc:  # a check across fields: the message names its key
-            raise InputError(f"{where}.{msg}") from None
-        key = f"{where}.{_key(loc)}"
+            raise InputError(f"{prefix}{msg}") from None
+        key = f"{prefix}{_key(loc)}"
         if err["type"] == "extra_forbidden":
-            known = ", ".join(model.model_fields)
+            known = ", ".join(_group(model, loc[:-1]).model_fields)
             raise InputError(f"{key}: unknown setting (known: {known})") from None
         if err["type"] == "missing":
             raise InputError(f"{key}: required setting is missing") from None
-        shown = _value(data, loc[:1]) if loc else data
+        shown = _value(data, _named(loc) or loc[:1])  # the value the key names
         raise InputError(f"{key} = {shown!r}: {msg}") from None
 
 

@@ -11,13 +11,13 @@ preview    data_gen.preview                      contact sheet of a dataset
 optics     data_gen.optics                       precompute / draw a PSF bank
 calibrate  data_gen.calibrate                    ``noise`` / ``lens``: your camera, measured
 train      residual_train                        train (Lightning; Hydra overrides)
-export     residual_train.export                 checkpoint -> ONNX + safetensors + card
-publish    residual_train.publish                copy an export into a registry
+export     residual_train.release.export                 checkpoint -> ONNX + safetensors + card
+publish    residual_train.release.publish                copy an export into a registry
 deploy     residual_train.deploy                 correct an image, save the residual maps
 recompose  residual_train.deploy.recompose       compose saved maps at new strengths
 evaluate   residual_train.evaluate               quality on real photographs vs classical
 serve      residual_train.serve                  HTTP service: upload once, render at strengths
-fetch      residual_train.fetch                  a device downloads a published model, verified
+fetch      residual_train.release.fetch                  a device downloads a published model, verified
 demo       residual_train.pipelines.demo         the main job, end to end, with a report
 ========== ===================================== =========================================
 """
@@ -34,13 +34,13 @@ STAGES = {
     "optics": "data_gen.optics",
     "calibrate": "data_gen.calibrate",  # two words: calibrate noise|lens
     "train": "residual_train",
-    "export": "residual_train.export",
-    "publish": "residual_train.publish",
+    "export": "residual_train.release.export",
+    "publish": "residual_train.release.publish",
     "deploy": "residual_train.deploy",
     "recompose": "residual_train.deploy.recompose",
     "evaluate": "residual_train.evaluate",
     "serve": "residual_train.serve",
-    "fetch": "residual_train.fetch",
+    "fetch": "residual_train.release.fetch",
     "demo": "residual_train.pipelines.demo",
 }
 

@@ -51,9 +51,10 @@ from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral, transform_index
 from data_gen.paths import bank_cache_dir
+from data_gen.sensor import normalised_ab
 from data_gen.shards import load_manifest, sha256_file
-
-TARGETS = ("peeling", "leave_one_out")
+from residual_train.data_settings import DataSettings
+from residual_train.typed import completed, parse
 
 
 def residual_targets(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -83,11 +84,14 @@ def noise_params(meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalised noise parameters ``A``, ``B`` ``(..., C)`` float32 of one ``meta`` record
     or an array of them (raw-DN ``k0``, ``k1`` at ISO 100): ``A = k1·g/span``,
     ``B = k0·g/span²`` with ``g = ISO/100`` and ``span = white − black``."""
-    span = (meta["white"] - meta["ob"]).astype(np.float64)[..., None]
-    g = (meta["iso"].astype(np.float64) / 100.0)[..., None]
-    a = (meta["k1"].astype(np.float64) * g / span).astype(np.float32)
-    b = (meta["k0"].astype(np.float64) * g / span**2).astype(np.float32)
-    return a, b
+    a, b = normalised_ab(
+        meta["k0"],
+        meta["k1"],
+        meta["iso"][..., None],
+        meta["ob"][..., None],
+        meta["white"][..., None],
+    )
+    return a.astype(np.float32), b.astype(np.float32)
 
 
 def augment(
@@ -287,17 +291,6 @@ class BatchNumberSampler(Sampler):
             yield (base + i) * self.world + self.rank
 
 
-ONTHEFLY_DEFAULTS = {
-    "enabled": False,
-    "samples_per_epoch": 16384,
-    "pool": 16,
-    "prefetch": 4,
-    "threads": 2,
-    "cache_gb": 2.0,
-    "generator": None,
-}
-
-
 # generator keys that are not part of a stored generation config (data_gen.generate)
 _GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component")
 
@@ -366,96 +359,58 @@ def _split(
 class ResidualDataModule(pl.LightningDataModule):
     """Train / validation loaders over a generated dataset directory."""
 
-    def __init__(
-        self,
-        dir: str,
-        crop: int | None = None,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        val_shards: int | float | list = 1,
-        num_workers: int = 0,
-        start_method: str | None = None,
-        augment: bool = True,
-        geometric: str = "lens",
-        sigma_map: bool = False,
-        verify: str = "size",
-        onthefly: dict | None = None,
-        targets: str = "peeling",
-        seed: int = 0,
-        psf_index: bool = False,
-    ) -> None:
+    def __init__(self, dir: str, seed: int = 0, psf_index: bool = False, **settings) -> None:
+        """``dir`` and the other ``data`` settings (``conf/data/default.yaml``, whose defaults
+        complete those not given: :class:`~residual_train.data_settings.DataSettings`);
+        ``seed``: the run's. ``psf_index``: batches carry ``psf_index`` (the bank PSF each
+        patch shows, after its flip / turn), what a model whose deconvolution knows where it
+        is reads (set by training)."""
         super().__init__()
-        # batches carry `psf_index` (the bank PSF each patch shows, after its flip / turn):
-        # what a model whose deconvolution knows where it is reads (set by training)
+        s = parse(DataSettings, completed("data", {**settings, "dir": str(dir)}), "data")
         self.psf_index = bool(psf_index)
         self._perm: np.ndarray | None = None
-        require(targets in TARGETS, f"data.targets = {targets!r}: use one of {', '.join(TARGETS)}")
-        self.targets = targets
-        require(
-            onthefly is None or isinstance(onthefly, Mapping),
-            f"data.onthefly = {onthefly!r}: a mapping (data.onthefly.enabled=true, ...)",
-        )
-        self.onthefly = {**ONTHEFLY_DEFAULTS, **dict(onthefly or {})}
-        unknown = set(self.onthefly) - set(ONTHEFLY_DEFAULTS)
-        require(not unknown, f"data.onthefly: unknown keys {sorted(unknown)}")
-        o = self.onthefly
-        for key, low in (("pool", 1), ("prefetch", 0), ("threads", 1)):
-            v = o[key]
-            require(
-                isinstance(v, int) and not isinstance(v, bool) and v >= low,
-                f"data.onthefly.{key} = {v!r}: an integer >= {low}",
-            )
-        require(
-            isinstance(o["cache_gb"], (int, float)) and o["cache_gb"] >= 0,
-            f"data.onthefly.cache_gb = {o['cache_gb']!r}: a size in GiB >= 0",
-        )
-        require(
-            self.onthefly["enabled"] or not self.onthefly["generator"],
-            "data.onthefly.generator is only read with data.onthefly.enabled=true",
-        )
         self._renderer = None
-        self.dir = Path(str(dir)).expanduser()
-        self.manifest = load_manifest(self.dir)
-        m = self.manifest
+        self.targets, self.onthefly = s.targets, s.onthefly
+        self.dir = Path(s.dir).expanduser()
+        self._read_manifest(s.crop)
+        self._check_files(s.verify)
+        self.train_shards, self.val_shards = _split(
+            list(self.manifest["shards"]), s.val_shards, s.onthefly.enabled
+        )
+        self.batch_size, self.val_batch_size = s.batch_size, s.val_batch_size or s.batch_size
+        self.num_workers, self.start_method = s.num_workers, s.start_method
+        self.augment_train, self.sigma_map, self.seed = s.augment, s.sigma_map, seed
+        if s.onthefly.enabled:
+            spe = s.onthefly.samples_per_epoch
+            require(
+                spe >= s.batch_size,
+                f"data.onthefly.samples_per_epoch = {spe!r}: an integer >= data.batch_size",
+            )
+            # a bad generator config fails here, before training starts
+            self._pipeline = self._onthefly_pipeline()
+        self.transforms = self._transforms(s.geometric)
+
+    def _read_manifest(self, crop: int | None) -> None:
+        """``manifest.json``: the patch size, channels, components and layout of the
+        dataset, and the crop (``data.crop``) checked against them."""
+        self.manifest = m = load_manifest(self.dir)
         for key in ("patch_size", "channels", "total_samples"):
             require(key in m, f"{self.dir / 'manifest.json'}: manifest lacks {key!r}")
         self.patch = int(m["patch_size"])
         self.channels = int(m["channels"])
-        self.components = tuple(m.get("components") or V1_COMPONENTS)
+        self.components = tuple(m.get("components") or V1_COMPONENTS)  # schema v1: none
+        self.layout = m.get("layout", "rgb")  # older datasets: RGB
         self.crop = self.patch if crop is None else int(crop)
         # rendered on the fly, training patches may be larger than the stored ones
         # (validation then shows whole stored patches)
         self.train_crop = self.crop
-        if self.onthefly["enabled"]:
-            require(self.crop > 0, f"data.crop = {crop}: a size in pixels > 0")
+        if self.onthefly.enabled:
             self.crop = min(self.crop, self.patch)
         require(
             0 < self.crop <= self.patch,
             f"data.crop = {crop}: the dataset's patches are {self.patch} px "
             f"({self.dir}); crop must be in 1..{self.patch}",
         )
-        require(verify in ("none", "size", "sha256"), f"data.verify = {verify!r}: none|size|sha256")
-        self._check_files(verify)
-        self.train_shards, self.val_shards = _split(
-            list(m["shards"]), val_shards, bool(self.onthefly["enabled"])
-        )
-        require(batch_size >= 1, f"data.batch_size = {batch_size} must be >= 1")
-        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
-        self.num_workers, self.start_method = num_workers, start_method
-        require(
-            start_method in (None, "fork", "spawn", "forkserver"),
-            f"data.start_method = {start_method!r}: fork|spawn|forkserver or null",
-        )
-        self.augment_train, self.sigma_map, self.seed = augment, sigma_map, seed
-        if self.onthefly["enabled"]:
-            spe = self.onthefly["samples_per_epoch"]
-            require(
-                isinstance(spe, int) and spe >= batch_size,
-                f"data.onthefly.samples_per_epoch = {spe!r}: an integer >= data.batch_size",
-            )
-            # a bad generator config fails here, before training starts
-            self._pipeline = self._onthefly_pipeline()
-        self.transforms = self._transforms(geometric)
 
     # ---- on-the-fly rendering ---------------------------------------------------------
     def _onthefly_pipeline(self):
@@ -470,7 +425,7 @@ class ResidualDataModule(pl.LightningDataModule):
         with h5py.File(first, "r") as f:
             require("config" in f.attrs, f"{first}: stores no generation config (attrs.config)")
             cfg = yaml.safe_load(f.attrs["config"])
-        extra = self.onthefly["generator"]
+        extra = self.onthefly.generator
         if extra:
             check_generator_keys(extra, cfg)
             cfg = OmegaConf.to_container(OmegaConf.merge(cfg, extra), resolve=True)
@@ -490,7 +445,7 @@ class ResidualDataModule(pl.LightningDataModule):
         m = self.manifest
         for what, rendered, stored in (
             ("channels", pipe.stored_channels, int(m["channels"])),
-            ("layout", pipe.cfg["layout"], m.get("layout", "rgb")),
+            ("layout", pipe.cfg["layout"], self.layout),
             ("cfa", pipe.cfa, m.get("cfa")),
             ("components", list(pipe.components), list(self.components)),
         ):
@@ -513,12 +468,12 @@ class ResidualDataModule(pl.LightningDataModule):
                 self.train_crop * layout_factor,
                 self.batch_size,
                 device,
-                pool=int(self.onthefly["pool"]),
+                pool=self.onthefly.pool,
                 seed=self.seed,
                 transforms=self.transforms if self.augment_train else (0,),
-                prefetch=int(self.onthefly["prefetch"]),
-                threads=int(self.onthefly["threads"]),
-                cache_bytes=int(float(self.onthefly["cache_gb"]) * 2**30),
+                prefetch=self.onthefly.prefetch,
+                threads=self.onthefly.threads,
+                cache_bytes=int(self.onthefly.cache_gb * 2**30),
                 targets="peeling" if self.targets == "peeling" else "both",
             )
             self._renderer = r
@@ -545,7 +500,7 @@ class ResidualDataModule(pl.LightningDataModule):
         return out
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if torch.is_tensor(batch) and self.onthefly["enabled"]:  # a batch number
+        if torch.is_tensor(batch) and self.onthefly.enabled:  # a batch number
             return self.render_batch(int(batch[0]), batch.device)
         return batch
 
@@ -562,11 +517,7 @@ class ResidualDataModule(pl.LightningDataModule):
         rotated patch must still show a blur the lens makes); ``all``: the eight of the
         square; ``none``: crops only. Packed Bayer planes are never flipped or rotated.
         """
-        require(
-            geometric in ("lens", "all", "none"),
-            f"data.geometric = {geometric!r}: use lens, all or none",
-        )
-        if self.manifest.get("layout", "rgb") != "rgb":
+        if self.layout != "rgb":
             require(
                 geometric != "all",
                 f"data.geometric = all: {self.dir} holds packed Bayer planes, which a flip or "
@@ -577,7 +528,7 @@ class ResidualDataModule(pl.LightningDataModule):
             return ALL
         if geometric == "none":
             return (0,)
-        if self.onthefly["enabled"]:  # the lens rendered (a generator override may change it)
+        if self.onthefly.enabled:  # the lens rendered (a generator override may change it)
             return bank_symmetries(self._pipeline.bank.psfs)
         with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
             require(
@@ -611,9 +562,9 @@ class ResidualDataModule(pl.LightningDataModule):
         """Mean of the PSF bank the first shard was rendered with ``(C, K, K)`` (on the fly:
         of the bank rendered with); None for packed Bayer data (its planes are
         half-resolution mosaics, not blurred images)."""
-        if self.manifest.get("layout", "rgb") != "rgb":
+        if self.layout != "rgb":
             return None
-        if self.onthefly["enabled"]:
+        if self.onthefly.enabled:
             return self._pipeline.bank.psfs.astype(np.float64).mean(axis=0)
         with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
             if "psfs" not in f:
@@ -623,9 +574,9 @@ class ResidualDataModule(pl.LightningDataModule):
     def psf_bank(self) -> np.ndarray | None:
         """The PSF bank ``(N, C, K, K)`` the data was rendered with (the first shard's; on
         the fly: the bank rendered with); None for packed Bayer data or a shard without one."""
-        if self.manifest.get("layout", "rgb") != "rgb":
+        if self.layout != "rgb":
             return None
-        if self.onthefly["enabled"]:
+        if self.onthefly.enabled:
             return np.asarray(self._pipeline.bank.psfs)
         with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
             return f["psfs"][:] if "psfs" in f else None
@@ -666,8 +617,8 @@ class ResidualDataModule(pl.LightningDataModule):
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
-        if train and self.onthefly["enabled"]:
-            steps = self.onthefly["samples_per_epoch"] // (self.batch_size * world)
+        if train and self.onthefly.enabled:
+            steps = self.onthefly.samples_per_epoch // (self.batch_size * world)
             sampler = BatchNumberSampler(max(1, steps), rank, world, self._batches_done)
             return DataLoader(BatchNumbers(), batch_size=None, sampler=sampler)
         ds = self.dataset(train)

@@ -21,7 +21,7 @@ nice -n 10 $PY -m residual_train experiment=shipped run_dir=$run/train ckpt_path
     'data.onthefly.generator={source:{sources:{photos:{include:null,exclude:[bsd400_val]}}}}' \
     trainer.max_steps=$STEPS optim.lr=1e-3 optim.warmup_steps=$((STEPS / 10)) \
     trainer.val_check_interval=$((STEPS < 1000 ? STEPS : 1000)) "$@"
-[ -d $run/export ] || nice -n 10 $PY -m residual_train.export \
+[ -d $run/export ] || nice -n 10 $PY -m residual_train.release.export \
     ckpt=$run/train/checkpoints/last.ckpt out_dir=$run/export
 [ -f $run/eval/metrics.json ] || nice -n 10 $PY -m residual_train.evaluate \
     model=$run/export images=bsd400_val "isos=$ISOS" out=$run/eval progress=false \

@@ -34,7 +34,7 @@ run -m data_gen dataset=shipped_v2_val out_dir="$DIR/val" progress=false
 run -m residual_train experiment=long data.dir="$DIR/val" run_dir="$DIR/train" ckpt_path=auto ${TRAIN_ARGS:-}
 run scripts/learning_curve.py "$DIR/train"
 best=$(run -c "import json,sys; print(json.load(open(sys.argv[1]))['best'])" "$DIR/train/result.json")
-[ -f "$DIR/export/card.json" ] || run -m residual_train.export ckpt="$best" out_dir="$DIR/export"
+[ -f "$DIR/export/card.json" ] || run -m residual_train.release.export ckpt="$best" out_dir="$DIR/export"
 for m in candidate current; do
   ref=$([ $m = candidate ] && echo "$DIR/export" || echo default)
   [ -f "$DIR/eval_val_$m/metrics.json" ] || run -m residual_train.evaluate model="$ref" \
@@ -45,7 +45,7 @@ if ! run scripts/compare_validation.py "$DIR/eval_val_candidate/metrics.json" \
   echo "not published: the candidate does not beat the current default on validation" >&2
   exit 1
 fi
-[ -d "$REGISTRY/default/$VERSION" ] || run -m residual_train.publish src="$DIR/export" \
+[ -d "$REGISTRY/default/$VERSION" ] || run -m residual_train.release.publish src="$DIR/export" \
     registry="$REGISTRY" name=default version="$VERSION"
 [ -f "$DIR/eval_test/metrics.json" ] || run -m residual_train.evaluate model="$DIR/export" \
     'images=[kodak24,mcmaster18,cbsd68]' "isos=$ISOS" out="$DIR/eval_test" workers="$WORKERS" \

@@ -189,7 +189,7 @@ def test_a_bayer_dataset_trains(tmp_path):
     # export and deploy on a real RAW file: its mosaic packed to the model's planes
     from data_gen.paths import APPS
     from residual_train.deploy.__main__ import run as deploy_run
-    from residual_train.export import export
+    from residual_train.release.export import export
 
     def deploy_main(overrides: list[str]) -> None:
         with initialize_config_dir(config_dir=str(APPS), version_base=None):

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from data_gen import chain_batch
 from data_gen.backend import NumpyBackend, TorchBackend
@@ -16,32 +15,12 @@ from data_gen.chain import chain_names, render_chain, residuals, stored_names, s
 from data_gen.components import ORDER, REGISTRY, Chain, DrawContext, check_names
 from data_gen.errors import InputError
 from data_gen.noise import NoiseModel
-from data_gen.physics.defocus import disc_kernel
-from data_gen.sources import dead_leaves
 from residual_train.deploy.compose import compose, compose_reference
 from residual_train.evaluate.metrics import psnr
+from tests.helpers.scenes import lens, scene
 
 NOISE = NoiseModel(np.full(3, 2e-3, np.float32), np.full(3, 1e-5, np.float32))
 SIX = ["relight", "fog", "defocus", "blur", "motion", "noise"]
-
-
-def lens(radius: float = 2.0, side: int = 15) -> np.ndarray:
-    """A disc lens PSF ``(3, side, side)``."""
-    k = disc_kernel(radius)
-    psf = np.zeros((3, side, side), np.float32)
-    o = (side - k.shape[0]) // 2
-    psf[:, o : o + k.shape[0], o : o + k.shape[0]] = k
-    return psf
-
-
-def scene(seed: int, size: int, smooth_depth: bool):
-    """Dead leaves inside the sensor's range and their depth: exact (a depth edge at every
-    leaf) or smoothed (σ = 12 px: the smooth transmission the composition assumes)."""
-    rng = np.random.default_rng(seed)
-    s, depth = dead_leaves(rng, size=size, supersample=2, depth=(1.0, 20.0))
-    if smooth_depth:
-        depth = gaussian_filter(depth, 12).astype(np.float32)
-    return (0.05 + 0.6 * s).astype(np.float32), depth, rng
 
 
 @dataclass

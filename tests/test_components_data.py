@@ -22,12 +22,12 @@ from data_gen.shards import verify
 from residual_train.data import ResidualDataModule, batch_arrays
 from residual_train.deploy import load_maps, read_input
 from residual_train.deploy.compose import Strengths, compose
-from residual_train.export import export
+from residual_train.release.export import export
 from residual_train.training.lit import ResidualModule
 from residual_train.training.train import train
 from tests.conftest import compose_cfg
-from tests.test_deploy import run
-from tests.test_train import train_cfg
+from tests.helpers.cli import run_module as run
+from tests.helpers.training import train_cfg
 
 FOUR = "components=[relight,fog,blur,noise]"
 DEPTH = "+source.depth=[1,20]"

@@ -80,8 +80,10 @@ def test_every_generator_preset_composes_and_resolves(group, option):
 )
 def test_every_training_preset_composes_and_builds(group, option, tmp_path):
     import pytorch_lightning as pl
+    from hydra.utils import get_method, instantiate
 
-    from residual_train.models import build_model
+    from residual_train.models import resolve_heads
+    from residual_train.training.settings import check_train_config
     from residual_train.training.train import build_callbacks, build_loggers, monitor_metric
 
     cfg = _compose(CONF, "train", [f"{group}={option}", "data.dir=unused"])
@@ -91,11 +93,14 @@ def test_every_training_preset_composes_and_builds(group, option, tmp_path):
     args = set(cfg["trainer"]) - {"_target_"}
     unknown = args - set(inspect.signature(pl.Trainer.__init__).parameters)
     assert not unknown, f"trainer={cfg['trainer']}: not Trainer arguments: {unknown}"
-    sigma_map = bool(cfg["data"].get("sigma_map", False))
-    torch.manual_seed(int(cfg["seed"]))
-    net = build_model({**cfg["model"], "sigma_map": sigma_map}, 3).eval()
-    heads = cfg["model"].get("heads", "auto")
-    heads = ["blur", "noise"] if heads == "auto" else heads  # auto: a schema-v1 dataset's
+    # every group is typed (one line naming a bad key) and its _target_ builds what it names
+    settings = check_train_config(cfg)
+    assert isinstance(get_method(cfg["data"]["_target_"]), type)  # the data module (reads files)
+    sigma_map = settings.data.sigma_map
+    torch.manual_seed(settings.seed)
+    heads = resolve_heads(cfg["model"]["heads"])  # auto: a schema-v1 dataset's
+    net = instantiate({**cfg["model"], "heads": heads, "sigma_map": sigma_map}, channels=3)
+    net = net.eval()
     assert net.heads == heads
     # a forward step on an odd-sized input: one finite residual per head, input's shape
     x = torch.rand(1, 3, 21, 27) * 0.5
@@ -104,12 +109,28 @@ def test_every_training_preset_composes_and_builds(group, option, tmp_path):
         out = net(x, sigma)
     assert list(out) == list(heads)
     assert all(r.shape == x.shape and torch.isfinite(r).all() for r in out.values())
+    # the criterion, the optimiser (a partial: called with the parameters) and the schedule
+    # (a partial: called with the optimiser) step once
+    criterion = instantiate(cfg["loss"], heads=net.heads, _convert_="all")
+    batch = {"x": x, "signal": x, "a": torch.full((1, 3), 1e-4), "b": torch.full((1, 3), 1e-6)}
+    batch.update({f"R_{h}": torch.zeros_like(x) for h in heads})
+    net.train()
+    loss = criterion(net(x, sigma), batch)["total"]
+    assert torch.isfinite(loss)
+    o = settings.optim
+    opt = instantiate(o.optimizer_kwargs(), _convert_="all")(net.parameters(), fused=False)
+    assert isinstance(opt, torch.optim.Optimizer) and opt.param_groups[0]["lr"] == o.lr
+    sched = instantiate(o.scheduler.model_dump(by_alias=True), _convert_="all")(
+        opt, total_steps=10, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio
+    )
+    loss.backward()
+    opt.step()
+    sched.step()
+    assert 0 < opt.param_groups[0]["lr"] <= o.lr
     callbacks = build_callbacks(cfg, tmp_path, monitor_metric(cfg))
     assert all(isinstance(c, pl.Callback) for c in callbacks.values())
     tc = cfg["trainer"]
     if tc["accelerator"] == "cpu" and tc["devices"] == 1 and tc["precision"] != "auto":
-        from hydra.utils import instantiate
-
         trainer = instantiate(tc, default_root_dir=str(tmp_path), logger=False)
         assert isinstance(trainer, pl.Trainer) and trainer.max_steps == tc["max_steps"]
     if group == "logger" and option == "wandb":

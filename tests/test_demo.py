@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from residual_train.pipelines.demo import run_demo
 from tests.conftest import ROOT, chromium_driver, run_if
+from tests.helpers.cli import run_module, succeeded
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     """The demo as a user starts it (its command line, from another directory)."""
     out = tmp_path_factory.mktemp("demo") / "out"
-    r = subprocess.run(
-        [sys.executable, "-m", "residual_train.pipelines.demo", f"out={out}", "profile=tiny"],
-        capture_output=True,
-        text=True,
-        cwd=out.parent,
-        timeout=600,
+    r = succeeded(
+        run_module(
+            "residual_train.pipelines.demo",
+            f"out={out}",
+            "profile=tiny",
+            cwd=out.parent,
+            timeout=600,
+        )
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     path = Path(json.loads(r.stdout.strip().splitlines()[-1]))
     assert path == out / "report" / "index.html" and path.is_file()
@@ -111,14 +111,15 @@ def demo_cli(tmp_path: Path, profile: str) -> Path:
     """``python -m residual_train.pipelines.demo out=TMP/out profile=...``, which must succeed;
     returns its out folder."""
     out = tmp_path / "out"
-    r = subprocess.run(
-        [sys.executable, "-m", "residual_train.pipelines.demo", f"out={out}", f"profile={profile}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
+    succeeded(
+        run_module(
+            "residual_train.pipelines.demo",
+            f"out={out}",
+            f"profile={profile}",
+            cwd=tmp_path,
+            timeout=600,
+        )
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     return out
 
 

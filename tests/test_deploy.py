@@ -21,11 +21,12 @@ from data_gen.generate import generate
 from data_gen.noise import NoiseModel
 from residual_train.deploy import load_maps, load_model, read_input, tile_weights
 from residual_train.deploy.compose import compose, compose_blur_noise, compose_reference
-from residual_train.export import ExportError, export
-from residual_train.registry import Registry, TamperedError
+from residual_train.release.export import ExportError, export
+from residual_train.release.registry import Registry, TamperedError
 from residual_train.training.train import train
 from tests.conftest import ROOT, compose_cfg
-from tests.test_train import train_cfg
+from tests.helpers.cli import run_module as run
+from tests.helpers.training import train_cfg
 
 
 def consistent(x, rb, rn, a, b, noise):
@@ -35,12 +36,6 @@ def consistent(x, rb, rn, a, b, noise):
 
 def literal(x, rb, rn, a, b, noise):
     return compose_blur_noise(x, rb, rn, a, b, noise, mode="literal")
-
-
-def run(module: str, *args: str):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
 
 
 # ---- composition with the true residuals of generated data --------------------------------
@@ -393,7 +388,7 @@ def test_publish_logs_a_wandb_artifact_offline(exported, tmp_path, monkeypatch):
         [
             sys.executable,
             "-m",
-            "residual_train.publish",
+            "residual_train.release.publish",
             f"src={exported}",
             f"registry={tmp_path / 'reg'}",
             "name=dl",
@@ -467,8 +462,25 @@ def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp
 def test_fp16_and_int8_exports_record_what_they_cost(exported, tmp_path):
     ckpt = Path(json.loads((exported / "card.json").read_text())["checkpoint"]["path"])
     fp32_bytes = (exported / "model.onnx").stat().st_size
+    from data_gen.cli import compose_config
+    from data_gen.paths import APPS
+    from residual_train.evaluate.device import DeviceCheck
+    from residual_train.release.export import run as run_export
+
     for precision, max_ratio, min_psnr in (("fp16", 0.7, 60.0), ("int8", 0.9, 25.0)):
-        card = export(ckpt, tmp_path / precision, precision=precision, min_device_psnr=min_psnr)
+        if precision == "fp16":  # as `python -m residual_train.release.export` builds it: the
+            # config's device._target_ is what measures the reduced graph
+            args = [f"ckpt={ckpt}", f"out_dir={tmp_path / precision}", "precision=fp16"]
+            run_export(compose_config(APPS, "export", [*args, f"min_device_psnr={min_psnr}"]))
+            card = json.loads((tmp_path / precision / "card.json").read_text())
+        else:
+            card = export(
+                ckpt,
+                tmp_path / precision,
+                precision=precision,
+                min_device_psnr=min_psnr,
+                device=DeviceCheck(),
+            )
         dev = card["device"]
         assert card["precision"] == dev["precision"] == precision
         size = (tmp_path / precision / "model.onnx").stat().st_size
@@ -485,10 +497,17 @@ def test_fp16_and_int8_exports_record_what_they_cost(exported, tmp_path):
         assert np.isfinite(maps["blur"]).all() and maps["noise"].shape == x.shape
         Registry(tmp_path / "reg").publish(tmp_path / precision, "dev", precision)
     with pytest.raises(ExportError, match="precision = int8: the composed output is only"):
-        export(ckpt, tmp_path / "strict", precision="int8", min_device_psnr=200)
+        export(
+            ckpt, tmp_path / "strict", precision="int8", min_device_psnr=200, device=DeviceCheck()
+        )
     assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict.tmp-*"))
     with pytest.raises(InputError, match="precision = 'int4'"):
         export(ckpt, tmp_path / "x", precision="int4")
+    # the release stage measures nothing itself: a reduced graph without a device check is
+    # refused before anything is written
+    with pytest.raises(InputError, match="precision = fp16: .*device._target_"):
+        export(ckpt, tmp_path / "y", precision="fp16")
+    assert not (tmp_path / "y").exists()
 
 
 def test_distortion_is_corrected_after_the_blur_in_deploy_and_recompose(exported, tmp_path):

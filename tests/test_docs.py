@@ -40,8 +40,8 @@ HYDRA_APPS: dict[str, tuple[Path, str, dict[str, str]]] = {
     "data_gen.preview": (CONF, "preview", {"dir": "*"}),
     "data_gen.optics": (CONF, "optics", {"command": "bank|atlas"}),
     "residual_train": (CONF, "train", {}),
-    "residual_train.export": (APPS, "export", {}),
-    "residual_train.publish": (APPS, "publish", {"action": "list|alias|publish"}),
+    "residual_train.release.export": (APPS, "export", {}),
+    "residual_train.release.publish": (APPS, "publish", {"action": "list|alias|publish"}),
     "residual_train.deploy": (APPS, "deploy", {}),
     "residual_train.deploy.recompose": (APPS, "recompose", {}),
     "residual_train.evaluate": (APPS, "evaluate", {}),
@@ -50,7 +50,7 @@ HYDRA_APPS: dict[str, tuple[Path, str, dict[str, str]]] = {
         "serve",
         {"command": "keys|run", "action": "add|revoke|list", "user": "*"},
     ),
-    "residual_train.fetch": (APPS, "fetch", {}),
+    "residual_train.release.fetch": (APPS, "fetch", {}),
     "residual_train.pipelines.demo": (APPS, "demo", {}),
 }
 CALIBRATE = "data_gen.calibrate"  # its first word picks conf/calibrate_<word>.yaml
@@ -394,8 +394,8 @@ def test_the_check_catches_drift(text, why, monkeypatch):
 
 def test_placeholders_keep_their_key_checked(monkeypatch):
     errors, placeholders = compose_errors(
-        "residual_train.export", ["ckpt=...", "out_dir=DIR"], monkeypatch
+        "residual_train.release.export", ["ckpt=...", "out_dir=DIR"], monkeypatch
     )
     assert errors == [] and placeholders == ["ckpt=...", "out_dir=DIR"]
-    errors, _ = compose_errors("residual_train.export", ["ckpt_typo=..."], monkeypatch)
+    errors, _ = compose_errors("residual_train.release.export", ["ckpt_typo=..."], monkeypatch)
     assert errors

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from residual_train.evaluate.baselines import (
 )
 from residual_train.evaluate.metrics import NoiseKept, Pearson
 from tests.conftest import ROOT, compose_cfg
+from tests.helpers.cli import run_module
 
 NOISE_6400 = NoiseModel([2.54e-3] * 3, [2.29e-6] * 3)
 
@@ -194,13 +193,7 @@ def test_pearson_and_noise_kept_measure_what_they_say():
 
 
 def _evaluate(tmp_path, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "residual_train.evaluate", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("residual_train.evaluate", *args, cwd=tmp_path, timeout=600)
 
 
 @pytest.mark.slow
@@ -280,3 +273,68 @@ def test_evaluate_refuses_a_non_empty_out(tmp_path):
 
 def test_evaluate_runs_from_a_fresh_directory_without_shared_data(tmp_path):
     assert ROOT not in tmp_path.parents  # the CLI resolves its configs from the package
+
+
+def test_the_pages_escape_names_they_show(tmp_path):
+    """An image, set or model named like markup is shown as text on the evaluation pages
+    (templates with autoescaping), never run as a script."""
+    from residual_train.evaluate.page import write_components_page, write_page
+
+    evil = "<script>alert(1)</script>"
+    bins = [
+        {
+            "lo": 0.01,
+            "hi": 0.1,
+            "pixels": 9000,
+            "sigma_model": 0.01,
+            "sigma_kept": 0.011,
+            "ratio": 1.1,
+            "enough": True,
+        }
+    ]
+    row = {
+        "iso": 400.0,
+        "images": 1,
+        "psnr_input": 30.0,
+        "psnr_model": 33.0,
+        "noise_kept": bins,
+        "noise_kept_true_residuals": bins,
+        "noise_kept_unscaled": bins,
+    }
+    arrays = {
+        k: np.full((3, 16, 16), 0.2, np.float32)
+        for k in ("clean", "noise_blur", "model", "a1_b0", "R_blur", "R_noise")
+    }
+    result = {
+        "baselines": [],
+        "per_iso": [row],
+        "images": [evil],
+        "model": {"ref": evil, "path": evil},
+        "per_set": {evil: {"role": "other", "images": 1, "per_iso": [row]}},
+        "per_image": [{"image": evil, "iso": 400.0, "psnr_input": 30.0, "psnr_model": 33.0}],
+        "arrays": {evil: {400.0: arrays}},
+    }
+    components = {
+        "per_iso": [
+            {
+                "iso": 400.0,
+                "component": evil,
+                "images": 1,
+                "psnr_input": 30.0,
+                "psnr_model": 33.0,
+                "worst_margin_over_input": 1.0,
+            }
+        ],
+        "model": {"path": evil, "components": [evil]},
+        "per_image": [{"image": evil, "iso": 400.0, "component": evil, "psnr_model": 33.0}],
+        "depth_sources": {evil: evil},
+        "baselines": {evil: [evil]},
+    }
+    (tmp_path / "c").mkdir()
+    for page in (
+        write_page(result, tmp_path / "e", title=evil),
+        write_components_page(components, tmp_path / "c", title=evil),
+    ):
+        text = page.read_text()
+        assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert text.count("&lt;script&gt;") >= 6, text  # title, heading, model, tables, ...

@@ -18,11 +18,11 @@ from residual_train.evaluate.components import (
     render_photograph,
 )
 from residual_train.evaluate.run import card_bank
-from residual_train.export import export
+from residual_train.release.export import export
 from residual_train.training.train import train
 from tests.conftest import compose_cfg
-from tests.test_deploy import run
-from tests.test_train import train_cfg
+from tests.helpers.cli import run_module as run
+from tests.helpers.training import train_cfg
 
 COMPONENTS = "components=[fog,defocus,blur,noise]"
 

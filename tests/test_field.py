@@ -19,7 +19,7 @@ from residual_train.data import ResidualDataModule, augment_draw
 from residual_train.deploy import infer_tiled, load_model
 from residual_train.models import build_model
 from tests.conftest import compose_cfg
-from tests.test_train import train_cfg
+from tests.helpers.training import train_cfg
 
 LENS = ["lens=sharp_prime", "lens.size=9", "lens.heights=3", "lens.azimuths=4"]
 
@@ -191,7 +191,7 @@ def val_meta(dm):
 
 
 def test_a_field_aware_model_trains_exports_with_parity_and_deploys(field_run, tmp_path):
-    from residual_train.export import export
+    from residual_train.release.export import export
 
     cfg = yaml.safe_load((field_run / "run/config.yaml").read_text())
     assert cfg["model"]["field_positions"] == 3 * 4 * 4  # states x heights x azimuths

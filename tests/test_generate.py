@@ -23,12 +23,9 @@ from data_gen.generate import generate, generation_config, parse_shard_index
 from data_gen.preview import contact_sheet
 from data_gen.shards import verify
 from tests.conftest import ROOT, compose_cfg, shared, tree_digest
+from tests.helpers.cli import run_module
 
 PY = sys.executable
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +110,14 @@ def test_shard_subsets_from_the_cli_complete_the_same_dataset(reference, tmp_pat
     from tests.conftest import TINY, TINY_DEAD_LEAVES
 
     common = [f"out_dir={tmp_path}", *TINY, *TINY_DEAD_LEAVES]
-    r = run_cli("-m", "data_gen", *common, "shard_index=range(0,2)")
+    r = run_module("data_gen", *common, "shard_index=range(0,2)")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["manifest"] is False
     assert not (tmp_path / "manifest.json").exists()
-    r = run_cli("-m", "data_gen", *common, "shard_index=2")
+    r = run_module("data_gen", *common, "shard_index=2")
     assert r.returncode == 0, r.stderr
     assert tree_digest(tmp_path) == tree_digest(reference)
-    r = run_cli("-m", "data_gen.verify", str(tmp_path))
+    r = run_module("data_gen.verify", str(tmp_path))
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
 
 
@@ -155,7 +152,7 @@ def test_generation_killed_part_way_resumes_and_verifies(tmp_path):
         "patches_per_source=8",
     ]
     ref = tmp_path.parent / "kill_ref"
-    assert run_cli("-m", "data_gen", *args[1:], f"out_dir={ref}").returncode == 0
+    assert run_module("data_gen", *args[1:], f"out_dir={ref}").returncode == 0
     proc = subprocess.Popen(
         [PY, "-m", "data_gen", *args],
         cwd=ROOT,
@@ -170,13 +167,13 @@ def test_generation_killed_part_way_resumes_and_verifies(tmp_path):
     done = list((tmp_path / "records").glob("*.json"))
     assert 1 <= len(done) < 6, "the kill should land part-way"
     assert not (tmp_path / "manifest.json").exists()
-    r = run_cli("-m", "data_gen.verify", str(tmp_path))
+    r = run_module("data_gen.verify", str(tmp_path))
     assert r.returncode == 1 and f"no manifest yet: {len(done)} of 6 shards complete" in r.stdout
-    r = run_cli("-m", "data_gen", *args)
+    r = run_module("data_gen", *args)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["shards_skipped"] >= 1 and summary["manifest"]
-    assert run_cli("-m", "data_gen.verify", str(tmp_path)).returncode == 0
+    assert run_module("data_gen.verify", str(tmp_path)).returncode == 0
     assert not list(tmp_path.glob("*.tmp-*"))
     assert tree_digest(tmp_path) == tree_digest(ref)
 
@@ -255,7 +252,7 @@ def _bad_case(tmp: Path, case: str) -> tuple[list[str], str | tuple[str, ...]]:
             ["sensor.white=400"],
             "sensor.white = 400 must be greater than sensor.ob = 512",
         ),
-        "patch size 0": (["patch_size=0"], "patch_size = 0 must be an integer >= 1"),
+        "patch size 0": (["patch_size=0"], "patch_size = 0: must be an integer >= 1"),
         "shard out of range": (["shard_index=7"], "shard_index 7 is outside 0..2"),
         "bad dtype": (["storage.dtype=int8"], "storage.dtype = 'int8'"),
         "exposure 0": (["exposure.min=0"], "need 0 < exposure.min"),
@@ -300,14 +297,13 @@ def test_bad_input_gives_a_clear_error_and_leaves_out_dir_as_it_was(case, refere
 
 
 def test_cli_error_is_one_line_naming_value_and_origin(tmp_path):
-    r = run_cli("-m", "data_gen", f"out_dir={tmp_path / 'o'}", "sensor.k1=-0.5", "progress=false")
+    r = run_module("data_gen", f"out_dir={tmp_path / 'o'}", "sensor.k1=-0.5", "progress=false")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1
     assert "sensor.k1 = -0.5" in err[0] and "command line: sensor.k1=-0.5" in err[0]
-    r = run_cli(
-        "-m",
+    r = run_module(
         "data_gen",
         f"out_dir={tmp_path / 'o'}",
         "sensor=phone_10bit",
@@ -322,10 +318,10 @@ def test_verify_reports_missing_shards_and_bad_manifest(reference, tmp_path):
     d = tmp_path / "ds"
     shutil.copytree(reference, d)
     (d / "shard-00001-of-00003.h5").unlink()
-    r = run_cli("-m", "data_gen.verify", str(d))
+    r = run_module("data_gen.verify", str(d))
     assert r.returncode == 1 and "shard-00001-of-00003.h5: missing" in r.stdout
     (d / "manifest.json").write_text("{ not json")
-    r = run_cli("-m", "data_gen.verify", str(d))
+    r = run_module("data_gen.verify", str(d))
     assert r.returncode == 2 and "not valid JSON" in r.stderr
 
 
@@ -336,7 +332,7 @@ def test_preview_contact_sheet(reference, tmp_path):
     # the residual columns are not flat grey
     r_n = px[18:50, 110 + 5 * 36 : 110 + 5 * 36 + 32]
     assert r_n.std() > 5
-    r = run_cli("-m", "data_gen.preview", str(reference), f"out={tmp_path / 'p.png'}", "n=2")
+    r = run_module("data_gen.preview", str(reference), f"out={tmp_path / 'p.png'}", "n=2")
     assert r.returncode == 0 and Image.open(tmp_path / "p.png").size[1] == 18 + 2 * 36
 
 

@@ -26,7 +26,7 @@ from data_gen.optics import (
     sensor_psf,
 )
 from tests.conftest import CONF, ROOT, compose_cfg, shared
-from tests.test_optics import radial_first_minimum
+from tests.helpers.scenes import radial_first_minimum
 
 GRID = ("psf", "lens_63762BB", "psf_matrix_after_shift_9x12x25x25x3.npy")
 
@@ -277,7 +277,10 @@ def test_atlas_png(tmp_path):
     [
         ({"states": []}, r"lens.states is missing or empty"),
         ({"states": None}, r"lens.states is missing or empty"),
-        ({"states": [{"focal_length_mm": 50}]}, r"lens.states\[0\].f_number is missing"),
+        (
+            {"states": [{"focal_length_mm": 50}]},
+            r"lens.states\[0\].f_number: required setting is missing",
+        ),
         (
             {
                 "states": [
@@ -285,13 +288,13 @@ def test_atlas_png(tmp_path):
                     {"focal_length_mm": 50, "f_number": -2},
                 ]
             },
-            r"lens.states\[1\].f_number = -2 must be > 0",
+            r"lens.states\[1\].f_number = -2: must be > 0",
         ),
-        ({"size": 20}, r"lens.size = 20 must be an odd integer"),
-        ({"aberrations_um": {"comma": 0.1}}, r"lens.aberrations_um.comma: unknown aberration"),
+        ({"size": 20}, r"lens.size = 20: must be an odd integer"),
+        ({"aberrations_um": {"comma": 0.1}}, r"lens.aberrations_um.comma: unknown setting"),
         ({"wavelengths_nm": [540, 465]}, r"wavelengths_nm has 2 values but channels = 3"),
         ({"sensor_mm": [15.6]}, r"lens.sensor_mm"),
-        ({"fill_factor": 0}, r"lens.fill_factor = 0 must be > 0"),
+        ({"fill_factor": 0}, r"lens.fill_factor = 0: must be > 0"),
     ],
 )
 def test_bad_lens_descriptions_are_rejected_by_key(change, needle):

@@ -8,12 +8,13 @@ import importlib.util
 import json
 
 import pytest
+from hydra.utils import instantiate
 
 from data_gen.generate import generate
 from data_gen.splits import BSD400_VAL
 from residual_train.data import ResidualDataModule
 from tests.conftest import ROOT, compose_cfg, shared
-from tests.test_train import train_cfg
+from tests.helpers.training import train_cfg
 
 
 def script(name: str):
@@ -41,7 +42,8 @@ def test_the_long_run_trains_on_the_training_split_and_validates_on_the_held_out
     assert cfg["ckpt_path"] == "auto" and cfg["callbacks"]["early_stop"]["monitor"] == (
         "val/psnr_full"
     )
-    dm = ResidualDataModule(**cfg["data"])
+    dm = instantiate(cfg["data"], _convert_="all")
+    assert isinstance(dm, ResidualDataModule)
     sources = dm.dataset(train=False)._file(0)["meta"]["source"]
     names = {(s.decode() if isinstance(s, bytes) else s).split("/")[-1] for s in sources}
     photos = {s for s in names if s.endswith(".jpg")}

@@ -60,6 +60,48 @@ def test_the_formula_is_written_once_in_the_code_base():
     assert not hits, hits
 
 
+def test_a_noise_table_is_read_by_one_rule_in_the_code_base():
+    """ISO -> (a, b) between a table's ISOs is data_gen.noise.at_iso alone: darktable
+    profiles, calibrated sensors, the noise kinds' tables and the model card's table (four
+    copies before); raw DN <-> normalised is data_gen.sensor's pair of functions."""
+    hits = []
+    for p in sorted([*ROOT.glob("data_gen/**/*.py"), *ROOT.glob("residual_train/**/*.py")]):
+        if p.relative_to(ROOT).as_posix() == "data_gen/noise.py":
+            continue
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if re.search(r"np\.interp\(\s*iso\b", line):
+                hits.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not hits, hits
+
+
+def test_one_table_gives_the_same_noise_to_the_sensor_and_the_card():
+    """A calibrated sensor's table, written into a card by export's function and read back
+    by the card, gives the sensor's own (a, b) at ISOs between the table's points; a
+    shard's meta (k0, k1 in DN) gives them back too."""
+    from data_gen.sensor import build_sensor, noise_table, normalised_ab
+    from residual_train.release.card import NoiseTable
+
+    cfg = {
+        "kind": "table",
+        "isos": [100, 800, 6400],
+        "a": [[1e-4, 2e-4, 3e-4], [8e-4, 9e-4, 1e-3], [6e-3, 7e-3, 8e-3]],
+        "b": [[1e-6] * 3, [4e-6] * 3, [3e-5] * 3],
+        "ob": 512,
+        "white": 16383,
+        "iso": {"min": 100, "max": 6400},
+    }
+    sensor = build_sensor(cfg, 3)
+    card = NoiseTable.from_json(noise_table(cfg, 3), "card")
+    for iso in (100, 333.3, 800, 2500, 6400):
+        p = sensor.params(iso)
+        m = card.at(iso)
+        np.testing.assert_allclose(m.A, p.a, rtol=1e-6)
+        np.testing.assert_allclose(m.B, p.b, rtol=1e-6)
+        a, b = normalised_ab(p.k0, p.k1, iso, p.ob, p.white)
+        np.testing.assert_allclose(a, p.a, rtol=1e-6)
+        np.testing.assert_allclose(b, p.b, rtol=1e-6)
+
+
 def test_ratio_is_bounded_by_the_sensor_range():
     m = NoiseModel(A, B)
     k_max = np.sqrt((A + B + EPS) / (B + EPS))

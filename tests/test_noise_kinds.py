@@ -23,7 +23,7 @@ from data_gen.render import batch_noise_model, draw_sample
 from data_gen.render_chain import SampleRenderer
 from data_gen.sensor import build_sensor
 from tests.conftest import compose_cfg
-from tests.test_chain import lens, scene
+from tests.helpers.scenes import lens, scene
 
 SPAN = 16383 - 512  # generic_aps_c: white − ob, DN
 

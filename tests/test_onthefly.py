@@ -15,7 +15,7 @@ from data_gen.noise import NoiseModel
 from residual_train.data import ResidualDataModule
 from residual_train.training.train import train
 from tests.conftest import run_if
-from tests.test_train import (
+from tests.helpers.training import (
     StopAfterEpoch,
     assert_same_weights,
     crash_mid_epoch_and_resume,

@@ -17,14 +17,7 @@ from data_gen.optics import (
     zernike_bank,
 )
 from tests.conftest import shared
-
-
-def radial_first_minimum(psf: np.ndarray, pitch: float) -> float:
-    """Radius (µm) of the first local minimum of the profile along +x from the centre."""
-    c = psf.shape[0] // 2
-    prof = psf[c, c:]
-    i = next(i for i in range(1, len(prof) - 1) if prof[i] <= prof[i - 1] and prof[i] < prof[i + 1])
-    return i * pitch
+from tests.helpers.scenes import radial_first_minimum
 
 
 @pytest.mark.parametrize("wl,n", [(550.0, 4.0), (450.0, 8.0), (650.0, 2.8)])

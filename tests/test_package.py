@@ -128,7 +128,13 @@ def test_generate_train_export_deploy_from_another_directory(installed, tmp_path
             "data.crop=16",
             "val.panel_every=0",
         ],
-        [py, "-m", "residual_train.export", "ckpt=run/checkpoints/last.ckpt", "out_dir=exp"],
+        [
+            py,
+            "-m",
+            "residual_train.release.export",
+            "ckpt=run/checkpoints/last.ckpt",
+            "out_dir=exp",
+        ],
         [rt, "deploy", "model=exp", "input=img.png", "out_dir=out"],
         [rt, "deploy", "model=default", "input=img.png", "out_dir=out_default", "iso=1600"],
         [

@@ -21,44 +21,13 @@ import tifffile
 from data_gen.errors import InputError
 from data_gen.generate import build_pipeline, claim_out_dir, generate
 from data_gen.shards import MANIFEST
-from residual_train.registry import Registry, TamperedError
+from residual_train.release.registry import Registry, TamperedError
 from residual_train.training.train import train
 from tests.conftest import ROOT, compose_cfg, tree_digest
-from tests.test_train import train_cfg
-
-
-def run(module: str, *args: str, env: dict | None = None, timeout: float = 300, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def one_line_error(r, code: int, *needles: str) -> str:
-    """The command failed with ``code`` and one line on stderr holding every needle."""
-    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert len(err) == 1 and err[0].startswith("error: "), r.stderr[-2000:]
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
-
-
-def ends_in_one_error_line(r, code: int, *needles: str) -> str:
-    """As :func:`one_line_error` for a command that ran a library which warns on stderr
-    (Lightning): its last line is the one error line, the only one."""
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr and errors == lines[-1:], r.stderr[-2000:]
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
-    return errors[0]
+from tests.helpers.cli import ends_in_one_error_line, one_line_error
+from tests.helpers.cli import run_module as run
+from tests.helpers.fs import tmpfs
+from tests.helpers.training import train_cfg
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +41,7 @@ def small(tmp_path_factory):
             f"data.dir={ds}", f"run_dir={root / 'run'}", "trainer.max_epochs=1", "val.panel_every=0"
         )
     )
-    from residual_train.export import export
+    from residual_train.release.export import export
 
     export(root / "run" / "checkpoints" / "last.ckpt", root / "exp")
     from PIL import Image
@@ -175,7 +144,9 @@ def test_publish_refuses_an_export_edited_after_export(small, tmp_path):
         Registry(reg).publish(src, "m", "1")
     assert not (reg / "m" / "1").exists() and not (reg / "m" / "index.json").exists()
     (src / "SHA256SUMS").write_text("garbage\n")
-    r = run("residual_train.publish", f"src={src}", f"registry={reg}", "name=m", "version=1")
+    r = run(
+        "residual_train.release.publish", f"src={src}", f"registry={reg}", "name=m", "version=1"
+    )
     one_line_error(r, 2, "SHA256SUMS, line 1")
 
 
@@ -185,7 +156,7 @@ def test_publish_refuses_an_export_edited_after_export(small, tmp_path):
         (
             "registry index",
             "reg/m/index.json",
-            ["residual_train.publish", "list"],
+            ["residual_train.release.publish", "list"],
             "index.json: registry index is not valid JSON",
         ),
         (
@@ -215,7 +186,7 @@ def test_corrupt_json_is_named_not_a_traceback(small, tmp_path, what, corrupt, c
     Registry(tmp_path / "reg").publish(exp, "m", "1")
     (tmp_path / corrupt).write_text('{"truncated": ')
     args = {
-        "residual_train.publish": [f"registry={tmp_path / 'reg'}"],
+        "residual_train.release.publish": [f"registry={tmp_path / 'reg'}"],
         "residual_train.deploy": [
             f"model={exp}",
             f"input={tmp_path / 'x.png'}",
@@ -243,27 +214,12 @@ def test_out_dir_that_is_a_file(small, tmp_path):
     )
     one_line_error(r, 2, str(f), "is a file, not a directory")
     r = run(
-        "residual_train.export",
+        "residual_train.release.export",
         f"ckpt={small['run'] / 'checkpoints' / 'last.ckpt'}",
         f"out_dir={f}",
     )
     one_line_error(r, 2, str(f), "is a file, not a directory")
     assert f.read_text() == "x"
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, readonly: bool = False):
-    path.mkdir()
-    opts = f"size={size}" + (",ro" if readonly else "")
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root'}): needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], capture_output=True)
 
 
 @pytest.mark.skipif(
@@ -495,11 +451,11 @@ def test_a_corrupt_checkpoint_is_named_when_resuming_or_exporting(small, tmp_pat
     r = train_cli(small, run_dir, "ckpt_path=last")
     one_line_error(r, 2, "last.ckpt is not a loadable checkpoint")
     assert tree_digest(run_dir) == before
-    r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
+    r = run("residual_train.release.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
     one_line_error(r, 2, "not a loadable checkpoint")
     (run_dir / "result.json").write_text("{")
     ckpt.write_bytes((small["run"] / "checkpoints" / "last.ckpt").read_bytes())
-    r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
+    r = run("residual_train.release.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
     one_line_error(r, 2, "result.json: training result is not valid JSON")
     assert not (tmp_path / "e").exists()
 
@@ -507,13 +463,25 @@ def test_a_corrupt_checkpoint_is_named_when_resuming_or_exporting(small, tmp_pat
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["residual_train.publish", "list", "registry=/nonexistent/reg"], "not a directory"),
+        (
+            ["residual_train.release.publish", "list", "registry=/nonexistent/reg"],
+            "not a directory",
+        ),
         (["residual_train.serve", "port=abc"], "port = 'abc': an integer"),
         (["residual_train.serve", "tile=64", "overlap=64"], "must exceed overlap"),
-        (["residual_train.fetch", "url=ftp://host/reg", "out_dir=f"], "an http:// or https://"),
-        (["residual_train.fetch", "url=http://127.0.0.1:9/reg", "out_dir=f"], "cannot connect"),
+        (
+            ["residual_train.release.fetch", "url=ftp://host/reg", "out_dir=f"],
+            "an http:// or https://",
+        ),
+        (
+            ["residual_train.release.fetch", "url=http://127.0.0.1:9/reg", "out_dir=f"],
+            "cannot connect",
+        ),
         (["residual_train.deploy", "model=nope", "input=x.png", "out_dir=d"], "model = 'nope'"),
-        (["residual_train.export", "ckpt=/nonexistent.ckpt", "out_dir=e"], "file does not exist"),
+        (
+            ["residual_train.release.export", "ckpt=/nonexistent.ckpt", "out_dir=e"],
+            "file does not exist",
+        ),
         (["residual_train.pipelines.demo", "profile=huge", "out=dm"], "profile = 'huge'"),
         (["data_gen.verify", "/nonexistent/ds"], "not a directory"),
         (["residual_train", "data.dir=/nonexistent/ds", "experiment=tiny"], "no manifest"),
@@ -577,11 +545,21 @@ def card_with_width(small: dict, tmp_path: Path) -> Path:
         (["DEPLOY", "backend=torch", "model=EXP16"], "card.json does not describe"),
         (["residual_train.evaluate", "out=ev", "isos=abc"], "isos = 'abc': a list of numbers"),
         (["residual_train.evaluate", "out=ev", "max_images=abc"], "max_images = 'abc'"),
-        (["residual_train.fetch", "url=http://127.0.0.1:9/r", "out_dir=f", "timeout=-1"], "> 0"),
+        (
+            ["residual_train.release.fetch", "url=http://127.0.0.1:9/r", "out_dir=f", "timeout=-1"],
+            "> 0",
+        ),
         (["data_gen.preview", "DS", "out=p.png", "n=abc"], "n = 'abc': an integer"),
         (["data_gen.optics", "atlas", "out=a.png", "points=abc"], "points = 'abc'"),
         (
-            ["residual_train.publish", "src=EXP", "registry=reg", "name=m", "version=1", "wandb=1"],
+            [
+                "residual_train.release.publish",
+                "src=EXP",
+                "registry=reg",
+                "name=m",
+                "version=1",
+                "wandb=1",
+            ],
             "wandb = 1: true or false",
         ),
     ],
@@ -594,7 +572,10 @@ def test_bad_values_and_unknown_keys_are_one_line_before_anything_is_written(
     exp16 = card_with_width(small, tmp_path.parent / f"{tmp_path.name}-exp")
     commands = {
         "TRAIN": ["residual_train", f"data.dir={small['ds']}", "run_dir=run", "experiment=tiny"],
-        "EXPORT": ["residual_train.export", f"ckpt={small['run'] / 'checkpoints/last.ckpt'}"],
+        "EXPORT": [
+            "residual_train.release.export",
+            f"ckpt={small['run'] / 'checkpoints/last.ckpt'}",
+        ],
         "DEPLOY": ["residual_train.deploy", f"model={small['exp']}", f"input={small['png']}"],
     }
     head = commands.get(args[0], [args[0]])
@@ -674,7 +655,7 @@ def test_a_checkpoint_without_weights_is_named_by_export_and_resume(small, tmp_p
     del ck["state_dict"]
     torch.save(ck, ckpt)
     before = tree_digest(run_dir)
-    r = run("residual_train.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
+    r = run("residual_train.release.export", f"ckpt={ckpt}", f"out_dir={tmp_path / 'e'}")
     one_line_error(r, 2, "last.ckpt: not a residual-train checkpoint (it holds no state_dict")
     r = train_cli(small, run_dir, "ckpt_path=last")
     one_line_error(r, 2, "last.ckpt is not a residual-train training checkpoint (it lacks state")
@@ -754,7 +735,7 @@ def full_disk_command(command: str, small: dict, maps: Path, imgs: Path, out: Pa
             *("residual_train", f"data.dir={small['ds']}", f"run_dir={out}", "experiment=tiny"),
             *("trainer.max_epochs=1", "val.panel_every=0"),
         ],
-        "export": ["residual_train.export", f"ckpt={ckpt}", f"out_dir={out}"],
+        "export": ["residual_train.release.export", f"ckpt={ckpt}", f"out_dir={out}"],
         "deploy": [
             *("residual_train.deploy", f"model={small['exp']}"),
             *(f"input={imgs / 'a.tif'}", f"out_dir={out}"),

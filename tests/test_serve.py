@@ -520,8 +520,8 @@ def export_heads(root: Path, heads: list[str], seed: int | None = None) -> Path:
     ``seed``, heads drawn at random (non-zero residuals) instead of "no correction"."""
     import torch
 
-    from residual_train.export import export
     from residual_train.models import build_model
+    from residual_train.release.export import export
 
     hp = {"model": {"arch": "unet", "heads": heads, "width": 8, "depth": 2, "blocks": 1}}
     hp["channels"] = 3
@@ -661,7 +661,8 @@ def fill(d: Path) -> Path:
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="tmpfs: root only")
 def test_a_full_disk_is_one_line_at_start_and_507_for_an_upload(tmp_path):
-    from tests.test_reliability import one_line_error, tmpfs
+    from tests.helpers.cli import one_line_error
+    from tests.helpers.fs import tmpfs
 
     with tmpfs(tmp_path / "small", "4m") as d:
         storage = d / "s"
@@ -687,8 +688,8 @@ def test_a_full_disk_is_one_line_at_start_and_507_for_an_upload(tmp_path):
 # ---- devices: fetch a published model over HTTP ------------------------------------------------
 def test_device_fetch_from_the_service_and_from_a_static_server(service, tmp_path):
     from residual_train.deploy import SHIPPED, load_model
-    from residual_train.fetch import fetch
-    from residual_train.registry import TamperedError
+    from residual_train.release.fetch import fetch
+    from residual_train.release.registry import TamperedError
 
     url = service["url"] + "/v1/registry"
     got = fetch(url, "default", tmp_path / "dev", key=service["alice"])
@@ -702,7 +703,7 @@ def test_device_fetch_from_the_service_and_from_a_static_server(service, tmp_pat
         [
             PY,
             "-m",
-            "residual_train.fetch",
+            "residual_train.release.fetch",
             f"url={url}",
             "model=default",
             f"out_dir={tmp_path / 'nokey'}",

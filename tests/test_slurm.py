@@ -157,7 +157,7 @@ def test_datagen_array_then_manifest_and_a_resubmission_does_no_work(slurm_clust
 
 
 def test_chain_datagen_ddp_two_ranks_export_publish(slurm_cluster, tmp_path):
-    from residual_train.registry import Registry
+    from residual_train.release.registry import Registry
 
     env = pipeline_env(
         tmp_path,

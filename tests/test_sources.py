@@ -170,7 +170,10 @@ def test_mixed_source_follows_its_weights_and_is_deterministic(tmp_path):
     assert a.name == b.name and np.array_equal(a.pixels, b.pixels)
     for bad, needle in (
         ({"kind": "mix", "sources": {}}, "source.sources is empty"),
-        ({"kind": "mix", "sources": {"x": {"kind": "mix"}}}, "source.sources.x: give kind"),
+        (
+            {"kind": "mix", "sources": {"x": {"kind": "mix"}}},
+            "source.sources.x.kind = 'mix': give kind",
+        ),
         (
             {"kind": "mix", "sources": {"x": {"kind": "dead_leaves", "weight": -1}}},
             "must be >= 0",

@@ -5,41 +5,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import Callback
 
 from data_gen.errors import InputError
-from data_gen.generate import generate
 from residual_train.data import EpochSampler, ResidualDataModule, ShardDataset
 from residual_train.models import build_model
 from residual_train.training.lit import ResidualModule
 from residual_train.training.train import train
-from tests.conftest import CONF, ROOT, compose_cfg
-
-
-def tiny_dataset(d: Path, shards: int, samples_per_shard: int) -> Path:
-    """``shards`` x ``samples_per_shard`` samples of 24 px patches (float32) in ``d``."""
-    generate(
-        compose_cfg(
-            f"out_dir={d}",
-            f"shards={shards}",
-            f"samples_per_shard={samples_per_shard}",
-            "patch_size=24",
-            "source.size=96",
-            "patches_per_source=8",
-            "sensor.iso=[400,3200]",
-        )
-    )
-    return d
+from tests.helpers.cli import run_module
+from tests.helpers.training import (
+    CrashAtStep,
+    StopAfterEpoch,
+    crash_mid_epoch_and_resume,
+    tiny_dataset,
+    train_cfg,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +33,9 @@ def dataset(tmp_path_factory) -> Path:
     return tiny_dataset(tmp_path_factory.mktemp("train") / "ds", 4, 16)
 
 
-def train_cfg(*overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose("train", overrides=["experiment=tiny", *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, "-m", "residual_train", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    """``python -m residual_train *args`` (training's command line)."""
+    return run_module("residual_train", *args, env=env, timeout=timeout)
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -101,7 +74,7 @@ def test_augmentation_flips_and_turns_only_by_the_lens_symmetries(dataset):
     assert seen == {0, 6}
     assert ResidualDataModule(str(dataset), geometric="all").transforms == ALL
     assert ResidualDataModule(str(dataset), geometric="none").transforms == (0,)
-    with pytest.raises(InputError, match="data.geometric = .sideways.: use lens, all or none"):
+    with pytest.raises(InputError, match="data.geometric = 'sideways': one of lens, all, none"):
         ResidualDataModule(str(dataset), geometric="sideways")
 
 
@@ -276,15 +249,6 @@ def test_training_run_writes_checkpoints_logs_panels_and_beats_the_input(dataset
     assert "psnr" not in saved and f"dir: {dataset}" in saved
 
 
-class StopAfterEpoch(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
-
-
 def test_a_run_ending_between_validations_keeps_its_final_state(dataset, tmp_path):
     # 12 steps an epoch, validation (and Lightning's own last.ckpt) every 4: steps 4, 8, 12
     cfg = train_cfg(
@@ -298,17 +262,6 @@ def test_a_run_ending_between_validations_keeps_its_final_state(dataset, tmp_pat
     assert train(cfg)["global_step"] == 14
     ck = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ck["global_step"] == 14  # not 12, the last validation's state
-
-
-class CrashAtStep(Callback):
-    """Dies mid-epoch, after a checkpoint and a few more logged steps (like a kill -9)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.slow
@@ -537,7 +490,7 @@ def test_deconv_path_starts_as_the_wiener_inverse_of_the_datasets_psf(dataset):
     ],
 )
 def test_deconv_model_trains_exports_and_keeps_parity(dataset, tmp_path, options):
-    from residual_train.export import export
+    from residual_train.release.export import export
 
     cfg = train_cfg(
         f"data.dir={dataset}",
@@ -589,33 +542,6 @@ def test_sigma_unit_and_border_losses_measure_what_they_say(dataset):
         )
 
 
-def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
-    a = torch.load(a_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(b_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), k
-
-
-def crash_mid_epoch_and_resume(common: list[str], tmp_path: Path) -> None:
-    """An uninterrupted 3-epoch run (12 steps each, checkpoints every 6) in ``full``; a run
-    killed at step 21 and resumed from its step-18 checkpoint (mid-epoch 1) in ``part``."""
-    common = [
-        *common,
-        "trainer.max_epochs=3",
-        "+trainer.val_check_interval=6",
-        "trainer.deterministic=true",
-        "val.panel_every=0",
-    ]
-    train(train_cfg(*common, f"run_dir={tmp_path / 'full'}"))
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(train_cfg(*common, f"run_dir={tmp_path / 'part'}"), [CrashAtStep(21)])
-    ck = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ck["global_step"] == 18
-    resumed = train(train_cfg(*common, f"run_dir={tmp_path / 'part'}", "ckpt_path=last"))
-    assert resumed["global_step"] == 36
-    assert_same_weights(tmp_path / "full", tmp_path / "part")
-
-
 def test_a_run_resumed_mid_epoch_continues_the_epoch_where_it_stopped(dataset, tmp_path):
     crash_mid_epoch_and_resume([f"data.dir={dataset}", "record_seen=true"], tmp_path)
     # the resumed epoch trained on the samples the interrupted one had not reached
@@ -625,7 +551,7 @@ def test_a_run_resumed_mid_epoch_continues_the_epoch_where_it_stopped(dataset, t
 
 
 def test_export_keeps_a_head_subset_and_refuses_one_the_deconvolution_needs():
-    from residual_train.export import keep_heads
+    from residual_train.release.export import keep_heads
 
     cfg = {"arch": "unet", "heads": ["fog", "blur", "noise"], "width": 8, "depth": 2}
     net = build_model({**cfg, "deconv": 5, "deconv_base": "denoised"}, 3, ("fog", "blur", "noise"))
@@ -640,3 +566,33 @@ def test_export_keeps_a_head_subset_and_refuses_one_the_deconvolution_needs():
         keep_heads(net, ["blur"])
     with pytest.raises(InputError, match="the checkpoint's heads are"):
         keep_heads(net, ["relight"])
+
+
+def test_the_optimiser_and_its_schedule_are_swapped_in_the_config():
+    """``optim._target_`` is any optimiser (its further keys its own arguments; betas=null
+    for one without), ``optim.scheduler._target_`` any schedule taking the same arguments;
+    the default schedule warms up linearly, then falls along a cosine to min_lr_ratio."""
+    from hydra.utils import instantiate
+
+    from residual_train.training.lit import warmup_cosine
+    from residual_train.training.settings import OptimSettings, completed, parse
+
+    net = build_model({"arch": "unet", "width": 4, "depth": 1, "blocks": 1}, 3)
+    o = parse(
+        OptimSettings,
+        completed("optim", {"_target_": "torch.optim.SGD", "betas": None, "momentum": 0.9}),
+        "optim",
+    )
+    opt = instantiate(o.optimizer_kwargs(), _convert_="all")(net.parameters(), fused=False)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    sched = warmup_cosine(opt, total_steps=10, warmup_steps=4, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    lr = o.lr
+    assert lrs[:4] == pytest.approx([lr / 4, lr / 2, 3 * lr / 4, lr])
+    assert lrs[4] == pytest.approx(lr) and lrs[10:] == pytest.approx([0.1 * lr] * 2)
+    with pytest.raises(InputError, match="optim.betas = \\[0.9, 2\\]: a number from 0 to 1"):
+        parse(OptimSettings, completed("optim", {"betas": [0.9, 2]}), "optim")

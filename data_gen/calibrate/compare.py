@@ -3,13 +3,13 @@ PSF grid's MTF (the real-data checks in tests and ``bench/calibrate_real.py``)."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from data_gen.calibrate.sfr import mtf50, mtf_along
-from data_gen.errors import InputError, require
+from data_gen.darktable import Profile, load_noiseprofiles
+from data_gen.errors import require
 
 
 def planes_to_rgb(v) -> np.ndarray:
@@ -18,40 +18,29 @@ def planes_to_rgb(v) -> np.ndarray:
     return np.array([v[0], (v[1] + v[2]) / 2, v[3]])
 
 
-def darktable_entries(path: str | Path, maker: str, model: str) -> list[list[dict]]:
+def darktable_entries(path: str | Path, maker: str, model: str) -> list[list[Profile]]:
     """Every entry of ``maker model`` in a darktable ``noiseprofiles.json``: a list of its
     profiles (``iso``, ``a``, ``b``; an entry may hold several sets, e.g. the 550D's)."""
-    try:
-        doc = json.loads(Path(path).read_text())
-        makers = doc["noiseprofiles"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{path}: not a darktable noiseprofiles.json ({e})") from None
-    out = [
-        [p for p in mo.get("profiles", []) if not p.get("skip")]
-        for mk in makers
-        if str(mk.get("maker", "")).lower() == maker.lower()
-        for mo in mk.get("models", [])
-        if str(mo.get("model", "")).lower() == model.lower()
-    ]
+    out = [mo.used for mo in load_noiseprofiles(path).models(maker, model)]
     require(bool(out), f"{path}: no profile of {maker} {model}")
     return out
 
 
-def match_darktable(a_rgb, entries: list[list[dict]]) -> list[dict]:
+def match_darktable(a_rgb, entries: list[list[Profile]]) -> list[dict]:
     """Every (entry, ISO) of darktable against ``a_rgb`` ``(3,)`` (shot-noise slope, R G B):
     the relative difference per channel and its largest magnitude, best first."""
     a = np.asarray(a_rgb, np.float64)
     rows = []
     for e, profiles in enumerate(entries):
         for p in profiles:
-            ref = np.asarray(p["a"], np.float64)
+            ref = np.asarray(p.a, np.float64)
             rel = a / ref - 1 if (ref > 0).all() else np.full(3, np.inf)
             rows.append(
                 {
                     "entry": e,
-                    "iso": float(p["iso"]),
+                    "iso": float(p.iso),
                     "a": ref.tolist(),
-                    "b": list(p["b"]),
+                    "b": list(p.b),
                     "rel_diff": rel.tolist(),
                     "max_abs_rel_diff": float(np.abs(rel).max()),
                 }

@@ -28,11 +28,14 @@ All in raw DN at the frames' ISO, per packed plane R, Gr, Gb, B; ``N`` frames of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 from scipy.ndimage import gaussian_filter
 
 from data_gen.cfa import plane_offsets
+from data_gen.typed import Count, Number, Settings
 
 NORMAL_LAMBDA = 0.14  # Tukey-λ closest to the normal distribution
 
@@ -82,14 +85,102 @@ def tukey_shape(e: np.ndarray) -> dict:
     }
 
 
+class DarkSettings(Settings):
+    """``dark`` of ``conf/calibrate_noise.yaml`` (its defaults are the file's)."""
+
+    min_frames: Count  # dark frames per ISO for the statistics (and method dark)
+    crop: Count  # centre crop (plane pixels) for the read-noise shape
+    shape_samples: Count  # residuals drawn for the Tukey-lambda fit
+    shading_sigma: Number  # Gaussian smoothing of the dark shading (plane pixels)
+    bad_sigma: Number  # hot / cold / noisy pixels: this many robust sigma off
+
+
+@dataclass
+class PlaneDefects:
+    """One plane's bad photosites ``(h, w)`` bool, and the black level measured without them."""
+
+    black: float
+    hot: np.ndarray
+    cold: np.ndarray
+    noisy: np.ndarray
+    stuck: np.ndarray
+
+    @property
+    def bad(self) -> np.ndarray:
+        return self.hot | self.cold | self.noisy | self.stuck
+
+
+def _robust_sigma(x: np.ndarray) -> float:
+    return 1.4826 * np.median(np.abs(x - np.median(x))) + 1e-9
+
+
+def plane_defects(
+    m: np.ndarray, v: np.ndarray, n: int, shading_sigma: float, bad_sigma: float
+) -> PlaneDefects:
+    """Bad photosites of one plane from its mean ``m`` and temporal variance ``v`` over
+    ``n`` frames, in two passes: offsets against a plain smooth of the mean frame, then
+    against the dark shading of what is left."""
+    v_med = float(np.median(v))
+    noisy = v > (bad_sigma**2) * max(v_med, 1e-12)
+    stuck = (v == 0) & (v_med > 0.25)
+    m0 = m - np.median(m)
+    rough = m0 - gaussian_filter(m0, max(shading_sigma, 2.0), mode="nearest")
+    bad0 = (np.abs(rough) > bad_sigma * _robust_sigma(rough)) | noisy | stuck
+    black = float(m[~bad0].mean()) if (~bad0).any() else float(m.mean())
+    resid = m - black - shading_of(m - black, bad0, shading_sigma)
+    sr = _robust_sigma(resid[~bad0])
+    floor = 3 * np.sqrt(max(v_med, 1e-12) / n)  # never below the mean's own noise
+    hot = resid > max(bad_sigma * sr, floor)
+    cold = resid < -max(bad_sigma * sr, floor)
+    d = PlaneDefects(black, hot, cold, noisy, stuck)
+    bad = d.bad
+    d.black = float(m[~bad].mean()) if (~bad).any() else black
+    return d
+
+
+def row_variance(frames: list[np.ndarray], p: int, m: np.ndarray, read_var: float) -> float:
+    """Row noise of plane ``p``: the variance of the row means of ``frame − mean frame``,
+    less the pixel noise they average."""
+    n, w = len(frames), m.shape[1]
+    rho = np.concatenate([(f[p].astype(np.float64) - m).mean(axis=1) for f in frames])  # (N·h,)
+    var_rho = float(rho.var()) * n / (n - 1)
+    return max((var_rho - read_var / w) / (1 - 1 / w), 0.0)
+
+
+def read_residuals(
+    frames: list[np.ndarray], p: int, window: tuple[slice, slice], black: float,
+    shading: np.ndarray, bad: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Plane ``p``'s read-noise residuals on the centre crop ``window``, pooled over frames:
+    each frame less the black level, the dark shading and its row means; bad photosites
+    left out."""
+    cy, cx = window
+    good = ~bad[cy, cx]
+    parts = []
+    for f in frames:
+        r = f[p][cy, cx].astype(np.float64) - black - shading[cy, cx]
+        r -= r.mean(axis=1, keepdims=True)
+        parts.append(r[good])
+    return np.concatenate(parts)
+
+
+STATS = (
+    "black",
+    "black_error_dn",
+    "black_error_frame_std_dn",
+    "read_var_dn2",
+    "read_sigma_dn",
+    "row_sigma_dn",
+    "shading_std_dn",
+)
+BAD_KINDS = ("hot", "cold", "noisy", "stuck")
+
+
 def dark_statistics(
     frames: list[np.ndarray],
     black_file: np.ndarray,
     pattern: str,
-    crop: int = 512,
-    samples: int = 100_000,
-    shading_sigma: float = 4.0,
-    bad_sigma: float = 6.0,
+    settings: DarkSettings,
     seed: int = 0,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Statistics of ``N >= 2`` dark frames ``(4, h, w)`` uint16 DN (see the module
@@ -99,65 +190,27 @@ def dark_statistics(
     dark shading ``(4, h, w)`` float32 (DN above the measured black level), and up to
     20,000 read-noise residuals per plane ``(4, k)`` float32 DN (for plots).
     """
+    s = settings
     n = len(frames)
     planes, h, w = frames[0].shape
     mean, var, frame_means = mean_and_variance(frames)
     rng = np.random.default_rng(seed)
     offsets = plane_offsets(pattern)
-    out: dict[str, list] = {
-        k: []
-        for k in (
-            "black",
-            "black_error_dn",
-            "black_error_frame_std_dn",
-            "read_var_dn2",
-            "read_sigma_dn",
-            "row_sigma_dn",
-            "shading_std_dn",
-        )
-    }
-    shape, bad_lists = [], {"hot": [], "cold": [], "noisy": [], "stuck": []}
-    kept = []
+    out: dict[str, list] = {k: [] for k in STATS}
+    shape, bad_lists, kept = [], {k: [] for k in BAD_KINDS}, []
     shading = np.zeros((planes, h, w), np.float32)
-    y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-    cy, cx = slice(y0, y0 + min(crop, h)), slice(x0, x0 + min(crop, w))
+    y0, x0 = max(0, (h - s.crop) // 2), max(0, (w - s.crop) // 2)
+    window = slice(y0, y0 + min(s.crop, h)), slice(x0, x0 + min(s.crop, w))
     for p in range(planes):
         m, v = mean[p], var[p]
-        v_med = float(np.median(v))
-        noisy = v > (bad_sigma**2) * max(v_med, 1e-12)
-        stuck = (v == 0) & (v_med > 0.25)
-        # first pass: offsets against a plain smooth of the mean frame
-        m0 = m - np.median(m)
-        rough = m0 - gaussian_filter(m0, max(shading_sigma, 2.0), mode="nearest")
-        s0 = 1.4826 * np.median(np.abs(rough - np.median(rough))) + 1e-9
-        bad0 = (np.abs(rough) > bad_sigma * s0) | noisy | stuck
-        black = float(m[~bad0].mean()) if (~bad0).any() else float(m.mean())
-        sh = shading_of(m - black, bad0, shading_sigma)
-        resid = m - black - sh
-        sr = 1.4826 * np.median(np.abs(resid[~bad0] - np.median(resid[~bad0]))) + 1e-9
-        floor = 3 * np.sqrt(max(v_med, 1e-12) / n)  # never below the mean's own noise
-        hot = resid > max(bad_sigma * sr, floor)
-        cold = resid < -max(bad_sigma * sr, floor)
-        bad = hot | cold | noisy | stuck
-        black = float(m[~bad].mean()) if (~bad).any() else black
-        shading[p] = shading_of(m - black, bad, shading_sigma)
+        d = plane_defects(m, v, n, s.shading_sigma, s.bad_sigma)
+        bad, black = d.bad, d.black
+        shading[p] = shading_of(m - black, bad, s.shading_sigma)
         read_var = float(v[~bad].mean()) if (~bad).any() else float(v.mean())
-        # row noise: row means of frame - mean frame
-        rho = np.concatenate(
-            [(f[p].astype(np.float64) - m).mean(axis=1) for f in frames]  # (N·h,)
-        )
-        var_rho = float(rho.var()) * n / (n - 1)
-        row_var = max((var_rho - read_var / w) / (1 - 1 / w), 0.0)
-        # read-noise shape on a centre crop, row means removed
-        good = ~bad[cy, cx]
-        parts = []
-        for f in frames:
-            r = f[p][cy, cx].astype(np.float64) - black - shading[p][cy, cx]
-            r -= r.mean(axis=1, keepdims=True)
-            parts.append(r[good])
-        e = np.concatenate(parts)
-        if e.size > samples:
-            e = rng.choice(e, samples, replace=False)
+        row_var = row_variance(frames, p, m, read_var)
+        e = read_residuals(frames, p, window, black, shading[p], bad)
+        if e.size > s.shape_samples:
+            e = rng.choice(e, s.shape_samples, replace=False)
         shape.append(tukey_shape(e))
         kept.append(e[:20_000].astype(np.float32))
         out["black"].append(black)
@@ -168,8 +221,8 @@ def dark_statistics(
         out["row_sigma_dn"].append(float(np.sqrt(row_var)))
         out["shading_std_dn"].append(float(shading[p].std()))
         dy, dx = offsets[p]
-        for kind, mask in (("hot", hot), ("cold", cold), ("noisy", noisy), ("stuck", stuck)):
-            ys, xs = np.nonzero(mask)
+        for kind in BAD_KINDS:
+            ys, xs = np.nonzero(getattr(d, kind))
             bad_lists[kind] += np.stack([2 * ys + dy, 2 * xs + dx], 1).tolist()
     out["shape"] = shape
     out["bad_pixels"] = {k: sorted(v) for k, v in bad_lists.items()}

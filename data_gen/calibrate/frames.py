@@ -109,8 +109,9 @@ def _exposure(path: Path) -> float | None:
     return float(v) if isinstance(v, (int, float)) and v > 0 else None
 
 
-def load_frame(path: Path, iso: float | None = None, clip: float = 0.98) -> Frame:
-    """Read one raw (``iso``: used when the file carries none)."""
+def load_frame(path: Path, iso: float | None, clip: float) -> Frame:
+    """Read one raw (``iso``: used when the file carries none; ``clip``: the normalised
+    level from which a photosite counts as clipped, conf/calibrate_noise.yaml)."""
     r = read_raw(path)
     dn = np.ascontiguousarray(pack(r.mosaic, r.pattern))
     span = r.white - r.black
@@ -157,9 +158,7 @@ def check_same_camera(frames: list[Frame]) -> None:
         )
 
 
-def load_frames(
-    paths: Iterable[Path], iso: float | None = None, clip: float = 0.98
-) -> dict[str, list[Frame]]:
+def load_frames(paths: Iterable[Path], iso: float | None, clip: float) -> dict[str, list[Frame]]:
     """Read and check every file; frames grouped by ISO key (sorted by ISO, ``unknown``
     last), each group in file order."""
     frames = [load_frame(p, iso, clip) for p in paths]

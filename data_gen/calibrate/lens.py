@@ -36,9 +36,11 @@ import glob
 import json
 import logging
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import yaml
+from pydantic import Strict
 from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 
@@ -55,6 +57,7 @@ from data_gen.calibrate.psf import estimate_psf, recentre
 from data_gen.calibrate.sfr import SFR, edge_samples, sfr_from_samples
 from data_gen.errors import InputError, require
 from data_gen.paths import filled_atomically
+from data_gen.typed import Integer, Number, Settings, parse
 
 log = logging.getLogger("data_gen")
 
@@ -124,9 +127,35 @@ def read_capture(path: Path, gamma: float = 1.0) -> np.ndarray:
     return np.clip(a, 0, None) ** gamma
 
 
-def find_corners(grey: np.ndarray, c: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+AsGiven = int | float  # written to lens.yaml as given (50 stays 50, not 50.0)
+
+
+class LensCalibration(Settings):
+    """``conf/calibrate_lens.yaml`` (its defaults are the file's)."""
+
+    captures: Any
+    out: Any
+    gamma: Number
+    grid: tuple[Integer, Integer]
+    psf_size: Integer
+    psf_window: Integer
+    smoothness: Number
+    recentre: Annotated[bool, Strict()]
+    fit_distortion: Annotated[bool, Strict()]
+    corner_sigma: Number
+    esf_half_width: Number
+    edge_trim: Number
+    min_edges: Integer
+    upsample: Integer
+    pixel_pitch_um: AsGiven | None = None
+    f_number: AsGiven | None = None
+    focal_length_mm: AsGiven | None = None
+    name: str | None = None
+
+
+def find_corners(grey: np.ndarray, c: LensCalibration, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Chart points ``q`` and recorded corners ``x`` ``(N, 2)`` of one capture."""
-    pts = saddle_corners(grey, c["corner_sigma"])
+    pts = saddle_corners(grey, c.corner_sigma)
     require(len(pts) >= 12, f"{where}: found {len(pts)} corner-like points; no checkerboard?")
     step = float(np.median(cKDTree(pts).query(pts, 2)[0][:, 1]))
     pts = pts[x_junctions(grey, pts, 0.3 * step)]
@@ -191,17 +220,17 @@ def covered(q_window: np.ndarray, q: np.ndarray, margin: float = 0.5) -> bool:
 
 def run(cfg: dict) -> dict:
     """The ``calibrate lens`` command (``cfg``: conf/calibrate_lens.yaml, resolved)."""
-    c = cfg
-    paths = find_captures(c["captures"])
-    out, config, inputs, done = prepare_output(c, paths, "mtf.json")
+    c = parse(LensCalibration, cfg, "")
+    paths = find_captures(c.captures)
+    out, config, inputs, done = prepare_output(c.out, cfg, paths, "mtf.json")
     if done is not None:
         log.info("%s already holds this calibration; nothing to do", out)
         return {"out": str(out), "unchanged": True, "distortion": done["geometry"]["k"]}
-    k_size = int(c["psf_size"])
+    k_size = c.psf_size
     require(k_size % 2 == 1 and k_size >= 3, f"psf_size = {k_size}: an odd number >= 3")
-    rows, cols = (int(v) for v in c["grid"])
-    require(rows >= 1 and cols >= 1, f"grid = {c['grid']}: [rows, columns], each >= 1")
-    imgs = [read_capture(p, float(c["gamma"])) for p in paths]
+    rows, cols = c.grid
+    require(rows >= 1 and cols >= 1, f"grid = {list(c.grid)}: [rows, columns], each >= 1")
+    imgs = [read_capture(p, c.gamma) for p in paths]
     shape = imgs[0].shape[1:]
     for p, im in zip(paths, imgs, strict=True):
         require(
@@ -211,7 +240,7 @@ def run(cfg: dict) -> dict:
         )
     greys = [im.mean(0) for im in imgs]
     corr = [find_corners(g, c, str(p)) for g, p in zip(greys, paths, strict=True)]
-    geo, keep = fit_geometry(corr, shape, bool(c["fit_distortion"]))
+    geo, keep = fit_geometry(corr, shape, c.fit_distortion)
     corr = [(q[m], x[m]) for (q, x), m in zip(corr, keep, strict=True)]
     log.info(
         "geometry: %d corners, residual %.3f px RMS, distortion k = [%.5f, %.5f]",
@@ -221,7 +250,7 @@ def run(cfg: dict) -> dict:
     grid, measured = fill_grid(cells, rows, cols, k_size)
     require(
         measured.any(),
-        f"no cell of the {rows}x{cols} grid holds a {c['psf_window']} px window covered by the "
+        f"no cell of the {rows}x{cols} grid holds a {c.psf_window} px window covered by the "
         "chart: move the chart across the frame, or use a coarser grid / smaller psf_window",
     )
     doc = mtf_document(cells, geo, shape, paths, corr, c, inputs, config, measured)
@@ -260,7 +289,7 @@ def measure_cells(imgs, greys, corr, geo, c, rows, cols, k_size) -> list[dict]:
         parity_of(g, geo, i, q) for i, (g, (q, _)) in enumerate(zip(greys, corr, strict=True))
     ]
     cells = []
-    win = int(c["psf_window"])
+    win = c.psf_window
     for r in range(rows):
         for cc in range(cols):
             y0, y1 = r * h / rows, (r + 1) * h / rows
@@ -276,7 +305,7 @@ def measure_cells(imgs, greys, corr, geo, c, rows, cols, k_size) -> list[dict]:
                 for cap, (_, x) in enumerate(corr):
                     for a, b, sides in edges[cap][o]:
                         length = float(np.hypot(*(x[b] - x[a])))
-                        half = min(float(c["esf_half_width"]), 0.45 * length)
+                        half = min(c.esf_half_width, 0.45 * length)
                         lo_pt = np.minimum(x[a], x[b]) - half
                         hi_pt = np.maximum(x[a], x[b]) + half
                         if not (
@@ -284,7 +313,7 @@ def measure_cells(imgs, greys, corr, geo, c, rows, cols, k_size) -> list[dict]:
                         ):
                             continue  # the edge and its samples lie inside the cell
                         side_px = geo.project(cap, sides)
-                        d, _ = edge_samples(greys[cap], x[a], x[b], half, float(c["edge_trim"]))
+                        d, _ = edge_samples(greys[cap], x[a], x[b], half, c.edge_trim)
                         if d.size == 0:
                             continue
                         u = (x[b] - x[a]) / length
@@ -300,9 +329,7 @@ def measure_cells(imgs, greys, corr, geo, c, rows, cols, k_size) -> list[dict]:
                         rising = (side_d[0] > 0) == bool(bright_first)
                         values = []
                         for i in range(ch):
-                            _, v = edge_samples(
-                                imgs[cap][i], x[a], x[b], half, float(c["edge_trim"])
-                            )
+                            _, v = edge_samples(imgs[cap][i], x[a], x[b], half, c.edge_trim)
                             lo, hi = sorted(levels[i])
                             values.append((v - lo) / max(hi - lo, 1e-9))
                         if min(abs(lv[0] - lv[1]) for lv in levels) <= 1e-6:
@@ -313,7 +340,7 @@ def measure_cells(imgs, greys, corr, geo, c, rows, cols, k_size) -> list[dict]:
                         normals.append(nrm)
                         halves.append(half)
                         n_edges += 1
-                if n_edges < int(c["min_edges"]):
+                if n_edges < c.min_edges:
                     continue
                 half = float(np.median(halves))
                 dd = np.concatenate(dists)
@@ -353,8 +380,8 @@ def psf_window(cell, imgs, corr, geo, parities, c, win, k_size, bounds) -> None:
                 geo.shape, geo.homographies[cap], geo.k, window=box, parity=parities[cap]
             )
             window = imgs[cap][:, wy : wy + win, wx : wx + win]
-            psf = estimate_psf(window, ideal, k_size, float(c["smoothness"]))
-            cell["psf"] = recentre(psf) if c["recentre"] else psf
+            psf = estimate_psf(window, ideal, k_size, c.smoothness)
+            cell["psf"] = recentre(psf) if c.recentre else psf
             cell["window"] = {"capture": cap, "y": wy, "x": wx, "size": win}
             return
 
@@ -419,7 +446,7 @@ def mtf_document(cells, geo, shape, paths, corr, c, inputs, config, measured) ->
         "mean edge normal (y, x)",
         "channels": channels,
         "frame": [h, w],
-        "grid": [int(c["grid"][0]), int(c["grid"][1])],
+        "grid": list(c.grid),
         "geometry": {
             "k": list(geo.k),
             "model": "r_d = r(1 + k1 r^2 + k2 r^4), r over the half diagonal (data_gen.physics.distortion)",
@@ -443,19 +470,19 @@ def _channels(cells) -> int:
     return 1
 
 
-def lens_config(c: dict, shape: tuple[int, int], name: str) -> dict:
+def lens_config(c: LensCalibration, shape: tuple[int, int], name: str) -> dict:
     """The ``kind: grid`` lens of ``psf_grid.npy`` (path relative to lens.yaml)."""
-    pitch = c.get("pixel_pitch_um") or 1.0
+    pitch = c.pixel_pitch_um or 1.0
     return {
         "kind": "grid",
-        "name": str(c.get("name") or f"calibrated_{name}"),
+        "name": str(c.name or f"calibrated_{name}"),
         "path": "psf_grid.npy",
         "axes": ["row", "col", "y", "x", "c"],
         "sensor_mm": [shape[0] * pitch / 1000, shape[1] * pitch / 1000],
-        "upsample": int(c["upsample"]),
+        "upsample": c.upsample,
         "state": {
-            "focal_length_mm": c.get("focal_length_mm"),
-            "f_number": c.get("f_number"),
+            "focal_length_mm": c.focal_length_mm,
+            "f_number": c.f_number,
             "focus_m": None,
         },
     }

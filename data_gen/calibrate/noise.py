@@ -28,23 +28,25 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 
 from data_gen.calibrate import frames as fr
-from data_gen.calibrate.dark import dark_statistics
+from data_gen.calibrate.dark import DarkSettings, dark_statistics
 from data_gen.calibrate.fit import LineFit
 from data_gen.calibrate.photon_transfer import photon_transfer
 from data_gen.calibrate.single_frame import fit_tiles, tile_stats
 from data_gen.cfa import PLANES
 from data_gen.errors import InputError, require
 from data_gen.paths import filled_atomically
+from data_gen.typed import Count, Number, Settings, parse
 
 log = logging.getLogger("data_gen")
 
-METHODS = ("auto", "photon_transfer", "single", "dark")
 FORMAT = 1
 UNITS = (
     "A, B: sigma^2(v) = A*max(v, 0) + B with v = (DN - black)/(white - black) per plane "
@@ -53,14 +55,43 @@ UNITS = (
 )
 
 
+class PhotonTransferSettings(Settings):
+    bins: Count
+    min_pixels: Count
+
+
+class SingleSettings(Settings):
+    block: Count
+    bins: Count
+    texture: Number
+
+
+class NoiseCalibration(Settings):
+    """``conf/calibrate_noise.yaml`` (its defaults are the file's)."""
+
+    raws: Any
+    out: Any
+    method: Literal["auto", "photon_transfer", "single", "dark"]
+    iso: Number | None = None
+    k1: Number | None = None
+    clip: Number
+    dark_max: Number
+    min_signal: Number
+    max_clipped: Number
+    same_level: Number
+    photon_transfer: PhotonTransferSettings
+    single: SingleSettings
+    dark: DarkSettings
+
+
 def _names(frames: list[fr.Frame]) -> list[str]:
     return [f.path.name for f in frames]
 
 
 def choose_method(requested: str, dark: list, lit: list, pairable: list, where: str) -> str:
-    """The method for one ISO: ``requested``, or from what the frames allow."""
-    require(requested in METHODS, f"method = {requested!r}: use one of {', '.join(METHODS)}")
-    if requested != "auto":
+    """The method for one ISO: ``requested`` (one of :data:`METHODS`), or (``auto``) from
+    what the frames allow."""
+    if requested in METHODS:
         return requested
     if pairable:
         return "photon_transfer"
@@ -70,30 +101,32 @@ def choose_method(requested: str, dark: list, lit: list, pairable: list, where: 
     return "dark"
 
 
-def check_lit(lit: list[fr.Frame], c: dict, where: str, mean_level: bool = True) -> None:
+def check_lit(
+    lit: list[fr.Frame], c: NoiseCalibration, where: str, mean_level: bool = True
+) -> None:
     """Saturated or (``mean_level``: by their mean) too-dark lit frames: one line naming
     the file. A scene for the single-frame method is judged by its brightest smooth
     region instead (a dark scene with a few flat highlights is what darktable asks for)."""
     for f in lit:
         require(
-            f.clipped <= c["max_clipped"],
+            f.clipped <= c.max_clipped,
             f"{f.path}: {100 * f.clipped:.0f} % of the photosites are at the white level "
-            f"(saturated; at most {100 * c['max_clipped']:.0f} %): lower the exposure",
+            f"(saturated; at most {100 * c.max_clipped:.0f} %): lower the exposure",
         )
     if lit and mean_level:
         top = max(lit, key=lambda f: f.level)
         require(
-            top.level >= c["min_signal"],
+            top.level >= c.min_signal,
             f"{top.path}: the brightest lit frame of {where} reaches {100 * top.level:.2f} % of "
             f"the white level (too dark: the shot noise needs at least "
-            f"{100 * c['min_signal']:g} %); expose brighter",
+            f"{100 * c.min_signal:g} %); expose brighter",
         )
 
 
 def calibrate_photon_transfer(
-    dark: list[fr.Frame], levels: list[list[fr.Frame]], c: dict, where: str
+    dark: list[fr.Frame], levels: list[list[fr.Frame]], c: NoiseCalibration, where: str
 ) -> tuple[list[LineFit], np.ndarray, str, list[str]]:
-    pt = c["photon_transfer"]
+    pt = c.photon_transfer
     paired = [lv for lv in levels if len(lv) >= 2]
     if not paired:
         listing = ", ".join(f"{f.path.name} ({100 * f.level:.1f} %)" for lv in levels for f in lv)
@@ -110,9 +143,7 @@ def calibrate_photon_transfer(
         black = np.mean([d.dn.mean(axis=(1, 2)) for d in dark], axis=0)
         source = "dark frames"
         dark_pairs = [(a.dn, b.dn) for a, b in fr.pairs(dark)]
-    fits = photon_transfer(
-        lit_pairs, dark_pairs, black, f0.white, pt["bins"], c["clip"], pt["min_pixels"]
-    )
+    fits = photon_transfer(lit_pairs, dark_pairs, black, f0.white, pt.bins, c.clip, pt.min_pixels)
     for p, fit in enumerate(fits):
         require(
             fit.x.size >= 3,
@@ -123,8 +154,10 @@ def calibrate_photon_transfer(
     return fits, black, source, used
 
 
-def calibrate_single(lit: list[fr.Frame], c: dict, where: str) -> tuple[list[LineFit], list[str]]:
-    sf = c["single"]
+def calibrate_single(
+    lit: list[fr.Frame], c: NoiseCalibration, where: str
+) -> tuple[list[LineFit], list[str]]:
+    sf = c.single
     require(
         bool(lit),
         f"method single needs a raw of a lit scene; {where} has only dark frames",
@@ -132,9 +165,9 @@ def calibrate_single(lit: list[fr.Frame], c: dict, where: str) -> tuple[list[Lin
     check_lit(lit, c, where, mean_level=False)
     fits = []
     for p in range(4):
-        parts = [tile_stats(f.normalised()[p], f.dn[p] > 0, sf["block"], c["clip"]) for f in lit]
+        parts = [tile_stats(f.normalised()[p], f.dn[p] > 0, sf.block, c.clip) for f in lit]
         mu, s2, st = (np.concatenate([q[i] for q in parts]) for i in range(3))
-        fit = fit_tiles(mu, s2, st, sf["block"] ** 2, sf["bins"], sf["texture"], 8, c["clip"])
+        fit = fit_tiles(mu, s2, st, sf.block**2, sf.bins, sf.texture, 8, c.clip)
         require(
             fit is not None,
             f"method single: {', '.join(_names(lit))} ({where}) has too few smooth regions in "
@@ -144,79 +177,104 @@ def calibrate_single(lit: list[fr.Frame], c: dict, where: str) -> tuple[list[Lin
         fits.append(fit)
     top = max(float(f.x.max()) for f in fits)
     require(
-        top >= c["min_signal"],
+        top >= c.min_signal,
         f"{lit[0].path}: its brightest smooth region is at {100 * top:.2f} % of the white "
-        f"level (too dark: at least {100 * c['min_signal']:g} %); expose brighter",
+        f"level (too dark: at least {100 * c.min_signal:g} %); expose brighter",
     )
     return fits, _names(lit)
 
 
-def calibrate_iso(key: str, frames: list[fr.Frame], c: dict) -> dict:
+@dataclass
+class IsoFrames:
+    """One ISO's frames, sorted: dark ones, lit ones and the lit ones by exposure level."""
+
+    where: str
+    first: fr.Frame
+    dark: list[fr.Frame]
+    lit: list[fr.Frame]
+    levels: list[list[fr.Frame]]
+
+
+def _by_photon_transfer(f: IsoFrames, c: NoiseCalibration) -> tuple[list[LineFit], dict]:
+    fits, black, source, used = calibrate_photon_transfer(f.dark, f.levels, c, f.where)
+    return fits, {"black": np.asarray(black).tolist(), "black_source": source, "frames": used}
+
+
+def _by_single(f: IsoFrames, c: NoiseCalibration) -> tuple[list[LineFit], dict]:
+    fits, used = calibrate_single(f.lit, c, f.where)
+    return fits, {"black": f.first.black.tolist(), "black_source": "file", "frames": used}
+
+
+def _by_dark(f: IsoFrames, c: NoiseCalibration) -> tuple[None, dict]:
+    """No fit: ``B`` and (from ``k1``) ``A`` come from the dark statistics."""
+    if f.lit:
+        x = f.lit[0]
+        raise InputError(
+            f"{x.path} is not a dark frame (mean level {100 * x.level:.2f} % of the white "
+            f"level, dark below {100 * c.dark_max:g} %): method dark takes dark frames only"
+        )
+    n = c.dark.min_frames
+    require(
+        len(f.dark) >= n,
+        f"method dark needs {n} dark frames per ISO; {f.where} has {len(f.dark)} "
+        f"({', '.join(_names(f.dark))})",
+    )
+    return None, {"frames": _names(f.dark)}
+
+
+METHODS = {"photon_transfer": _by_photon_transfer, "single": _by_single, "dark": _by_dark}
+"""Each method's fit of one ISO: ``(fits or None, what it adds to the result)``."""
+
+
+def _dark_stats(dark: list[fr.Frame], f0: fr.Frame, d: DarkSettings) -> tuple:
+    stats, shading, resid = dark_statistics([x.dn for x in dark], f0.black, f0.pattern, d)
+    stats["frame_files"] = _names(dark)
+    stats["frame_paths"] = [str(x.path.resolve()) for x in dark]
+    return stats, shading, resid
+
+
+def _from_dark(res: dict, f0: fr.Frame, c: NoiseCalibration) -> np.ndarray:
+    """Dark only: ``B`` from the temporal read variance, ``A`` from a hypothesised ``k1``
+    (else None); returns the span white − black."""
+    stats = res["_dark"][0]
+    black = np.asarray(stats["black"])
+    span = f0.white - black
+    res.update(black=black.tolist(), black_source="dark frames")
+    res["B"] = (np.asarray(stats["read_var_dn2"]) / span**2).tolist()
+    res["A"] = None
+    if c.k1 is not None:
+        require(f0.iso is not None, f"k1 = {c.k1}: needs the frames' ISO (give iso=...)")
+        res["A"] = (c.k1 * f0.iso / 100 / span).tolist()
+        res["A_source"] = "k1 (hypothesised)"
+    return span
+
+
+def calibrate_iso(key: str, frames: list[fr.Frame], c: NoiseCalibration) -> dict:
     """Everything for one ISO: a JSON-able result, plus the arrays (fits, shading) under
     keys starting with ``_``."""
     where = f"ISO {key}"
-    dark, lit = fr.split_dark(frames, c["dark_max"])
-    levels = fr.exposure_levels(lit, c["same_level"])
+    dark, lit = fr.split_dark(frames, c.dark_max)
+    levels = fr.exposure_levels(lit, c.same_level)
     pairable = [lv for lv in levels if len(lv) >= 2]
-    method = choose_method(c["method"], dark, lit, pairable, where)
+    method = choose_method(c.method, dark, lit, pairable, where)
     f0 = frames[0]
     iso = f0.iso
     res: dict = {"method": method, "white": f0.white, "black_file": f0.black.tolist()}
-    dc = c["dark"]
-    fits: list[LineFit] | None = None
-    if method == "photon_transfer":
-        fits, black, source, used = calibrate_photon_transfer(dark, levels, c, where)
-        res.update(black=np.asarray(black).tolist(), black_source=source, frames=used)
-    elif method == "single":
-        fits, used = calibrate_single(lit, c, where)
-        res.update(black=f0.black.tolist(), black_source="file", frames=used)
-    else:
-        if lit:
-            f = lit[0]
-            raise InputError(
-                f"{f.path} is not a dark frame (mean level {100 * f.level:.2f} % of the white "
-                f"level, dark below {100 * c['dark_max']:g} %): method dark takes dark frames only"
-            )
-        require(
-            len(dark) >= dc["min_frames"],
-            f"method dark needs {dc['min_frames']} dark frames per ISO; {where} has {len(dark)} "
-            f"({', '.join(_names(dark))})",
-        )
-        res.update(frames=_names(dark))
-    if len(dark) >= dc["min_frames"]:
-        stats, shading, resid = dark_statistics(
-            [d.dn for d in dark],
-            f0.black,
-            f0.pattern,
-            dc["crop"],
-            dc["shape_samples"],
-            dc["shading_sigma"],
-            dc["bad_sigma"],
-        )
-        stats["frame_files"] = _names(dark)
-        stats["frame_paths"] = [str(d.path.resolve()) for d in dark]
-        res["_dark"] = (stats, shading, resid)
+    fits, found = METHODS[method](IsoFrames(where, f0, dark, lit, levels), c)
+    res.update(found)
+    if len(dark) >= c.dark.min_frames:
+        res["_dark"] = _dark_stats(dark, f0, c.dark)
         res["dark_frames"] = len(dark)
-    span = f0.white - np.asarray(res.get("black", f0.black), np.float64)
-    if fits is not None:
+    if fits is None:
+        span = _from_dark(res, f0, c)
+    else:
+        span = f0.white - np.asarray(res["black"], np.float64)
         res["A"] = [fit.A for fit in fits]
         res["B"] = [fit.B for fit in fits]
         res["r2"] = [fit.r2 for fit in fits]
         res["fits"] = [fit.as_dict() for fit in fits]
         res["_fits"] = fits
-    else:  # dark only: B from the temporal read variance; A from a hypothesised k1
-        stats = res["_dark"][0]
-        black = np.asarray(stats["black"])
-        span = f0.white - black
-        res.update(black=black.tolist(), black_source="dark frames")
-        res["B"] = (np.asarray(stats["read_var_dn2"]) / span**2).tolist()
-        if c.get("k1") is not None:
-            require(iso is not None, f"k1 = {c['k1']}: needs the frames' ISO (give iso=...)")
-            res["A"] = (float(c["k1"]) * iso / 100 / span).tolist()
-            res["A_source"] = "k1 (hypothesised)"
-        else:
-            res["A"] = None
-    if iso is not None and res.get("A") is not None:
+    if iso is not None and res["A"] is not None:
         g = iso / 100
         res["k1"] = (np.asarray(res["A"]) * span / g).tolist()
         res["k0"] = (np.asarray(res["B"]) * span**2 / g).tolist()
@@ -230,7 +288,7 @@ def _public(res: dict) -> dict:
 def sensor_config(results: dict[str, dict], camera: str) -> tuple[dict | None, str]:
     """The generator's ``kind: table`` sensor of the ISOs with both ``A`` and ``B``, or
     ``None`` and why not."""
-    rows = [(float(k), r) for k, r in results.items() if k != fr.UNKNOWN and r.get("A") is not None]
+    rows = [(float(k), r) for k, r in results.items() if k != fr.UNKNOWN and r["A"] is not None]
     if not rows:
         why = (
             "the frames carry no ISO (give iso=VALUE)"
@@ -282,12 +340,13 @@ def existing(out: Path, config: dict, inputs: list[dict], what: str) -> dict | N
     raise InputError(f"out = {str(out)!r} already holds files; nothing is overwritten")
 
 
-def prepare_output(cfg: dict, paths: list[Path], what: str):
-    """A calibration command's ``out`` folder, its config (without ``out``), what
-    identifies its inputs, and the same calibration's summary ``what`` already there (or
-    None; a different one there is an :class:`InputError`)."""
-    require(cfg.get("out") not in (None, "???"), "out is missing: give out=DIR (a new directory)")
-    out = Path(str(cfg["out"])).expanduser()
+def prepare_output(out, cfg: dict, paths: list[Path], what: str):
+    """A calibration command's ``out`` folder (from the setting ``out``), its config
+    (``cfg`` without ``out``), what identifies its inputs, and the same calibration's
+    summary ``what`` already there (or None; a different one there is an
+    :class:`InputError`)."""
+    require(out not in (None, "???"), "out is missing: give out=DIR (a new directory)")
+    out = Path(str(out)).expanduser()
     config = {k: v for k, v in cfg.items() if k != "out"}
     inputs = inputs_of(paths)
     return out, config, inputs, existing(out, config, inputs, what)
@@ -295,13 +354,13 @@ def prepare_output(cfg: dict, paths: list[Path], what: str):
 
 def run(cfg: dict) -> dict:
     """The ``calibrate noise`` command (``cfg``: conf/calibrate_noise.yaml, resolved)."""
-    c = cfg
-    paths = fr.find_raws(c["raws"])
-    out, config, inputs, done = prepare_output(c, paths, "noise.json")
+    c = parse(NoiseCalibration, cfg, "")
+    paths = fr.find_raws(c.raws)
+    out, config, inputs, done = prepare_output(c.out, cfg, paths, "noise.json")
     if done is not None:
         log.info("%s already holds this calibration; nothing to do", out)
         return {"out": str(out), "unchanged": True, "isos": _summary(done["isos"])}
-    groups = fr.load_frames(paths, c.get("iso"), c["clip"])
+    groups = fr.load_frames(paths, c.iso, c.clip)
     f0 = next(iter(groups.values()))[0]
     results = {}
     for key, frames in groups.items():
@@ -313,7 +372,7 @@ def run(cfg: dict) -> dict:
             r["method"],
             len(r["frames"]),
             f", dark statistics from {r['dark_frames']} dark frames" if "_dark" in r else "",
-            "-" if r.get("A") is None else ", ".join(f"{v:.4g}" for v in r["A"]),
+            "-" if r["A"] is None else ", ".join(f"{v:.4g}" for v in r["A"]),
             ", ".join(f"{v:.4g}" for v in r["B"]),
         )
     doc = {

@@ -1,38 +1,21 @@
 """The calibration reports: one self-contained ``index.html`` (matplotlib PNGs embedded)
-so a person can see whether a fit is good. The style follows the evaluation pages
-(``residual_train.evaluate.page``; ``data_gen`` does not import it)."""
+so a person can see whether a fit is good. The markup is in ``templates/``
+(``noise.html.j2``, ``lens.html.j2``), rendered with :func:`data_gen.html.render`; its style
+follows the evaluation pages (``residual_train.evaluate``; ``data_gen`` does not import it)."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 
 import numpy as np
 
 from data_gen.cfa import PLANES
+from data_gen.html import render, table
 
-CSS = (
-    "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;"
-    "padding:3px 8px;text-align:right}img{max-width:100%}"
-    "pre{background:#f4f4f4;padding:.5em;overflow:auto;font-size:75%}"
-    ".miss{color:#b00;font-weight:bold}.hit{color:#070}.note{color:#555}"
-)
+PACKAGE = "data_gen.calibrate"
 COLOURS = {"R": "#d62728", "Gr": "#2ca02c", "Gb": "#17becf", "B": "#1f77b4"}
-
-
-def table(rows: list[dict], cols: list[str], fmt: str = "{:.4g}") -> str:
-    """An HTML table of ``rows`` (dicts) with columns ``cols``; floats use ``fmt``."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-
-    def cell(v) -> str:
-        return fmt.format(v) if isinstance(v, float) else html.escape(str(v))
-
-    body = "".join(
-        "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+FMT = "{:.4g}"
 
 
 def pyplot():
@@ -45,19 +28,12 @@ def pyplot():
 
 
 def embed(fig) -> str:
-    """A matplotlib figure as an ``<img>`` with the PNG inline (the figure is closed)."""
+    """A matplotlib figure as a ``data:`` URI of its PNG, for an ``<img>``'s ``src`` (the
+    figure is closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     pyplot().close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="plot">'
-
-
-def document(title: str, body: str) -> str:
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ---- noise --------------------------------------------------------------------------------
@@ -65,7 +41,7 @@ def document(title: str, body: str) -> str:
 
 def fit_figure(fits, title: str) -> str:
     """Variance against signal with the fitted lines (log–log, so ``B`` shows), and the
-    relative residuals of the points."""
+    relative residuals of the points: a ``data:`` URI (:func:`embed`)."""
     plt = pyplot()
     fig, (ax, rx) = plt.subplots(1, 2, figsize=(11, 4))
     for name, f in zip(PLANES, fits, strict=True):
@@ -86,7 +62,8 @@ def fit_figure(fits, title: str) -> str:
 
 
 def dark_figure(stats: dict, shading: np.ndarray, resid: np.ndarray) -> str:
-    """Read-noise histograms with the Gaussian and Tukey-λ fits; the dark shading."""
+    """Read-noise histograms with the Gaussian and Tukey-λ fits; the dark shading: a
+    ``data:`` URI (:func:`embed`)."""
     from scipy import stats as st
 
     plt = pyplot()
@@ -116,13 +93,9 @@ def dark_figure(stats: dict, shading: np.ndarray, resid: np.ndarray) -> str:
     return embed(fig)
 
 
-def noise_page(doc: dict, results: dict, dark_doc: dict | None, no_sensor: str) -> str:
-    parts = [
-        f"<p>Camera <b>{html.escape(doc['camera'] or '?')}</b>, CFA {doc['cfa']}, "
-        f"{doc['size'][0]}×{doc['size'][1]} photosites. {html.escape(doc['units'])}.</p>"
-    ]
-    if no_sensor:
-        parts.append(f"<p class='miss'>No sensor.yaml: {html.escape(no_sensor)}.</p>")
+def _fitted_rows(results: dict) -> list[dict]:
+    """One row per ISO and CFA plane: the fitted ``A``, ``B``, R², the raw model's ``k1``,
+    ``k0`` and the black and white levels."""
     rows = []
     for key, r in results.items():
         for p, name in enumerate(PLANES):
@@ -140,44 +113,67 @@ def noise_page(doc: dict, results: dict, dark_doc: dict | None, no_sensor: str) 
                     "white (DN)": float(r["white"]),
                 }
             )
-    parts.append("<h2>Fitted noise</h2>")
-    parts.append(table(rows, list(rows[0])))
-    for key, r in results.items():
-        parts.append(f"<h2>ISO {html.escape(key)}: {r['method']}</h2>")
-        parts.append(
-            f"<p class='note'>frames: {html.escape(', '.join(r['frames']))}; black from "
-            f"{r.get('black_source', 'file')}</p>"
-        )
-        if "_fits" in r:
-            parts.append(fit_figure(r["_fits"], f"ISO {key}: σ² = A·v + B"))
-        if "_dark" in r:
-            stats, shading, resid = r["_dark"]
-            drows = [
-                {
-                    "plane": name,
-                    "black (DN)": stats["black"][p],
-                    "black error (DN)": stats["black_error_dn"][p],
-                    "per-frame error σ (DN)": stats["black_error_frame_std_dn"][p],
-                    "read var (DN²)": stats["read_var_dn2"][p],
-                    "read σ w/o rows (DN)": stats["read_sigma_dn"][p],
-                    "row σ (DN)": stats["row_sigma_dn"][p],
-                    "Tukey λ": stats["shape"][p]["lambda"],
-                    "PPCC TL / normal": f"{stats['shape'][p]['ppcc_tl']:.5f} / "
-                    f"{stats['shape'][p]['ppcc_gauss']:.5f}",
-                    "shading σ (DN)": stats["shading_std_dn"][p],
-                }
-                for p, name in enumerate(PLANES)
-            ]
-            parts.append(f"<h3>Dark frames ({stats['frames']})</h3>")
-            parts.append(table(drows, list(drows[0])))
-            parts.append(
-                "<p>bad pixels: "
-                + ", ".join(f"{k} {v}" for k, v in stats["bad_pixel_counts"].items())
-                + "</p>"
-            )
-            parts.append(dark_figure(stats, shading, resid))
-    parts.append("<h2>Command</h2><pre>" + html.escape(str(doc["config"])) + "</pre>")
-    return document("Noise calibration", "".join(parts))
+    return rows
+
+
+def _dark_section(dark: tuple) -> dict:
+    """``{"frames", "table", "bad_pixels", "figure"}`` of one ISO's dark-frame statistics
+    (``(stats, shading, resid)``)."""
+    stats, shading, resid = dark
+    rows = [
+        {
+            "plane": name,
+            "black (DN)": stats["black"][p],
+            "black error (DN)": stats["black_error_dn"][p],
+            "per-frame error σ (DN)": stats["black_error_frame_std_dn"][p],
+            "read var (DN²)": stats["read_var_dn2"][p],
+            "read σ w/o rows (DN)": stats["read_sigma_dn"][p],
+            "row σ (DN)": stats["row_sigma_dn"][p],
+            "Tukey λ": stats["shape"][p]["lambda"],
+            "PPCC TL / normal": f"{stats['shape'][p]['ppcc_tl']:.5f} / "
+            f"{stats['shape'][p]['ppcc_gauss']:.5f}",
+            "shading σ (DN)": stats["shading_std_dn"][p],
+        }
+        for p, name in enumerate(PLANES)
+    ]
+    return {
+        "frames": stats["frames"],
+        "table": table(rows, list(rows[0]), FMT),
+        "bad_pixels": ", ".join(f"{k} {v}" for k, v in stats["bad_pixel_counts"].items()),
+        "figure": dark_figure(stats, shading, resid),
+    }
+
+
+def _iso_section(key: str, r: dict) -> dict:
+    """``{"key", "method", "frames", "black_source", "fit", "dark"}`` of one ISO: the fit's
+    figure and the dark frames' section (:func:`_dark_section`), each None without them."""
+    return {
+        "key": key,
+        "method": r["method"],
+        "frames": ", ".join(r["frames"]),
+        "black_source": r.get("black_source", "file"),
+        "fit": fit_figure(r["_fits"], f"ISO {key}: σ² = A·v + B") if "_fits" in r else None,
+        "dark": _dark_section(r["_dark"]) if "_dark" in r else None,
+    }
+
+
+def noise_page(doc: dict, results: dict, dark_doc: dict | None, no_sensor: str) -> str:
+    """The noise calibration's ``index.html`` (``templates/noise.html.j2``): the fitted
+    noise per ISO and plane, each ISO's fit and dark frames, the command."""
+    rows = _fitted_rows(results)
+    return render(
+        "noise.html.j2",
+        PACKAGE,
+        title="Noise calibration",
+        camera=doc["camera"] or "?",
+        cfa=doc["cfa"],
+        size=doc["size"],
+        units=doc["units"],
+        no_sensor=no_sensor,
+        fitted=table(rows, list(rows[0]), FMT),
+        isos=[_iso_section(key, r) for key, r in results.items()],
+        config=str(doc["config"]),
+    )
 
 
 # ---- lens ---------------------------------------------------------------------------------
@@ -190,7 +186,8 @@ def _chan_colour(i: int, n: int) -> str:
 
 
 def geometry_figure(doc: dict, corr, geo) -> str:
-    """Corner residuals (arrows, magnified) and the fitted distortion's displacement."""
+    """Corner residuals (arrows, magnified) and the fitted distortion's displacement: a
+    ``data:`` URI (:func:`embed`)."""
     from data_gen.calibrate.distortion import distort_points
 
     plt = pyplot()
@@ -225,6 +222,7 @@ def geometry_figure(doc: dict, corr, geo) -> str:
 
 
 def mtf_map_figure(doc: dict) -> str:
+    """MTF50 per grid cell over the frame: a ``data:`` URI (:func:`embed`)."""
     plt = pyplot()
     rows, cols = doc["grid"]
     m = np.full((rows, cols), np.nan)
@@ -255,7 +253,8 @@ def mtf_map_figure(doc: dict) -> str:
 
 
 def cell_figure(cell: dict) -> str:
-    """ESF, LSF and SFR per channel and orientation, and the PSF of one cell."""
+    """ESF, LSF and SFR per channel and orientation, and the PSF of one cell: a ``data:``
+    URI (:func:`embed`)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     styles = {"rows": "-", "cols": "--"}
@@ -293,18 +292,9 @@ def cell_figure(cell: dict) -> str:
     return embed(fig)
 
 
-def lens_page(doc: dict, cells: list[dict], grid: np.ndarray, geo, corr) -> str:
-    g = doc["geometry"]
-    parts = [
-        f"<p>Frame {doc['frame'][0]}×{doc['frame'][1]} px, {len(doc['captures'])} capture(s), "
-        f"channels {', '.join(doc['channels'])}. {html.escape(doc['units'])}.</p>",
-        f"<h2>Geometry</h2><p>{g['corners']} corners, residual {g['rms_px']:.3f} px RMS "
-        f"(max {g['max_px']:.3f}); radial distortion k = [{g['k'][0]:.6g}, {g['k'][1]:.6g}] "
-        f"({html.escape(g['model'])}).</p>",
-        geometry_figure(doc, corr, geo),
-        "<h2>MTF50 over the frame</h2>",
-        mtf_map_figure(doc),
-    ]
+def _mtf50_rows(doc: dict) -> list[dict]:
+    """One row per grid cell: whether it was measured, MTF50 per channel and the number of
+    edges, per orientation."""
     rows = []
     for cell in doc["cells"]:
         row = {"row": cell["row"], "col": cell["col"], "measured": str(cell["measured"])}
@@ -312,16 +302,34 @@ def lens_page(doc: dict, cells: list[dict], grid: np.ndarray, geo, corr) -> str:
             row[f"MTF50 {o}"] = ", ".join(f"{x:.3f}" for x in v["mtf50"])
             row[f"edges {o}"] = v["edges"]
         rows.append(row)
+    return rows
+
+
+def lens_page(doc: dict, cells: list[dict], grid: np.ndarray, geo, corr) -> str:
+    """The lens calibration's ``index.html`` (``templates/lens.html.j2``): the geometry fit,
+    MTF50 over the frame, and per measured position its edge, SFR and PSF figure."""
     cols = ["row", "col", "measured", "MTF50 rows", "edges rows", "MTF50 cols", "edges cols"]
-    parts.append(table(rows, cols))
-    parts.append("<h2>Per position: edge spread → line spread → SFR, and the PSF</h2>")
+    shown = []
     for cell, d in zip(cells, doc["cells"], strict=True):
         if not cell["sfr"] and cell["psf"] is None:
             continue
         pos = d["position"]
-        parts.append(
-            f"<h3>cell ({cell['row']}, {cell['col']}) at y {pos['y_px']:.0f}, x {pos['x_px']:.0f} px</h3>"
+        heading = (
+            f"cell ({cell['row']}, {cell['col']}) at y {pos['y_px']:.0f}, x {pos['x_px']:.0f} px"
         )
-        parts.append(cell_figure(cell))
-    parts.append("<h2>Command</h2><pre>" + html.escape(str(doc["config"])) + "</pre>")
-    return document("Lens calibration", "".join(parts))
+        shown.append({"heading": heading, "figure": cell_figure(cell)})
+    return render(
+        "lens.html.j2",
+        PACKAGE,
+        title="Lens calibration",
+        frame=doc["frame"],
+        captures=len(doc["captures"]),
+        channels=", ".join(doc["channels"]),
+        units=doc["units"],
+        g=doc["geometry"],
+        geometry=geometry_figure(doc, corr, geo),
+        mtf_map=mtf_map_figure(doc),
+        mtf50=table(_mtf50_rows(doc), cols, FMT),
+        cells=shown,
+        config=str(doc["config"]),
+    )

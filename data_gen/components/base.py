@@ -72,6 +72,9 @@ class Component:
     order: ClassVar[int]  # position in the physical order (smaller = met first)
     transport: ClassVar[Transport]
     needs_depth: ClassVar[bool] = False
+    # its ``before`` target is its ``without`` target (added last, onto the final signal):
+    # stored once, as ``without_<name>``
+    before_is_without: ClassVar[bool] = False
     settings_model: ClassVar[type[Settings]] = NoSettings
 
     def __init__(self, settings: Settings) -> None:

@@ -15,6 +15,7 @@ class Noise(Component):
     name = "noise"
     order = 5
     transport = "signal"
+    before_is_without = True
 
     @staticmethod
     def sample(signal, model, normal):

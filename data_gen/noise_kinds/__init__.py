@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from data_gen.errors import require
-from data_gen.noise_kinds.base import NoiseContext, NoiseKind
+from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
 
 KINDS: dict[str, type[NoiseKind]] = {}
 DEFAULT = "poisson_gaussian"
@@ -38,15 +38,12 @@ def default_kind() -> NoiseKind:
     return KINDS[DEFAULT]()
 
 
-def build_noise_kind(cfg: Mapping, sensor, channels: int, where: str = "sensor") -> NoiseKind:
-    """The kind ``cfg['noise']`` names, built for ``sensor`` (refused in one line when
-    unknown or badly set)."""
-    name = kind_name(cfg)
-    require(
-        isinstance(name, str) and name in KINDS,
-        f"{where}.noise = {name!r}: use one of {', '.join(KINDS)}",
-    )
-    return KINDS[name].build(cfg, sensor, channels, where)
+def build_noise_kind(keys: NoiseKeys, sensor, channels: int, where: str = "sensor") -> NoiseKind:
+    """The kind ``keys.noise`` names (null: the default), built for ``sensor`` (refused in
+    one line when unknown or badly set)."""
+    name = DEFAULT if keys.noise is None else keys.noise
+    require(name in KINDS, f"{where}.noise = {name!r}: use one of {', '.join(KINDS)}")
+    return KINDS[name].build(keys, sensor, channels, where)
 
 
 def unhashed_keys(sensor_cfg: Mapping | None) -> set[str]:

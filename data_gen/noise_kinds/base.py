@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from data_gen.cfa import PLANE_COLOUR, plane_offsets
+from data_gen.typed import KindSettings, Text
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ class NoiseContext:
         if self.cfa:
             return [dy for dy, _ in plane_offsets(self.cfa)], 2
         return [0] * self.channels, 1
+
+
+class NoiseKeys(KindSettings):
+    """The noise kinds' keys of a sensor config (each kind reads those in its ``keys``)."""
+
+    noise: Text | None = None  # the kind (null: the default, poisson_gaussian)
+    physical: Any = None  # physical's settings (PhysicalSettings)
+    dark: Any = None  # a calibration's dark.json (physical, dark_frames)
+    dark_frames: Any = None  # dark_frames's settings (DarkFramesSettings)
 
 
 class NoiseKind:

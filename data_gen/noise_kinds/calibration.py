@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_gen.errors import InputError, require
 
@@ -42,6 +43,51 @@ class DarkISO:
         return self._shading
 
 
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ShapeRecord(_Record):
+    kind: str
+    lambda_: float | None = Field(None, alias="lambda")
+
+    @property
+    def tukey_lambda(self) -> float:
+        """λ of the read-noise shape (a normal's 0.14 when it is Gaussian)."""
+        return self.lambda_ if self.kind == "tukey_lambda" else 0.14
+
+
+class BadPixels(_Record):
+    hot: list[tuple[int, int]]
+    cold: list[tuple[int, int]]
+    noisy: list[tuple[int, int]]
+    stuck: list[tuple[int, int]]
+
+
+class DarkIsoRecord(_Record):
+    """One ISO of ``dark.json`` (written by :func:`data_gen.calibrate.noise.write_dark`)."""
+
+    black: list[float]
+    read_var_dn2: list[float]
+    row_sigma_dn: list[float]
+    black_error_frame_std_dn: list[float]
+    shape: list[ShapeRecord]
+    bad_pixels: BadPixels
+    shading_file: str
+    frame_files: list[str]
+    frame_paths: list[str] | None = None  # absent in files written before it existed
+
+
+class _Input(_Record):
+    file: str
+
+
+class NoiseInputs(_Record):
+    """What ``noise.json`` says of its inputs."""
+
+    inputs: list[_Input] = []
+
+
 def _frame_paths(doc_dir: Path, names: list[str], listed: list[str] | None) -> list[Path]:
     """The dark frames' files: ``frame_paths`` when dark.json lists them, else the names
     found in noise.json's inputs beside it, else beside dark.json."""
@@ -51,9 +97,9 @@ def _frame_paths(doc_dir: Path, names: list[str], listed: list[str] | None) -> l
     nj = doc_dir / "noise.json"
     if nj.is_file():
         try:
-            for it in json.loads(nj.read_text()).get("inputs", []):
-                inputs[Path(it["file"]).name] = Path(it["file"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            for it in NoiseInputs.model_validate(json.loads(nj.read_text())).inputs:
+                inputs[Path(it.file).name] = Path(it.file)
+        except (OSError, json.JSONDecodeError, ValidationError):
             inputs = {}
     return [inputs.get(n, doc_dir / n) for n in names]
 
@@ -82,25 +128,25 @@ class DarkCalibration:
                     "need the ISO (calibrate again with iso=VALUE)"
                 ) from None
             try:
-                lam = [s["lambda"] if s.get("kind") == "tukey_lambda" else 0.14 for s in r["shape"]]
-                bad = [
-                    tuple(p) for k in ("hot", "cold", "noisy", "stuck") for p in r["bad_pixels"][k]
-                ]
-                entries.append(
-                    DarkISO(
-                        iso,
-                        np.asarray(r["black"], np.float64),
-                        np.asarray(r["read_var_dn2"], np.float64),
-                        np.asarray(r["row_sigma_dn"], np.float64),
-                        np.asarray(r["black_error_frame_std_dn"], np.float64),
-                        np.asarray(lam, np.float64),
-                        self.path.parent / r["shading_file"],
-                        _frame_paths(self.path.parent, r["frame_files"], r.get("frame_paths")),
-                        bad,
-                    )
+                r = DarkIsoRecord.model_validate(r)
+            except ValidationError as e:
+                err = e.errors()[0]
+                what = ".".join(str(p) for p in err["loc"])
+                raise InputError(f"{where}: {self.path} ISO {key}: {what}: {err['msg']}") from None
+            b = r.bad_pixels
+            entries.append(
+                DarkISO(
+                    iso,
+                    np.asarray(r.black, np.float64),
+                    np.asarray(r.read_var_dn2, np.float64),
+                    np.asarray(r.row_sigma_dn, np.float64),
+                    np.asarray(r.black_error_frame_std_dn, np.float64),
+                    np.asarray([sh.tukey_lambda for sh in r.shape], np.float64),
+                    self.path.parent / r.shading_file,
+                    _frame_paths(self.path.parent, r.frame_files, r.frame_paths),
+                    [tuple(p) for p in (*b.hot, *b.cold, *b.noisy, *b.stuck)],
                 )
-            except (KeyError, TypeError) as e:
-                raise InputError(f"{where}: {self.path} ISO {key}: missing {e}") from None
+            )
         require(bool(entries), f"{where}: {self.path} holds no ISO")
         self.entries = sorted(entries, key=lambda e: e.iso)
         self.isos = np.array([e.iso for e in self.entries])

@@ -18,14 +18,13 @@ frames' signal-independent part over the photosites that are not bad pixels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from data_gen.cfa import pack
 from data_gen.errors import require
+from data_gen.noise import at_iso
 from data_gen.noise_kinds import register
-from data_gen.noise_kinds.base import NoiseContext, NoiseKind
+from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
 from data_gen.noise_kinds.calibration import DarkCalibration, DarkISO
 from data_gen.noise_kinds.tables import planes_to_colours
 from data_gen.typed import Integer, Settings, parse
@@ -53,14 +52,14 @@ class DarkFrames(NoiseKind):
     keys = ("dark_frames", "dark")
 
     @classmethod
-    def build(cls, cfg: Mapping, sensor, channels: int, where: str) -> DarkFrames:
-        s = parse(DarkFramesSettings, cfg.get("dark_frames"), f"{where}.dark_frames")
+    def build(cls, keys: NoiseKeys, sensor, channels: int, where: str) -> DarkFrames:
+        s = parse(DarkFramesSettings, keys.dark_frames, f"{where}.dark_frames")
         require(
-            bool(cfg.get("dark")),
+            bool(keys.dark),
             f"{where}.noise = dark_frames needs {where}.dark: the dark.json of "
             "residual-train calibrate noise (ten or more dark frames per ISO)",
         )
-        return cls(s, DarkCalibration(cfg["dark"], f"{where}.dark"), sensor, channels, where)
+        return cls(s, DarkCalibration(keys.dark, f"{where}.dark"), sensor, channels, where)
 
     def __init__(self, s: DarkFramesSettings, dark: DarkCalibration, sensor, channels: int,
                  where: str) -> None:  # fmt: skip
@@ -137,7 +136,7 @@ class DarkFrames(NoiseKind):
         asks for ISOs in between; samples are only drawn at the frames' ISOs)."""
         isos = self.dark.isos
         ms = np.stack([self.measured_variance(float(i)) for i in isos])  # (n_iso, 4)
-        ms = np.array([np.interp(iso, isos, ms[:, p]) for p in range(4)]) / self.span**2
+        ms = at_iso(iso, isos, ms) / self.span**2
         return planes_to_colours(ms, self.channels, "dark") if self.channels == 3 else ms[:1]
 
     def meta_fields(self, stored_channels: int) -> list[tuple]:

@@ -24,7 +24,6 @@ calibration's dark.json) the parts not given in ``sensor.physical`` come from it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated
 
 import numpy as np
@@ -32,7 +31,7 @@ from pydantic import Strict
 
 from data_gen.errors import require
 from data_gen.noise_kinds import register
-from data_gen.noise_kinds.base import NoiseContext, NoiseKind
+from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
 from data_gen.noise_kinds.calibration import DarkCalibration
 from data_gen.noise_kinds.tables import ISOTable, bracket, check_isos, planes_to_colours
 from data_gen.physics.sensor_noise import (
@@ -116,9 +115,9 @@ class Physical(NoiseKind):
     fields = ("uniform",)
 
     @classmethod
-    def build(cls, cfg: Mapping, sensor, channels: int, where: str) -> Physical:
-        s = parse(PhysicalSettings, cfg.get("physical"), f"{where}.physical")
-        dark = DarkCalibration(cfg["dark"], f"{where}.dark") if cfg.get("dark") else None
+    def build(cls, keys: NoiseKeys, sensor, channels: int, where: str) -> Physical:
+        s = parse(PhysicalSettings, keys.physical, f"{where}.physical")
+        dark = DarkCalibration(keys.dark, f"{where}.dark") if keys.dark else None
         return cls(s, dark, sensor, channels, where)
 
     def __init__(self, s: PhysicalSettings, dark: DarkCalibration | None, sensor,

@@ -4,10 +4,8 @@ dataset before the noise kinds existed was rendered with (same bytes, same confi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from data_gen.noise_kinds import register
-from data_gen.noise_kinds.base import NoiseKind
+from data_gen.noise_kinds.base import NoiseKeys, NoiseKind
 
 
 @register
@@ -15,7 +13,7 @@ class PoissonGaussian(NoiseKind):
     name = "poisson_gaussian"
 
     @classmethod
-    def build(cls, cfg: Mapping, sensor, channels: int, where: str) -> PoissonGaussian:
+    def build(cls, keys: NoiseKeys, sensor, channels: int, where: str) -> PoissonGaussian:
         return cls()
 
     @property

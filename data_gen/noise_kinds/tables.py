@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_gen.errors import require
+from data_gen.noise import at_iso
 
 
 def planes_to_colours(v: np.ndarray, channels: int, where: str) -> np.ndarray:
@@ -65,9 +66,7 @@ class ISOTable:
         """The values ``(C,)`` at ``iso`` (linear between the rows)."""
         if self.isos is None:
             return self.values[0]
-        return np.array(
-            [np.interp(iso, self.isos, self.values[:, c]) for c in range(self.values.shape[1])]
-        )
+        return at_iso(iso, self.isos, self.values)
 
     def check_covers(self, lo: float, hi: float, key: str) -> None:
         """The sensor's ISO range ``lo..hi`` lies inside the table's ISOs."""

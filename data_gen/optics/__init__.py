@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 from data_gen.errors import require
 from data_gen.optics.bank import (
@@ -21,7 +22,7 @@ from data_gen.optics.bank import (
     save_bank,
     zernike_bank,
 )
-from data_gen.optics.grid import grid_bank, interpolate_grid, load_psf_grid
+from data_gen.optics.grid import GridLensSettings, grid_bank, interpolate_grid, load_psf_grid
 from data_gen.optics.lens import LensModel, model_bank, parse_lens, zernike_at
 from data_gen.optics.psf import (
     ZERNIKE_NAMES,
@@ -39,6 +40,7 @@ from data_gen.optics.psf import (
     zernike,
 )
 from data_gen.registry import Registry
+from data_gen.typed import Integer, KindSettings, Number, Positive, parse
 
 __all__ = [
     "KINDS",
@@ -77,33 +79,48 @@ __all__ = [
 LENSES = Registry("lens")
 
 
+class ZernikeLensSettings(KindSettings):
+    """A ``kind: zernike`` lens: one PSF for the whole frame (``conf/lens/soft_prime.yaml``)."""
+
+    kind: Literal["zernike"] = "zernike"
+    f_number: Positive
+    pixel_pitch_um: Positive
+    wavelengths_nm: list[Number]
+    size: Integer
+    oversample: Any = None  # sub-samples per pixel; null: Nyquist for the bluest channel
+    zernike_um: Any = None  # OPD in µm RMS by name or Noll index (checked by parse_zernike)
+    focal_length_mm: Any = None  # recorded in the bank's state
+    focus_m: Any = None
+
+
+class PathLensSettings(KindSettings):
+    """A lens given by one file: ``kind: file`` (PSFs) or ``kind: bank`` (a saved bank)."""
+
+    kind: Literal["file", "bank"]
+    path: Any = None
+
+
 @LENSES.register("zernike")
 def _zernike(lens: Mapping, channels: int, where: str, **_) -> PSFBank:
-    for key in ("f_number", "pixel_pitch_um", "wavelengths_nm", "size"):
-        require(lens.get(key) is not None, f"{where}.{key} is missing from the lens config")
-    wl = list(lens["wavelengths_nm"])
+    s = parse(ZernikeLensSettings, lens, where)
+    wl = s.wavelengths_nm
     require(
         len(wl) == channels,
         f"{where}.wavelengths_nm has {len(wl)} values but channels = {channels}",
     )
     return zernike_bank(
-        wl,
-        float(lens["f_number"]),
-        float(lens["pixel_pitch_um"]),
-        int(lens["size"]),
-        lens.get("zernike_um"),
-        lens.get("oversample"),
-        lens.get("focal_length_mm"),
-        lens.get("focus_m"),
-    )
+        wl, s.f_number, s.pixel_pitch_um, s.size, s.zernike_um, s.oversample,
+        s.focal_length_mm, s.focus_m,
+    )  # fmt: skip
 
 
 def _path(lens: Mapping, where: str, what: str) -> str:
+    path = parse(PathLensSettings, lens, where).path
     require(
-        lens.get("path") not in (None, "???"),
+        path not in (None, "???"),
         f"{where}.path is missing: give the {what} as {where}.path=FILE",
     )
-    return str(lens["path"])
+    return str(path)
 
 
 @LENSES.register("file")
@@ -114,7 +131,7 @@ def _file(lens: Mapping, channels: int, where: str, **_) -> PSFBank:
 
 @LENSES.register("model")
 def _model(lens: Mapping, channels: int, where: str, cache_dir=None, progress=False) -> PSFBank:
-    model = parse_lens(lens, channels)  # validate before touching the cache
+    model = parse_lens(lens, channels, where)  # validate before touching the cache
     return cached_bank(
         dict(lens), channels, cache_dir, lambda: model_bank(model, dict(lens), progress)
     )
@@ -122,7 +139,8 @@ def _model(lens: Mapping, channels: int, where: str, cache_dir=None, progress=Fa
 
 @LENSES.register("grid")
 def _grid(lens: Mapping, channels: int, where: str, cache_dir=None, **_) -> PSFBank:
-    return cached_bank(dict(lens), channels, cache_dir, lambda: grid_bank(lens, channels))
+    parse(GridLensSettings, lens, where)  # validate before touching the cache
+    return cached_bank(dict(lens), channels, cache_dir, lambda: grid_bank(lens, channels, where))
 
 
 @LENSES.register("bank")

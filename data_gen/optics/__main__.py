@@ -56,28 +56,53 @@ def atlas_settings(c: dict) -> dict:
     }
 
 
-def run(c: dict) -> dict:
-    command = c["command"]
-    require(command in ("bank", "atlas"), f"command = {command!r}: {USAGE}")
-    lens, channels = c["lens"], integer(c["channels"], "channels", 1)
-    a = atlas_settings(c) if command == "atlas" else {}
-    bank = as_field_bank(build_bank(lens, channels, None, bool(c["progress"])), lens)
-    out = Path(c["out"])
-    if command == "bank":
+class _Bank:
+    """``bank``: the lens's field bank saved to ``out`` (.h5)."""
+
+    @staticmethod
+    def settings(c: dict) -> dict:
+        return {}
+
+    @staticmethod
+    def run(c: dict, a: dict, bank: FieldBank, out: Path, channels: int) -> dict:
         save_bank(bank, out)
         return {"bank": str(out), "shape": list(bank.grid.shape), "geometry": bank.geometry}
-    wl = lens.get("wavelengths_nm")
-    labels = [f"{w:g} nm" for w in wl] if wl and len(wl) == channels else None
-    state = integer(a["state"], "state", 0, len(bank.states) - 1)
-    img = atlas_image(
-        bank, state, a["points"], a["zoom"], c["scale"], a["decades"], a["gamma"], labels
-    )
-    info = {
-        "config": yaml.safe_dump(c, sort_keys=True),
-        "state": json.dumps(bank.states[state].__dict__),
-    }
-    write_atlas(out, img, info)
-    return {"atlas": str(out), "size": [int(img.shape[1]), int(img.shape[0])]}
+
+
+class _Atlas:
+    """``atlas``: the bank's PSFs drawn over the frame into ``out`` (.png)."""
+
+    settings = staticmethod(atlas_settings)
+
+    @staticmethod
+    def run(c: dict, a: dict, bank: FieldBank, out: Path, channels: int) -> dict:
+        wl = c["lens"].get("wavelengths_nm")  # lens descriptions have them, measured grids not
+        labels = [f"{w:g} nm" for w in wl] if wl and len(wl) == channels else None
+        state = integer(a["state"], "state", 0, len(bank.states) - 1)
+        img = atlas_image(
+            bank, state, a["points"], a["zoom"], c["scale"], a["decades"], a["gamma"], labels
+        )
+        info = {
+            "config": yaml.safe_dump(c, sort_keys=True),
+            "state": json.dumps(bank.states[state].__dict__),
+        }
+        write_atlas(out, img, info)
+        return {"atlas": str(out), "size": [int(img.shape[1]), int(img.shape[0])]}
+
+
+COMMANDS = {"bank": _Bank, "atlas": _Atlas}
+"""``python -m data_gen.optics <command>``: its settings (typed before the bank is
+computed) and what it does with the lens's field bank."""
+
+
+def run(c: dict) -> dict:
+    command = c["command"]
+    require(command in COMMANDS, f"command = {command!r}: {USAGE}")
+    cmd = COMMANDS[command]
+    lens, channels = c["lens"], integer(c["channels"], "channels", 1)
+    a = cmd.settings(c)
+    bank = as_field_bank(build_bank(lens, channels, None, bool(c["progress"])), lens)
+    return cmd.run(c, a, bank, Path(c["out"]), channels)
 
 
 def main() -> None:

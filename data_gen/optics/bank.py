@@ -88,6 +88,33 @@ class PSFBank:
         return int(self.psfs.shape[1])
 
 
+class _Polar:
+    """``axis1`` image heights, ``axis2`` azimuths: the nearest height and azimuth bin."""
+
+    axes = "state, image_height, azimuth, channel, y, x"
+
+    @staticmethod
+    def cell(bank: FieldBank, fy: float, fx: float) -> tuple[int, int]:
+        h, az = bank.locate(fy, fx, (1, 1))
+        i = int(np.abs(bank.axis1 - h).argmin())
+        a = len(bank.axis2)
+        return i, round((az % (2 * math.pi)) / (2 * math.pi) * a) % a
+
+
+class _Grid:
+    """``axis1`` / ``axis2`` fractional frame rows / columns: the nearest grid point."""
+
+    axes = "state, row, column, channel, y, x"
+
+    @staticmethod
+    def cell(bank: FieldBank, fy: float, fx: float) -> tuple[int, int]:
+        return int(np.abs(bank.axis1 - fy).argmin()), int(np.abs(bank.axis2 - fx).argmin())
+
+
+GEOMETRIES = {"polar": _Polar, "grid": _Grid}
+"""How a bank's two field axes are laid out (:attr:`FieldBank.geometry`)."""
+
+
 @dataclass
 class FieldBank(PSFBank):
     """PSFs over lens states and the frame: ``grid`` ``(S, G1, G2, C, K, K)``.
@@ -112,21 +139,12 @@ class FieldBank(PSFBank):
             f"bank axes ({len(self.states)} states, {len(self.axis1)}, {len(self.axis2)}) "
             f"do not match its PSF array {self.grid.shape}",
         )
-        require(self.geometry in ("polar", "grid"), f"bank geometry {self.geometry!r}")
+        require(self.geometry in GEOMETRIES, f"bank geometry {self.geometry!r}")
         self.psfs = self.grid.reshape(-1, *self.grid.shape[3:])
 
     def cell(self, fy: float, fx: float) -> tuple[int, int]:
         """Nearest grid point of a patch centre at fractional frame position (fy, fx)."""
-        if self.geometry == "grid":
-            return (
-                int(np.abs(self.axis1 - fy).argmin()),
-                int(np.abs(self.axis2 - fx).argmin()),
-            )
-        h, az = self.locate(fy, fx, (1, 1))
-        i = int(np.abs(self.axis1 - h).argmin())
-        a = len(self.axis2)
-        j = round((az % (2 * math.pi)) / (2 * math.pi) * a) % a
-        return i, j
+        return GEOMETRIES[self.geometry].cell(self, fy, fx)
 
     def index_at(self, fy: float, fx: float, state: int) -> int:
         s, g1, g2 = self.grid.shape[:3]
@@ -207,11 +225,7 @@ def save_bank(bank: FieldBank, path: str | Path) -> Path:
             f.attrs["format"] = BANK_FORMAT
             f.attrs["name"] = bank.name
             f.attrs["geometry"] = bank.geometry
-            f.attrs["axes"] = (
-                "state, image_height, azimuth, channel, y, x"
-                if bank.geometry == "polar"
-                else "state, row, column, channel, y, x"
-            )
+            f.attrs["axes"] = GEOMETRIES[bank.geometry].axes
             f.attrs["sensor_hw"] = np.asarray(bank.sensor_hw or (np.nan, np.nan), np.float64)
             f.attrs["lens"] = yaml.safe_dump(bank.description, sort_keys=True)
             f.attrs["lens_hash"] = description_hash(bank.description, bank.channels)

@@ -14,12 +14,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from data_gen.errors import InputError, require
 from data_gen.optics.bank import FieldBank, LensState
 from data_gen.paths import PROJECT, preset_path
+from data_gen.typed import (
+    Count,
+    KindSettings,
+    Number,
+    Positive,
+    PositiveOrInf,
+    Settings,
+    Text,
+    parse,
+)
 
 AXES = ("row", "col", "y", "x", "c")
 
@@ -100,35 +112,43 @@ def interpolate_grid(grid: np.ndarray, fy: float, fx: float) -> np.ndarray:
     return psf.astype(np.float32)
 
 
+class GridState(Settings):
+    """The lens state a measured grid was taken at (null: unknown, NaN in ``meta``)."""
+
+    focal_length_mm: Number | None = None
+    f_number: Positive | None = None
+    focus_m: PositiveOrInf | None = None
+
+
+class GridLensSettings(KindSettings):
+    """A ``kind: grid`` description (``conf/lens/measured_63762bb.yaml``)."""
+
+    kind: Literal["grid"] = "grid"
+    name: Text | None = None  # null: the file's stem
+    path: Any = None
+    axes: list[Text] | None = None  # null: AXES
+    sensor_mm: tuple[Positive, Positive]  # the frame's [height, width]
+    upsample: Count = 1
+    state: GridState = Field(default_factory=GridState)
+
+
 def grid_bank(d: Mapping, channels: int, where: str = "lens") -> FieldBank:
     """Bank from a ``kind: grid`` description: the measured points, and ``upsample - 1``
     interpolated points between neighbours along each axis."""
-    require(d.get("path") not in (None, "???"), f"{where}.path is missing (the .npy PSF grid)")
-    g = load_psf_grid(d["path"], channels, d.get("axes") or AXES, where)
-    up = d.get("upsample", 1)
-    require(isinstance(up, int) and up >= 1, f"{where}.upsample = {up!r} must be an integer >= 1")
+    s = parse(GridLensSettings, d, where)
+    require(s.path not in (None, "???"), f"{where}.path is missing (the .npy PSF grid)")
+    g = load_psf_grid(s.path, channels, s.axes or AXES, where)
+    up = s.upsample
     rows, cols = g.shape[:2]
     ys = np.linspace(grid_points(rows)[0], grid_points(rows)[-1], (rows - 1) * up + 1)
     xs = np.linspace(grid_points(cols)[0], grid_points(cols)[-1], (cols - 1) * up + 1)
     dense = np.stack([np.stack([interpolate_grid(g, y, x) for x in xs]) for y in ys])
-    sensor = d.get("sensor_mm")
-    require(
-        isinstance(sensor, (list, tuple)) and len(sensor) == 2 and min(sensor) > 0,
-        f"{where}.sensor_mm = {sensor!r}: give the frame's [height, width] in mm",
-    )
-    st = d.get("state") or {}
-
-    def num(key: str) -> float:
-        v = st.get(key)
-        return float("nan") if v is None else float(v)
-
-    require(
-        not (num("f_number") <= 0), f"{where}.state.f_number = {st.get('f_number')} must be > 0"
-    )
+    nan = float("nan")
+    st = {k: nan if v is None else v for k, v in s.state.model_dump().items()}
     return FieldBank(
-        states=[LensState(num("focal_length_mm"), num("f_number"), num("focus_m"))],
-        name=str(d.get("name", Path(d["path"]).stem)),
-        sensor_hw=(float(sensor[0]), float(sensor[1])),
+        states=[LensState(st["focal_length_mm"], st["f_number"], st["focus_m"])],
+        name=s.name if s.name is not None else Path(s.path).stem,
+        sensor_hw=s.sensor_mm,
         grid=dense[None],
         geometry="grid",
         axis1=ys,

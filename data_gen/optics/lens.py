@@ -24,12 +24,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator, Field, Strict
 
-from data_gen.errors import InputError, require
+from data_gen.errors import require
 from data_gen.optics.bank import FieldBank, LensState
 from data_gen.optics.psf import ZERNIKE_NAMES, sensor_psf, validate_psf
+from data_gen.typed import (
+    Count,
+    KindSettings,
+    Number,
+    Positive,
+    PositiveOrInf,
+    Settings,
+    Text,
+    check,
+    parse,
+)
 
 # term: (power of h, power of the pupil radius ratio)
 TERMS: dict[str, tuple[int, int]] = {
@@ -69,98 +82,93 @@ class LensModel:
     fill_factor: float
 
 
-def _num(d: Mapping, key: str, where: str, default=None, positive=False, allow_inf=False):
-    v = d.get(key, default)
-    require(v is not None, f"{where}.{key} is missing")
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}.{key} = {v!r} is not a number") from None
-    require(
-        math.isfinite(x) or (allow_inf and x == math.inf), f"{where}.{key} = {v!r} is not finite"
-    )
-    if positive:
-        require(x > 0, f"{where}.{key} = {v!r} must be > 0")
-    return x
+class Aberrations(Settings):
+    """µm RMS of each term (absent: 0); see :data:`TERMS`."""
+
+    spherical: Number | None = None
+    coma: Number | None = None
+    astigmatism: Number | None = None
+    field_curvature: Number | None = None
+
+    def given(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-def _aberrations(d: Mapping | None, where: str) -> dict[str, float]:
-    out = {}
-    for k, v in (d or {}).items():
-        require(k in TERMS, f"{where}.{k}: unknown aberration; use {sorted(TERMS)}")
-        out[k] = _num({k: v}, k, where)
-    return out
+class StateSettings(Settings):
+    focal_length_mm: Positive
+    f_number: Positive
+    focus_m: PositiveOrInf = math.inf
+    defocus_um: Number = 0.0
+    aberrations_um: Aberrations | None = None  # own coefficients (no aperture scaling)
+
+
+def _odd(v: int) -> int:
+    check(v >= 1 and v % 2 == 1, "must be an odd integer (PSF window, pixels)")
+    return v
+
+
+class ModelLensSettings(KindSettings):
+    """A ``kind: model`` description (module docstring; ``conf/lens/sharp_prime.yaml``)."""
+
+    kind: Literal["model"] = "model"
+    name: Text = "lens"
+    pixel_pitch_um: Positive
+    sensor_mm: tuple[Positive, Positive]  # [height, width]
+    wavelengths_nm: list[Positive]
+    size: Annotated[int, Strict(), AfterValidator(_odd)]
+    oversample: Count | None = None  # null: Nyquist for the bluest channel
+    reference_f_number: Positive
+    aberrations_um: Aberrations = Field(default_factory=Aberrations)
+    chromatic_defocus_um: list[Number] | None = None  # null: none
+    states: list[StateSettings] | None = None
+    heights: Count = 8
+    azimuths: Count = 12
+    olpf_separation_um: Number | None = None  # null: no OLPF
+    fill_factor: Positive = 1.0
 
 
 def parse_lens(d: Mapping, channels: int, where: str = "lens") -> LensModel:
     """Validate a ``kind: model`` description; errors name the key (``lens.states[1]...``)."""
-    wl = d.get("wavelengths_nm")
-    require(isinstance(wl, (list, tuple)) and wl, f"{where}.wavelengths_nm is missing")
+    s = parse(ModelLensSettings, d, where)
     require(
-        len(wl) == channels,
-        f"{where}.wavelengths_nm has {len(wl)} values but channels = {channels}",
+        len(s.wavelengths_nm) == channels,
+        f"{where}.wavelengths_nm has {len(s.wavelengths_nm)} values but channels = {channels}",
     )
-    wavelengths = tuple(_num({"w": w}, "w", f"{where}.wavelengths_nm", positive=True) for w in wl)
-    sensor = d.get("sensor_mm")
-    require(
-        isinstance(sensor, (list, tuple)) and len(sensor) == 2,
-        f"{where}.sensor_mm = {sensor!r}: give [height, width] in mm",
-    )
-    hw = tuple(_num({"v": v}, "v", f"{where}.sensor_mm", positive=True) for v in sensor)
-    size = d.get("size")
-    require(
-        isinstance(size, int) and size >= 1 and size % 2 == 1,
-        f"{where}.size = {size!r} must be an odd integer (PSF window, pixels)",
-    )
-    chroma = d.get("chromatic_defocus_um") or [0.0] * channels
+    chroma = s.chromatic_defocus_um or [0.0] * channels
     require(
         len(chroma) == channels,
         f"{where}.chromatic_defocus_um has {len(chroma)} values but channels = {channels}",
     )
-    states_in = d.get("states")
     require(
-        isinstance(states_in, (list, tuple)) and len(states_in) > 0,
+        bool(s.states),
         f"{where}.states is missing or empty: a lens needs at least one state "
         "(focal_length_mm, f_number, focus_m)",
     )
-    states = []
-    for i, s in enumerate(states_in):
-        w = f"{where}.states[{i}]"
-        require(isinstance(s, Mapping), f"{w} = {s!r} must be a mapping")
-        states.append(
-            StateSpec(
-                _num(s, "focal_length_mm", w, positive=True),
-                _num(s, "f_number", w, positive=True),
-                _num(s, "focus_m", w, default=math.inf, positive=True, allow_inf=True),
-                _num(s, "defocus_um", w, default=0.0),
-                _aberrations(s["aberrations_um"], f"{w}.aberrations_um")
-                if s.get("aberrations_um") is not None
-                else None,
-            )
+    states = tuple(
+        StateSpec(
+            st.focal_length_mm,
+            st.f_number,
+            st.focus_m,
+            st.defocus_um,
+            None if st.aberrations_um is None else st.aberrations_um.given(),
         )
-    heights, azimuths = d.get("heights", 8), d.get("azimuths", 12)
-    require(isinstance(heights, int) and heights >= 1, f"{where}.heights = {heights!r} >= 1")
-    require(isinstance(azimuths, int) and azimuths >= 1, f"{where}.azimuths = {azimuths!r} >= 1")
-    olpf = d.get("olpf_separation_um")
+        for st in s.states
+    )
     return LensModel(
-        name=str(d.get("name", "lens")),
-        pixel_pitch_um=_num(d, "pixel_pitch_um", where, positive=True),
-        sensor_mm=hw,  # type: ignore[arg-type]
-        wavelengths_nm=wavelengths,
-        size=size,
-        oversample=d.get("oversample"),
-        reference_f_number=_num(d, "reference_f_number", where, positive=True),
-        aberrations_um=_aberrations(d.get("aberrations_um"), f"{where}.aberrations_um"),
-        chromatic_defocus_um=tuple(
-            _num({"v": v}, "v", f"{where}.chromatic_defocus_um") for v in chroma
-        ),
-        states=tuple(states),
-        heights=heights,
-        azimuths=azimuths,
-        olpf_separation_um=0.0
-        if olpf is None
-        else _num(d, "olpf_separation_um", where, positive=False),
-        fill_factor=_num(d, "fill_factor", where, default=1.0, positive=True),
+        name=s.name,
+        pixel_pitch_um=s.pixel_pitch_um,
+        sensor_mm=s.sensor_mm,
+        wavelengths_nm=tuple(s.wavelengths_nm),
+        size=s.size,
+        oversample=s.oversample,
+        reference_f_number=s.reference_f_number,
+        aberrations_um=s.aberrations_um.given(),
+        chromatic_defocus_um=tuple(float(v) for v in chroma),
+        states=states,
+        heights=s.heights,
+        azimuths=s.azimuths,
+        olpf_separation_um=0.0 if s.olpf_separation_um is None else s.olpf_separation_um,
+        fill_factor=s.fill_factor,
     )
 
 

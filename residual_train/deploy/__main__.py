@@ -22,14 +22,6 @@ from data_gen.errors import require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.sources import check_linearize
 from data_gen.values import integer, number, optional
-from residual_train.deploy import (
-    check_capture,
-    load_model,
-    predict_sequential,
-    read_input_encoded,
-    save_maps,
-    write_output,
-)
 from residual_train.deploy.compose import (
     Strengths,
     check_distortion,
@@ -37,16 +29,18 @@ from residual_train.deploy.compose import (
     compose,
     correct_distortion_stage,
 )
+from residual_train.deploy.io import check_capture, read_input_encoded, save_maps, write_output
+from residual_train.deploy.model import load_model, predict_sequential
 
 
 def check_settings(o: dict) -> dict:
     """The numbers of ``conf/apps/deploy.yaml``, typed (one line otherwise)."""
     return {
-        "iso": optional(number, None if o.get("iso") == "" else o.get("iso"), "iso", positive=True),
+        "iso": optional(number, None if o["iso"] == "" else o["iso"], "iso", positive=True),
         "tile": integer(o["tile"], "tile", 8),
         "overlap": integer(o["overlap"], "overlap", 4),
         "batch": integer(o["batch"], "batch", 1),
-        "distortion_order": integer(o.get("distortion_order", 3), "distortion_order"),
+        "distortion_order": integer(o["distortion_order"], "distortion_order"),
     }
 
 
@@ -56,22 +50,22 @@ def run(o: dict) -> dict:
     Strengths.resolve(strengths, given)  # bad values stop before the network runs
     check_linearize(o["linearize"])
     s = check_settings(o)
-    k_dist = check_distortion(o.get("distortion"))
+    k_dist = check_distortion(o["distortion"])
     order, iso = s["distortion_order"], s["iso"]
     out_dir = Path(str(o["out_dir"]))
     require_new_dir(out_dir)
-    registry = o.get("registry") or None
+    registry = o["registry"] or None
     model = load_model(str(o["model"]), registry, o["backend"])
     x, encoding = read_input_encoded(
-        str(o["input"]), o["linearize"], model.channels, model.card.get("layout", "rgb")
+        str(o["input"]), o["linearize"], model.channels, model.card.layout
     )
     noise = model.noise_model(iso)
     check_capture(x, noise, f"input = {str(o['input'])!r}")
     kw = dict(tile=s["tile"], overlap=s["overlap"], batch=s["batch"], iso=iso, progress=True)
     # a field-aware model reads the frame's positions through the card's lens in this state
-    kw["lens_state"] = integer(o.get("lens_state") or 0, "lens_state")
+    kw["lens_state"] = integer(o["lens_state"] or 0, "lens_state")
     t0 = time.perf_counter()
-    if o.get("blur_model"):
+    if o["blur_model"]:
         blur_model = load_model(str(o["blur_model"]), registry, o["backend"])
         maps = predict_sequential(model, blur_model, x, **kw)
     else:
@@ -90,11 +84,16 @@ def run(o: dict) -> dict:
         "model": str(model.path),
         "input": str(o["input"]),
         "input_encoding": encoding,
-        "card": {k: model.card.get(k) for k in ("components", "layout", "scale", "metrics")},
+        "card": {
+            "components": list(model.card.components),
+            "layout": model.card.layout,
+            "scale": model.card.scale,
+            "metrics": model.card.metrics,
+        },
         "distortion": list(k_dist) if k_dist else None,
         "distortion_order": order,
     }
-    layout = model.card.get("layout", "rgb")
+    layout = model.card.layout
     check_distortion_stage(k_dist, order, layout)
     # composed before anything is written: a strength for a component the model lacks, or
     # a mode its maps do not compose in, stops here

@@ -289,6 +289,49 @@ def _compose_srgb8_kernel(x, res, kinds, sl, st, literal, A, B, lut, out):  # pr
                 out[i, j, ch] = lut[np.int64(y * np.float32(65535) + np.float32(0.5))]
 
 
+@dataclass
+class _Walk:
+    """The state of :func:`compose_reference` while it walks the components: the input
+    ``xs``, each component's estimate point ``u[q]``, the sum of the terms so far ``acc``
+    (``y_{q-1} = u_q + acc``), the slope the earlier gains left ``spread``, the slope maps
+    ``sl``, the noise model and the mode."""
+
+    xs: np.ndarray
+    u: list
+    acc: np.ndarray
+    spread: np.ndarray
+    sl: np.ndarray
+    noise: NoiseModel
+    literal: bool
+
+
+def _gain_term(w: _Walk, q: int, p: np.ndarray, s: np.float32) -> np.ndarray:
+    """A pointwise affine map with a smooth slope ``a`` (relight, fog)."""
+    one, a = np.float32(1), w.sl[q]
+    term = p * s + (one - s) * (a - one) * ((w.u[q] + w.acc) - w.u[q])
+    w.spread = w.spread * ((a + s * (one - a)) / a)
+    return term
+
+
+def _spread_term(w: _Walk, q: int, p: np.ndarray, s: np.float32) -> np.ndarray:
+    """A blur: follows the slope of the earlier smooth corrections."""
+    one = np.float32(1)
+    return p * (s + (one - s) * (one - w.spread))
+
+
+def _signal_term(w: _Walk, q: int, p: np.ndarray, s: np.float32) -> np.ndarray:
+    """Noise: re-scaled by σ at the new brightness (``literal``: measured from ``x``)."""
+    one = np.float32(1)
+    if w.literal:
+        return (s * w.noise.ratio(w.xs + w.acc, w.xs)) * p
+    return p * (one - (one - s) * w.noise.ratio(w.u[q] + w.acc, w.u[q]))
+
+
+# the term of each transport kind, indexed by its code in _KIND (the compiled kernel's
+# _pixel branches on the same codes: numba compiles no table of functions into its loop)
+_TERMS = {_KIND["gain"]: _gain_term, _KIND["spread"]: _spread_term, _KIND["signal"]: _signal_term}
+
+
 def compose_reference(
     x: np.ndarray,
     maps: Mapping[str, np.ndarray],
@@ -300,25 +343,16 @@ def compose_reference(
     """:func:`compose` written with numpy arrays, component by component (the formula as
     the module docstring states it; for tests and reading)."""
     xs, res, kinds, sl, st, literal = _plan(x, maps, strengths, mode, slope_maps)
-    one = np.float32(1)
     u = [None] * (len(res) + 1)
     u[len(res)] = xs
     for q in range(len(res) - 1, -1, -1):
         u[q] = u[q + 1] + res[q]
-    y, acc, spread = xs.copy(), np.zeros_like(xs), np.ones(xs.shape[1:], np.float32)
+    ones = np.ones(xs.shape[1:], np.float32)
+    w = _Walk(xs, u, np.zeros_like(xs), ones, sl, noise, bool(literal))
+    y = xs.copy()
     for q in range(len(res)):
-        p, s = res[q], st[q]
-        if kinds[q] == 0:
-            a = sl[q]
-            term = p * s + (one - s) * (a - one) * ((u[q] + acc) - u[q])
-            spread = spread * ((a + s * (one - a)) / a)
-        elif kinds[q] == 1:
-            term = p * (s + (one - s) * (one - spread))
-        elif literal:
-            term = (s * noise.ratio(xs + acc, xs)) * p
-        else:
-            term = p * (one - (one - s) * noise.ratio(u[q] + acc, u[q]))
-        acc = acc + term
+        term = _TERMS[int(kinds[q])](w, q, res[q], st[q])
+        w.acc = w.acc + term
         y = y + term
     return y
 

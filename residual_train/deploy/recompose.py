@@ -16,8 +16,8 @@ from data_gen.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.paths import APPS
 from data_gen.values import boolean, integer
-from residual_train.deploy import load_maps, write_output
 from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
+from residual_train.deploy.io import load_maps, write_output
 
 
 def run(o: dict) -> dict:
@@ -27,12 +27,12 @@ def run(o: dict) -> dict:
         f"out = {str(out)!r} exists; pass overwrite=true to replace it",
     )
     x, maps, meta = load_maps(str(o["maps"]))
-    dist = o.get("distortion", "auto")
+    dist = o["distortion"]
     if dist == "auto":  # what the deploy run corrected
         dist = meta.get("distortion")
         order = integer(meta.get("distortion_order", 3), f"{o['maps']}/maps.json: distortion_order")
     else:
-        order = integer(o.get("distortion_order", 3), "distortion_order")
+        order = integer(o["distortion_order"], "distortion_order")
     k_dist = check_distortion(dist)
     t = time.perf_counter()
     noise = NoiseModel(meta["noise_A"], meta["noise_B"])

@@ -4,66 +4,111 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import AfterValidator, Strict, field_validator
 
 from data_gen.cli import run_app
-from data_gen.errors import require
+from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically
-from data_gen.sources import check_linearize
-from data_gen.values import boolean, integer, number, numbers, optional
+from data_gen.typed import Count, Number, Settings, Text, at_least, check, parse
+from data_gen.values import numbers
+
+Name = Text | Annotated[int, Strict()]  # a model or set name Hydra read as a number
+Int = Annotated[int, Strict()]
 
 
-def check_settings(cfg: dict) -> dict:
+def _at_least_one(v: float) -> float:
+    check(v >= 1, "a number >= 1")
+    return v
+
+
+class EvaluateSettings(Settings):
+    """``conf/apps/evaluate.yaml``, typed; its defaults are there (one place)."""
+
+    model: Name
+    registry: Text | None
+    images: Name | list[Name]
+    shrink: Annotated[Number, AfterValidator(_at_least_one)]
+    linearize: bool | Literal["auto"]
+    max_images: Count | None
+    max_size: Annotated[Int, at_least(16)] | None
+    isos: list[float] | None
+    baselines: list[Text] | None
+    component_baselines: dict[Text, list[Text] | Text | None] | None
+    out: Text
+    seed: Annotated[Int, at_least(0)]
+    workers: Count
+    tile: Annotated[Int, at_least(8)]
+    overlap: Annotated[Int, at_least(4)]
+    min_bin_pixels: Count
+    cache: Text | None
+    bank_cache: Text | None
+    progress: bool
+
+    @field_validator("isos", mode="before")
+    @classmethod
+    def _isos(cls, v):
+        if v is None:
+            return v
+        try:
+            return numbers(v, "isos", positive=True)
+        except InputError as e:  # reported by parse as "isos = VALUE: ..."
+            raise ValueError(str(e).split(": ", 1)[1]) from None
+
+    @field_validator("linearize", mode="before")
+    @classmethod
+    def _linearize(cls, v):
+        check(
+            isinstance(v, bool) or v == "auto",
+            "auto (8-bit files are sRGB, 16-bit and "
+            "float ones linear), true (decode every integer file from sRGB) or false (take "
+            "it as linear)",
+        )
+        return v
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return Path(self.cache) if self.cache else None
+
+
+def check_settings(cfg: dict) -> EvaluateSettings:
     """The values of ``conf/apps/evaluate.yaml``, typed (one line otherwise)."""
-    isos = cfg.get("isos")
-    return {
-        "shrink": number(cfg["shrink"], "shrink", lo=1),
-        "linearize": check_linearize(cfg["linearize"]),
-        "max_images": optional(integer, cfg.get("max_images"), "max_images", 1),
-        "max_size": optional(integer, cfg.get("max_size"), "max_size", 16),
-        "isos": None if isos is None else numbers(isos, "isos", positive=True),
-        "seed": integer(cfg["seed"], "seed", 0),
-        "workers": integer(cfg["workers"], "workers", 1),
-        "tile": integer(cfg["tile"], "tile", 8),
-        "overlap": integer(cfg["overlap"], "overlap", 4),
-        "min_bin_pixels": integer(cfg["min_bin_pixels"], "min_bin_pixels", 1),
-        "progress": boolean(cfg["progress"], "progress"),
-    }
+    require(
+        cfg.get("out") not in (None, "???"), "out is missing: give the output folder as out=DIR"
+    )
+    return parse(EvaluateSettings, cfg, "")
 
 
 def run(cfg: dict) -> dict:
     from residual_train.deploy import load_model
     from residual_train.evaluate import evaluate, load_images, write_metrics, write_page
 
-    require(
-        cfg.get("out") not in (None, "???"), "out is missing: give the output folder as out=DIR"
-    )
-    out = Path(cfg["out"])
+    s = check_settings(cfg)
+    out = Path(s.out)
     require(
         not (out.exists() and any(out.iterdir())),
         f"out = {str(out)!r} already holds files; nothing is overwritten",
     )
-    s = check_settings(cfg)
-    model = load_model(str(cfg["model"]), cfg.get("registry"))
+    model = load_model(str(s.model), s.registry)
     if set(model.heads) != {"blur", "noise"}:
         return run_components(cfg, s, model, out)
-    s = check_settings(cfg)
-    images = load_images(cfg["images"], s["shrink"], s["linearize"], s["max_images"], s["max_size"])
+    images = load_images(s.images, s.shrink, s.linearize, s.max_images, s.max_size)
     result = evaluate(
-        str(cfg["model"]),
+        str(s.model),
         images,
-        s["isos"],
-        cfg.get("registry"),
-        list(cfg["baselines"] or []),
-        s["seed"],
-        s["workers"],
-        s["tile"],
-        s["overlap"],
-        s["min_bin_pixels"],
-        Path(cfg["cache"]) if cfg.get("cache") else None,
-        cfg.get("bank_cache"),
-        s["progress"],
+        s.isos,
+        s.registry,
+        list(s.baselines or []),
+        s.seed,
+        s.workers,
+        s.tile,
+        s.overlap,
+        s.min_bin_pixels,
+        s.cache_dir,
+        s.bank_cache,
+        s.progress,
     )
     with filled_atomically(out) as tmp:  # out appears complete, or not at all
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -95,14 +140,14 @@ def run(cfg: dict) -> dict:
                         )
                     )
                 }
-                for r in s["per_iso"]
+                for r in per_set["per_iso"]
             ]
-            for name, s in result["per_set"].items()
+            for name, per_set in result["per_set"].items()
         },
     }
 
 
-def run_components(cfg: dict, s: dict, model, out: Path) -> dict:
+def run_components(cfg: dict, s: EvaluateSettings, model, out: Path) -> dict:
     """A model of more components: photographs with measured depth (``images=depth``: every
     set available, ``motorcycle`` always; or a list of set names)."""
     from residual_train.evaluate import depth_sets
@@ -110,34 +155,34 @@ def run_components(cfg: dict, s: dict, model, out: Path) -> dict:
     from residual_train.evaluate.page import write_components_page
     from residual_train.evaluate.run import _Cache, card_isos, write_metrics
 
-    names = cfg["images"]
+    names = s.images
     if names in ("depth", "builtin"):
         names, missing = depth_sets.available()
         for n, why in missing.items():
             print(f"note: depth set {n} skipped: {why}")
     names = [names] if isinstance(names, str) else list(names)
-    shrink = s["shrink"]
+    shrink = s.shrink
     require(shrink == int(shrink), f"shrink = {shrink}: an integer >= 1 for photographs with depth")
     items = [depth_sets.load(n, shrink_factor=int(shrink)) for n in names]
-    if s["max_images"]:
-        items = items[: s["max_images"]]
-    if s["max_size"]:
-        items = [depth_sets.crop_centre(it, s["max_size"]) for it in items]
-    isos = s["isos"] or card_isos(model.card)
+    if s.max_images:
+        items = items[: s.max_images]
+    if s.max_size:
+        items = [depth_sets.crop_centre(it, s.max_size) for it in items]
+    isos = s.isos or card_isos(model.card)
     for iso in isos:
         model.noise_model(iso)
     result = evaluate_components(
         model,
         items,
         isos,
-        cfg.get("component_baselines"),
-        s["seed"],
-        s["tile"],
-        s["overlap"],
-        _Cache(Path(cfg["cache"]) if cfg.get("cache") else None),
-        cfg.get("bank_cache"),
-        s["min_bin_pixels"],
-        s["progress"],
+        s.component_baselines,
+        s.seed,
+        s.tile,
+        s.overlap,
+        _Cache(s.cache_dir),
+        s.bank_cache,
+        s.min_bin_pixels,
+        s.progress,
     )
     with filled_atomically(out) as tmp:  # out appears complete, or not at all
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -22,6 +22,8 @@ per brightness bin of the clean scene, against the sensor model of that scene
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from data_gen.chain import chain_names, render_chain, stored_names, stored_residuals
@@ -34,12 +36,14 @@ from residual_train.deploy.compose import compose, slopes
 from residual_train.evaluate.classical import BASELINES_BY_COMPONENT, Truth
 from residual_train.evaluate.metrics import NoiseKept, ssim
 from residual_train.evaluate.oracle import psnr
+from residual_train.release.card import ModelCard, as_card
 
 
-def card_chain(card: dict) -> Chain:
+def card_chain(card: ModelCard | Mapping) -> Chain:
     """The chain of a model card: its components with the settings it was trained on."""
-    names = list(card.get("components") or [])
-    settings = card.get("component_settings")
+    card = as_card(card)
+    names = list(card.components)
+    settings = card.component_settings
     if settings is None:
         from data_gen.components import default_settings
 
@@ -253,10 +257,10 @@ def evaluate_components(
         "model": {
             "path": str(model.path),
             "components": list(chain.names),
-            "version": model.card.get("registry_version"),
+            "version": model.card.registry_version,
         },
-        "component_settings": model.card.get("component_settings"),
-        "lens": model.card.get("lens"),
+        "component_settings": model.card.component_settings,
+        "lens": model.card.lens,
         "isos": [float(v) for v in isos],
         "images": [it.name for it in items],
         "depth_sources": {it.name: it.source for it in items},

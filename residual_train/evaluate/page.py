@@ -1,50 +1,29 @@
 """HTML for evaluation results: tables, plots (matplotlib, PNG) and image panels.
 
-Small helpers shared with the demo's report: :func:`table`, :func:`save_image`,
-:func:`img_tag`, :data:`CSS`.
+The markup is in ``templates/`` (``evaluation.html.j2``, ``components.html.j2``, and the
+``_layout`` and ``_macros`` the demo's reports share); this module computes what they show
+and renders them with :func:`data_gen.html.render`. :func:`save_image` is shared with the
+demo's reports.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from data_gen.html import render, table
 from data_gen.preview import to_rgb8
 from data_gen.sources import linear_to_srgb
 
-CSS = (
-    "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;"
-    "padding:3px 8px;text-align:right}figure{display:inline-block;margin:4px}"
-    "figure img{width:180px}figcaption{font-size:80%;text-align:center}"
-    "pre{background:#f4f4f4;padding:.5em;overflow:auto;font-size:75%}"
-    ".miss{color:#b00;font-weight:bold}.hit{color:#070}"
-)
+PACKAGE = "residual_train.evaluate"
 METHODS = ("input", "model", "wiener_wavelet", "bm3d_wiener")
 
 
-def table(rows: list[dict], cols: list[str], fmt: str = "{:.2f}", classes=None) -> str:
-    """An HTML table of ``rows`` (dicts) with columns ``cols``; floats use ``fmt``.
-
-    ``classes``: optional ``(row, col) -> css class`` to mark cells.
-    """
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-
-    def cell(r: dict, c: str) -> str:
-        v = r.get(c, "")
-        text = fmt.format(v) if isinstance(v, float) else html.escape(str(v))
-        cls = classes(r, c) if classes else None
-        return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
-
-    body = "".join("<tr>" + "".join(cell(r, c) for c in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def save_image(img: np.ndarray, path: Path, scale: int = 1, residual: bool = False) -> str:
-    """``(C, H, W)`` linear -> sRGB PNG (residuals: 0.5 grey = 0, symmetric scale)."""
+    """``(C, H, W)`` linear -> sRGB PNG (residuals: 0.5 grey = 0, symmetric scale); returns
+    the file's name."""
     if residual:
         vis = 0.5 + img / (2 * max(float(np.abs(img).max()), 1e-6))
     else:
@@ -56,11 +35,9 @@ def save_image(img: np.ndarray, path: Path, scale: int = 1, residual: bool = Fal
     return path.name
 
 
-def img_tag(src: str, alt: str) -> str:
-    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
-
-
 def _plots(per_iso: list[dict], baselines: list[str], out: Path) -> tuple[str, str]:
+    """PSNR against ISO and the noise kept per brightness, as PNGs in ``out``; returns their
+    names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,9 +82,11 @@ def _plots(per_iso: list[dict], baselines: list[str], out: Path) -> tuple[str, s
     return "psnr_vs_iso.png", "noise_kept.png"
 
 
-def panels(arrays: dict, baselines: list[str], out: Path, crop: int = 128) -> str:
-    """Crops of the kept images at their highest ISO: input, corrections, truth, maps."""
-    parts = []
+def panels(arrays: dict, baselines: list[str], out: Path, crop: int = 128) -> list[dict]:
+    """Crops of the kept images at their highest ISO (input, corrections, truth, maps) as
+    PNGs in ``out``; returns one ``{"heading", "figures": [{"src", "alt", "caption"}]}``
+    per image."""
+    shown = []
     for name, by_iso in arrays.items():
         iso = max(by_iso)
         a = by_iso[iso]
@@ -127,26 +106,30 @@ def panels(arrays: dict, baselines: list[str], out: Path, crop: int = 128) -> st
             src = save_image(
                 im[:, y0 : y0 + s, x0 : x0 + s], out / f"{stem}_{cap.split()[0]}_{len(figs)}.png", 2
             )
-            figs.append(
-                f"<figure>{img_tag(src, cap)}<figcaption>{html.escape(cap)}</figcaption></figure>"
-            )
+            figs.append({"src": src, "alt": cap, "caption": cap})
         for k in ("R_blur", "R_noise"):
             src = save_image(
                 a[k][:, y0 : y0 + s, x0 : x0 + s], out / f"{stem}_{k}.png", 2, residual=True
             )
-            figs.append(
-                f"<figure>{img_tag(src, k)}<figcaption>{k} (estimated)</figcaption></figure>"
-            )
-        parts.append(f"<h3>{html.escape(name)}, ISO {iso:g}</h3>" + "".join(figs))
-    return "\n".join(parts)
+            figs.append({"src": src, "alt": k, "caption": f"{k} (estimated)"})
+        shown.append({"heading": f"{name}, ISO {iso:g}", "figures": figs})
+    return shown
 
 
-def write_page(result: dict, out: Path, title: str = "residual-train evaluation") -> Path:
-    """``out/index.html`` with its PNGs."""
-    out.mkdir(parents=True, exist_ok=True)
+def _mark(r: dict, c: str) -> str | None:
+    """The css class of a cell that shows a target met (``hit``) or missed (``miss``)."""
+    if c.startswith("gain_over_bm3d"):
+        return "hit" if r[c] >= 1.0 else "miss"
+    if c.startswith("share_beating_bm3d"):
+        return "hit" if r[c] >= 0.8 else "miss"
+    return None
+
+
+def _tables(result: dict) -> dict[str, dict]:
+    """The evaluation page's tables (:func:`data_gen.html.table`): ``psnr``, ``ssim``,
+    ``heads``, ``kept`` (noise kept per brightness bin) and ``per_image``."""
     b = result["baselines"]
     per_iso = result["per_iso"]
-    psnr_png, kept_png = _plots(per_iso, b, out)
     psnr_cols = ["iso", "images", *(f"psnr_{m}" for m in ("input", "model", *b))]
     psnr_cols += [f"gain_over_{x}" for x in b]
     ssim_cols = ["iso", *(f"ssim_{m}" for m in ("input", "model", *b))]
@@ -161,107 +144,73 @@ def write_page(result: dict, out: Path, title: str = "residual-train evaluation"
         "noise_kept_worst",
         "noise_kept_total_worst",
     ]
-    kept_rows = [
-        {"iso": r["iso"], **{k: v for k, v in row.items()}}
-        for r in per_iso
-        for row in r["noise_kept"]
+    kept_rows = [{"iso": r["iso"], **row} for r in per_iso for row in r["noise_kept"]]
+    kept_cols = ["iso", "lo", "hi", "pixels", "sigma_model", "sigma_kept", "ratio", "enough"]
+    image_cols = [
+        "image",
+        "iso",
+        *(f"psnr_{x}" for x in ("input", "model", *b)),
+        *(f"margin_over_{x}" for x in b),
+        "noise_corr",
     ]
+    return {
+        "psnr": table(per_iso, psnr_cols, "{:.2f}", _mark),
+        "ssim": table(per_iso, ssim_cols, "{:.4f}"),
+        "heads": table(per_iso, head_cols, "{:.3f}"),
+        "kept": table(kept_rows, kept_cols, "{:.4g}"),
+        "per_image": table(result["per_image"], image_cols, "{:.3f}"),
+    }
 
-    def mark(r: dict, c: str) -> str | None:
-        if c.startswith("gain_over_bm3d"):
-            return "hit" if r[c] >= 1.0 else "miss"
-        if c.startswith("share_beating_bm3d"):
-            return "hit" if r[c] >= 0.8 else "miss"
-        return None
 
-    set_cols = ["iso", "images", "psnr_model", *(f"psnr_{x}" for x in b)]
+def _sets(result: dict) -> list[dict]:
+    """Per set of photographs ``{"heading", "table", "worst"}``: its margins per ISO and the
+    worst image against each BM3D baseline (text)."""
+    b = result["baselines"]
+    cols = ["iso", "images", "psnr_model", *(f"psnr_{x}" for x in b)]
     for x in b:
-        set_cols += [f"gain_over_{x}", f"share_beating_{x}", f"worst_margin_over_{x}"]
-    set_parts = [
-        f"<h3>{html.escape(name)} ({html.escape(s['role'])}, {s['images']} images)</h3>"
-        + table(s["per_iso"], set_cols, classes=mark)
-        + "<p>worst image per ISO: "
-        + "; ".join(
+        cols += [f"gain_over_{x}", f"share_beating_{x}", f"worst_margin_over_{x}"]
+    sets = []
+    for name, s in (result.get("per_set") or {}).items():
+        worst = "; ".join(
             f"ISO {r['iso']:g}: "
-            + ", ".join(
-                f"{html.escape(str(r[f'worst_image_{x}']))} vs {html.escape(x)}"
-                for x in b
-                if x.startswith("bm3d")
-            )
+            + ", ".join(f"{r[f'worst_image_{x}']} vs {x}" for x in b if x.startswith("bm3d"))
             for r in s["per_iso"]
         )
-        + "</p>"
-        for name, s in (result.get("per_set") or {}).items()
-    ]
+        sets.append(
+            {
+                "heading": f"{name} ({s['role']}, {s['images']} images)",
+                "table": table(s["per_iso"], cols, "{:.2f}", _mark),
+                "worst": worst,
+            }
+        )
+    return sets
 
-    m = result["model"]
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<p>Model <code>{html.escape(str(m['ref']))}</code> ({html.escape(str(m['path']))}); "
-        f"{len(result['images'])} real photographs rendered through the card's lens and sensor "
-        "(every pixel blurred with the PSF of its position in the frame, one noise realisation "
-        "per image and ISO). PSNR / SSIM against the clean image, linear, data range 1 = white; "
-        "<i>model</i> = brightness-consistent composition at a = b = 1. The baselines without a "
-        "suffix pick their Wiener regularisation per image with the clean image as oracle (the "
-        "bar); the <i>_practical</i> ones choose it from the noise model and the PSF (what a "
-        "user gets).</p>",
-        "<h2>PSNR (dB)</h2>",
-        table(per_iso, psnr_cols, classes=mark),
-        img_tag(psnr_png, "PSNR vs ISO"),
-        "<h2>Per set: margin per image</h2>"
-        "<p>gain_over_b: mean over the set's images of PSNR(model) − PSNR(b); share_beating_b: "
-        "the share of images where the model is ahead; worst_margin_over_b: the worst "
-        "image's margin. Sets of role <i>test</i> are for reporting only, never for choosing."
-        "</p>",
-        *set_parts,
-        "<h2>SSIM</h2>",
-        table(per_iso, ssim_cols, "{:.4f}"),
-        "<h2>Each head alone, and the noise residual's fidelity</h2>",
-        "<p>blur head: x + R̂_b against the noisy sharp image; noise head: x + R̂_n against "
-        "the blurred clean image. noise_corr: correlation of R̂_n with the true noise residual; "
-        "noise_std_ratio: their std ratio. noise_kept_worst: largest |kept / σ(S) − 1| over "
-        "brightness bins at a = 1, b = 0 (the noise put back, −k·R̂_n); _total: of the whole "
-        "deviation y(1, 0) − S.</p>",
-        table(per_iso, head_cols, "{:.3f}"),
-        "<h2>Noise kept at a = 1, b = 0, per brightness of the sharp scene</h2>",
-        img_tag(kept_png, "noise kept vs brightness"),
-        "<details><summary>table</summary>"
-        + table(
-            kept_rows,
-            ["iso", "lo", "hi", "pixels", "sigma_model", "sigma_kept", "ratio", "enough"],
-            "{:.4g}",
-        )
-        + "</details>",
-        "<h2>Images</h2>",
-        panels(result.get("arrays", {}), b, out),
-        "<h2>Per image</h2><details><summary>table</summary>"
-        + table(
-            result["per_image"],
-            [
-                "image",
-                "iso",
-                *(f"psnr_{x}" for x in ("input", "model", *b)),
-                *(f"margin_over_{x}" for x in b),
-                "noise_corr",
-            ],
-            "{:.3f}",
-        )
-        + "</details>",
-        "</body></html>",
-    ]
+
+def write_page(result: dict, out: Path, title: str = "residual-train evaluation") -> Path:
+    """``out/index.html`` (``templates/evaluation.html.j2``) with its PNGs; returns the
+    page's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    psnr_png, kept_png = _plots(result["per_iso"], result["baselines"], out)
+    page = render(
+        "evaluation.html.j2",
+        PACKAGE,
+        title=title,
+        model=result["model"],
+        images=len(result["images"]),
+        tables=_tables(result),
+        sets=_sets(result),
+        psnr_png=psnr_png,
+        kept_png=kept_png,
+        panels=panels(result.get("arrays", {}), result["baselines"], out),
+    )
     index = out / "index.html"
-    index.write_text("\n".join(parts))
+    index.write_text(page)
     return index
 
 
-def write_components_page(
-    result: dict, out: Path, title: str = "residual-train: components on photographs with depth"
-) -> Path:
-    """``out/index.html`` of :func:`residual_train.evaluate.components.evaluate_components`:
-    per ISO and component the mean PSNR of the input, the model and each baseline against
-    the rendering without that component (and how many photographs the model beats each
-    on), the noise kept per brightness bin, and every photograph's row."""
+def _components_tables(result: dict) -> dict[str, dict]:
+    """The components page's tables: ``per_iso`` (per ISO and component), ``kept`` (noise
+    kept per brightness bin) and ``per_image``."""
     rows = [r for r in result["per_iso"] if "bins" not in r]
     base = sorted(
         {k for r in rows for k in r if k.startswith("psnr_")} - {"psnr_input", "psnr_model"}
@@ -283,23 +232,31 @@ def write_components_page(
     per_image = result["per_image"]
     icols = ["image", "iso", "component", "psnr_input", "psnr_model",
              *sorted({k for r in per_image for k in r if k.startswith("psnr_")} - {"psnr_input", "psnr_model"})]  # fmt: skip
-    sources = "".join(
-        f"<li>{html.escape(n)}: {html.escape(s)}</li>" for n, s in result["depth_sources"].items()
+    return {
+        "per_iso": table(rows, cols, "{:.2f}", mark),
+        "kept": table(kept, ["iso", "maps", "ratio per bin", "worst"], "{:.2f}"),
+        "per_image": table(per_image, icols, "{:.2f}"),
+    }
+
+
+def write_components_page(
+    result: dict, out: Path, title: str = "residual-train: components on photographs with depth"
+) -> Path:
+    """``out/index.html`` (``templates/components.html.j2``) of
+    :func:`residual_train.evaluate.components.evaluate_components`: per ISO and component
+    the mean PSNR of the input, the model and each baseline against the rendering without
+    that component (and how many photographs the model beats each on), the noise kept per
+    brightness bin, and every photograph's row; returns the page's path."""
+    page = render(
+        "components.html.j2",
+        PACKAGE,
+        title=title,
+        model_path=str(result["model"]["path"]),
+        components=", ".join(result["model"]["components"]),
+        **_components_tables(result),
+        depth_sources=list(result["depth_sources"].items()),
+        baselines=str(result["baselines"]),
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
-<p>Model {html.escape(str(result["model"]["path"]))}, components
-{html.escape(", ".join(result["model"]["components"]))}. PSNR (dB, pixels with measured depth)
-of the input, the model with only that component corrected and each classical baseline,
-against the photograph rendered without that component; <em>all</em>: every component
-corrected, against the clean photograph.</p>
-<h2>Per ISO</h2>{table(rows, cols, classes=mark)}
-<h2>Noise kept with every other component corrected (ratio to the sensor model, dark → bright)</h2>
-{table(kept, ["iso", "maps", "ratio per bin", "worst"])}
-<h2>Per photograph</h2>{table(per_image, icols)}
-<h2>Depth</h2><ul>{sources}</ul>
-<h2>Baselines</h2><pre>{html.escape(str(result["baselines"]))}</pre>
-</body></html>"""
     p = out / "index.html"
     p.write_text(page)
     return p

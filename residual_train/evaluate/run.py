@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
 from residual_train.evaluate.images import image_set, set_role
 from residual_train.evaluate.metrics import NoiseKept, Pearson, psnr, ssim
+from residual_train.release.card import ModelCard, as_card
 
 KEEP_PANELS = 3
 
@@ -41,34 +43,34 @@ def default_cache() -> Path:
     return Path(root) / "eval"
 
 
-def card_isos(card: dict) -> list[float]:
+def card_isos(card: ModelCard | Mapping) -> list[float]:
     """The ISO values a card's sensor lists, else 4 log-spaced values over its range."""
-    nm = card.get("noise_model") or {}
-    src = nm.get("source") or {}
-    iso = src.get("iso")
+    table = as_card(card).sensor_noise()
+    iso = table.source.get("iso")  # the sensor settings' own list, when they give one
     if isinstance(iso, list) and iso:
         return [float(v) for v in iso]
-    lo, hi = float(nm["iso"][0]), float(nm["iso"][-1])
+    lo, hi = table.range
     return [float(v) for v in np.geomspace(lo, hi, 4).round(3)]
 
 
-def card_noise_kind(card: dict):
+def card_noise_kind(card: ModelCard | Mapping):
     """The noise kind of the sensor named in a model card (``sensor.noise``; the default
     Poisson–Gaussian when the card names none), so that evaluation renders the noise the
     model was trained on."""
-    src = (card.get("noise_model") or {}).get("source") or {}
+    card = as_card(card)
+    src = card.noise_model.source if card.noise_model else {}
     if kind_name(src) == DEFAULT:
         return None
-    layout = card.get("layout", "rgb")
+    layout = card.layout
     require(layout == "rgb", f"noise kind {kind_name(src)}: evaluation renders RGB, not {layout}")
-    return build_sensor(src, int(card["channels"])).noise
+    return build_sensor(src, card.channels).noise
 
 
-def card_bank(card: dict, cache: str | None = None) -> PSFBank:
+def card_bank(card: ModelCard | Mapping, cache: str | None = None) -> PSFBank:
     """The PSF bank of the lens named in a model card."""
-    lens = card.get("lens")
-    require(bool(lens), "the model card names no lens: cannot render evaluation images")
-    return build_bank(lens, int(card["channels"]), cache)
+    card = as_card(card)
+    require(bool(card.lens), "the model card names no lens: cannot render evaluation images")
+    return build_bank(card.lens, card.channels, cache)
 
 
 class _Cache:
@@ -292,8 +294,8 @@ def evaluate(
         f"model = {model_ref!r} has heads {model.heads}; evaluation needs a blur and a noise head",
     )
     require(
-        model.card.get("layout", "rgb") == "rgb",
-        f"model = {model_ref!r} takes {model.card.get('layout')} data; evaluation renders RGB photographs",
+        model.card.layout == "rgb",
+        f"model = {model_ref!r} takes {model.card.layout} data; evaluation renders RGB photographs",
     )
     unknown = [b for b in baselines if b not in BASELINES]
     require(not unknown, f"baselines: unknown {unknown}; known: {sorted(BASELINES)}")
@@ -333,10 +335,10 @@ def evaluate(
             "ref": model_ref,
             "path": str(model.path),
             "components": model.heads,
-            "arch": model.card.get("model"),
-            "version": model.card.get("registry_version"),
+            "arch": model.card.model,
+            "version": model.card.registry_version,
         },
-        "lens": model.card.get("lens"),
+        "lens": model.card.lens,
         "isos": isos,
         "images": [n for n, _ in images],
         "sets": {k: v["role"] for k, v in per_set.items()},

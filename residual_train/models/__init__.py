@@ -1,6 +1,7 @@
 """Residual networks: one trunk, one output head per degradation component.
 
-``build_model(cfg)`` selects the backbone by ``cfg['arch']`` (``unet`` or ``nafnet``).
+``build_model(cfg)`` instantiates ``cfg['_target_']``: by default :func:`build_net`, which
+selects the backbone by ``cfg['arch']`` (``unet`` or ``nafnet``).
 Every model maps ``x`` ``(B, C, H, W)`` (any H, W) to ``{head: residual (B, C, H, W)}``;
 ``x + residual`` is the image with that component corrected.
 """
@@ -47,20 +48,51 @@ def resolve_heads(heads, components: Sequence[str] | None = None) -> list[str]:
     return heads
 
 
-def build_model(cfg: dict, channels: int, components: Sequence[str] | None = None) -> ResidualNet:
-    """Model from a plain config dict (``arch``, ``heads``, width/depth options);
-    ``components``: the dataset's (``heads: auto`` gives one head each)."""
-    opts = {k: v for k, v in cfg.items() if k not in ("arch", "name")}
-    arch = cfg.get("arch", "unet")
+# the model config's `_target_` when it names none (every config and card from before it)
+NET_TARGET = "residual_train.models.build_net"
+
+
+def build_net(channels: int, arch: str, heads: list[str], **options) -> ResidualNet:
+    """``model._target_``: the backbone registered as ``arch`` (:data:`ARCHS`) with the
+    model config's other options (width, depth, ...); ``heads`` resolved."""
     builder = ARCHS.get(arch)
-    heads = resolve_heads(opts.pop("heads", "auto"), components)
     for key in ("width", "depth", "blocks", "middle", "deconv"):
-        if key in opts:
-            opts[key] = integer(opts[key], f"model.{key}", 0)
+        if key in options:
+            options[key] = integer(options[key], f"model.{key}", 0)
     try:
-        return builder(channels=channels, heads=heads, **opts)
+        return builder(channels=channels, heads=heads, **options)
     except TypeError as e:
         raise InputError(f"model: bad option for arch {arch!r}: {e}") from None
 
 
-__all__ = ["ARCHS", "HEADS", "NAFNet", "ResidualNet", "UNet", "build_model", "resolve_heads"]
+def build_model(cfg: dict, channels: int, components: Sequence[str] | None = None) -> ResidualNet:
+    """The network of a model config (a config group, a checkpoint's hyper-parameters or a
+    card): its ``_target_`` (:func:`build_net` when it names none) instantiated with
+    ``channels`` and the resolved ``heads`` (``components``: the dataset's; ``heads: auto``
+    gives one head each)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    opts = {k: v for k, v in cfg.items() if k not in ("_target_", "name")}
+    target = cfg["_target_"] if "_target_" in cfg else NET_TARGET
+    heads = resolve_heads(opts.pop("heads", "auto"), components)
+    if target == NET_TARGET:  # called directly: its own one-line errors
+        return build_net(channels, heads=heads, **opts)
+    try:
+        return instantiate({"_target_": target, **opts}, channels, heads=heads, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise InputError(f"model._target_ = {target!r}: {' '.join(str(cause).split())}") from None
+
+
+__all__ = [
+    "ARCHS",
+    "HEADS",
+    "NET_TARGET",
+    "NAFNet",
+    "ResidualNet",
+    "UNet",
+    "build_model",
+    "build_net",
+    "resolve_heads",
+]

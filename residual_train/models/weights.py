@@ -27,7 +27,7 @@ def load_weights(net: torch.nn.Module, state: dict, what: str) -> None:
 
 def weights_file(path: str | Path) -> Path:
     """``path`` itself (a ``.safetensors`` file) or the ``weights.safetensors`` of an export
-    directory (``residual_train/weights/NAME/VERSION`` or ``python -m residual_train.export``'s
+    directory (``residual_train/weights/NAME/VERSION`` or ``python -m residual_train.release.export``'s
     output)."""
     p = Path(path).expanduser()
     if p.is_dir():

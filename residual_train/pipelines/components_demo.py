@@ -26,7 +26,6 @@ model (relight, fog, defocus, lens blur, noise) on real photographs with measure
 from __future__ import annotations
 
 import csv
-import html
 import json
 from pathlib import Path
 
@@ -152,42 +151,51 @@ def _val_rows(run_dir: Path, heads) -> list[dict]:
     return out
 
 
-def write_components_report(
-    out: Path, info: dict, ev: dict, val_rows: list[dict], heading: str, about: str
-) -> Path:
-    """``out/index.html`` (``heading``, then the paragraph ``about``: what the model is), its
-    PNGs and ``report.json``."""
-    from residual_train.deploy.compose import compose, slopes
-    from residual_train.evaluate.page import CSS, img_tag, save_image, table
+def _figures(ev: dict, out: Path) -> list[dict]:
+    """The input, every component corrected, the clean photograph and its depth, as PNGs in
+    ``out``; returns ``[{"src", "alt", "caption"}]``."""
+    from residual_train.evaluate.page import save_image
 
-    out.mkdir(parents=True, exist_ok=True)
-    x, maps, true = ev["x"], ev["maps"], ev["true"]
-    figs = [
-        f"<figure>{img_tag(save_image(x, out / 'input.png'), 'input')}"
-        f"<figcaption>input ({', '.join(maps)} rendered)</figcaption></figure>",
-        f"<figure>{img_tag(save_image(x + sum(maps.values()), out / 'corrected.png'), 'all')}"
-        "<figcaption>every component corrected</figcaption></figure>",
-        f"<figure>{img_tag(save_image(ev['clean'], out / 'clean.png'), 'clean')}"
-        "<figcaption>clean (the photograph)</figcaption></figure>",
-    ]
-    d = ev["depth"]
+    x, maps, d = ev["x"], ev["maps"], ev["depth"]
     dn = ((d - d.min()) / max(float(np.ptp(d)), 1e-6))[None].repeat(3, 0)
-    figs.append(
-        f"<figure>{img_tag(save_image(dn**2.2, out / 'depth.png'), 'depth')}"
-        f"<figcaption>depth {d.min():.2f}–{d.max():.2f} m</figcaption></figure>"
-    )
-    res = []
+    shown = [
+        (x, "input.png", "input", f"input ({', '.join(maps)} rendered)"),
+        (x + sum(maps.values()), "corrected.png", "all", "every component corrected"),
+        (ev["clean"], "clean.png", "clean", "clean (the photograph)"),
+        (dn**2.2, "depth.png", "depth", f"depth {d.min():.2f}–{d.max():.2f} m"),
+    ]
+    return [
+        {"src": save_image(im, out / name), "alt": alt, "caption": cap}
+        for im, name, alt, cap in shown
+    ]
+
+
+def _residual_figures(ev: dict, out: Path) -> list[dict]:
+    """Each component's true and predicted residual map on the true map's scale, as PNGs
+    in ``out``; returns ``[{"src", "alt", "caption"}]``, true then predicted per map."""
+    from residual_train.evaluate.page import save_image
+
+    maps, true = ev["maps"], ev["true"]
+    figs = []
     for c in maps:
         scale = max(float(np.abs(true[c]).max()), 1e-6)
         t_png = save_image(true[c] / scale * 0.999, out / f"R_{c}_true.png", residual=True)
         p_png = save_image(
             np.clip(maps[c] / scale, -1, 1) * 0.999, out / f"R_{c}.png", residual=True
         )
-        res.append(
-            f"<figure>{img_tag(t_png, c)}<figcaption>R_{c} true (±{scale:.3f})</figcaption>"
-            f"</figure><figure>{img_tag(p_png, c)}<figcaption>R_{c} predicted</figcaption>"
-            "</figure>"
-        )
+        figs.append({"src": t_png, "alt": c, "caption": f"R_{c} true (±{scale:.3f})"})
+        figs.append({"src": p_png, "alt": c, "caption": f"R_{c} predicted"})
+    return figs
+
+
+def _grids(ev: dict, out: Path) -> list[dict]:
+    """Up to two strengths grids of correlated components (:data:`GRIDS`) composed from the
+    one pass's maps, as PNGs in ``out``; returns per grid ``{"first", "second", "rest",
+    "cols", "rows": [{"label", "cells"}]}``."""
+    from residual_train.deploy.compose import compose, slopes
+    from residual_train.evaluate.page import save_image
+
+    x, maps = ev["x"], ev["maps"]
     slope_maps = slopes(x, maps)  # once: they depend on the maps, not the strengths
     grids = []
     for first, second in [g for g in GRIDS if set(g) <= set(maps)][:2]:
@@ -199,35 +207,45 @@ def write_components_report(
                 y = compose(x, maps, st, ev["noise"], slope_maps=slope_maps)
                 name = f"grid_{first}{a:g}_{second}{b:g}.png"
                 save_image(y, out / name)
-                cells.append(f"<td>{img_tag(name, name)}</td>")
-            rows.append(f"<tr><th>{second} {b:g}</th>{''.join(cells)}</tr>")
-        head = "".join(f"<th>{first} {a:g}</th>" for a in STRENGTHS)
-        rest = ", ".join(c for c in maps if c not in (first, second))
+                cells.append(name)
+            rows.append({"label": f"{second} {b:g}", "cells": cells})
         grids.append(
-            f"<h2>Strengths grid: {first} × {second} ({rest} fully corrected)</h2>"
-            f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+            {
+                "first": first,
+                "second": second,
+                "rest": ", ".join(c for c in maps if c not in (first, second)),
+                "cols": [f"{first} {a:g}" for a in STRENGTHS],
+                "rows": rows,
+            }
         )
+    return grids
+
+
+def write_components_report(
+    out: Path, info: dict, ev: dict, val_rows: list[dict], heading: str, about: str
+) -> Path:
+    """``out/index.html`` (``templates/components_report.html.j2``: ``heading``, then the
+    paragraph ``about``, what the model is: text, or :class:`markupsafe.Markup` where it
+    carries links), its PNGs and ``report.json``; returns the index's path."""
+    from data_gen.html import render, table
+
+    out.mkdir(parents=True, exist_ok=True)
     cols = ["component", "psnr_input", "psnr_model"]
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>residual-train: more components</title><style>{CSS}
-.grid img{{width:200px}}</style></head><body>
-<h1>{html.escape(heading)}</h1>
-<p>{about} Below, the same chain rendered on a real photograph with a real depth map it never
-saw (scikit-image's Middlebury motorcycle, ISO {EVAL_ISO}); the network runs once and every
-component is then corrected at its own strength.</p>
-<h2>PSNR per component (dB)</h2>
-<p>A component's PSNR compares the input with that component corrected (by the model, or not
-at all) against the image with exactly that component removed.</p>
-{f"<h3>Validation patches</h3>{table(val_rows, cols)}" if val_rows else ""}
-<h3>The photograph</h3>{table(ev["rows"], cols)}
-<h2>Images</h2>{"".join(figs)}
-<h2>Residual maps (true and predicted, same scale)</h2>{"".join(res)}
-<p>The grids below are composed from the saved maps without the network: the kept noise
-is rescaled by the brightness change the corrections caused (relight or fog × noise), and the
-kept blur follows the light that removing the fog restored (fog × blur).</p>
-{"".join(grids)}
-<h2>Run</h2><pre>{html.escape(json.dumps(info, indent=2, default=str))}</pre>
-</body></html>"""
+    page = render(
+        "components_report.html.j2",
+        "residual_train.pipelines",
+        "residual_train.evaluate",  # the evaluation pages' layout and macros
+        title="residual-train: more components",
+        heading=heading,
+        about=about,
+        iso=EVAL_ISO,
+        validation=table(val_rows, cols, "{:.2f}") if val_rows else None,
+        photograph=table(ev["rows"], cols, "{:.2f}"),
+        figures=_figures(ev, out),
+        residuals=_residual_figures(ev, out),
+        grids=_grids(ev, out),
+        info=json.dumps(info, indent=2, default=str),
+    )
     index = out / "index.html"
     index.write_text(page)
     summary = {
@@ -251,6 +269,7 @@ def run_components_demo(out: Path, profile_name: str, timer) -> Path:
 def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
     """The shipped components model: its evaluation on the photographs with depth, then the
     strengths grids on the motorcycle."""
+    from data_gen.html import Markup
     from residual_train.deploy import load_model, shipped_models
     from residual_train.evaluate.__main__ import run as run_evaluation
     from residual_train.evaluate.components import card_chain
@@ -290,13 +309,12 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
             "evaluation": evaluation["page"],
             "timings_s": timer.stages,
         }
-        about = (
-            f"The shipped <code>{name}</code> model ({html.escape(', '.join(model.heads))}): one "
-            "U-Net with a head per component (docs/guides/components.md). Its evaluation on "
-            f"every photograph with measured depth, at ISO {', '.join(map(str, prof['isos']))}, "
-            f'next to each component\'s classical baselines: <a href="../eval/index.html">'
-            "eval/index.html</a>."
-        )
+        about = Markup(
+            "The shipped <code>{}</code> model ({}): one U-Net with a head per component "
+            "(docs/guides/components.md). Its evaluation on every photograph with measured "
+            "depth, at ISO {}, next to each component's classical baselines: "
+            '<a href="../eval/index.html">eval/index.html</a>.'
+        ).format(name, ", ".join(model.heads), ", ".join(map(str, prof["isos"])))
         index = write_components_report(
             out / "report", info, ev, [], f"The shipped {name} model", about
         )
@@ -309,7 +327,7 @@ def run_trained(out: Path, profile_name: str, prof: dict, timer) -> Path:
     """Generate, train, publish and evaluate a components model of one's own."""
     from data_gen.generate import build_pipeline, generate
     from residual_train.deploy import load_model
-    from residual_train.pipelines.demo import train_and_publish
+    from residual_train.pipelines.steps import train_and_publish
 
     data_dir, run_dir = out / "data", out / "train"
     with timer.stage("generate data"):

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +27,7 @@ from data_gen.cli import compose_config, run_app
 from data_gen.errors import InputError
 from data_gen.paths import APPS, CONF
 from data_gen.shards import read_mapping
+from residual_train.pipelines.steps import Timer, train_and_publish
 
 PROFILES = {
     # about 7 minutes on 2 CPU cores (see the report's timings)
@@ -58,19 +56,6 @@ PROFILES = {
 }
 
 
-@dataclass
-class Timer:
-    stages: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str):
-        print(f"[demo] {name} ...", flush=True)
-        t = time.perf_counter()
-        yield
-        self.stages[name] = time.perf_counter() - t
-        print(f"[demo] {name}: {self.stages[name]:.1f} s", flush=True)
-
-
 def demo_baselines() -> list[str]:
     """Both classical pipelines when ``bm3d`` is installed, else the Wiener one (said once)."""
     import importlib.util
@@ -79,41 +64,6 @@ def demo_baselines() -> list[str]:
         return ["wiener_wavelet", "bm3d_wiener"]
     print("[demo] bm3d is not installed (pip install bm3d): bm3d_wiener left out", flush=True)
     return ["wiener_wavelet"]
-
-
-def train_and_publish(
-    timer: Timer, out: Path, data_dir: Path, run_dir: Path, overrides: list[str], name: str
-) -> tuple[dict, dict, str]:
-    """Train on ``data_dir`` (reusing a finished run, resuming an interrupted one), export
-    the best checkpoint and publish it to ``out/registry`` as ``name``: ``(training
-    config, training result, version)``."""
-    from data_gen.shards import sha256_file
-    from residual_train.export import export
-    from residual_train.registry import Registry
-    from residual_train.training.train import train
-
-    with timer.stage("train"):
-        train_cfg = compose_config(
-            CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *overrides]
-        )
-        if (run_dir / "result.json").is_file():
-            result = read_mapping(run_dir / "result.json", "training result")
-            print("[demo] reusing the finished training run", flush=True)
-        else:
-            # an interrupted demo resumes from its checkpoint (or, killed before the first
-            # one, moves the partial run aside and starts again)
-            train_cfg["ckpt_path"] = "auto"
-            result = train(train_cfg)
-    with timer.stage("export + publish"):
-        ckpt = Path(result["best"] or run_dir / "checkpoints" / "last.ckpt")
-        version = sha256_file(ckpt)[:10]
-        exp_dir = out / f"export-{version}"
-        if not (exp_dir / "card.json").is_file():
-            export(ckpt, exp_dir)
-        reg = Registry(out / "registry")
-        if version not in reg.index(name)["versions"]:
-            reg.publish(exp_dir, name, version)
-    return train_cfg, result, version
 
 
 def run_demo(out: Path, profile_name: str = "full") -> Path:

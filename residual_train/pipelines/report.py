@@ -3,13 +3,13 @@ the evaluations of :mod:`residual_train.evaluate` for each model, side by side.
 
 Evaluation (numbers) lives in :mod:`residual_train.evaluate.run`, its page in
 :mod:`residual_train.evaluate.page`; this module only lays them out with the training
-curves, a strengths grid and the lens's PSF.
+curves, a strengths grid and the lens's PSF. The markup is ``templates/report.html.j2``
+(in the evaluation pages' frame).
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import json
 import re
 from pathlib import Path
@@ -17,13 +17,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data_gen.html import render, table
 from residual_train.deploy.compose import compose_blur_noise
-from residual_train.evaluate.page import CSS, img_tag, save_image, table, write_page
+from residual_train.evaluate.page import save_image, write_page
 
 STRENGTHS = (0.0, 0.5, 1.0)
+# the report's template, then the evaluation pages' layout and macros it uses
+TEMPLATES = ("residual_train.pipelines", "residual_train.evaluate")
 
 
 def _curves(run_dir: Path, out: Path) -> str:
+    """Training loss and validation PSNR per component over the steps (``curves.png`` in
+    ``out``); returns the file's name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +59,8 @@ def _curves(run_dir: Path, out: Path) -> str:
 
 
 def _psf_atlas(psf: np.ndarray, out: Path) -> str:
-    """``psf`` ``(C, K, K)``: one panel per channel, gamma 0.5, 8x zoom."""
+    """``psf`` ``(C, K, K)``: one panel per channel, gamma 0.5, 8x zoom (``psf_atlas.png``
+    in ``out``); returns the file's name."""
     tiles = []
     for c in range(psf.shape[0]):
         p = psf[c] / psf[c].max()
@@ -68,7 +74,8 @@ def _psf_atlas(psf: np.ndarray, out: Path) -> str:
 
 
 def _strengths_grid(result: dict, out: Path) -> tuple[str, list]:
-    """Nine compositions of one image's maps (one network pass): rows b, columns a."""
+    """Nine compositions of one image's maps (one network pass) as PNGs in ``out``: returns
+    which image and ISO, and per row b its cells' file names (columns a)."""
     name, by_iso = next(iter(result["arrays"].items()))
     isos = sorted(by_iso)
     iso = isos[len(isos) // 2]
@@ -93,66 +100,28 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def write_report(
-    out: Path,
-    info: dict,
-    data_cfg: dict,
-    train_cfg: dict,
-    run_dir: Path,
-    evaluations: dict[str, dict],
-    psf: np.ndarray,
-) -> Path:
-    """``out/index.html``; each evaluation also gets its own page in ``out/<label>/``."""
-    import yaml
-
-    out.mkdir(parents=True, exist_ok=True)
-    curves = _curves(run_dir, out)
-    atlas = _psf_atlas(psf, out)
-    t = info["timings_s"]
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>residual-train demo</title>"
-        f"<style>{CSS}</style></head><body>",
-        "<h1>residual-train demo</h1>",
-        "<p>A dual-head network predicts a blur residual and a noise residual from one "
-        "blurred, noisy image; each component is then corrected at its own strength, and the "
-        "noise residual is rescaled by the brightness change the blur correction caused "
-        "(docs/design.md).</p>",
-        "<h2>What was run</h2>",
-        table(
-            [{"stage": k, "seconds": float(val)} for k, val in t.items()],
-            ["stage", "seconds"],
-            "{:.1f}",
-        ),
-        table(
-            [
-                {"key": k, "value": json.dumps(val) if isinstance(val, dict) else str(val)}
-                for k, val in {
-                    **info["versions"],
-                    **info["hardware"],
-                    "python": info["python"],
-                    "published model": info["published"],
-                    "training result": info["training"],
-                }.items()
-            ],
-            ["key", "value"],
-        ),
-        "<details><summary>generator config</summary><pre>"
-        + html.escape(yaml.safe_dump(data_cfg, sort_keys=False))
-        + "</pre></details>",
-        "<details><summary>training config</summary><pre>"
-        + html.escape(yaml.safe_dump(train_cfg, sort_keys=False))
-        + "</pre></details>",
-        "<h2>Training of the quick model</h2>",
-        img_tag(curves, "training curves"),
-        "<h2>Quality on real photographs</h2>",
-        "<p>Photographs the models never saw, rendered through the model's lens and sensor "
-        "(every pixel blurred with the PSF of its position, one noise realisation per image "
-        "and ISO). PSNR (dB) against the clean image, linear, mean over images; <i>model</i> = "
-        "full correction (a = b = 1). <i>wiener_wavelet</i>: Wiener deconvolution with the "
-        "true PSF, then wavelet denoising; <i>bm3d_wiener</i>: BM3D on the "
-        "variance-stabilised image with the known sensor model, then Wiener deconvolution "
-        "with the true PSF; both choose their regularisation with the clean image as oracle.</p>",
+def _run_tables(info: dict) -> tuple[dict, dict]:
+    """What was run (:func:`data_gen.html.table`): seconds per stage, and the versions,
+    hardware and results."""
+    stages = [{"stage": k, "seconds": float(v)} for k, v in info["timings_s"].items()]
+    facts = {
+        **info["versions"],
+        **info["hardware"],
+        "python": info["python"],
+        "published model": info["published"],
+        "training result": info["training"],
+    }
+    rows = [
+        {"key": k, "value": json.dumps(v) if isinstance(v, dict) else str(v)}
+        for k, v in facts.items()
     ]
+    return table(stages, ["stage", "seconds"], "{:.1f}"), table(rows, ["key", "value"], "{}")
+
+
+def _evaluations(evaluations: dict[str, dict], out: Path) -> list[dict]:
+    """Writes each evaluation's own page in ``out/<slug>/``; returns per evaluation
+    ``{"label", "ref", "page", "table", "kept"}`` (links relative to ``out``)."""
+    shown = []
     for label, res in evaluations.items():
         slug = _slug(label)
         page = write_page(res, out / slug, title=f"evaluation: {label}")
@@ -163,48 +132,62 @@ def write_report(
             "noise_corr",
             "noise_std_ratio",
         ]
-        parts += [
-            f"<h3>{html.escape(label)}</h3>",
-            f"<p><code>{html.escape(str(res['model']['ref']))}</code> — "
-            f"<a href='{slug}/{page.name}'>full evaluation page</a></p>",
-            table(res["per_iso"], cols, "{:.3f}"),
-            img_tag(f"{slug}/noise_kept.png", f"noise kept, {label}"),
-        ]
-    first = next(iter(evaluations.values()))
-    if first.get("arrays"):
-        where, rows = _strengths_grid(first, out)
-        parts.append(
-            f"<h2>Strengths grid ({html.escape(where)})</h2>"
-            "<p>columns: blur strength a = 0, 0.5, 1; rows: noise strength b = 0, 0.5, 1 — one "
-            "network pass, nine compositions.</p><table>"
-            + "<tr><th></th>"
-            + "".join(f"<th>a = {a:g}</th>" for a in STRENGTHS)
-            + "</tr>"
-            + "".join(
-                f"<tr><th>b = {b:g}</th>"
-                + "".join(f"<td>{img_tag(src, src)}</td>" for src in cells)
-                + "</tr>"
-                for b, cells in rows
-            )
-            + "</table>"
+        shown.append(
+            {
+                "label": label,
+                "ref": str(res["model"]["ref"]),
+                "page": f"{slug}/{page.name}",
+                "table": table(res["per_iso"], cols, "{:.3f}"),
+                "kept": f"{slug}/noise_kept.png",
+            }
         )
-    parts += [
-        "<h2>Why the third residual map</h2>",
-        "<p>Sharpening moves brightness: edges get darker on one side and brighter on the "
-        "other. Keeping the noise (b = 0) while sharpening (a = 1) should leave the noise a "
-        "camera would have produced for the sharp scene. The plots above show the noise the "
-        "output keeps, −k·R̂ₙ with k = σ(m)/σ(d), per brightness of the sharp scene, divided "
-        "by the sensor model σ(S): 1 is the camera's level. Dotted: with the exact residuals "
-        "of the rendering (the method itself); dashed: reusing R̂ₙ unscaled; solid: the "
-        "network's R̂ₙ rescaled, which lies lower by about the noise residual's std ratio — a "
-        "network trained with a point-wise loss predicts the conditional mean of the noise, "
-        "so the part it cannot identify stays in the image and is not rescaled.</p>",
-        "<h2>Lens</h2><p>PSF per channel (R, G, B), gamma 0.5, 8x zoom:</p>",
-        img_tag(atlas, "PSF atlas"),
-        "</body></html>",
-    ]
+    return shown
+
+
+def _grid(evaluations: dict[str, dict], out: Path) -> dict | None:
+    """The strengths grid of the first evaluation's kept arrays (None without them):
+    ``{"where", "cols", "rows": [{"label", "cells"}]}``."""
+    first = next(iter(evaluations.values()))
+    if not first.get("arrays"):
+        return None
+    where, rows = _strengths_grid(first, out)
+    return {
+        "where": where,
+        "cols": [f"a = {a:g}" for a in STRENGTHS],
+        "rows": [{"label": f"b = {b:g}", "cells": cells} for b, cells in rows],
+    }
+
+
+def write_report(
+    out: Path,
+    info: dict,
+    data_cfg: dict,
+    train_cfg: dict,
+    run_dir: Path,
+    evaluations: dict[str, dict],
+    psf: np.ndarray,
+) -> Path:
+    """``out/index.html`` (``templates/report.html.j2``) with its PNGs and ``report.json``;
+    each evaluation also gets its own page in ``out/<label>/``. Returns the index's path."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    stages, run = _run_tables(info)
+    page = render(
+        "report.html.j2",
+        *TEMPLATES,
+        title="residual-train demo",
+        stages=stages,
+        run=run,
+        data_cfg=yaml.safe_dump(data_cfg, sort_keys=False),
+        train_cfg=yaml.safe_dump(train_cfg, sort_keys=False),
+        curves=_curves(run_dir, out),
+        evaluations=_evaluations(evaluations, out),
+        grid=_grid(evaluations, out),
+        atlas=_psf_atlas(psf, out),
+    )
     index = out / "index.html"
-    index.write_text("\n".join(parts))
+    index.write_text(page)
     summary = {
         "info": info,
         "evaluations": {

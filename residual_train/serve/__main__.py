@@ -16,7 +16,7 @@ def registry_dir(cfg: dict) -> Path | None:
     shipped model; None for a plain export directory."""
     from residual_train.deploy import SHIPPED, shipped_models
 
-    if cfg.get("registry"):
+    if cfg["registry"]:
         return Path(str(cfg["registry"])).expanduser()
     if str(cfg["model"]).partition(":")[0] in shipped_models():
         return SHIPPED
@@ -39,7 +39,7 @@ def check_settings(cfg: dict) -> None:
             isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
             f"{key} = {v!r}: an integer from {lo} to {hi}",
         )
-    mb = cfg.get("max_upload_mb")
+    mb = cfg["max_upload_mb"]
     require(
         isinstance(mb, (int, float)) and not isinstance(mb, bool) and mb > 0,
         f"max_upload_mb = {mb!r}: a positive number of megabytes",
@@ -47,14 +47,14 @@ def check_settings(cfg: dict) -> None:
     require(
         cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
     )
-    check_linearize(cfg.get("linearize", "auto"))
+    check_linearize(cfg["linearize"])
 
 
 def keys(cfg: dict) -> dict | None:
     from residual_train.serve.keys import KeyStore
 
     store = KeyStore(Path(str(cfg["storage"])).expanduser())
-    action, user = cfg.get("action"), cfg.get("user")
+    action, user = cfg["action"], cfg["user"]
     require(action in ("add", "revoke", "list"), f"keys {action}: use keys add|revoke|list")
     if action == "list":
         for row in store.users():
@@ -81,7 +81,7 @@ def run(cfg: dict) -> dict | None:
     from residual_train.deploy import load_model
     from residual_train.serve.app import check_served, create_app
 
-    model = load_model(str(cfg["model"]), cfg.get("registry") or None)
+    model = load_model(str(cfg["model"]), cfg["registry"] or None)
     check_served(model)  # before anything is written to the storage
     reg = registry_dir(cfg)
     app = create_app({**cfg, "registry_dir": str(reg) if reg else None}, model)

@@ -1,11 +1,7 @@
-"""LightningModule: losses per head, AdamW + warm-up/cosine, per-component metrics.
+"""LightningModule: the network, its criterion, optimiser and schedule built from their
+``_target_`` (Hydra), and per-component metrics.
 
-Loss, per head ``h`` with weight ``w_h``:
-* residual domain: ``L(R̂_h, R_h)``;
-* image domain: ``L(x + R̂_h, x + R_h)`` (schema v1: ``target_blur = noise`` and
-  ``target_noise = blur``).
-For point-wise losses the two agree up to rounding (``x`` cancels); they differ once
-outputs are clipped or the loss is not point-wise.
+The losses are :class:`~residual_train.training.losses.ResidualLoss` (``loss._target_``).
 
 Validation PSNR (data range 1 = white level), mean over samples, per head ``h``:
 ``psnr_<h>`` = PSNR(x + R̂_h, x + R_h) (that component corrected, the others kept; schema
@@ -26,8 +22,16 @@ import pytorch_lightning as pl
 import torch
 
 from data_gen.errors import InputError
-from data_gen.noise import NoiseModel
 from residual_train.models import build_model
+from residual_train.training.losses import LOSSES, pointwise_loss  # noqa: F401 (their home)
+from residual_train.training.settings import (
+    LossSettings,
+    OptimSettings,
+    ValSettings,
+    build,
+    completed,
+    parse,
+)
 
 # validation metrics are summed over ranks by hand (strategy.reduce) before self.log, so
 # Lightning's advice to pass sync_dist=True does not apply
@@ -45,21 +49,6 @@ def target_image(batch: dict, head: str) -> torch.Tensor:
     return batch["x"] + batch[f"R_{head}"]
 
 
-# loss.type -> the mean of a pointwise penalty of the error d (eps: charbonnier's epsilon)
-LOSSES = {
-    "l1": lambda d, eps: d.abs().mean(),
-    "l2": lambda d, eps: d.pow(2).mean(),
-    "charbonnier": lambda d, eps: torch.sqrt(d * d + eps * eps).mean(),
-}
-
-
-def pointwise_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-    loss = LOSSES.get(kind)
-    if loss is None:
-        raise InputError(f"loss.type = {kind!r}: use {', '.join(LOSSES)}")
-    return loss(pred - target, eps)
-
-
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample PSNR in dB for data range 1: ``(B, C, H, W)`` -> ``(B,)``."""
     mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
@@ -72,6 +61,31 @@ def iso_bin_names(edges: list[float]) -> list[str]:
         f"iso{int(lo)}-{'inf' if math.isinf(hi) else int(hi)}"
         for lo, hi in itertools.pairwise(bounds)
     ]
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``optim.scheduler``: the learning rate rises linearly over ``warmup_steps`` (step
+    ``s`` < ``warmup_steps``: ``lr·(s + 1)/warmup_steps``), then falls along a cosine to
+    ``min_lr_ratio·lr`` at ``total_steps``, and stays there.
+
+    A ``LambdaLR``, not torch's ``SequentialLR(LinearLR, CosineAnnealingLR)``, which gives
+    the same warm-up but not the same schedule: (1) its cosine is computed recursively, so
+    its rates differ in the last bits at almost every step (up to ~1e-12 relative over
+    200k steps): a run would no longer train bit for bit as it did; (2) past
+    ``total_steps`` it rises again instead of staying at the floor; (3) the checkpoints of
+    runs started before hold a ``LambdaLR`` state, which ``SequentialLR.load_state_dict``
+    cannot read (``KeyError: '_schedulers'``): ``ckpt_path=auto`` could not resume them."""
+    warm, floor = warmup_steps, min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class ResidualModule(pl.LightningModule):
@@ -90,22 +104,13 @@ class ResidualModule(pl.LightningModule):
         self.save_hyperparameters()  # plain dicts only: checkpoints load with weights_only
         self.net = build_model(model, channels)
         self.heads = self.net.heads
-        self.loss_cfg, self.optim_cfg, self.val_cfg = loss, optim, val
-        weights = loss.get("weights") or {}
-        self.head_weight = {h: float(weights.get(h, 1.0)) for h in self.heads}
-        self.sigma_units = set(loss.get("sigma_units") or ())
-        unknown = self.sigma_units - {*self.heads, "full"}
-        if unknown:
-            raise InputError(
-                f"loss.sigma_units = {sorted(self.sigma_units)}: {sorted(unknown)} is neither a "
-                f"head of this model ({self.heads}) nor 'full'"
-            )
-        self.full_weight = float(loss.get("full", 0.0) or 0.0)
-        self.border = int(loss.get("border", 0) or 0)
-        if self.border < 0:
-            raise InputError(f"loss.border = {self.border}: a number of pixels >= 0")
+        # a checkpoint from before a setting existed: the setting at its default
+        self.loss_cfg = parse(LossSettings, completed("loss", loss), "loss")
+        self.optim_cfg = parse(OptimSettings, completed("optim", optim), "optim")
+        self.val_cfg = parse(ValSettings, completed("val", val), "val")
+        self.criterion = build(self.loss_cfg.model_dump(by_alias=True), "loss", heads=self.heads)
         self.run_dir = Path(run_dir) if run_dir else None
-        self.iso_edges = [float(e) for e in val.get("iso_bins", [])]
+        self.iso_edges = [float(e) for e in self.val_cfg.iso_bins]
         self.iso_names = iso_bin_names(self.iso_edges)
         self._acc: dict[str, torch.Tensor] = {}
         self._panel_batch: dict | None = None
@@ -134,36 +139,7 @@ class ResidualModule(pl.LightningModule):
     def losses(self, batch: dict, pred: dict | None = None) -> dict[str, torch.Tensor]:
         if pred is None:
             pred = self.predict_batch(batch)
-        kind, eps = self.loss_cfg.get("type", "charbonnier"), float(self.loss_cfg.get("eps", 1e-3))
-        domain = self.loss_cfg.get("domain", "residual")
-        if domain not in ("residual", "image"):
-            raise InputError(f"loss.domain = {domain!r}: use residual or image")
-        x = batch["x"]
-        # σ units: the error divided by the true noise level σ(signal) of each pixel, so every
-        # ISO and brightness weighs the same (else high-ISO samples dominate the loss)
-        sigma = (
-            NoiseModel(batch["a"], batch["b"]).std(batch["signal"]) if self.sigma_units else None
-        )
-
-        e = self.border  # pixels near a patch edge depend on light from outside the patch
-
-        def term(name: str, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if domain == "image":
-                p, t = x + p, x + t
-            if name in self.sigma_units:
-                p, t = p / sigma, t / sigma
-            if e:
-                p, t = p[..., e:-e, e:-e], t[..., e:-e, e:-e]
-            return pointwise_loss(kind, p, t, eps)
-
-        out = {h: term(h, pred[h], batch[f"R_{h}"]) for h in self.heads}
-        total = sum(self.head_weight[h] * out[h] for h in self.heads)
-        if self.full_weight:
-            target = sum(batch[f"R_{h}"] for h in self.heads)
-            out["full"] = term("full", sum(pred.values()), target)
-            total = total + self.full_weight * out["full"]
-        out["total"] = total
-        return out
+        return self.criterion(pred, batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
@@ -221,7 +197,7 @@ class ResidualModule(pl.LightningModule):
                 for i, bin_name in enumerate(self.iso_names):
                     self._add(f"{name}/{bin_name}", v[bins == i])
         if batch_idx == 0:
-            n = self.val_cfg.get("panel_samples", 4)
+            n = self.val_cfg.panel_samples
             self._panel_batch = {k: v[:n].detach().cpu() for k, v in batch.items()}
             self._panel_batch["pred"] = {k: v[:n].detach().cpu() for k, v in pred.items()}
 
@@ -236,7 +212,7 @@ class ResidualModule(pl.LightningModule):
                     sync_dist=False,
                     prog_bar=name == "psnr_full",
                 )
-        every = int(self.val_cfg.get("panel_every", 0) or 0)
+        every = self.val_cfg.panel_every
         if (
             every
             and self._panel_batch is not None
@@ -264,12 +240,27 @@ class ResidualModule(pl.LightningModule):
 
     # ---- optimisation -----------------------------------------------------------------
     def configure_optimizers(self):
+        """``optim._target_`` called with the parameters (``fused`` resolved), and
+        ``optim.scheduler._target_`` called with it, stepped every step."""
         o = self.optim_cfg
-        fused = o.get("fused", "auto")
-        if fused not in (True, False, "auto"):
-            raise InputError(f"optim.fused = {fused!r}: true, false or auto")
-        # Lightning refuses gradient clipping with an optimizer that unscales gradients
-        # itself (a fused one) under mixed precision
+        opt = build(o.optimizer_kwargs(), "optim")
+        try:
+            opt = opt(self.parameters(), fused=self.fused())
+        except TypeError as e:  # a keyword argument the optimiser does not take
+            raise InputError(f"optim: {o.target}: {e}") from None
+        sched = build(o.scheduler.model_dump(by_alias=True), "optim.scheduler")(
+            opt,
+            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+            warmup_steps=o.warmup_steps,
+            min_lr_ratio=o.min_lr_ratio,
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def fused(self) -> bool:
+        """``optim.fused``: ``auto`` is one kernel for the whole update on a GPU, unless
+        Lightning must clip gradients under mixed precision (it refuses a fused optimizer
+        there, which unscales gradients itself)."""
+        fused = self.optim_cfg.fused
         clip = bool(self.trainer.gradient_clip_val) if self._trainer is not None else False
         mixed = "mixed" in str(self.trainer.precision) if self._trainer is not None else False
         if fused is True and clip and mixed:
@@ -279,24 +270,6 @@ class ResidualModule(pl.LightningModule):
                 f"optimizer under trainer.precision = {self.trainer.precision}; use "
                 "optim.fused=auto or trainer.gradient_clip_val=0"
             )
-        if fused == "auto":  # one kernel for the whole update on a GPU, where allowed
+        if fused == "auto":
             fused = self.device.type == "cuda" and not (clip and mixed)
-        opt = torch.optim.AdamW(
-            self.parameters(),
-            lr=float(o.get("lr", 2e-4)),
-            weight_decay=float(o.get("weight_decay", 1e-4)),
-            betas=tuple(o.get("betas", (0.9, 0.99))),
-            fused=bool(fused),
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = int(o.get("warmup_steps", 0))
-        floor = float(o.get("min_lr_ratio", 0.01))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return bool(fused)

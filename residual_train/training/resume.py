@@ -115,7 +115,7 @@ def saved_config(run_dir: Path, ckpt: str) -> tuple[Path | None, dict | None]:
 def check_resume(cfg: dict, run_dir: Path, ckpt: str, info: dict) -> dict[str, list]:
     """The changes this resume makes to the run (``{key: [old, new]}``), all of them
     allowed by ``resume.allow_changes``; else one line naming the first one."""
-    allowed = list((cfg.get("resume") or {}).get("allow_changes") or [])
+    allowed = list(cfg["resume"]["allow_changes"])
     path, old = saved_config(run_dir, ckpt)
     if old is None:  # a bare checkpoint: its own hyper-parameters
         hp = info["hparams"]

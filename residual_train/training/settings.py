@@ -1,75 +1,132 @@
-"""The training config checked before anything is claimed or written: every value a user
-can set has its type and range, one line naming the key and the value otherwise."""
+"""The training config as typed settings, checked once where training starts: every value
+a user can set has its type and range, one line naming the key and the value otherwise
+(``data.batch_size = 'abc': an integer >= 1``).
+
+The defaults live in one place, the YAML (``conf/train.yaml``, ``conf/data/default.yaml``):
+a full config is checked as it is; a partial mapping given to the library (the data
+module's keyword arguments, a checkpoint's hyper-parameters from before a setting existed)
+is completed from the YAML first (:func:`completed`). The models have no defaults of their
+own (but the data's ``_target_``, which a library call leaves out). The network's options
+are checked by :func:`residual_train.models.build_model`, the Trainer's by the Trainer.
+"""
 
 from __future__ import annotations
 
-from data_gen.errors import require
-from data_gen.values import boolean, integer, mapping, number, numbers, one_of, optional
-from residual_train.training.lit import LOSSES
+from typing import Annotated, ClassVar
+
+from pydantic import ConfigDict
+
+from data_gen.typed import Settings
+from data_gen.values import mapping, numbers
+from residual_train.data_settings import DataSettings
+from residual_train.training.losses import LOSSES
+from residual_train.typed import (  # noqa: F401 (parse, completed, build: re-exported)
+    Bool,
+    Int,
+    Num,
+    OneOf,
+    Partial,
+    Target,
+    build,
+    checked,
+    completed,
+    defaults,
+    parse,
+    string_list,
+)
 
 
-def check_train_config(cfg: dict) -> None:
-    """Types and ranges of ``seed``, ``loss``, ``optim``, ``val``, ``data``, ``resume`` and
-    the run flags (the model's own options are checked by :func:`build_model`)."""
-    integer(cfg.get("seed", 0), "seed", 0)
-    for key in ("overwrite", "record_seen"):
-        boolean(cfg.get(key, False), key)
-    check_loss(cfg.get("loss") or {})
-    check_optim(cfg.get("optim") or {})
-    check_val(cfg.get("val") or {})
-    check_data(cfg.get("data") or {})
-    allowed = (cfg.get("resume") or {}).get("allow_changes") or []
-    require(
-        isinstance(allowed, list) and all(isinstance(k, str) for k in allowed),
-        f"resume.allow_changes = {allowed!r}: a list of setting names, e.g. [optim.lr]",
-    )
+class LossSettings(Settings):
+    """``loss``: the criterion :class:`~residual_train.training.losses.ResidualLoss`
+    (``_target_``) is built with these and the model's heads."""
+
+    target: Target
+    type: OneOf(*LOSSES)
+    eps: Num(positive=True)
+    domain: OneOf("residual", "image")
+    weights: Annotated[dict[str, Num(lo=0)], checked(mapping)]
+    sigma_units: Annotated[list[str], string_list("a list of heads (or 'full')")]
+    full: Num(lo=0)
+    border: Int(0)
 
 
-def check_loss(loss: dict) -> None:
-    one_of(loss.get("type", "charbonnier"), "loss.type", tuple(LOSSES))
-    number(loss.get("eps", 1e-3), "loss.eps", positive=True)
-    one_of(loss.get("domain", "residual"), "loss.domain", ("residual", "image"))
-    for head, w in mapping(loss.get("weights"), "loss.weights").items():
-        number(w, f"loss.weights.{head}", lo=0)
-    units = loss.get("sigma_units") or []
-    require(
-        isinstance(units, list) and all(isinstance(u, str) for u in units),
-        f"loss.sigma_units = {units!r}: a list of heads (or 'full')",
-    )
-    number(loss.get("full", 0.0) or 0.0, "loss.full", lo=0)
-    integer(loss.get("border", 0) or 0, "loss.border", 0)
+class SchedulerSettings(Settings):
+    """``optim.scheduler``: called with the optimiser and ``total_steps``, ``warmup_steps``,
+    ``min_lr_ratio`` (further keys are its own keyword arguments)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    target: Target
+    partial: Partial
 
 
-def check_optim(optim: dict) -> None:
-    number(optim.get("lr", 2e-4), "optim.lr", positive=True)
-    number(optim.get("weight_decay", 0.0), "optim.weight_decay", lo=0)
-    numbers(optim.get("betas", [0.9, 0.99]), "optim.betas", 2, lo=0, hi=1)
-    integer(optim.get("warmup_steps", 0), "optim.warmup_steps", 0)
-    number(optim.get("min_lr_ratio", 0.0), "optim.min_lr_ratio", lo=0, hi=1)
-    one_of(optim.get("fused", "auto"), "optim.fused", ("auto", True, False))
+class OptimSettings(Settings):
+    """``optim``: the optimiser (``_target_``, called with the parameters; further keys are
+    its own keyword arguments) and the settings of its learning-rate schedule."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    target: Target
+    partial: Partial
+    lr: Num(positive=True)
+    weight_decay: Num(lo=0)
+    betas: Annotated[
+        tuple[float, float] | None, checked(numbers, 2, lo=0, hi=1, none_ok=True)
+    ]  # null: not passed (an optimiser without betas, e.g. torch.optim.SGD)
+    fused: OneOf("auto", True, False)
+    warmup_steps: Int(0)
+    min_lr_ratio: Num(lo=0, hi=1)
+    scheduler: SchedulerSettings
+
+    # the keys of the learning-rate schedule (the rest are the optimiser's)
+    SCHEDULE: ClassVar[tuple] = ("warmup_steps", "min_lr_ratio", "scheduler", "fused")
+
+    def optimizer_kwargs(self) -> dict:
+        """The optimiser's keyword arguments (``fused`` is resolved by the module)."""
+        d = self.model_dump(by_alias=True, exclude=set(self.SCHEDULE))
+        if d["betas"] is None:
+            del d["betas"]
+        return d
 
 
-def check_val(val: dict) -> None:
-    numbers(val.get("iso_bins", []), "val.iso_bins", lo=0)
-    integer(val.get("panel_every", 1), "val.panel_every", 0)
-    integer(val.get("panel_samples", 4), "val.panel_samples", 1)
+class ValSettings(Settings):
+    iso_bins: Annotated[list[float], checked(numbers, lo=0)]
+    panel_every: Int(0)
+    panel_samples: Int(1)
 
 
-def check_data(data: dict) -> None:
-    """What the DataModule does not check itself before it reads the dataset."""
-    optional(integer, data.get("crop"), "data.crop", 1)
-    integer(data.get("batch_size", 16), "data.batch_size", 1)
-    optional(integer, data.get("val_batch_size"), "data.val_batch_size", 1)
-    integer(data.get("num_workers", 0), "data.num_workers", 0)
-    for key in ("augment", "sigma_map"):
-        boolean(data.get(key, False), f"data.{key}")
-    onthefly = mapping(data.get("onthefly"), "data.onthefly")
-    if "enabled" in onthefly:
-        boolean(onthefly["enabled"], "data.onthefly.enabled")
-    for key in ("samples_per_epoch", "pool", "threads"):
-        if key in onthefly:
-            integer(onthefly[key], f"data.onthefly.{key}", 1)
-    if "prefetch" in onthefly:
-        integer(onthefly["prefetch"], "data.onthefly.prefetch", 0)
-    if "cache_gb" in onthefly:
-        number(onthefly["cache_gb"], "data.onthefly.cache_gb", lo=0)
+class PerfSettings(Settings):
+    channels_last: Bool
+    compile: Bool
+
+
+class ResumeSettings(Settings):
+    allow_changes: Annotated[list[str], string_list("a list of setting names, e.g. [optim.lr]")]
+
+
+class TrainSettings(Settings):
+    """The whole training config (``conf/train.yaml`` composed). ``model``, ``trainer``,
+    ``logger`` and ``callbacks`` stay mappings: they are keyword arguments of what their
+    ``_target_`` builds, checked when it is built."""
+
+    run_dir: str
+    ckpt_path: str | None
+    overwrite: Bool
+    resume: ResumeSettings
+    init_from: str | None
+    seed: Int(0)
+    record_seen: Bool
+    monitor: str
+    loss: LossSettings
+    optim: OptimSettings
+    perf: PerfSettings
+    val: ValSettings
+    data: DataSettings
+    model: dict
+    trainer: dict
+    logger: dict | None
+    callbacks: dict | None
+
+
+def check_train_config(cfg: dict) -> TrainSettings:
+    """The composed training config as :class:`TrainSettings` (one line naming the first
+    bad key and value otherwise)."""
+    return parse(TrainSettings, cfg, "")

@@ -23,8 +23,8 @@ from pytorch_lightning.callbacks import Callback
 from data_gen.errors import InputError, require
 from data_gen.paths import written_atomically
 from residual_train.data import ResidualDataModule
-from residual_train.models import resolve_heads
-from residual_train.models.weights import init_from
+from residual_train.models import NET_TARGET, resolve_heads
+from residual_train.models.weights import init_from as init_from_weights
 from residual_train.training.callbacks import AtomicCheckpointIO, RecordSeenSamples
 from residual_train.training.lit import ResidualModule
 from residual_train.training.loggers import ResumableCSVLogger
@@ -35,16 +35,21 @@ from residual_train.training.resume import (
     record_resume,
     write_config,
 )
-from residual_train.training.settings import check_train_config
+from residual_train.training.settings import (
+    PerfSettings,
+    TrainSettings,
+    build,
+    check_train_config,
+)
 
 log = logging.getLogger("residual_train")
 
 
 def monitor_metric(cfg: dict) -> str:
-    m = cfg.get("monitor", "auto")
+    m = cfg["monitor"]
     if m != "auto":
         return m
-    heads = resolve_heads(cfg["model"].get("heads"))
+    heads = resolve_heads(cfg["model"]["heads"])
     return "val/psnr_full" if len(heads) > 1 else f"val/psnr_{heads[0]}"
 
 
@@ -144,24 +149,22 @@ def save_final_state(trainer: pl.Trainer, last: Callback | None) -> None:
         trainer.save_checkpoint(last.format_checkpoint_name({}), weights_only=False)
 
 
-def apply_perf(module: pl.LightningModule, perf: dict) -> None:
+def apply_perf(module: pl.LightningModule, perf: PerfSettings) -> None:
     """``perf.channels_last`` (NHWC weights: convolutions then run NHWC) and
     ``perf.compile`` (``torch.compile`` of the network in place: checkpoints keep their
     keys). Neither changes what is computed beyond floating-point rounding."""
     import torch
 
-    unknown = set(perf) - {"channels_last", "compile"}
-    require(not unknown, f"perf: unknown keys {sorted(unknown)} (channels_last, compile)")
-    if perf.get("channels_last"):
+    if perf.channels_last:
         module.to(memory_format=torch.channels_last)
-    if perf.get("compile"):
+    if perf.compile:
         module.net.compile()
 
 
 def build_loggers(cfg: dict, run_dir: Path) -> list:
     """One logger per entry of ``cfg['logger']`` (``_target_`` + options), saving in ``run_dir``."""
     out = []
-    for key, lc in (cfg.get("logger") or {}).items():
+    for key, lc in (cfg["logger"] or {}).items():
         require(
             isinstance(lc, dict) and "_target_" in lc,
             f"logger.{key}: give a _target_ (see conf/logger/), got {lc!r}",
@@ -174,7 +177,7 @@ def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callbac
     """``cfg['callbacks']`` instantiated; checkpoint callbacks save in ``run_dir/checkpoints``
     and the ``best`` one watches ``monitor``."""
     out = {}
-    for key, cc in (cfg.get("callbacks") or {}).items():
+    for key, cc in (cfg["callbacks"] or {}).items():
         require(
             isinstance(cc, dict) and "_target_" in cc,
             f"callbacks.{key}: give a _target_ (see conf/callbacks/), got {cc!r}",
@@ -185,7 +188,7 @@ def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callbac
             if key == "best":
                 extra["monitor"] = monitor
         out[key] = instantiate(cc, **extra)
-    if cfg.get("record_seen"):
+    if cfg["record_seen"]:
         out["record_seen"] = RecordSeenSamples(run_dir)
     return out
 
@@ -196,8 +199,7 @@ def build_trainer(cfg: dict, run_dir: Path, loggers: list, callbacks: list) -> p
     from hydra.errors import InstantiationException
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-    trainer_cfg = {k: v for k, v in (cfg.get("trainer") or {}).items() if v is not None}
-    trainer_cfg.setdefault("_target_", "pytorch_lightning.Trainer")
+    trainer_cfg = {k: v for k, v in cfg["trainer"].items() if v is not None}
     if "plugins" not in trainer_cfg:
         trainer_cfg["plugins"] = [AtomicCheckpointIO()]
     try:
@@ -232,85 +234,96 @@ def remove_failed_run(run_dir: Path, before: set[str], dir_existed: bool) -> Non
         run_dir.rmdir()
 
 
-def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
-    """Fit the model described by ``cfg``; returns ``{"monitor", "value", "best", "run_dir"}``.
-
-    Everything is checked before the run_dir is claimed: the config's values, the
-    dataset, the network, and on a resume that the checkpoint fits and the config is the
-    run's own (:mod:`residual_train.training.resume`). A fresh run that fails before its
-    first checkpoint removes what it wrote."""
-    run_dir = Path(cfg["run_dir"]).resolve()
-    check_train_config(cfg)
-    seed = int(cfg.get("seed", 0))
-    pl.seed_everything(seed, workers=True, verbose=False)
-    data_cfg = dict(cfg["data"])
-    require(
-        data_cfg.get("dir") not in (None, "???"),
-        "data.dir is missing: give the dataset directory as data.dir=DIR",
-    )
-    ckpt = resolve_ckpt(cfg.get("ckpt_path"), run_dir)
-    info = checkpoint_info(ckpt) if ckpt else None
-    tc = cfg.get("trainer") or {}
-    if tc.get("precision") == "auto":  # saved resolved in config.yaml: what this run used
-        tc["precision"] = resolve_precision("auto", str(tc.get("accelerator", "auto")))
-        log.info("trainer.precision=auto: %s on this device", tc["precision"])
-    field = int((cfg["model"] or {}).get("field_kernels") or 0)
-    dm = ResidualDataModule(**data_cfg, seed=seed, psf_index=field > 0)
+def build_data(cfg: dict, s: TrainSettings, field: int) -> ResidualDataModule:
+    """``data._target_`` with the run's seed; batches carry ``psf_index`` for a model whose
+    deconvolution knows where it is (``field``: ``model.field_kernels``)."""
+    dm = build(cfg["data"], "data", seed=s.seed, psf_index=field > 0)
     if dm.augment_train:
         log.info("training augmentation: random crops; %s", ", ".join(dm.transform_names))
-    # heads: auto -> the dataset's components; saved resolved in config.yaml
-    cfg["model"] = {
-        **cfg["model"],
-        "heads": resolve_heads(cfg["model"].get("heads"), dm.components),
-    }
-    if field:  # the bank's size fixes the model's table of positions; saved in config.yaml
+    return dm
+
+
+def build_module(cfg: dict, s: TrainSettings, dm, field: int, run_dir: Path) -> ResidualModule:
+    """The LightningModule of the run. ``cfg['model']`` is completed with what the data
+    fixes (saved so in config.yaml): ``heads: auto`` -> the dataset's components, and a
+    field-aware model's ``field_positions`` (the bank's size). The module's
+    hyper-parameters keep plain dicts (checkpoints load with ``weights_only``); its
+    ``model`` is the config without the default ``_target_`` (as every card records it)."""
+    model = {**cfg["model"], "heads": resolve_heads(cfg["model"]["heads"], dm.components)}
+    if field:
         bank = dm.psf_bank()
         require(
             bank is not None,
             f"model.field_kernels = {field}: {dm.dir} holds no RGB PSF bank to take the "
             "positions from (packed Bayer data, or shards without psfs)",
         )
-        cfg["model"]["field_positions"] = len(bank)
-    model_cfg = dict(cfg["model"])
-    model_cfg["sigma_map"] = bool(data_cfg.get("sigma_map", False))
-    module = ResidualModule(
-        model_cfg,
-        dm.channels,
-        dict(cfg["loss"]),
-        dict(cfg["optim"]),
-        dict(cfg.get("val") or {}),
-        str(run_dir),
-    )
-    changes = {}
-    if ckpt:
-        check_weights_fit(ckpt, info, model_cfg, module)
-        changes = check_resume(cfg, run_dir, ckpt, info)
-    apply_perf(module, cfg.get("perf") or {})
-    if cfg.get("init_from") and ckpt is None:  # a fine-tune: its deconvolution is learnt
-        heads = init_from(module.net, cfg["init_from"])
+        model["field_positions"] = len(bank)
+    cfg["model"] = model
+    hp = {k: v for k, v in model.items() if not (k == "_target_" and v == NET_TARGET)}
+    hp["sigma_map"] = s.data.sigma_map
+    loss, optim, val = (dict(cfg[k]) for k in ("loss", "optim", "val"))
+    return ResidualModule(hp, dm.channels, loss, optim, val, str(run_dir))
+
+
+def init_weights(module: ResidualModule, dm, init_from: str | None) -> None:
+    """A new run's starting weights: another model's (``init_from``, a fine-tune: its
+    deconvolution is learnt), else the deconvolution path as the Wiener inverse of the
+    data's PSFs (their mean, or per position for a field-aware model)."""
+    net = module.net
+    if init_from:
+        heads = init_from_weights(net, init_from)
         log.info(
             "init_from %s: heads %s taken, %s start from no correction%s",
-            cfg["init_from"],
+            init_from,
             ", ".join(heads["kept"]) or "none",
             ", ".join(heads["new"]) or "none",
             f", {', '.join(heads['dropped'])} left out" if heads["dropped"] else "",
         )
-    elif module.net.field_kernels and ckpt is None:
-        module.net.init_field(dm.psf_bank())
+    elif net.field_kernels:
+        net.init_field(dm.psf_bank())
         if len(dm.psf_bank()) == 1:
             log.warning(
                 "model.field_kernels: the lens's bank holds one PSF; the path is the mean-PSF one"
             )
-    elif module.net.deconv_size and ckpt is None:
+    elif net.deconv_size:
         psf = dm.mean_psf()
         if psf is None:
             log.warning("model.deconv: no RGB PSF bank in the dataset; the path starts as identity")
         else:
-            module.net.init_deconv(psf)
+            net.init_deconv(psf)
+
+
+def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
+    """Fit the model described by ``cfg``; returns ``{"monitor", "value", "best", "run_dir"}``.
+
+    Everything is checked before the run_dir is claimed: the config's values
+    (:func:`~residual_train.training.settings.check_train_config`), the dataset, the
+    network, and on a resume that the checkpoint fits and the config is the run's own
+    (:mod:`residual_train.training.resume`). A fresh run that fails before its first
+    checkpoint removes what it wrote."""
+    run_dir = Path(cfg["run_dir"]).resolve()
+    s = check_train_config(cfg)
+    pl.seed_everything(s.seed, workers=True, verbose=False)
+    ckpt = resolve_ckpt(s.ckpt_path, run_dir)
+    info = checkpoint_info(ckpt) if ckpt else None
+    tc = cfg["trainer"]
+    if tc["precision"] == "auto":  # saved resolved in config.yaml: what this run used
+        tc["precision"] = resolve_precision("auto", str(tc["accelerator"]))
+        log.info("trainer.precision=auto: %s on this device", tc["precision"])
+    field = int(cfg["model"].get("field_kernels") or 0)  # a model of another _target_: none
+    dm = build_data(cfg, s, field)
+    module = build_module(cfg, s, dm, field, run_dir)
+    changes = {}
+    if ckpt:
+        check_weights_fit(ckpt, info, module.hparams["model"], module)
+        changes = check_resume(cfg, run_dir, ckpt, info)
+    apply_perf(module, s.perf)
+    if ckpt is None:
+        init_weights(module, dm, s.init_from)
 
     rank0 = rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0"
     if rank0:
-        claim_run_dir(run_dir, cfg.get("ckpt_path"), ckpt is not None, bool(cfg.get("overwrite")))
+        claim_run_dir(run_dir, s.ckpt_path, ckpt is not None, s.overwrite)
     dir_existed = run_dir.is_dir()
     before = {n for n in RUN_OUTPUTS if (run_dir / n).exists()}
     try:
@@ -328,7 +341,7 @@ def fit(cfg, run_dir, dm, module, ckpt, info, changes, callbacks) -> dict:
     if rank_zero_only.rank == 0:
         write_config(run_dir / ("config.yaml" if ckpt is None else "config.resumed.yaml"), cfg)
         if ckpt is not None:
-            allowed = list((cfg.get("resume") or {}).get("allow_changes") or [])
+            allowed = list(cfg["resume"]["allow_changes"])
             record_resume(run_dir, ckpt, info["global_step"], changes, allowed)
     loggers = build_loggers(cfg, run_dir)
     if ckpt is not None and rank_zero_only.rank == 0:

@@ -1,4 +1,4 @@
-"""``python -m residual_train.export ckpt=PATH out_dir=DIR``: checkpoint -> deployable files.
+"""``python -m residual_train.release.export ckpt=PATH out_dir=DIR``: checkpoint -> deployable files.
 
 Writes ``model.onnx`` (opset >= 17; dynamic batch, height, width; inputs ``x`` [,
 ``sigma``] [, ``field``], outputs ``R_<head>`` in head order), ``weights.safetensors``,
@@ -16,7 +16,9 @@ import os
 import shutil
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,14 +27,25 @@ from data_gen import __version__
 from data_gen.cli import run_app
 from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
-from data_gen.sensor import build_sensor
+from data_gen.sensor import noise_table
 from data_gen.shards import read_mapping, sha256_file
 from data_gen.values import integer, number
 from residual_train.models import ResidualNet, build_model
 from residual_train.models.weights import load_weights
+from residual_train.release.card import FORMAT as CARD_FORMAT
+from residual_train.release.card import ModelCard
+from residual_train.release.quantize import PRECISIONS, reduce
 
-CARD_FORMAT = "residual-train-model/1"
 PARITY_SIZES = ((1, 37, 53), (2, 64, 64), (1, 100, 131), (1, 128, 96))
+
+
+class DeviceCheck(Protocol):
+    """Measures a reduced graph by running it (the release stage only converts graphs):
+    :class:`residual_train.evaluate.device.DeviceCheck`, named by the export config."""
+
+    def calibration_inputs(self, card: ModelCard) -> list[dict]: ...
+
+    def figures(self, fp32_dir: Path, reduced_dir: Path, precision: str) -> dict: ...
 
 
 class ExportError(RuntimeError):
@@ -100,60 +113,35 @@ def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
     return net.eval(), hp, ck
 
 
-def noise_table(
-    sensor_cfg: dict | None, channels: int, points: int = 17, layout: str = "rgb"
-) -> dict | None:
-    """The training sensor's ``σ²(v) = a·v + b`` as a table over ISO (a, b are linear in
-    ISO between the listed points, exactly so for the raw model). ``layout='rggb'``: the
-    colour model's values per packed plane R, Gr, Gb, B."""
-    if not sensor_cfg:
-        return None
-    if layout == "rggb":
-        from data_gen.cfa import PLANE_COLOUR
+@dataclass(frozen=True)
+class TrainingContext:
+    """What the training run left beside a checkpoint: its config, its result, and the
+    config and manifest of its dataset (each None where absent; the manifest with its own
+    sha256 as ``_sha256``)."""
 
-        table = noise_table(sensor_cfg, 3, points)
-        assert table is not None
-        for k in ("a", "b"):
-            table[k] = [[row[c] for c in PLANE_COLOUR] for row in table[k]]
-        return table
-    sensor = build_sensor(sensor_cfg, channels)
-    lo, hi = sensor.iso.range
-    isos = sorted({*(sensor.iso.values or []), *np.geomspace(lo, hi, points).round(3).tolist()})
-    if hasattr(sensor, "isos"):  # darktable: its own knots inside the range
-        isos = sorted({*isos, *(float(i) for i in sensor.isos if lo <= i <= hi)})
-    rows = [sensor.params(i) for i in isos]
-    return {
-        "iso": isos,
-        "a": [r.a.tolist() for r in rows],
-        "b": [r.b.tolist() for r in rows],
-        "ob": sensor.ob,
-        "white": sensor.white,
-        "source": sensor_cfg,
-    }
+    config: dict | None = None
+    result: dict | None = None
+    data: dict | None = None
+    manifest: dict | None = None
+
+    @classmethod
+    def of(cls, ckpt: Path) -> TrainingContext:
+        run_dir = ckpt.parent.parent
+        cfg = _mapping_if_present(run_dir / "config.yaml", "training config")
+        res = _mapping_if_present(run_dir / "result.json", "training result")
+        data_cfg = manifest = None
+        data_dir = ((cfg or {}).get("data") or {}).get("dir")
+        if data_dir:
+            d = Path(data_dir)
+            data_cfg = _mapping_if_present(d / "config.yaml", "dataset config")
+            manifest = _mapping_if_present(d / "manifest.json", "manifest")
+            if manifest is not None:
+                manifest["_sha256"] = sha256_file(d / "manifest.json")
+        return cls(cfg, res, data_cfg, manifest)
 
 
-def _training_context(ckpt: Path) -> tuple[dict | None, dict | None, dict | None, dict | None]:
-    """(training config, result, dataset config, manifest) found beside the checkpoint."""
-    run_dir = ckpt.parent.parent
-    cfg = (
-        read_mapping(run_dir / "config.yaml", "training config")
-        if (run_dir / "config.yaml").is_file()
-        else None
-    )
-    res = (
-        read_mapping(run_dir / "result.json", "training result")
-        if (run_dir / "result.json").is_file()
-        else None
-    )
-    data_cfg = manifest = None
-    if cfg and (cfg.get("data") or {}).get("dir"):
-        d = Path(cfg["data"]["dir"])
-        if (d / "config.yaml").is_file():
-            data_cfg = read_mapping(d / "config.yaml", "dataset config")
-        if (d / "manifest.json").is_file():
-            manifest = read_mapping(d / "manifest.json", "manifest")
-            manifest["_sha256"] = sha256_file(d / "manifest.json")
-    return cfg, res, data_cfg, manifest
+def _mapping_if_present(path: Path, what: str) -> dict | None:
+    return read_mapping(path, what) if path.is_file() else None
 
 
 def rendered_components(data_cfg: dict | None, train_cfg: dict | None) -> dict | None:
@@ -253,7 +241,8 @@ def export(
     precision: str = "fp32",
     min_device_psnr: float = 30.0,
     heads: list[str] | None = None,
-) -> dict:
+    device: DeviceCheck | None = None,
+) -> ModelCard:
     """Export ``ckpt`` into ``out_dir`` (must not hold files yet); returns the card.
 
     ``heads``: the heads to keep (default: all). The others leave the graph and the card,
@@ -262,13 +251,15 @@ def export(
 
     ``precision='fp16'|'int8'``: ``model.onnx`` is the reduced graph (the float32 one is
     parity-checked against PyTorch first); the card's ``device`` entry holds its size,
-    speed and composed-output PSNR against float32, which must reach ``min_device_psnr``.
+    speed and composed-output PSNR against float32, which must reach ``min_device_psnr``,
+    measured by ``device`` (e.g. :class:`residual_train.evaluate.device.DeviceCheck`).
     """
-    from residual_train.quantize import PRECISIONS
-
     require(precision in PRECISIONS, f"precision = {precision!r}: use one of {PRECISIONS}")
-    from safetensors.torch import save_file
-
+    require(
+        precision == "fp32" or device is not None,
+        f"precision = {precision}: a reduced graph is measured before it is kept; give the "
+        "export a device check (device._target_ in conf/apps/export.yaml)",
+    )
     ckpt, out_dir = Path(ckpt), Path(out_dir)
     integer(opset, "opset", 17)
     number(tol, "tol", lo=0)
@@ -277,111 +268,146 @@ def export(
     net, hp, raw = load_checkpoint(ckpt)
     dropped = keep_heads(net, heads)
     hp = {**hp, "model": {**hp["model"], "heads": list(net.heads)}}
-    train_cfg, result, data_cfg, manifest = _training_context(ckpt)
+    context = TrainingContext.of(ckpt)
     with filled_atomically(out_dir) as tmp:
-        onnx_path = tmp / "model.onnx"
-        c = net.channels
-        # trace at a size that needs padding, so no shape-dependent path is frozen
-        names = input_names(net)
-        args = tuple(
-            torch.zeros(1, net.field_kernels if n == "field" else c, 37, 53) for n in names
-        )
-        outs = [f"R_{h}" for h in net.heads]
-        dyn = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, *outs]}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                OnnxWrapper(net),
-                args,
-                str(onnx_path),
-                input_names=names,
-                output_names=outs,
-                dynamic_axes=dyn,
-                opset_version=opset,
-                dynamo=False,
-            )
-        parity = check_parity(onnx_path, net, tol)
-        save_file(
-            {k: v.contiguous() for k, v in net.state_dict().items()},
-            str(tmp / "weights.safetensors"),
-            metadata={"format": CARD_FORMAT},
-        )
-        card = {
-            "format": CARD_FORMAT,
-            "components": list(net.heads),
-            "inputs": names,
-            "outputs": outs,
-            "layout": (data_cfg or {}).get("layout", "rgb"),
-            "cfa": (data_cfg or {}).get("cfa")
-            if (data_cfg or {}).get("layout") == "rggb"
-            else None,
-            "channels": c,
-            "scale": "linear; 0 = black level, 1 = white level",
-            "stride": 2**net.levels,
-            "model": dict(hp["model"]),
-            "field": field_card(net),
-            "noise_model": noise_table(
-                (data_cfg or {}).get("sensor"), c, layout=(data_cfg or {}).get("layout", "rgb")
-            ),
-            "lens": (data_cfg or {}).get("lens"),
-            # the settings each component was rendered with (their ranges): evaluation
-            # renders real photographs through the same chain
-            "component_settings": {
-                k: v
-                for k, v in (rendered_components(data_cfg, train_cfg) or {}).items()
-                if k in net.heads
+        write_onnx(net, tmp / "model.onnx", opset)
+        parity = check_parity(tmp / "model.onnx", net, tol)
+        write_weights(net, tmp / "weights.safetensors")
+        card = ModelCard.from_dict(
+            {
+                **card_entries(net, hp, raw, ckpt, context, dropped),
+                "parity": parity,
+                "package_version": __version__,
+                "torch_version": torch.__version__,
+                "precision": precision,
             }
-            or None,
-            "dropped_heads": dropped,
-            "dataset": None
-            if manifest is None
-            else {
-                "dir": (train_cfg or {}).get("data", {}).get("dir"),
-                "config_hash": manifest.get("config_hash"),
-                "manifest_sha256": manifest["_sha256"],
-                "total_samples": manifest.get("total_samples"),
-            },
-            "training": train_cfg,
-            "metrics": {
-                "monitor": (result or {}).get("monitor"),
-                "value": (result or {}).get("value"),  # the run's best; see "best"
-                "best": Path((result or {}).get("best") or "").name or None,
-                "global_step": raw.get("global_step"),  # of the exported weights
-                "epoch": raw.get("epoch"),
-            },
-            "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt)},
-            "parity": parity,
-            "package_version": __version__,
-            "torch_version": torch.__version__,
-        }
-        card["precision"] = precision
-        if precision != "fp32":
-            card["device"] = _reduce(tmp, card, precision, min_device_psnr)
-        (tmp / "card.md").write_text(card_markdown(card))
-        card["files"] = {
-            n: sha256_file(tmp / n) for n in ("model.onnx", "weights.safetensors", "card.md")
-        }
-        (tmp / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-        sums = "".join(
-            f"{sha256_file(tmp / n)}  {n}\n"
-            for n in ("card.json", "card.md", "model.onnx", "weights.safetensors")
         )
-        (tmp / "SHA256SUMS").write_text(sums)
+        if precision != "fp32":
+            card = card.with_entries(device=_reduce(tmp, card, precision, min_device_psnr, device))
+        card = write_card(tmp, card)
     return card
 
 
-def _reduce(tmp: Path, card: dict, precision: str, min_psnr: float) -> dict:
-    """Replace ``tmp/model.onnx`` by its ``precision`` version; returns the device figures."""
-    from residual_train.quantize import device_figures, reduce
+def write_onnx(net: ResidualNet, path: Path, opset: int) -> None:
+    """``net`` as an ONNX graph at ``path``: inputs :func:`input_names`, outputs ``R_<head>``,
+    batch, height and width dynamic."""
+    # trace at a size that needs padding, so no shape-dependent path is frozen
+    names = input_names(net)
+    c = net.channels
+    args = tuple(torch.zeros(1, net.field_kernels if n == "field" else c, 37, 53) for n in names)
+    outs = [f"R_{h}" for h in net.heads]
+    dyn = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, *outs]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            OnnxWrapper(net),
+            args,
+            str(path),
+            input_names=names,
+            output_names=outs,
+            dynamic_axes=dyn,
+            opset_version=opset,
+            dynamo=False,
+        )
 
+
+def write_weights(net: ResidualNet, path: Path) -> None:
+    """``net``'s state as safetensors at ``path``."""
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()},
+        str(path),
+        metadata={"format": CARD_FORMAT},
+    )
+
+
+def card_entries(
+    net: ResidualNet, hp: dict, raw: dict, ckpt: Path, context: TrainingContext, dropped: list
+) -> dict:
+    """The card's entries from the network to the checkpoint, in the order ``card.json``
+    lists them (parity, versions, precision, device and files follow)."""
+    data = context.data or {}
+    train_cfg, result = context.config, context.result or {}
+    layout = data.get("layout", "rgb")
+    settings = rendered_components(context.data, train_cfg) or {}
+    return {
+        "format": CARD_FORMAT,
+        "components": list(net.heads),
+        "inputs": input_names(net),
+        "outputs": [f"R_{h}" for h in net.heads],
+        "layout": layout,
+        "cfa": data.get("cfa") if layout == "rggb" else None,
+        "channels": net.channels,
+        "scale": "linear; 0 = black level, 1 = white level",
+        "stride": 2**net.levels,
+        "model": dict(hp["model"]),
+        "field": field_card(net),
+        "noise_model": noise_table(data.get("sensor"), net.channels, layout=layout),
+        "lens": data.get("lens"),
+        # the settings each component was rendered with (their ranges): evaluation
+        # renders real photographs through the same chain
+        "component_settings": {k: v for k, v in settings.items() if k in net.heads} or None,
+        "dropped_heads": dropped,
+        "dataset": dataset_entry(context),
+        "training": train_cfg,
+        "metrics": {
+            "monitor": result.get("monitor"),
+            "value": result.get("value"),  # the run's best; see "best"
+            "best": Path(result.get("best") or "").name or None,
+            "global_step": raw.get("global_step"),  # of the exported weights
+            "epoch": raw.get("epoch"),
+        },
+        "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt)},
+    }
+
+
+def dataset_entry(context: TrainingContext) -> dict | None:
+    """Which dataset trained the model (its directory, config hash, manifest sha256)."""
+    manifest = context.manifest
+    if manifest is None:
+        return None
+    return {
+        "dir": (context.config or {}).get("data", {}).get("dir"),
+        "config_hash": manifest.get("config_hash"),
+        "manifest_sha256": manifest["_sha256"],
+        "total_samples": manifest.get("total_samples"),
+    }
+
+
+def write_card(tmp: Path, card: ModelCard) -> ModelCard:
+    """``card.md``, then ``card.json`` with the sha256 of every file it describes, then
+    ``SHA256SUMS`` over all four files; returns the card with its ``files`` entry."""
+    (tmp / "card.md").write_text(card_markdown(card))
+    card = card.with_entries(
+        files={n: sha256_file(tmp / n) for n in ("model.onnx", "weights.safetensors", "card.md")}
+    )
+    (tmp / "card.json").write_text(card.to_json())
+    sums = "".join(
+        f"{sha256_file(tmp / n)}  {n}\n"
+        for n in ("card.json", "card.md", "model.onnx", "weights.safetensors")
+    )
+    (tmp / "SHA256SUMS").write_text(sums)
+    return card
+
+
+def _reduce(
+    tmp: Path, card: ModelCard, precision: str, min_psnr: float, device: DeviceCheck
+) -> dict:
+    """Replace ``tmp/model.onnx`` by its ``precision`` version; returns the device figures."""
     fp32, small = tmp / ".fp32", tmp / ".reduced"
     for d in (fp32, small):
         d.mkdir()
-        (d / "card.json").write_text(json.dumps(card, default=str))
+        (d / "card.json").write_text(card.to_json())
     os.replace(tmp / "model.onnx", fp32 / "model.onnx")
     try:
-        reduce(fp32 / "model.onnx", small / "model.onnx", precision, card)
-        figures = device_figures(fp32, small, precision)
+        reduce(
+            fp32 / "model.onnx",
+            small / "model.onnx",
+            precision,
+            lambda: device.calibration_inputs(card),
+        )
+        figures = device.figures(fp32, small, precision)
         worst = min(figures["psnr_vs_fp32"].values())
         if not worst >= min_psnr:
             raise ExportError(
@@ -395,41 +421,49 @@ def _reduce(tmp: Path, card: dict, precision: str, min_psnr: float) -> dict:
     return figures
 
 
-def card_markdown(card: dict) -> str:
-    m = card["metrics"]
-    nm = card.get("noise_model") or {}
+def _device_line(dev: dict) -> str:
+    """The card.md line of a reduced graph's figures (the card's ``device`` entry)."""
+    return (
+        f"- device graph: {dev['precision']}, "
+        f"{dev['bytes'] / 2**20:.1f} MiB (float32 "
+        f"{dev['fp32_bytes'] / 2**20:.1f} MiB), "
+        f"{dev['ms_per_megapixel']:.0f} ms/MP here (float32 "
+        f"{dev['fp32_ms_per_megapixel']:.0f}), composed output vs float32: "
+        + ", ".join(f"ISO {k} {v:.1f} dB" for k, v in dev["psnr_vs_fp32"].items())
+    )
+
+
+def card_markdown(card: ModelCard) -> str:
+    """``card.md``: the card for people, one line per fact."""
+    m, nm, arch = card.metrics, card.noise_model, card.model
     lines = [
-        f"# residual-train model ({', '.join(card['components'])})",
+        f"# residual-train model ({', '.join(card.components)})",
         "",
-        f"- components / outputs: {', '.join(card['outputs'])} (residuals; `x + R` corrects that component)",
-        f"- input: `{card['layout']}`, {card['channels']} channels, {card['scale']}",
-        f"- architecture: {card['model'].get('arch')} {json.dumps({k: v for k, v in card['model'].items() if k != 'arch'})}",
-        f"- validation: {m.get('monitor')} = {m.get('value')} (the run's best: {m.get('best')});"
-        f" weights of step {m.get('global_step')}",
-        f"- sensor noise model: ISO {nm.get('iso', ['?'])[0]}..{nm.get('iso', ['?'])[-1]}"
+        f"- components / outputs: {', '.join(card.outputs)} (residuals; `x + R` corrects that component)",
+        f"- input: `{card.layout}`, {card.channels} channels, {card.scale}",
+        f"- architecture: {arch.get('arch')} {json.dumps({k: v for k, v in arch.items() if k != 'arch'})}",
+        f"- validation: {m['monitor']} = {m['value']} (the run's best: {m['best']});"
+        f" weights of step {m['global_step']}",
+        f"- sensor noise model: ISO {nm.iso[0]}..{nm.iso[-1]}"
         if nm
         else "- sensor noise model: unknown",
-        f"- dataset config hash: {(card.get('dataset') or {}).get('config_hash')}",
-        f"- ONNX parity: max |diff| {card['parity']['max_abs_diff']:.2e} (tolerance {card['parity']['tolerance']:g})",
-        *(
-            [
-                f"- device graph: {card['device']['precision']}, "
-                f"{card['device']['bytes'] / 2**20:.1f} MiB (float32 "
-                f"{card['device']['fp32_bytes'] / 2**20:.1f} MiB), "
-                f"{card['device']['ms_per_megapixel']:.0f} ms/MP here (float32 "
-                f"{card['device']['fp32_ms_per_megapixel']:.0f}), composed output vs float32: "
-                + ", ".join(
-                    f"ISO {k} {v:.1f} dB" for k, v in card["device"]["psnr_vs_fp32"].items()
-                )
-            ]
-            if card.get("device")
-            else []
-        ),
-        f"- package {card['package_version']}, torch {card['torch_version']}",
+        f"- dataset config hash: {(card.dataset or {}).get('config_hash')}",
+        f"- ONNX parity: max |diff| {card.parity['max_abs_diff']:.2e} (tolerance {card.parity['tolerance']:g})",
+        *([_device_line(card.device)] if card.device else []),
+        f"- package {card.package_version}, torch {card.torch_version}",
         "",
         "Compose at strengths with `python -m residual_train.deploy` (docs/design.md §4).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def device_check(cfg: dict) -> DeviceCheck | None:
+    """The config's ``device`` (``_target_``), built only for a reduced precision."""
+    if str(cfg["precision"]) == "fp32" or not cfg["device"]:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(cfg["device"])
 
 
 def run(cfg: dict) -> dict:
@@ -439,18 +473,19 @@ def run(cfg: dict) -> dict:
             cfg["out_dir"],
             cfg["opset"],
             cfg["tol"],
-            str(cfg.get("precision", "fp32")),
-            cfg.get("min_device_psnr", 30.0),
-            cfg.get("heads"),
+            str(cfg["precision"]),
+            cfg["min_device_psnr"],
+            cfg["heads"],
+            device_check(cfg),
         )
     except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     return {
         "out_dir": str(cfg["out_dir"]),
-        "parity_max_abs_diff": card["parity"]["max_abs_diff"],
-        **({"device": card["device"]} if card.get("device") else {}),
-        "files": card["files"],
+        "parity_max_abs_diff": card.parity["max_abs_diff"],
+        **({"device": card.device} if card.device else {}),
+        "files": card.files,
     }
 
 

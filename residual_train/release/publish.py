@@ -1,12 +1,12 @@
-"""``python -m residual_train.publish``: copy an export into a registry, list, move aliases.
+"""``python -m residual_train.release.publish``: copy an export into a registry, list, move aliases.
 
 CLI::
 
-    python -m residual_train.publish src=DIR registry=PATH name=NAME version=V [alias=A[,B]] [wandb=true]
-    python -m residual_train.publish list registry=PATH [name=NAME]
-    python -m residual_train.publish alias registry=PATH name=NAME version=V alias=A
+    python -m residual_train.release.publish src=DIR registry=PATH name=NAME version=V [alias=A[,B]] [wandb=true]
+    python -m residual_train.release.publish list registry=PATH [name=NAME]
+    python -m residual_train.release.publish alias registry=PATH name=NAME version=V alias=A
 
-The registry itself (layout, immutability, verification) is :mod:`residual_train.registry`.
+The registry itself (layout, immutability, verification) is :mod:`residual_train.release.registry`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import APPS
 from data_gen.values import boolean
-from residual_train.registry import FILES, Registry, TamperedError
+from residual_train.release.registry import FILES, Registry, TamperedError
 
 __all__ = ["FILES", "Registry", "TamperedError", "log_wandb_artifact", "run"]
 
@@ -58,7 +58,7 @@ def wandb_ready() -> bool:
 
 
 def run(cfg: dict) -> dict | None:
-    if boolean(cfg.get("wandb", False), "wandb"):  # checked before anything is copied
+    if boolean(cfg["wandb"], "wandb"):  # checked before anything is copied
         require(
             wandb_ready(),
             "wandb = true: wandb is not logged in (run wandb login, or set WANDB_MODE=offline "
@@ -67,7 +67,7 @@ def run(cfg: dict) -> dict | None:
     reg = Registry(cfg["registry"])
     action = cfg["action"]
     if action == "list":
-        for r in reg.list(cfg.get("name") or None):
+        for r in reg.list(cfg["name"] or None):
             print(
                 f"{r['name']:20s} {r['version']:12s} {','.join(r['aliases']):18s} "
                 f"{r['monitor']}={r['value']}  {r['published']}"
@@ -80,10 +80,10 @@ def run(cfg: dict) -> dict | None:
         reg.set_alias(name, str(cfg["alias"]), version)
         return {"alias": str(cfg["alias"]), "version": version}
     require(action == "publish", f"action = {action!r}: use publish, list or alias")
-    aliases = [a for a in str(cfg.get("alias") or "").split(",") if a]
+    aliases = [a for a in str(cfg["alias"] or "").split(",") if a]
     dest = reg.publish(cfg["src"], name, version, aliases)
     out = {"published": str(dest)}
-    if cfg.get("wandb"):
+    if cfg["wandb"]:
         out["wandb_run"] = log_wandb_artifact(dest, name, version, cfg["project"])
     return out
 

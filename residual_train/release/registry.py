@@ -8,7 +8,7 @@ Layout::
 Versions are immutable: publishing an existing version is refused. Aliases
 (``latest``, ``best``, user-defined) move. :meth:`Registry.fetch` verifies the card
 against the index and every file against the card, and refuses a tampered file.
-The command line is :mod:`residual_train.publish`.
+The command line is :mod:`residual_train.release.publish`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from data_gen.errors import InputError, require
 from data_gen.shards import read_mapping, sha256_file, write_json_atomic
+from residual_train.release.card import ModelCard
 
 FILES = ("model.onnx", "weights.safetensors", "card.json", "card.md", "SHA256SUMS")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -45,7 +46,7 @@ def read_sums(path: Path) -> dict[str, str]:
     return out
 
 
-def verify_export(src: str | Path) -> dict:
+def verify_export(src: str | Path) -> ModelCard:
     """Check an export directory before it is published; returns its card.
 
     Every file is present; every file matches ``SHA256SUMS`` (which covers the card too:
@@ -64,10 +65,8 @@ def verify_export(src: str | Path) -> dict:
             raise TamperedError(
                 f"{src / f}: sha256 differs from {src / 'SHA256SUMS'} (changed after export)"
             )
-    card = read_mapping(src / "card.json", "model card")
-    for key in ("components", "channels", "files", "outputs"):
-        require(key in card, f"{src / 'card.json'}: the card lacks {key!r}")
-    for f, digest in card["files"].items():
+    card = ModelCard.read(src / "card.json", ("components", "channels", "files", "outputs"))
+    for f, digest in card.files.items():
         if not (src / f).is_file() or sha256_file(src / f) != digest:
             raise TamperedError(f"{src / f}: sha256 does not match its card")
     return card
@@ -118,7 +117,7 @@ class Registry:
             for f in FILES:
                 shutil.copy2(src / f, tmp / f)
             os.replace(tmp, dest)
-            metrics = card.get("metrics") or {}
+            metrics = card.metrics
             idx["versions"][version] = {
                 "card_sha256": sha256_file(dest / "card.json"),
                 "metrics": metrics,
@@ -164,8 +163,7 @@ class Registry:
         entry = self.index(name)["versions"][version]
         if sha256_file(d / "card.json") != entry["card_sha256"]:
             raise TamperedError(f"{d / 'card.json'}: sha256 differs from the registry index")
-        card = read_mapping(d / "card.json", "model card")
-        for f, digest in card["files"].items():
+        for f, digest in ModelCard.read(d / "card.json").files.items():
             if not (d / f).is_file() or sha256_file(d / f) != digest:
                 raise TamperedError(f"{d / f}: sha256 differs from the card (tampered or corrupt)")
         return d

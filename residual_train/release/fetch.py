@@ -1,4 +1,4 @@
-"""``python -m residual_train.fetch url=URL model=NAME[:TAG] out_dir=DIR [key=API_KEY]``:
+"""``python -m residual_train.release.fetch url=URL model=NAME[:TAG] out_dir=DIR [key=API_KEY]``:
 a device downloads a published model over HTTP and verifies it before using it.
 
 ``url`` is the root of a registry served over HTTP — the service's ``/v1/registry`` (send
@@ -23,7 +23,8 @@ from data_gen.cli import run_app
 from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.values import number
-from residual_train.registry import FILES, TamperedError, read_sums
+from residual_train.release.card import ModelCard
+from residual_train.release.registry import FILES, TamperedError, read_sums
 
 CHUNK = 1 << 20
 
@@ -77,8 +78,8 @@ def fetch(
         got = {f: _download(f"{base}/{name}/{version}/{f}", tmp / f, key, timeout) for f in FILES}
         if got["card.json"] != versions[version].get("card_sha256"):
             raise TamperedError(f"{base}/{name}/{version}/card.json: sha256 differs from the index")
-        card = json.loads((tmp / "card.json").read_text())
-        for f, digest in card.get("files", {}).items():
+        card = ModelCard.from_dict(json.loads((tmp / "card.json").read_text()), "card.json")
+        for f, digest in card.files.items():
             if got.get(f) != digest:
                 raise TamperedError(
                     f"{base}/{name}/{version}/{f}: sha256 differs from the card (tampered or "
@@ -95,7 +96,7 @@ def run(cfg: dict) -> dict:
         str(cfg["url"]),
         str(cfg["model"]),
         str(cfg["out_dir"]),
-        cfg.get("key") or os.environ.get("RESIDUAL_TRAIN_KEY") or None,
+        cfg["key"] or os.environ.get("RESIDUAL_TRAIN_KEY") or None,
         number(cfg["timeout"], "timeout", positive=True),
     )
 

@@ -1,0 +1,180 @@
+"""An exported model ready to run: :class:`DeployedModel` (its card, a backend, tiled
+prediction), how one is found (:func:`load_model`: a directory, a registry reference, or
+a model shipped inside the package) and the sensor noise model its card records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from data_gen.errors import require
+from data_gen.noise import NoiseModel
+from residual_train.deploy.backends import open_backend
+from residual_train.deploy.tiling import infer_tiled
+from residual_train.release.card import ModelCard, as_card
+
+# a registry inside the package: trained weights that ship with residual-train
+SHIPPED = Path(__file__).resolve().parents[1] / "weights"
+
+
+def default_iso(card: ModelCard | Mapping) -> float:
+    """The ISO used when none is given: the geometric middle of the card's ISO range."""
+    return as_card(card).sensor_noise().default_iso()
+
+
+def card_noise_model(card: ModelCard | Mapping, iso: float | None = None) -> NoiseModel:
+    """The noise model a card's table gives at ``iso`` (linear interpolation between its
+    points; default: :func:`default_iso`)."""
+    return as_card(card).sensor_noise().at(iso)
+
+
+class DeployedModel:
+    """An exported model directory: its card and an inference backend
+    (:data:`~residual_train.deploy.backends.BACKENDS`: onnxruntime or torch)."""
+
+    def __init__(self, path: str | Path, backend: str = "onnx", threads: int | None = None) -> None:
+        self.path = Path(path)
+        require(
+            (self.path / "card.json").is_file(),
+            f"model = {str(path)!r}: no card.json (not an exported model directory)",
+        )
+        self.card = ModelCard.read(self.path / "card.json")
+        self.heads: list[str] = list(self.card.components)
+        self.channels = self.card.channels
+        self.sigma_input = "sigma" in self.card.inputs
+        self.field_input = self.card.field is not None
+        self._bank = None
+        self.backend = backend
+        self.runner = open_backend(backend, self.path, self.card, threads)
+
+    def noise_model(self, iso: float | None = None) -> NoiseModel:
+        """The training sensor's noise model at ``iso`` (interpolated in the card's table;
+        default: the geometric middle of its ISO range)."""
+        return self.card.sensor_noise(f"{self.path}: the card").at(iso)
+
+    def _run(
+        self,
+        tiles: np.ndarray,
+        noise: NoiseModel | None = None,
+        field: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        sigma = None
+        if self.sigma_input:  # the conditioning map the loader gives in training
+            sigma = noise.std(tiles).astype(np.float32)
+        return self.runner(tiles, sigma, field)
+
+    def bank(self):
+        """The PSF bank of the card's lens (built once; field-aware models index it)."""
+        if self._bank is None:
+            from data_gen.optics import build_bank
+            from data_gen.paths import bank_cache_dir
+
+            lens = self.card.lens
+            require(bool(lens), f"{self.path}: the card names no lens (field-aware model)")
+            self._bank = build_bank(lens, self.channels, bank_cache_dir())
+        return self._bank
+
+    def psf_index(self, hw: tuple[int, int], lens_state: int = 0) -> np.ndarray:
+        """``(H, W)`` bank PSF index of every pixel of a whole frame of size ``hw``, with the
+        lens in state ``lens_state`` (the renderer's rule, :func:`data_gen.render.psf_index_map`)."""
+        from data_gen.render import psf_index_map
+
+        bank = self.bank()
+        states = bank.grid.shape[0] if hasattr(bank, "grid") else bank.psfs.shape[0]
+        require(
+            0 <= int(lens_state) < states,
+            f"lens_state = {lens_state}: the card's lens has states 0..{states - 1}",
+        )
+        return psf_index_map(bank, tuple(hw), tuple(hw), 0, int(lens_state))
+
+    def field_maps(self, psf_index: np.ndarray) -> np.ndarray:
+        """``(K, H, W)`` float32 position maps of a ``(H, W)`` bank-index map."""
+        return self.card.field.maps(psf_index)
+
+    def predict(
+        self,
+        x: np.ndarray,
+        tile: int = 256,
+        overlap: int = 64,
+        batch: int = 4,
+        iso: float | None = None,
+        progress: bool = False,
+        psf_index: np.ndarray | None = None,
+        lens_state: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """Residual maps of the whole frame ``x`` ``(C, H, W)``, by tiles. A field-aware
+        model also reads each pixel's position: ``psf_index`` ``(H, W)`` (the bank PSF of
+        every pixel, e.g. what :func:`data_gen.render.render_frame` rendered with), else the
+        frame's own positions through the card's lens in state ``lens_state``."""
+        require(
+            x.ndim == 3 and x.shape[0] == self.channels,
+            f"image has shape {x.shape}; the model wants ({self.channels}, H, W)",
+        )
+        noise = self.noise_model(iso) if self.sigma_input else None
+        field = None
+        if self.field_input:
+            if psf_index is None:
+                psf_index = self.psf_index(x.shape[1:], lens_state)
+            require(
+                np.shape(psf_index) == x.shape[1:],
+                f"psf_index has shape {np.shape(psf_index)}; the image is {x.shape[1:]}",
+            )
+            field = self.field_maps(psf_index)
+        return infer_tiled(
+            lambda t, f=None: self._run(t, noise, f),
+            x.astype(np.float32, copy=False),
+            self.heads,
+            tile,
+            overlap,
+            batch,
+            progress,
+            field,
+        )
+
+
+def load_model(
+    model: str | Path,
+    registry: str | Path | None = None,
+    backend: str = "onnx",
+    threads: int | None = None,
+) -> DeployedModel:
+    """An export directory, ``NAME[:VERSION|ALIAS]`` in ``registry``, or without a registry a
+    model shipped inside the package (``default``; see :data:`SHIPPED`). Registry models are
+    sha256-verified on every load."""
+    from residual_train.release.registry import Registry
+
+    if registry:
+        return DeployedModel(Registry(registry).fetch(str(model)), backend, threads)
+    p = Path(str(model)).expanduser()
+    if p.is_dir():
+        return DeployedModel(p, backend, threads)
+    shipped = shipped_models()
+    require(
+        str(model).partition(":")[0] in shipped,
+        f"model = {str(model)!r}: not an export directory, and not a model shipped with the "
+        f"package ({', '.join(shipped) or 'none'}); for a registry reference add registry=DIR",
+    )
+    return DeployedModel(Registry(SHIPPED).fetch(str(model)), backend, threads)
+
+
+def shipped_models() -> list[str]:
+    """Names in the registry shipped inside the package (:data:`SHIPPED`)."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "index.json").is_file())
+
+
+def predict_sequential(
+    noise_model: DeployedModel, blur_model: DeployedModel, x: np.ndarray, **kw
+) -> dict[str, np.ndarray]:
+    """A pair of single-head models: noise first, blur on the denoised image (docs/design.md §4)."""
+    require(
+        noise_model.heads == ["noise"] and blur_model.heads == ["blur"],
+        f"sequential mode needs a noise-only and a blur-only model, got "
+        f"{noise_model.heads} and {blur_model.heads}",
+    )
+    r_n = noise_model.predict(x, **kw)["noise"]
+    r_b = blur_model.predict(x + r_n, **kw)["blur"]
+    return {"blur": r_b, "noise": r_n}

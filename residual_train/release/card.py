@@ -1,0 +1,253 @@
+"""The model card: what an export says about its network, typed (:class:`ModelCard`).
+
+``card.json`` is written by :mod:`~residual_train.release.export` and read by deployment,
+the service, the evaluation and the registry, all through :class:`ModelCard`: each entry
+they use is a checked, typed attribute (a missing optional entry has its default), so no
+reader spells out keys and defaults of its own.
+
+The JSON stays the record: a card keeps the mapping it was made from, in its order and with
+every entry this version does not know, and :meth:`ModelCard.to_json` writes it back byte
+for byte (``json.dumps(..., indent=2, default=str)`` and a newline, as exports always
+wrote). Code outside the package may still index a card like the JSON mapping
+(``card["parity"]["max_abs_diff"]``): a card is a read-only :class:`~collections.abc.Mapping`
+over that JSON.
+
+Entries (docs/guides/deploy.md): ``components`` (heads, in the graph's output order),
+``channels``, ``inputs`` (``x`` [, ``sigma``] [, ``field``]), ``outputs`` (``R_<head>``),
+``layout`` (``rgb`` or ``rggb``: packed Bayer planes), ``cfa``, ``scale``, ``stride``,
+``model`` (the architecture's settings), ``field`` (:class:`FieldTable`), ``noise_model``
+(:class:`NoiseTable`), ``lens``, ``component_settings``, ``dropped_heads``, ``dataset``,
+``training``, ``metrics``, ``checkpoint``, ``parity``, ``package_version``,
+``torch_version``, ``precision``, ``device`` (a reduced graph's figures), ``files``
+(sha256 of each file), and ``registry_version`` where a registry added it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as _field
+from numbers import Real
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from data_gen.errors import require
+from data_gen.shards import read_mapping
+
+if TYPE_CHECKING:
+    from data_gen.noise import NoiseModel
+
+FORMAT = "residual-train-model/1"
+REQUIRED = ("components", "channels")  # what every reader needs
+
+
+def _strings(v: Any, where: str) -> tuple[str, ...]:
+    require(
+        isinstance(v, list) and all(isinstance(s, str) for s in v),
+        f"{where} = {v!r}: a list of names",
+    )
+    return tuple(v)
+
+
+def _mapping(v: Any, where: str) -> dict | None:
+    require(v is None or isinstance(v, dict), f"{where} = {v!r}: a mapping or null")
+    return v
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseTable:
+    """The training sensor's ``σ²(v) = a·max(v, 0) + b`` over ISO: ``a``, ``b`` ``(N, C)`` at
+    the ``N`` increasing ``iso`` values (linear in ISO between them; the numbers as the card
+    writes them); ``source``: the sensor settings it was computed from (``{}`` when the card
+    has none)."""
+
+    iso: tuple[float, ...]
+    a: np.ndarray
+    b: np.ndarray
+    source: dict
+
+    @classmethod
+    def from_json(cls, nm: Any, where: str) -> NoiseTable:
+        require(isinstance(nm, dict), f"{where} = {nm!r}: a table with iso, a and b")
+        iso = nm.get("iso")
+        try:
+            a, b = np.asarray(nm.get("a"), float), np.asarray(nm.get("b"), float)
+        except (TypeError, ValueError):
+            a = b = np.zeros(0)
+        require(
+            isinstance(iso, list)
+            and len(iso) > 0
+            and all(isinstance(v, Real) and not isinstance(v, bool) for v in iso)
+            and a.ndim == 2
+            and a.shape == b.shape
+            and len(a) == len(iso),
+            f"{where}: iso (N values) and a, b (N rows of one value per channel) must be lists "
+            "of numbers",
+        )
+        return cls(tuple(iso), a, b, _mapping(nm.get("source"), f"{where}.source") or {})
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """The lowest and highest ISO of the table."""
+        return float(self.iso[0]), float(self.iso[-1])
+
+    def default_iso(self) -> float:
+        """The ISO used when none is given: the geometric middle of the table's range."""
+        lo, hi = self.range
+        return float(np.sqrt(lo * hi))
+
+    def at(self, iso: float | None = None) -> NoiseModel:
+        """The noise model at ``iso`` (linear interpolation between the table's points;
+        default :meth:`default_iso`); an ISO outside the table is refused."""
+        from data_gen.noise import NoiseModel, at_iso
+
+        iso = self.default_iso() if iso is None else float(iso)
+        lo, hi = self.range
+        require(
+            lo <= iso <= hi, f"iso = {iso:g} is outside the model's training range {lo:g}..{hi:g}"
+        )
+        A, B = at_iso(iso, self.iso, self.a), at_iso(iso, self.iso, self.b)
+        return NoiseModel(A.astype(np.float32), B.astype(np.float32))
+
+
+@dataclass(frozen=True, eq=False)
+class FieldTable:
+    """How a field-aware model's ``field`` input is built: ``table`` ``(P, K)`` float32, the
+    ``K = kernels`` mixing weights of each of the ``P`` bank PSFs
+    (``field[k, y, x] = table[psf_index(y, x)][k]``)."""
+
+    kernels: int
+    table: np.ndarray
+
+    @classmethod
+    def from_json(cls, f: Any, where: str) -> FieldTable:
+        f = f if isinstance(f, dict) else {}
+        kernels = f.get("kernels")
+        try:
+            table = np.asarray(f.get("table") or [], np.float32)
+        except (TypeError, ValueError):
+            table = np.zeros(0, np.float32)
+        require(
+            isinstance(kernels, int) and table.ndim == 2 and table.shape[1] == kernels,
+            f"{where}: the model reads field maps but the card's field entry has no "
+            "(positions, kernels) table",
+        )
+        return cls(kernels, table)
+
+    def maps(self, psf_index: np.ndarray) -> np.ndarray:
+        """``(K, H, W)`` float32 position maps of a ``(H, W)`` map of bank indices."""
+        idx = np.asarray(psf_index)
+        n = len(self.table)
+        require(
+            idx.ndim == 2 and idx.min() >= 0 and idx.max() < n,
+            f"psf_index: a (H, W) map of bank indices in 0..{n - 1}, got shape {idx.shape}",
+        )
+        return np.ascontiguousarray(np.moveaxis(self.table[idx], -1, 0))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelCard(Mapping):
+    """A model card, typed (module docstring). Made by :meth:`from_dict` or :meth:`read`;
+    :meth:`with_entries` adds entries; the JSON mapping it came from is :attr:`raw`."""
+
+    components: tuple[str, ...]
+    channels: int
+    inputs: tuple[str, ...] = ("x",)
+    outputs: tuple[str, ...] = ()
+    layout: str = "rgb"
+    cfa: str | None = None
+    scale: str | None = None
+    model: dict = _field(default_factory=dict)
+    field: FieldTable | None = None
+    noise_model: NoiseTable | None = None
+    lens: Any = None
+    component_settings: dict | None = None
+    dataset: dict | None = None
+    metrics: dict = _field(default_factory=dict)
+    parity: dict | None = None
+    package_version: str = ""
+    torch_version: str | None = None
+    precision: str = "fp32"
+    device: dict | None = None
+    files: dict = _field(default_factory=dict)
+    registry_version: str | None = None
+    raw: dict = _field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(
+        cls, d: Mapping, where: str = "model card", required: tuple[str, ...] = REQUIRED
+    ) -> ModelCard:
+        """The card of the JSON mapping ``d``; ``where`` names it in errors. Every key of
+        ``required`` must be present; every entry present is checked."""
+        d = dict(d)
+        for key in (*REQUIRED, *required):
+            require(key in d, f"{where}: the card lacks {key!r}")
+        channels = d["channels"]
+        require(
+            isinstance(channels, int) and not isinstance(channels, bool) and channels > 0,
+            f"{where}: channels = {channels!r}: a positive integer",
+        )
+        inputs = _strings(d.get("inputs", ["x"]), f"{where}: inputs")
+        nm = d.get("noise_model")
+        return cls(
+            components=_strings(d["components"], f"{where}: components"),
+            channels=channels,
+            inputs=inputs,
+            outputs=_strings(d.get("outputs", []), f"{where}: outputs"),
+            layout=str(d.get("layout") or "rgb"),
+            cfa=d.get("cfa"),
+            scale=d.get("scale"),
+            model=_mapping(d.get("model"), f"{where}: model") or {},
+            field=FieldTable.from_json(d.get("field"), where) if "field" in inputs else None,
+            noise_model=None if nm is None else NoiseTable.from_json(nm, f"{where}: noise_model"),
+            lens=d.get("lens"),
+            component_settings=_mapping(
+                d.get("component_settings"), f"{where}: component_settings"
+            ),
+            dataset=_mapping(d.get("dataset"), f"{where}: dataset"),
+            metrics=_mapping(d.get("metrics"), f"{where}: metrics") or {},
+            parity=_mapping(d.get("parity"), f"{where}: parity"),
+            package_version=str(d.get("package_version") or ""),
+            torch_version=d.get("torch_version"),
+            precision=str(d.get("precision") or "fp32"),
+            device=_mapping(d.get("device"), f"{where}: device"),
+            files=_mapping(d.get("files"), f"{where}: files") or {},
+            registry_version=d.get("registry_version"),
+            raw=d,
+        )
+
+    @classmethod
+    def read(cls, path: str | Path, required: tuple[str, ...] = REQUIRED) -> ModelCard:
+        """The card in the file ``path`` (``card.json``)."""
+        return cls.from_dict(read_mapping(Path(path), "model card"), str(path), required)
+
+    def with_entries(self, **entries: Any) -> ModelCard:
+        """This card with ``entries`` set (new ones after the others, as JSON keeps them)."""
+        return ModelCard.from_dict({**self.raw, **entries})
+
+    def to_json(self) -> str:
+        """``card.json``'s text: the JSON the card was made from, as exports write it."""
+        return json.dumps(self.raw, indent=2, default=str) + "\n"
+
+    def sensor_noise(self, where: str = "the model card") -> NoiseTable:
+        """The noise table; refused in one line when the card has none."""
+        require(self.noise_model is not None, f"{where} has no sensor noise model")
+        return self.noise_model
+
+    # ---- the JSON mapping, read-only (for code that indexes cards as JSON) -----------------
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+def as_card(card: ModelCard | Mapping, where: str = "model card") -> ModelCard:
+    """``card`` as a :class:`ModelCard` (a JSON mapping is parsed)."""
+    return card if isinstance(card, ModelCard) else ModelCard.from_dict(card, where)
