@@ -295,6 +295,27 @@ def load_manifest(data_dir: Path) -> dict:
     return m
 
 
+CHECKS = ("none", "size", "sha256")  # how far a shard file is checked against its manifest
+
+
+def shard_file_problem(d: Path, entry: dict, check: str = "sha256") -> str | None:
+    """What is wrong with the shard file of manifest entry ``entry`` in ``d`` (``None``:
+    nothing): missing; with ``check`` ``size`` or ``sha256``, not the size the manifest says;
+    with ``sha256``, not its checksum. The one check of a shard against its manifest (the
+    verifier and the training loader)."""
+    p = d / entry["name"]
+    if not p.is_file():
+        return f"{entry['name']}: missing (listed in the manifest)"
+    if check in ("size", "sha256") and p.stat().st_size != entry["bytes"]:
+        return (
+            f"{entry['name']}: {p.stat().st_size} bytes, the manifest says {entry['bytes']} "
+            "(modified or half-written)"
+        )
+    if check == "sha256" and sha256_file(p) != entry["sha256"]:
+        return f"{entry['name']}: sha256 does not match the manifest (modified or corrupt)"
+    return None
+
+
 def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int]:
     """Check a dataset against its manifest. Returns (problems, samples checked)."""
     d = Path(data_dir)
@@ -307,16 +328,9 @@ def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int
     n = 0
     for s in m["shards"]:
         p = d / s["name"]
-        if not p.is_file():
-            problems.append(f"{s['name']}: missing")
-            continue
-        if p.stat().st_size != s["bytes"]:
-            problems.append(f"{s['name']}: {p.stat().st_size} bytes, manifest says {s['bytes']}")
-            continue
-        if checksums and sha256_file(p) != s["sha256"]:
-            problems.append(
-                f"{s['name']}: sha256 does not match the manifest (modified or corrupt)"
-            )
+        problem = shard_file_problem(d, s, "sha256" if checksums else "size")
+        if problem:
+            problems.append(problem)
             continue
         try:
             with h5py.File(p, "r") as f:

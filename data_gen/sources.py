@@ -20,6 +20,7 @@ import numba
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from skimage.transform import downscale_local_mean
 
 from data_gen.cfa import superpixel_rgb
 from data_gen.errors import InputError, require
@@ -174,8 +175,8 @@ def shrink(img: np.ndarray, factor: float) -> np.ndarray:
     c, h, w = img.shape
     f = round(factor)
     if abs(factor - f) < 1e-9:
-        h2, w2 = h // f, w // f
-        return img[:, : h2 * f, : w2 * f].reshape(c, h2, f, w2, f).mean(axis=(2, 4))
+        h2, w2 = h // f, w // f  # whole blocks only (the last partial ones are dropped)
+        return downscale_local_mean(img[:, : h2 * f, : w2 * f], (1, f, f))
     h2, w2 = max(1, int(h / factor)), max(1, int(w / factor))
     out = np.empty((c, h2, w2), np.float32)
     for i in range(c):

@@ -52,7 +52,7 @@ from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral, transform_index
 from data_gen.paths import bank_cache_dir
 from data_gen.sensor import normalised_ab
-from data_gen.shards import load_manifest, sha256_file
+from data_gen.shards import load_manifest, shard_file_problem
 from residual_train.data_settings import DataSettings
 from residual_train.typed import completed, parse
 
@@ -544,19 +544,10 @@ class ResidualDataModule(pl.LightningDataModule):
 
     def _check_files(self, mode: str) -> None:
         for s in self.manifest["shards"]:
-            p = self.dir / s["name"]
-            require(p.is_file(), f"{p}: shard listed in the manifest is missing")
-            if mode in ("size", "sha256"):
-                require(
-                    p.stat().st_size == s["bytes"],
-                    f"{p}: {p.stat().st_size} bytes, the manifest says {s['bytes']} "
-                    "(modified or half-written; run python -m data_gen.verify)",
-                )
-            if mode == "sha256":
-                require(
-                    sha256_file(p) == s["sha256"],
-                    f"{p}: sha256 does not match the manifest (modified or corrupt)",
-                )
+            problem = shard_file_problem(self.dir, s, mode)
+            require(
+                problem is None, f"{self.dir}/{problem}; check it with python -m data_gen.verify"
+            )
 
     def mean_psf(self) -> np.ndarray | None:
         """Mean of the PSF bank the first shard was rendered with ``(C, K, K)`` (on the fly:

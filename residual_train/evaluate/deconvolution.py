@@ -71,6 +71,13 @@ def richardson_lucy_path(
     return out
 
 
+# method -> one plane deconvolved for each parameter: {param: (H, W)}
+METHODS = {
+    "wiener": lambda plane, k, params: {p: wiener_plane(plane, k, p) for p in params},
+    "richardson_lucy": lambda plane, k, params: richardson_lucy_path(plane, k, params),
+}
+
+
 def deconvolve(image: np.ndarray, kernel: np.ndarray, method: str, param) -> np.ndarray:
     """Every channel of ``image`` ``(C, H, W)`` deconvolved with ``kernel`` ``(K, K)`` (all
     channels) or ``(C, K, K)`` (one per channel); ``method`` ``wiener`` (``param`` = balance)
@@ -81,13 +88,8 @@ def deconvolve(image: np.ndarray, kernel: np.ndarray, method: str, param) -> np.
 def deconvolve_each(image: np.ndarray, kernel: np.ndarray, method: str, params: Sequence) -> dict:
     """:func:`deconvolve` for each of ``params``: ``{param: (C, H, W) float32}``
     (Richardson–Lucy runs once, to the largest count)."""
+    if method not in METHODS:
+        raise ValueError(f"deconvolve: method {method!r}: {' or '.join(METHODS)}")
     ks = kernel if kernel.ndim == 3 else [kernel] * image.shape[0]
-    planes = []
-    for c, k in zip(image, ks, strict=True):
-        if method == "wiener":
-            planes.append({p: wiener_plane(c, k, p) for p in params})
-        elif method == "richardson_lucy":
-            planes.append(richardson_lucy_path(c, k, params))
-        else:
-            raise ValueError(f"deconvolve: method {method!r}: wiener or richardson_lucy")
+    planes = [METHODS[method](c, k, params) for c, k in zip(image, ks, strict=True)]
     return {p: np.stack([pl[p] for pl in planes]).astype(np.float32) for p in params}

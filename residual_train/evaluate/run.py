@@ -284,8 +284,6 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Evaluate ``model_ref`` (export dir, ``NAME[:TAG]`` in ``registry``, or ``default``)."""
-    from tqdm import tqdm
-
     from residual_train.deploy import load_model
 
     model = load_model(model_ref, registry)
@@ -311,22 +309,7 @@ def evaluate(
         (name, img, isos, seed, i, list(baselines), _Cache(cache), tile, overlap, i < KEEP_PANELS)
         for i, (name, img) in enumerate(images)
     ]
-    bar = tqdm(total=len(jobs), desc="evaluating", unit="img", disable=not progress)
-    results = []
-    if workers <= 1:
-        for j in jobs:
-            results.append(evaluate_image(model, bank, *j))
-            bar.update()
-    else:
-        ref = str(model.path)  # resolved export directory: workers load the same files
-        ctx = mp.get_context("spawn")  # forked children of a process with thread pools hang
-        with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init, initargs=(ref, None, lens_cache)
-        ) as ex:
-            for r in ex.map(_task, jobs):
-                results.append(r)
-                bar.update()
-    bar.close()
+    results = _run_jobs(model, bank, jobs, workers, lens_cache, progress)
     rows = [row for r in results for row in r["rows"]]
     per_iso = summarise(rows, [r["accum"] for r in results], isos, baselines, min_pixels)
     per_set = summarise_sets(rows, isos, baselines)
@@ -351,6 +334,30 @@ def evaluate(
             n: r["arrays"] for (n, _), r in zip(images, results, strict=True) if r["arrays"]
         },
     }
+
+
+def _run_jobs(model, bank, jobs: list, workers: int, lens_cache, progress: bool) -> list[dict]:
+    """:func:`evaluate_image` of each job, in order: here (``workers <= 1``) or in ``workers``
+    spawned processes that load the same export and lens bank."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="evaluating", unit="img", disable=not progress)
+    results = []
+    if workers <= 1:
+        for j in jobs:
+            results.append(evaluate_image(model, bank, *j))
+            bar.update()
+    else:
+        ref = str(model.path)  # resolved export directory: workers load the same files
+        ctx = mp.get_context("spawn")  # forked children of a process with thread pools hang
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init, initargs=(ref, None, lens_cache)
+        ) as ex:
+            for r in ex.map(_task, jobs):
+                results.append(r)
+                bar.update()
+    bar.close()
+    return results
 
 
 def write_metrics(result: dict, out: Path) -> Path:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as _field
 from numbers import Real
 from pathlib import Path
@@ -190,34 +190,13 @@ class ModelCard(Mapping):
             isinstance(channels, int) and not isinstance(channels, bool) and channels > 0,
             f"{where}: channels = {channels!r}: a positive integer",
         )
-        inputs = _strings(d.get("inputs", ["x"]), f"{where}: inputs")
-        nm = d.get("noise_model")
-        return cls(
-            components=_strings(d["components"], f"{where}: components"),
-            channels=channels,
-            inputs=inputs,
-            outputs=_strings(d.get("outputs", []), f"{where}: outputs"),
-            layout=str(d.get("layout") or "rgb"),
-            cfa=d.get("cfa"),
-            scale=d.get("scale"),
-            model=_mapping(d.get("model"), f"{where}: model") or {},
-            field=FieldTable.from_json(d.get("field"), where) if "field" in inputs else None,
-            noise_model=None if nm is None else NoiseTable.from_json(nm, f"{where}: noise_model"),
-            lens=d.get("lens"),
-            component_settings=_mapping(
-                d.get("component_settings"), f"{where}: component_settings"
-            ),
-            dataset=_mapping(d.get("dataset"), f"{where}: dataset"),
-            metrics=_mapping(d.get("metrics"), f"{where}: metrics") or {},
-            parity=_mapping(d.get("parity"), f"{where}: parity"),
-            package_version=str(d.get("package_version") or ""),
-            torch_version=d.get("torch_version"),
-            precision=str(d.get("precision") or "fp32"),
-            device=_mapping(d.get("device"), f"{where}: device"),
-            files=_mapping(d.get("files"), f"{where}: files") or {},
-            registry_version=d.get("registry_version"),
-            raw=d,
-        )
+        given = {k: v for k, v in d.items() if k in ENTRIES and v is not None}
+        # a missing or null entry has the field's default (here, in one place)
+        typed = {k: ENTRIES[k](v, f"{where}: {k}") for k, v in given.items()}
+        card = cls(**typed, channels=channels, raw=d)
+        if "field" in card.inputs:  # a field-aware model: its table must be there
+            card = replace(card, field=FieldTable.from_json(d.get("field"), where))
+        return card
 
     @classmethod
     def read(cls, path: str | Path, required: tuple[str, ...] = REQUIRED) -> ModelCard:
@@ -246,6 +225,38 @@ class ModelCard(Mapping):
 
     def __len__(self) -> int:
         return len(self.raw)
+
+
+def _same(v: Any, where: str) -> Any:
+    return v
+
+
+def _text(v: Any, where: str) -> str:
+    return str(v)
+
+
+# entry -> how the card reads it (one line names a bad one); ``field`` depends on ``inputs``
+ENTRIES: dict[str, Any] = {
+    "components": _strings,
+    "inputs": _strings,
+    "outputs": _strings,
+    "layout": _text,
+    "cfa": _same,
+    "scale": _same,
+    "model": _mapping,
+    "noise_model": lambda v, where: NoiseTable.from_json(v, where),
+    "lens": _same,
+    "component_settings": _mapping,
+    "dataset": _mapping,
+    "metrics": _mapping,
+    "parity": _mapping,
+    "package_version": _text,
+    "torch_version": _same,
+    "precision": _text,
+    "device": _mapping,
+    "files": _mapping,
+    "registry_version": _same,
+}
 
 
 def as_card(card: ModelCard | Mapping, where: str = "model card") -> ModelCard:

@@ -15,7 +15,7 @@ import numpy as np
 
 from data_gen.errors import require
 from data_gen.noise import NoiseModel
-from data_gen.sources import linear_to_srgb
+from data_gen.sources import linear_to_srgb, shrink
 from residual_train.deploy.compose import Strengths, compose
 
 FORMATS = {"png": "image/png", "tiff": "image/tiff"}
@@ -41,10 +41,7 @@ def area_downscale(a: np.ndarray, s: int) -> np.ndarray:
     """Mean over ``s × s`` blocks of ``(C, H, W)`` (the last partial blocks are dropped)."""
     if s == 1:
         return np.ascontiguousarray(a, np.float32)
-    c, h, w = a.shape
-    h2, w2 = h // s, w // s
-    v = np.asarray(a[:, : h2 * s, : w2 * s], np.float32)
-    return v.reshape(c, h2, s, w2, s).mean(axis=(2, 4), dtype=np.float32)
+    return shrink(np.asarray(a, np.float32), s)
 
 
 def region(shape: tuple[int, int], x: int | None, y: int | None, w: int | None, h: int | None):
