@@ -108,7 +108,8 @@ def _key(loc: tuple) -> str:
     return key or "<root>"
 
 
-def _value(data: Any, loc: tuple) -> Any:
+def value_at(data: Any, loc: tuple) -> Any:
+    """The value at the path ``loc`` (keys and list indices) in ``data``; None if absent."""
     v = data
     for p in loc:
         try:
@@ -159,7 +160,7 @@ def parse(model: type[S], data: Mapping | None, where: str) -> S:
             raise InputError(f"{key}: unknown setting (known: {known})") from None
         if err["type"] == "missing":
             raise InputError(f"{key}: required setting is missing") from None
-        shown = _value(data, _named(loc) or loc[:1])  # the value the key names
+        shown = value_at(data, _named(loc) or loc[:1])  # the value the key names
         raise InputError(f"{key} = {shown!r}: {msg}") from None
 
 

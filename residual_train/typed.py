@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, ValidationError
 
 from data_gen.errors import InputError
 from data_gen.paths import CONF
-from data_gen.typed import Settings
+from data_gen.typed import Settings, value_at
 from data_gen.values import boolean, integer, number, one_of
 
 _KEY = "\x00"  # stands for the key in a value check's message; the key is named by parse
@@ -76,15 +76,6 @@ def string_list(what: str) -> BeforeValidator:
 S = TypeVar("S", bound=Settings)
 
 
-def _value(data: Any, loc: tuple) -> Any:
-    for p in loc:
-        try:
-            data = data[p]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
 def parse(model: type[S], data: Mapping, where: str) -> S:
     """``data`` checked as ``model``; the first problem raised as one line naming the key
     and its value (``where.key = value: what it takes``; unknown keys:
@@ -109,7 +100,7 @@ def parse(model: type[S], data: Mapping, where: str) -> S:
         raise InputError(msg) from None
     if err["type"] == "missing":
         raise InputError(f"{key}: required setting is missing") from None
-    raise InputError(f"{key} = {_value(data, loc)!r}: {msg}") from None
+    raise InputError(f"{key} = {value_at(data, loc)!r}: {msg}") from None
 
 
 @functools.cache
