@@ -4,69 +4,45 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
-from pydantic import AfterValidator, Strict, field_validator
+from pydantic import Strict
 
 from data_gen.cli import run_app
-from data_gen.errors import InputError, require
+from data_gen.errors import require
 from data_gen.paths import APPS, filled_atomically
-from data_gen.typed import Count, Number, Settings, Text, at_least, check, parse
+from data_gen.sources import check_linearize
+from data_gen.typed import Settings, Text
 from data_gen.values import numbers
+from residual_train.typed import Bool, Int, Num, checked, parse
 
 Name = Text | Annotated[int, Strict()]  # a model or set name Hydra read as a number
-Int = Annotated[int, Strict()]
-
-
-def _at_least_one(v: float) -> float:
-    check(v >= 1, "a number >= 1")
-    return v
 
 
 class EvaluateSettings(Settings):
-    """``conf/apps/evaluate.yaml``, typed; its defaults are there (one place)."""
+    """``conf/apps/evaluate.yaml``, typed; its defaults are there (one place). Values are
+    checked by :mod:`data_gen.values`' helpers (their one-line wording)."""
 
     model: Name
     registry: Text | None
     images: Name | list[Name]
-    shrink: Annotated[Number, AfterValidator(_at_least_one)]
-    linearize: bool | Literal["auto"]
-    max_images: Count | None
-    max_size: Annotated[Int, at_least(16)] | None
-    isos: list[float] | None
+    shrink: Num(lo=1)
+    linearize: Annotated[bool | str, checked(check_linearize)]
+    max_images: Int(1, none_ok=True)
+    max_size: Int(16, none_ok=True)
+    isos: Annotated[list[float] | None, checked(numbers, positive=True, none_ok=True)]
     baselines: list[Text] | None
     component_baselines: dict[Text, list[Text] | Text | None] | None
     out: Text
-    seed: Annotated[Int, at_least(0)]
-    workers: Count
-    tile: Annotated[Int, at_least(8)]
-    overlap: Annotated[Int, at_least(4)]
-    min_bin_pixels: Count
+    seed: Int(0)
+    workers: Int(1)
+    tile: Int(8)
+    overlap: Int(4)
+    min_bin_pixels: Int(1)
     cache: Text | None
     bank_cache: Text | None
-    progress: bool
-
-    @field_validator("isos", mode="before")
-    @classmethod
-    def _isos(cls, v):
-        if v is None:
-            return v
-        try:
-            return numbers(v, "isos", positive=True)
-        except InputError as e:  # reported by parse as "isos = VALUE: ..."
-            raise ValueError(str(e).split(": ", 1)[1]) from None
-
-    @field_validator("linearize", mode="before")
-    @classmethod
-    def _linearize(cls, v):
-        check(
-            isinstance(v, bool) or v == "auto",
-            "auto (8-bit files are sRGB, 16-bit and "
-            "float ones linear), true (decode every integer file from sRGB) or false (take "
-            "it as linear)",
-        )
-        return v
+    progress: Bool
 
     @property
     def cache_dir(self) -> Path | None:
