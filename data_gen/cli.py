@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from data_gen.environment import environment
 from data_gen.errors import InputError
 from data_gen.paths import DISK_FULL_TEXTS
 from data_gen.values import boolean, integer, number
@@ -129,7 +130,7 @@ def run_task(
     that the line names, so a failed batch job can be diagnosed afterwards.
     ``RESIDUAL_TRAIN_DEBUG=1`` re-raises instead, with the traceback.
     """
-    debug = os.environ.get("RESIDUAL_TRAIN_DEBUG", "") not in ("", "0")
+    debug = environment().debug
     try:
         return fn()
     except InputError as e:
@@ -171,7 +172,7 @@ def report_hydra_errors(main: Callable[[], object]) -> object:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    debug = os.environ.get("RESIDUAL_TRAIN_DEBUG", "") not in ("", "0")
+    debug = environment().debug
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let the exception reach us instead of Hydra's report
     try:
         return main()

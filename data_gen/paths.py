@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from data_gen.environment import environment
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -165,8 +167,4 @@ def bank_cache_dir() -> Path:
     """Where computed PSF banks are kept: ``conf/data_gen.yaml``'s ``bank_cache`` default
     (``$RESIDUAL_TRAIN_CACHE`` or ``~/.cache/residual-train``, then ``banks``), for callers
     that build a generator pipeline from a stored config rather than through Hydra."""
-    root = (
-        os.environ.get("RESIDUAL_TRAIN_CACHE")
-        or f"{os.environ.get('HOME', '.')}/.cache/residual-train"
-    )
-    return Path(root) / "banks"
+    return environment().cache_root / "banks"

@@ -10,7 +10,8 @@ never leaves a half shard under its final name. After the rename a record
 ``records/NAME.json`` (sample count, sha256, config hash) is written; a shard is
 *complete* when its record exists and the file's sha256 matches it. ``manifest.json``
 is assembled from the records once every shard is complete; it holds no timestamps,
-so the same config gives a byte-identical manifest.
+so the same config gives a byte-identical manifest. Readers get them as the typed records
+of :mod:`data_gen.manifest`, parsed once here.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from pydantic import ValidationError
 
 from data_gen.chain import stored_names
-from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError
+from data_gen.manifest import Manifest, ShardEntry, ShardHeader, ShardRecord, parse_record
 from data_gen.paths import written_atomically
 from data_gen.render import PATCHES
 
@@ -49,10 +51,7 @@ def patch_names(f: h5py.File) -> list[str]:
 
 def shard_components(f: h5py.File) -> list[str]:
     """The component list of a shard (schema v1: blur, noise)."""
-    comps = f.attrs.get("components")
-    if comps is None:
-        return list(V1_COMPONENTS)
-    return [c.decode() if isinstance(c, bytes) else str(c) for c in comps]
+    return list(ShardHeader.read(f).components)
 
 
 def meta_dtype(channels: int, extra: list | None = None) -> np.dtype:
@@ -232,25 +231,29 @@ def remove_stale_tmp_files(out_dir: Path, older_than: float = STALE_SECONDS) -> 
 
 
 def write_record(out_dir: Path, name: str, index: int, samples: int, config_hash: str) -> dict:
+    """Write the record of the finished shard ``name`` (:class:`ShardRecord`); returns it
+    as written."""
     path = out_dir / name
-    rec = {
-        "name": name,
-        "index": index,
-        "samples": samples,
-        "bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-        "config_hash": config_hash,
-    }
+    rec = ShardRecord(
+        name=name,
+        index=index,
+        samples=samples,
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        config_hash=config_hash,
+    ).model_dump()
     (out_dir / RECORDS).mkdir(exist_ok=True)
     write_json_atomic(out_dir / RECORDS / f"{name}.json", rec)
     return rec
 
 
-def read_record(out_dir: Path, name: str) -> dict | None:
+def read_record(out_dir: Path, name: str) -> ShardRecord | None:
+    """The record of shard ``name``; None when it is missing, corrupt or not a record
+    (the shard then counts as incomplete)."""
     p = out_dir / RECORDS / f"{name}.json"
     try:
-        return json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return ShardRecord.model_validate_json(p.read_bytes())
+    except (FileNotFoundError, ValidationError):
         return None
 
 
@@ -261,10 +264,10 @@ def shard_complete(out_dir: Path, name: str, config_hash: str, checksum: bool = 
     path = out_dir / name
     return (
         rec is not None
-        and rec.get("config_hash") == config_hash
+        and rec.config_hash == config_hash
         and path.is_file()
-        and path.stat().st_size == rec.get("bytes")
-        and (not checksum or sha256_file(path) == rec.get("sha256"))
+        and path.stat().st_size == rec.bytes
+        and (not checksum or sha256_file(path) == rec.sha256)
     )
 
 
@@ -273,9 +276,9 @@ def build_manifest(out_dir: Path, total: int, header: dict) -> dict | None:
     shards = []
     for i in range(total):
         rec = read_record(out_dir, shard_name(i, total))
-        if rec is None or rec.get("config_hash") != header["config_hash"]:
+        if rec is None or rec.config_hash != header["config_hash"]:
             return None
-        shards.append({k: rec[k] for k in ("name", "index", "samples", "bytes", "sha256")})
+        shards.append(rec.entry.model_dump())
     return {
         **header,
         "num_shards": total,
@@ -284,73 +287,90 @@ def build_manifest(out_dir: Path, total: int, header: dict) -> dict | None:
     }
 
 
-def load_manifest(data_dir: Path) -> dict:
+def _manifest_mapping(data_dir: Path) -> tuple[dict, Manifest]:
+    """``manifest.json`` of ``data_dir`` as read, and as checked."""
     p = Path(data_dir) / MANIFEST
     if not p.is_file():
         raise InputError(f"{p}: no manifest (is {data_dir} a generated dataset, and complete?)")
     m = read_mapping(p, "manifest")
-    for key in ("schema_version", "config_hash", "shards"):
-        if key not in m:
-            raise InputError(f"{p}: manifest lacks the key {key!r}")
-    return m
+    return m, parse_record(Manifest, m, f"{p}: manifest")
+
+
+def read_manifest(data_dir: Path) -> Manifest:
+    """``manifest.json`` of ``data_dir``; an :class:`InputError` in one line when it is
+    missing, corrupt, lacks a key or holds a value of the wrong type."""
+    return _manifest_mapping(data_dir)[1]
+
+
+def load_manifest(data_dir: Path) -> dict:
+    """``manifest.json`` of ``data_dir`` as the JSON mapping, checked as
+    :func:`read_manifest` does (new code reads the :class:`Manifest` of that)."""
+    return _manifest_mapping(data_dir)[0]
 
 
 CHECKS = ("none", "size", "sha256")  # how far a shard file is checked against its manifest
 
 
-def shard_file_problem(d: Path, entry: dict, check: str = "sha256") -> str | None:
+def shard_file_problem(d: Path, entry: ShardEntry, check: str = "sha256") -> str | None:
     """What is wrong with the shard file of manifest entry ``entry`` in ``d`` (``None``:
     nothing): missing; with ``check`` ``size`` or ``sha256``, not the size the manifest says;
     with ``sha256``, not its checksum. The one check of a shard against its manifest (the
     verifier and the training loader)."""
-    p = d / entry["name"]
+    p = d / entry.name
     if not p.is_file():
-        return f"{entry['name']}: missing (listed in the manifest)"
-    if check in ("size", "sha256") and p.stat().st_size != entry["bytes"]:
+        return f"{entry.name}: missing (listed in the manifest)"
+    if check in ("size", "sha256") and p.stat().st_size != entry.bytes:
         return (
-            f"{entry['name']}: {p.stat().st_size} bytes, the manifest says {entry['bytes']} "
+            f"{entry.name}: {p.stat().st_size} bytes, the manifest says {entry.bytes} "
             "(modified or half-written)"
         )
-    if check == "sha256" and sha256_file(p) != entry["sha256"]:
-        return f"{entry['name']}: sha256 does not match the manifest (modified or corrupt)"
+    if check == "sha256" and sha256_file(p) != entry.sha256:
+        return f"{entry.name}: sha256 does not match the manifest (modified or corrupt)"
     return None
 
 
 def verify(data_dir: str | Path, checksums: bool = True) -> tuple[list[str], int]:
     """Check a dataset against its manifest. Returns (problems, samples checked)."""
     d = Path(data_dir)
-    m = load_manifest(d)
+    m = read_manifest(d)
     problems: list[str] = []
-    if m["schema_version"] not in SCHEMA_VERSIONS:
-        problems.append(
-            f"manifest schema_version {m['schema_version']}: not one of {SCHEMA_VERSIONS}"
-        )
+    if m.schema_version not in SCHEMA_VERSIONS:
+        problems.append(f"manifest schema_version {m.schema_version}: not one of {SCHEMA_VERSIONS}")
     n = 0
-    for s in m["shards"]:
-        p = d / s["name"]
+    for s in m.shards:
         problem = shard_file_problem(d, s, "sha256" if checksums else "size")
         if problem:
             problems.append(problem)
             continue
         try:
-            with h5py.File(p, "r") as f:
-                if f.attrs.get("schema_version") != m["schema_version"]:
-                    problems.append(f"{s['name']}: schema_version {f.attrs.get('schema_version')}")
-                if f.attrs.get("config_hash") != m["config_hash"]:
-                    problems.append(f"{s['name']}: made with another config than the manifest's")
-                for name in (*patch_names(f), "meta"):
-                    if name not in f:
-                        problems.append(f"{s['name']}: dataset {name!r} missing")
-                    elif f[name].shape[0] != s["samples"]:
-                        problems.append(
-                            f"{s['name']}/{name}: {f[name].shape[0]} samples, "
-                            f"manifest says {s['samples']}"
-                        )
+            with h5py.File(d / s.name, "r") as f:
+                problems += _shard_problems(f, s, m)
         except OSError as e:
-            problems.append(f"{s['name']}: not a readable HDF5 file ({e})")
+            problems.append(f"{s.name}: not a readable HDF5 file ({e})")
             continue
-        n += s["samples"]
+        except InputError as e:  # an attribute of the wrong type
+            problems.append(str(e))
+            continue
+        n += s.samples
     return problems, n
+
+
+def _shard_problems(f: h5py.File, s: ShardEntry, m: Manifest) -> list[str]:
+    """What in the open shard ``f`` disagrees with its manifest entry ``s`` and ``m``."""
+    h = ShardHeader.read(f)
+    problems = []
+    if h.schema_version != m.schema_version:
+        problems.append(f"{s.name}: schema_version {h.schema_version}")
+    if h.config_hash != m.config_hash:
+        problems.append(f"{s.name}: made with another config than the manifest's")
+    for name in (*stored_names(h.components), "meta"):
+        if name not in f:
+            problems.append(f"{s.name}: dataset {name!r} missing")
+        elif f[name].shape[0] != s.samples:
+            problems.append(
+                f"{s.name}/{name}: {f[name].shape[0]} samples, manifest says {s.samples}"
+            )
+    return problems
 
 
 def stray_files(data_dir: Path) -> list[str]:
@@ -378,7 +398,7 @@ def progress_without_manifest(data_dir: Path) -> str:
     for i in range(total):
         rec = read_record(d, shard_name(i, total))
         p = d / shard_name(i, total)
-        if rec is not None and p.is_file() and p.stat().st_size == rec.get("bytes"):
+        if rec is not None and p.is_file() and p.stat().st_size == rec.bytes:
             done += 1
     return (
         f"{d}: no manifest yet: {done} of {total} shards complete (by their records); run the "

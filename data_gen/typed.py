@@ -141,7 +141,11 @@ def _group(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
 
 def parse(model: type[S], data: Mapping | None, where: str) -> S:
     """``data`` checked as ``model``; the first problem raised as one line
-    ``<where>.<key> = <value>: <what is wrong>``."""
+    ``<where>.<key> = <value>: <what is wrong>`` (an unknown key: ``<where>.<key>: unknown
+    setting (known: ...)``). The one parser of every settings group, physics and learning.
+
+    A check across fields names its keys: relative to ``where`` (prefixed here), or in full
+    (a message starting with ``<where>.``, kept as it is)."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise InputError(f"{where or 'config'} = {data!r}: a mapping of settings is expected")
@@ -153,8 +157,12 @@ def parse(model: type[S], data: Mapping | None, where: str) -> S:
         loc = tuple(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if not loc:  # a check across fields: the message names its key
-            raise InputError(f"{prefix}{msg}") from None
+            raise InputError(
+                msg if prefix and msg.startswith(prefix) else f"{prefix}{msg}"
+            ) from None
         key = f"{prefix}{_key(loc)}"
+        if msg.startswith(f"{key}."):  # a nested group's check across its keys names them
+            raise InputError(msg) from None
         if err["type"] == "extra_forbidden":
             known = ", ".join(_group(model, loc[:-1]).model_fields)
             raise InputError(f"{key}: unknown setting (known: {known})") from None

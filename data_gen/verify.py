@@ -13,7 +13,7 @@ from pathlib import Path
 from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import CONF
-from data_gen.shards import MANIFEST, load_manifest, progress_without_manifest, stray_files, verify
+from data_gen.shards import MANIFEST, progress_without_manifest, read_manifest, stray_files, verify
 
 
 def run(cfg: dict) -> dict:
@@ -25,17 +25,14 @@ def run(cfg: dict) -> dict:
         print(f"FAIL {progress_without_manifest(d)}")
         sys.exit(1)
     problems, n = verify(d, checksums=bool(cfg["checksums"]))
-    manifest = load_manifest(d)
+    manifest = read_manifest(d)
     if problems:
         for p in problems:
             print(f"FAIL {d}: {p}")
         print(f"{len(problems)} problem(s) in {d}")
         sys.exit(1)
-    print(
-        f"OK {d}: {len(manifest['shards'])} shards, {n} samples, "
-        f"config {manifest['config_hash'][:12]}"
-    )
-    return {"dir": str(d), "shards": len(manifest["shards"]), "samples": n, "ok": True}
+    print(f"OK {d}: {len(manifest.shards)} shards, {n} samples, config {manifest.config_hash[:12]}")
+    return {"dir": str(d), "shards": len(manifest.shards), "samples": n, "ok": True}
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data_gen.cli import check_value_types, quote_range_overrides, report_hydra_errors, run_task
+from data_gen.environment import environment
 from data_gen.paths import CONF
 
 # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's argv,
@@ -24,7 +25,7 @@ JOB_ENV = "RESIDUAL_TRAIN_JOB_OVERRIDES"
 
 
 def _child_argv() -> list[str] | None:
-    if os.environ.get("LOCAL_RANK", "0") != "0" and JOB_ENV in os.environ:
+    if environment().local_rank != 0 and JOB_ENV in os.environ:
         return json.loads(os.environ[JOB_ENV])
     return None
 

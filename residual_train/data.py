@@ -8,7 +8,8 @@
   derived from (seed, epoch, index): data order and augmentations are identical
   whatever the number of workers, and a resumed run sees exactly what an
   uninterrupted one would.
-* :class:`ResidualDataModule` reads and checks ``manifest.json`` and splits train /
+* :class:`ResidualDataModule` reads and checks ``manifest.json`` (a
+  :class:`~data_gen.manifest.Manifest`) and splits train /
   validation by shard. With ``onthefly.enabled`` the training batches are rendered on the
   training device instead (:mod:`data_gen.onthefly`, after the batch number reaches the
   device: ``on_after_batch_transfer``), with the generation config of the dataset's own
@@ -48,11 +49,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from data_gen.chain import stored_names, stored_residuals
 from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError, require
+from data_gen.manifest import ShardEntry, ShardHeader
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral, transform_index
 from data_gen.paths import bank_cache_dir
 from data_gen.sensor import normalised_ab
-from data_gen.shards import load_manifest, shard_file_problem
+from data_gen.shards import read_manifest, shard_file_problem
 from residual_train.data_settings import DataSettings
 from residual_train.typed import completed, parse
 
@@ -133,12 +135,14 @@ def augment_draw(
 
 
 class ShardDataset(Dataset):
-    """Samples of a list of shards; items are addressed by ``(index, augmentation seed)``."""
+    """Samples of a list of shards; items are addressed by ``(index, augmentation seed)``.
+
+    ``shards``: manifest entries (:class:`~data_gen.manifest.ShardEntry`)."""
 
     def __init__(
         self,
         data_dir: str | Path,
-        shards: Sequence[dict],
+        shards: Sequence[ShardEntry],
         crop: int,
         augment: bool,
         sigma_map: bool = False,
@@ -154,9 +158,9 @@ class ShardDataset(Dataset):
         self.components, self.targets = tuple(components), targets
         self.stored = stored_names(self.components)
         self.transforms = tuple(transforms)
-        self.names = [s["name"] for s in shards]
-        self.shard_ids = [int(s["index"]) for s in shards]
-        counts = [int(s["samples"]) for s in shards]
+        self.names = [s.name for s in shards]
+        self.shard_ids = [s.index for s in shards]
+        counts = [s.samples for s in shards]
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.crop, self.augment, self.sigma_map = crop, augment, sigma_map
         self._files: dict[int, h5py.File] = {}
@@ -334,8 +338,8 @@ def _check_keys(
 
 
 def _split(
-    shards: list[dict], val: int | float | list | str, all_allowed: bool = False
-) -> tuple[list[dict], list[dict]]:
+    shards: list[ShardEntry], val: int | float | list | str, all_allowed: bool = False
+) -> tuple[list[ShardEntry], list[ShardEntry]]:
     """``val``: a number of shards (int), a fraction (float < 1), shard indices (list) or
     ``all``; every shard can go to validation only when ``all_allowed`` (on-the-fly)."""
     n = len(shards)
@@ -375,7 +379,7 @@ class ResidualDataModule(pl.LightningDataModule):
         self._read_manifest(s.crop)
         self._check_files(s.verify)
         self.train_shards, self.val_shards = _split(
-            list(self.manifest["shards"]), s.val_shards, s.onthefly.enabled
+            list(self.manifest.shards), s.val_shards, s.onthefly.enabled
         )
         self.batch_size, self.val_batch_size = s.batch_size, s.val_batch_size or s.batch_size
         self.num_workers, self.start_method = s.num_workers, s.start_method
@@ -393,13 +397,17 @@ class ResidualDataModule(pl.LightningDataModule):
     def _read_manifest(self, crop: int | None) -> None:
         """``manifest.json``: the patch size, channels, components and layout of the
         dataset, and the crop (``data.crop``) checked against them."""
-        self.manifest = m = load_manifest(self.dir)
-        for key in ("patch_size", "channels", "total_samples"):
-            require(key in m, f"{self.dir / 'manifest.json'}: manifest lacks {key!r}")
-        self.patch = int(m["patch_size"])
-        self.channels = int(m["channels"])
-        self.components = tuple(m.get("components") or V1_COMPONENTS)  # schema v1: none
-        self.layout = m.get("layout", "rgb")  # older datasets: RGB
+        self.manifest = m = read_manifest(self.dir)
+        for key, value in (
+            ("patch_size", m.patch_size),
+            ("channels", m.channels),
+            ("total_samples", m.total_samples),
+        ):
+            require(value is not None, f"{self.dir / 'manifest.json'}: manifest lacks {key!r}")
+        self.patch = int(m.patch_size)
+        self.channels = int(m.channels)
+        self.components = m.components  # schema v1: blur, noise
+        self.layout = m.layout  # older datasets: rgb
         self.crop = self.patch if crop is None else int(crop)
         # rendered on the fly, training patches may be larger than the stored ones
         # (validation then shows whole stored patches)
@@ -421,10 +429,11 @@ class ResidualDataModule(pl.LightningDataModule):
 
         from data_gen.generate import build_pipeline
 
-        first = self.dir / self.manifest["shards"][0]["name"]
+        first = self.dir / self.manifest.shards[0].name
         with h5py.File(first, "r") as f:
-            require("config" in f.attrs, f"{first}: stores no generation config (attrs.config)")
-            cfg = yaml.safe_load(f.attrs["config"])
+            stored = ShardHeader.read(f).config
+        require(stored is not None, f"{first}: stores no generation config (attrs.config)")
+        cfg = yaml.safe_load(stored)
         extra = self.onthefly.generator
         if extra:
             check_generator_keys(extra, cfg)
@@ -442,11 +451,10 @@ class ResidualDataModule(pl.LightningDataModule):
                 f"data.crop = {self.train_crop}: on-the-fly patches need originals of at least "
                 f"{need} px (crop + PSF size - 1): {e}"
             ) from None
-        m = self.manifest
         for what, rendered, stored in (
-            ("channels", pipe.stored_channels, int(m["channels"])),
+            ("channels", pipe.stored_channels, self.channels),
             ("layout", pipe.cfg["layout"], self.layout),
-            ("cfa", pipe.cfa, m.get("cfa")),
+            ("cfa", pipe.cfa, self.manifest.cfa),
             ("components", list(pipe.components), list(self.components)),
         ):
             require(
@@ -530,11 +538,11 @@ class ResidualDataModule(pl.LightningDataModule):
             return (0,)
         if self.onthefly.enabled:  # the lens rendered (a generator override may change it)
             return bank_symmetries(self._pipeline.bank.psfs)
-        with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
+        first = self.dir / self.manifest.shards[0].name
+        with h5py.File(first, "r") as f:
             require(
                 "psfs" in f,
-                f"data.geometric = lens: {self.dir / self.manifest['shards'][0]['name']} "
-                "stores no PSF bank (psfs); use all or none",
+                f"data.geometric = lens: {first} stores no PSF bank (psfs); use all or none",
             )
             return bank_symmetries(f["psfs"][:])
 
@@ -543,7 +551,7 @@ class ResidualDataModule(pl.LightningDataModule):
         return [NAMES[t] for t in self.transforms]
 
     def _check_files(self, mode: str) -> None:
-        for s in self.manifest["shards"]:
+        for s in self.manifest.shards:
             problem = shard_file_problem(self.dir, s, mode)
             require(
                 problem is None, f"{self.dir}/{problem}; check it with python -m data_gen.verify"
@@ -557,7 +565,7 @@ class ResidualDataModule(pl.LightningDataModule):
             return None
         if self.onthefly.enabled:
             return self._pipeline.bank.psfs.astype(np.float64).mean(axis=0)
-        with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
+        with h5py.File(self.dir / self.manifest.shards[0].name, "r") as f:
             if "psfs" not in f:
                 return None
             return f["psfs"][:].astype(np.float64).mean(axis=0)
@@ -569,7 +577,7 @@ class ResidualDataModule(pl.LightningDataModule):
             return None
         if self.onthefly.enabled:
             return np.asarray(self._pipeline.bank.psfs)
-        with h5py.File(self.dir / self.manifest["shards"][0]["name"], "r") as f:
+        with h5py.File(self.dir / self.manifest.shards[0].name, "r") as f:
             return f["psfs"][:] if "psfs" in f else None
 
     def psf_perm(self) -> np.ndarray:

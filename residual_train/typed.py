@@ -1,8 +1,8 @@
 """Checked settings for the learning stages (data, training): pydantic models whose values
 are checked with :mod:`data_gen.values`' wording (``an integer >= 1``, ``one of l1, l2``),
-:func:`parse` raising the first problem as one line naming the key and its value, the
-YAML's defaults filling a partial mapping (:func:`completed`), and :func:`build` for a
-group's ``_target_``. The groups themselves: :mod:`residual_train.data_settings` (``data``)
+:func:`parse` (:func:`data_gen.typed.parse`, the one parser of every settings group)
+raising the first problem as one line naming the key and its value, the YAML's defaults
+filling a partial mapping (:func:`completed`), and :func:`build` for a group's ``_target_``. The groups themselves: :mod:`residual_train.data_settings` (``data``)
 and :mod:`residual_train.training.settings` (the rest of the training config).
 
 The defaults live in one place, the YAML (``conf/train.yaml``, ``conf/data/default.yaml``):
@@ -16,14 +16,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field
 
 from data_gen.errors import InputError
 from data_gen.paths import CONF
-from data_gen.typed import Settings, value_at
+from data_gen.typed import parse  # noqa: F401 (the one settings parser, re-exported)
 from data_gen.values import boolean, integer, number, one_of
 
 _KEY = "\x00"  # stands for the key in a value check's message; the key is named by parse
@@ -71,36 +71,6 @@ def string_list(what: str) -> BeforeValidator:
         return value
 
     return BeforeValidator(run)
-
-
-S = TypeVar("S", bound=Settings)
-
-
-def parse(model: type[S], data: Mapping, where: str) -> S:
-    """``data`` checked as ``model``; the first problem raised as one line naming the key
-    and its value (``where.key = value: what it takes``; unknown keys:
-    ``where: unknown keys [...]``)."""
-    if not isinstance(data, Mapping):
-        raise InputError(f"{where} = {data!r}: a mapping of settings")
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as e:
-        errors = e.errors()
-    err = errors[0]
-    loc = tuple(err["loc"])
-    while loc and isinstance(loc[-1], int):  # an item of a list: name the list
-        loc = loc[:-1]
-    key = ".".join([where, *map(str, loc)]) if where else ".".join(map(str, loc))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        parent = key.rpartition(".")[0]
-        extra = sorted(str(x["loc"][-1]) for x in errors if x["type"] == "extra_forbidden")
-        raise InputError(f"{parent}: unknown keys {extra}") from None
-    if not loc or msg.startswith(f"{key}."):  # a check across keys names them itself
-        raise InputError(msg) from None
-    if err["type"] == "missing":
-        raise InputError(f"{key}: required setting is missing") from None
-    raise InputError(f"{key} = {value_at(data, loc)!r}: {msg}") from None
 
 
 @functools.cache

@@ -124,6 +124,31 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> dict[str, Path]:
+    """A tiny blur + noise dataset (``ds``), a one-epoch training run on it (``run``), the
+    run's export (``exp``) and an 8-bit PNG to deploy on (``png``): made once per test
+    worker and shared by every module that needs a trained and exported model. Read-only:
+    a test that changes one copies it first."""
+    import numpy as np
+    from PIL import Image
+
+    from data_gen.generate import generate
+    from residual_train.release.export import export
+    from residual_train.training.train import train
+    from tests.helpers.training import train_cfg
+
+    root = tmp_path_factory.mktemp("trained")
+    ds, run = root / "ds", root / "run"
+    generate(compose_cfg(f"out_dir={ds}", "patch_size=24", "source.size=96"))
+    train(
+        train_cfg(f"data.dir={ds}", f"run_dir={run}", "trainer.max_epochs=1", "val.panel_every=0")
+    )
+    export(run / "checkpoints" / "last.ckpt", root / "exp")
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(root / "x.png")
+    return {"ds": ds, "run": run, "exp": root / "exp", "png": root / "x.png"}
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster() -> str:
     """SLURM_CONF of the cluster started by ``scripts/local_slurm.sh start`` (.ci/run does),
     or skip naming why there is none."""

@@ -217,7 +217,7 @@ def test_batches_and_heads_follow_the_datasets_components(v2):
     item = dm.dataset(train=False)[(0, 0)]
     for c in dm.components:
         assert item[f"R_{c}"].shape == (3, 24, 24)
-    with h5py.File(v2 / dm.val_shards[0]["name"]) as f:
+    with h5py.File(v2 / dm.val_shards[0].name) as f:
         a = {k: f[k][0] for k in stored_names(dm.components)}
     want = batch_arrays(a, dm.components)
     torch.testing.assert_close(item["R_fog"], torch.from_numpy(want["R_fog"]))

@@ -157,21 +157,8 @@ def test_strength_outside_range_is_refused(bad):
 
 # ---- export, registry, deploy --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    ds = root / "ds"
-    generate(
-        compose_cfg(
-            f"out_dir={ds}", "shards=3", "samples_per_shard=12", "patch_size=24", "source.size=96"
-        )
-    )
-    train(
-        train_cfg(
-            f"data.dir={ds}", f"run_dir={root / 'run'}", "trainer.max_epochs=1", "val.panel_every=0"
-        )
-    )
-    export(root / "run" / "checkpoints" / "last.ckpt", root / "exp")
-    return root / "exp"
+def exported(trained_model) -> Path:
+    return trained_model["exp"]
 
 
 def test_export_writes_onnx_safetensors_and_a_complete_card(exported):
@@ -248,6 +235,25 @@ def test_registry_versions_aliases_and_tamper_detection(exported, tmp_path):
         load_model("dl:prod", registry=tmp_path / "reg")
     with pytest.raises(InputError, match="neither a version nor an alias"):
         reg.resolve("dl:nope")
+
+
+def _publish(root: str, src: str, version: str) -> str:
+    return str(Registry(root).publish(src, "dl", version))
+
+
+def test_jobs_publishing_at_once_lose_no_version(exported, tmp_path):
+    """Several processes publish versions of one name together (a sweep's jobs): the
+    registry's file lock serialises the index updates, so every version is listed."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    versions = [f"2.{i}" for i in range(6)]
+    with ProcessPoolExecutor(3, mp_context=mp.get_context("fork")) as pool:
+        done = list(pool.map(_publish, [str(tmp_path)] * 6, [str(exported)] * 6, versions))
+    assert done == [str(tmp_path / "dl" / v) for v in versions]
+    assert sorted(Registry(tmp_path).index("dl")["versions"]) == versions
+    for v in versions:
+        Registry(tmp_path).fetch(f"dl:{v}")  # each one complete and verified
 
 
 def test_cli_deploy_then_recompose_without_the_network(exported, tmp_path):

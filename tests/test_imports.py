@@ -49,3 +49,51 @@ def test_a_rule_the_code_breaks_is_reported_with_the_import(tmp_path):
     assert r.returncode == 1, r.stdout[-3000:]
     assert "deploy without physics BROKEN" in r.stdout
     assert "residual_train.deploy" in r.stdout and "data_gen" in r.stdout
+
+
+ENV_NAMES = (
+    "RESIDUAL_TRAIN_DEBUG",
+    "RESIDUAL_TRAIN_CACHE",
+    "RESIDUAL_TRAIN_KEY",
+    "LOCAL_RANK",
+    "WANDB_MODE",
+    "WANDB_API_KEY",
+)
+
+
+def test_the_environment_is_read_in_one_place(monkeypatch, tmp_path):
+    """The variables the project reads are data_gen.environment's typed record (read afresh
+    on every call); no other module reads them from os.environ (two modules computed the
+    cache folder, two the debug switch, before)."""
+    import re
+
+    from data_gen.environment import environment
+
+    names = "|".join(ENV_NAMES)
+    read = rf"(os\.environ\.get|os\.getenv)\(\s*.({names})|os\.environ\[.({names}).\](?!\s*=)"
+    hits = []
+    for p in sorted([*ROOT.glob("data_gen/**/*.py"), *ROOT.glob("residual_train/**/*.py")]):
+        if p.relative_to(ROOT).as_posix() == "data_gen/environment.py":
+            continue
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if re.search(read, line):
+                hits.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not hits, hits
+
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env = environment()
+    assert env.cache_root == tmp_path / ".cache" / "residual-train"
+    assert not env.debug and env.local_rank == 0 and env.registry_key is None
+    assert not env.wandb_offline
+    monkeypatch.setenv("RESIDUAL_TRAIN_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("RESIDUAL_TRAIN_DEBUG", "1")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    env = environment()
+    assert env.cache_root == tmp_path / "c" and env.debug and env.local_rank == 3
+    assert env.wandb_offline
+    from data_gen.paths import bank_cache_dir
+
+    assert bank_cache_dir() == tmp_path / "c" / "banks"

@@ -137,7 +137,7 @@ def test_generator_overrides_change_what_is_rendered(dataset):
     [
         ({"onthefly": None}, "val_shards = all: only with data.onthefly.enabled=true"),
         ({"onthefly": {**OTF, "pool": 0}}, "data.onthefly.pool = 0"),
-        ({"onthefly": {**OTF, "poool": 2}}, "data.onthefly: unknown keys ['poool']"),
+        ({"onthefly": {**OTF, "poool": 2}}, "data.onthefly.poool: unknown setting"),
         ({"onthefly": {**OTF, "samples_per_epoch": 4}}, "samples_per_epoch = 4"),
         ({"onthefly": {**OTF, "generator": {"sensor": {"iso": [-5]}}}}, "ISO"),
         ({"onthefly": {**OTF, "generator": {"renderer": "opengl"}}}, "renderer = 'opengl'"),

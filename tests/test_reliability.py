@@ -31,23 +31,9 @@ from tests.helpers.training import train_cfg
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """A tiny dataset, a trained run and its export."""
-    root = tmp_path_factory.mktemp("rel")
-    ds = root / "ds"
-    generate(compose_cfg(f"out_dir={ds}", "patch_size=24", "source.size=96"))
-    train(
-        train_cfg(
-            f"data.dir={ds}", f"run_dir={root / 'run'}", "trainer.max_epochs=1", "val.panel_every=0"
-        )
-    )
-    from residual_train.release.export import export
-
-    export(root / "run" / "checkpoints" / "last.ckpt", root / "exp")
-    from PIL import Image
-
-    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(root / "x.png")
-    return {"ds": ds, "run": root / "run", "exp": root / "exp", "png": root / "x.png"}
+def small(trained_model):
+    """A tiny dataset, a trained run and its export (conftest's session model)."""
+    return trained_model
 
 
 # ---- recompose reads only maps that match -------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from data_gen.errors import InputError
+from data_gen.shards import read_manifest
 from residual_train.data import EpochSampler, ResidualDataModule, ShardDataset
 from residual_train.models import build_model
 from residual_train.training.lit import ResidualModule
@@ -41,7 +42,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
 # ---- data ---------------------------------------------------------------------------------
 def test_batches_carry_inputs_targets_and_identical_augmentation(dataset):
     dm = ResidualDataModule(str(dataset), crop=16, batch_size=4, val_shards=1)
-    assert [s["index"] for s in dm.train_shards] == [0, 1, 2] and len(dm.val_shards) == 1
+    assert [s.index for s in dm.train_shards] == [0, 1, 2] and len(dm.val_shards) == 1
     ds = dm.dataset(train=True)
     item = ds[(5, 1234)]
     assert item["x"].shape == (3, 16, 16)
@@ -63,7 +64,7 @@ def test_augmentation_flips_and_turns_only_by_the_lens_symmetries(dataset):
     dm = ResidualDataModule(str(dataset), crop=24, batch_size=4)  # soft_prime: coma along x
     assert dm.transform_names == ["identity", "flip-y"]
     ds = dm.dataset(train=True)
-    with h5py.File(dataset / dm.train_shards[0]["name"]) as f:
+    with h5py.File(dataset / dm.train_shards[0].name) as f:
         stored = f["noise_blur"][3]
     seen = set()
     for seed in range(40):
@@ -106,9 +107,7 @@ def test_two_workers_read_the_same_data_as_the_main_process(dataset, method):
 def test_dataset_pickles_without_open_handles(dataset):
     import pickle
 
-    ds = ShardDataset(
-        dataset, [{"name": "shard-00000-of-00004.h5", "index": 0, "samples": 16}], 16, False
-    )
+    ds = ShardDataset(dataset, read_manifest(dataset).shards[:1], 16, False)
     ds[(0, 0)]
     assert ds._files
     clone = pickle.loads(pickle.dumps(ds))

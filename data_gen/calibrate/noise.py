@@ -34,10 +34,12 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data_gen.calibrate import frames as fr
 from data_gen.calibrate.dark import DarkSettings, dark_statistics
 from data_gen.calibrate.fit import LineFit
+from data_gen.calibrate.noise_result import IsoNoise
 from data_gen.calibrate.photon_transfer import photon_transfer
 from data_gen.calibrate.single_frame import fit_tiles, tile_stats
 from data_gen.cfa import PLANES
@@ -285,10 +287,10 @@ def _public(res: dict) -> dict:
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
 
-def sensor_config(results: dict[str, dict], camera: str) -> tuple[dict | None, str]:
+def sensor_config(results: dict[str, IsoNoise], camera: str) -> tuple[dict | None, str]:
     """The generator's ``kind: table`` sensor of the ISOs with both ``A`` and ``B``, or
     ``None`` and why not."""
-    rows = [(float(k), r) for k, r in results.items() if k != fr.UNKNOWN and r["A"] is not None]
+    rows = [(float(k), r) for k, r in results.items() if k != fr.UNKNOWN and r.A is not None]
     if not rows:
         why = (
             "the frames carry no ISO (give iso=VALUE)"
@@ -297,16 +299,16 @@ def sensor_config(results: dict[str, dict], camera: str) -> tuple[dict | None, s
         )
         return None, why
     rows.sort(key=lambda r: r[0])
-    black = float(np.mean([np.mean(r["black"]) for _, r in rows]))
+    black = float(np.mean([np.mean(r.black) for _, r in rows]))
     return {
         "kind": "table",
         "name": f"{camera or 'camera'} (calibrated)",
         "planes": list(PLANES),
         "isos": [i for i, _ in rows],
-        "a": [[float(v) for v in r["A"]] for _, r in rows],
-        "b": [[float(v) for v in r["B"]] for _, r in rows],
+        "a": [[float(v) for v in r.A] for _, r in rows],
+        "b": [[float(v) for v in r.B] for _, r in rows],
         "ob": black,
-        "white": float(rows[0][1]["white"]),
+        "white": float(rows[0][1].white),
         "iso": [i for i, _ in rows],
     }, ""
 
@@ -320,6 +322,16 @@ def inputs_of(paths: list[Path]) -> list[dict]:
     return out
 
 
+class Identity(BaseModel):
+    """What identifies a calibration in its summary file (``noise.json``, ``mtf.json``):
+    the command's settings but ``out``, and its inputs (:func:`inputs_of`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    config: dict[str, Any] | None = None
+    inputs: list[dict[str, Any]] | None = None
+
+
 def existing(out: Path, config: dict, inputs: list[dict], what: str) -> dict | None:
     """The summary of the same calibration already in ``out`` (same config and inputs),
     ``None`` when ``out`` is absent or empty; a different one is an :class:`InputError`."""
@@ -329,9 +341,10 @@ def existing(out: Path, config: dict, inputs: list[dict], what: str) -> dict | N
     if doc_path.is_file():
         try:
             doc = json.loads(doc_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            doc = {}
-        if doc.get("config") == config and doc.get("inputs") == inputs:
+            made = Identity.model_validate(doc)
+        except (OSError, json.JSONDecodeError, ValidationError):
+            made = Identity()  # unreadable: not this calibration
+        if made.config == config and made.inputs == inputs:
             return doc
         raise InputError(
             f"out = {str(out)!r} already holds a different calibration ({what} from other "
@@ -359,21 +372,22 @@ def run(cfg: dict) -> dict:
     out, config, inputs, done = prepare_output(c.out, cfg, paths, "noise.json")
     if done is not None:
         log.info("%s already holds this calibration; nothing to do", out)
-        return {"out": str(out), "unchanged": True, "isos": _summary(done["isos"])}
+        isos = {k: IsoNoise.of(r, f"{out / 'noise.json'} ISO {k}") for k, r in done["isos"].items()}
+        return {"out": str(out), "unchanged": True, "isos": _summary(isos)}
     groups = fr.load_frames(paths, c.iso, c.clip)
     f0 = next(iter(groups.values()))[0]
-    results = {}
+    results, isos = {}, {}
     for key, frames in groups.items():
-        results[key] = calibrate_iso(key, frames, c)
-        r = results[key]
+        results[key] = calibrate_iso(key, frames, c)  # as noise.json and dark.json write it
+        r = isos[key] = IsoNoise.of(results[key], f"ISO {key}")
         log.info(
             "ISO %s: method %s from %d file(s)%s; A = %s, B = %s",
             key,
-            r["method"],
-            len(r["frames"]),
-            f", dark statistics from {r['dark_frames']} dark frames" if "_dark" in r else "",
-            "-" if r["A"] is None else ", ".join(f"{v:.4g}" for v in r["A"]),
-            ", ".join(f"{v:.4g}" for v in r["B"]),
+            r.method,
+            len(r.frames),
+            f", dark statistics from {r.dark_frames} dark frames" if r.dark is not None else "",
+            "-" if r.A is None else ", ".join(f"{v:.4g}" for v in r.A),
+            ", ".join(f"{v:.4g}" for v in r.B),
         )
     doc = {
         "format": FORMAT,
@@ -386,7 +400,7 @@ def run(cfg: dict) -> dict:
         "inputs": inputs,
         "config": config,
     }
-    sensor, why = sensor_config(results, f0.camera)
+    sensor, why = sensor_config(isos, f0.camera)
     from data_gen.calibrate.page import noise_page
 
     with filled_atomically(out) as tmp:
@@ -405,10 +419,10 @@ def run(cfg: dict) -> dict:
                 )
                 sensor = {**sensor, "noise": "poisson_gaussian", "dark": "dark.json"}
             (tmp / "sensor.yaml").write_text(head + yaml.safe_dump(sensor, sort_keys=False))
-        (tmp / "index.html").write_text(noise_page(doc, results, dark_doc, why))
+        (tmp / "index.html").write_text(noise_page(doc, isos, dark_doc, why))
     summary = {
         "out": str(out),
-        "isos": _summary(doc["isos"]),
+        "isos": _summary(isos),
         "sensor": str(out / "sensor.yaml") if sensor is not None else None,
         "dark": str(out / "dark.json") if dark_doc else None,
         "report": str(out / "index.html"),
@@ -418,11 +432,8 @@ def run(cfg: dict) -> dict:
     return summary
 
 
-def _summary(isos: dict) -> dict:
-    return {
-        k: {"method": r["method"], "A": r.get("A"), "B": r.get("B"), "r2": r.get("r2")}
-        for k, r in isos.items()
-    }
+def _summary(isos: dict[str, IsoNoise]) -> dict:
+    return {k: {"method": r.method, "A": r.A, "B": r.B, "r2": r.r2} for k, r in isos.items()}
 
 
 def write_dark(d: Path, results: dict[str, dict]) -> dict | None:

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 
+from data_gen.calibrate.noise_result import IsoNoise
 from data_gen.cfa import PLANES
 from data_gen.html import render, table
 
@@ -93,7 +94,7 @@ def dark_figure(stats: dict, shading: np.ndarray, resid: np.ndarray) -> str:
     return embed(fig)
 
 
-def _fitted_rows(results: dict) -> list[dict]:
+def _fitted_rows(results: dict[str, IsoNoise]) -> list[dict]:
     """One row per ISO and CFA plane: the fitted ``A``, ``B``, R², the raw model's ``k1``,
     ``k0`` and the black and white levels."""
     rows = []
@@ -102,15 +103,15 @@ def _fitted_rows(results: dict) -> list[dict]:
             rows.append(
                 {
                     "ISO": key,
-                    "method": r["method"],
+                    "method": r.method,
                     "plane": name,
-                    "A": None if r.get("A") is None else float(r["A"][p]),
-                    "B": float(r["B"][p]),
-                    "R²": float(r["r2"][p]) if r.get("r2") else "",
-                    "k1 (DN/DN @100)": float(r["k1"][p]) if "k1" in r else "",
-                    "k0 (DN² @100)": float(r["k0"][p]) if "k0" in r else "",
-                    "black (DN)": float(r["black"][p]),
-                    "white (DN)": float(r["white"]),
+                    "A": None if r.A is None else float(r.A[p]),
+                    "B": float(r.B[p]),
+                    "R²": float(r.r2[p]) if r.r2 else "",
+                    "k1 (DN/DN @100)": float(r.k1[p]) if r.k1 is not None else "",
+                    "k0 (DN² @100)": float(r.k0[p]) if r.k0 is not None else "",
+                    "black (DN)": float(r.black[p]),
+                    "white (DN)": float(r.white),
                 }
             )
     return rows
@@ -144,20 +145,23 @@ def _dark_section(dark: tuple) -> dict:
     }
 
 
-def _iso_section(key: str, r: dict) -> dict:
+def _iso_section(key: str, r: IsoNoise) -> dict:
     """``{"key", "method", "frames", "black_source", "fit", "dark"}`` of one ISO: the fit's
     figure and the dark frames' section (:func:`_dark_section`), each None without them."""
+    fits = r.line_fits
     return {
         "key": key,
-        "method": r["method"],
-        "frames": ", ".join(r["frames"]),
-        "black_source": r.get("black_source", "file"),
-        "fit": fit_figure(r["_fits"], f"ISO {key}: σ² = A·v + B") if "_fits" in r else None,
-        "dark": _dark_section(r["_dark"]) if "_dark" in r else None,
+        "method": r.method,
+        "frames": ", ".join(r.frames),
+        "black_source": r.black_source,
+        "fit": fit_figure(fits, f"ISO {key}: σ² = A·v + B") if fits is not None else None,
+        "dark": _dark_section(r.dark) if r.dark is not None else None,
     }
 
 
-def noise_page(doc: dict, results: dict, dark_doc: dict | None, no_sensor: str) -> str:
+def noise_page(
+    doc: dict, results: dict[str, IsoNoise], dark_doc: dict | None, no_sensor: str
+) -> str:
     """The noise calibration's ``index.html`` (``templates/noise.html.j2``): the fitted
     noise per ISO and plane, each ISO's fit and dark frames, the command."""
     rows = _fitted_rows(results)

@@ -15,6 +15,7 @@ import numpy as np
 
 from data_gen.errors import require
 from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
+from data_gen.typed import parse
 
 KINDS: dict[str, type[NoiseKind]] = {}
 DEFAULT = "poisson_gaussian"
@@ -29,7 +30,7 @@ def register(cls: type[NoiseKind]) -> type[NoiseKind]:
 
 def kind_name(sensor_cfg: Mapping | None) -> str:
     """The kind a sensor config names (absent or null: the default)."""
-    name = (sensor_cfg or {}).get("noise")
+    name = parse(NoiseKeys, sensor_cfg, "sensor").noise
     return DEFAULT if name is None else name
 
 

@@ -19,9 +19,18 @@ from data_gen.errors import require
 from data_gen.optics import FieldBank, LensState, PSFBank, build_bank, save_bank
 from data_gen.optics.atlas import atlas_image, write_atlas
 from data_gen.paths import CONF
+from data_gen.typed import KindSettings, parse
 from data_gen.values import integer, number, numbers
 
 USAGE = "usage: python -m data_gen.optics bank|atlas lens=NAME out=FILE [key=value ...]"
+
+
+class LensHead(KindSettings):
+    """What the commands read of any lens config: its ``kind`` and, for lens descriptions
+    (measured grids have none), the channels' ``wavelengths_nm``."""
+
+    kind: str | None = None
+    wavelengths_nm: list[float] | None = None
 
 
 def as_field_bank(bank: PSFBank, lens: dict) -> FieldBank:
@@ -29,9 +38,10 @@ def as_field_bank(bank: PSFBank, lens: dict) -> FieldBank:
     have no field geometry and are refused)."""
     if isinstance(bank, FieldBank):
         return bank
+    n, kind = bank.psfs.shape[0], parse(LensHead, lens, "lens").kind
     require(
-        bank.psfs.shape[0] == 1,
-        f"lens.kind = {lens.get('kind')}: {bank.psfs.shape[0]} kernels without positions "
+        n == 1,
+        f"lens.kind = {kind}: {n} kernels without positions "
         "cannot form a field bank; use a lens description (kind: model) or a grid",
     )
     return FieldBank(
@@ -76,7 +86,7 @@ class _Atlas:
 
     @staticmethod
     def run(c: dict, a: dict, bank: FieldBank, out: Path, channels: int) -> dict:
-        wl = c["lens"].get("wavelengths_nm")  # lens descriptions have them, measured grids not
+        wl = parse(LensHead, c["lens"], "lens").wavelengths_nm
         labels = [f"{w:g} nm" for w in wl] if wl and len(wl) == channels else None
         state = integer(a["state"], "state", 0, len(bank.states) - 1)
         img = atlas_image(

@@ -12,7 +12,8 @@ cached transforms of those PSFs and never computes a PSF per patch.
   frame, from a measured PSF grid); nearest grid point, lens state drawn per sample.
 
 Banks are stored as HDF5 (:func:`save_bank` / :func:`load_bank`) with their axes,
-lens states and the description they were built from.
+lens states and the description they were built from (the attributes read as a
+:class:`BankHeader`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from data_gen.errors import InputError, require
 from data_gen.optics.psf import parse_zernike, pixel_psf, validate_psf
@@ -206,6 +208,49 @@ def description_hash(description: Mapping, channels: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class BankHeader(BaseModel):
+    """The attributes of a bank file (:func:`save_bank`), None where a file lacks one.
+
+    ``format``: :data:`BANK_FORMAT` of the writer; ``geometry``: a key of
+    :data:`GEOMETRIES`; ``axes``: the axis names of ``psfs``; ``sensor_hw``: the frame's
+    (height, width) the positions refer to, any one unit (None, stored as NaN: the source
+    frame's); ``lens``: the description the bank was built from, as YAML, and
+    ``lens_hash`` its :func:`description_hash`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: int | None = None
+    name: str | None = None
+    geometry: str | None = None
+    axes: str | None = None
+    sensor_hw: tuple[float, float] | None = None
+    lens: str = "{}"
+    lens_hash: str | None = None
+
+    @field_validator("sensor_hw")
+    @classmethod
+    def _frame(cls, hw: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if hw is None or any(math.isnan(v) for v in hw) else hw
+
+    @property
+    def description(self) -> dict:
+        """The lens description (``{}`` when none is stored)."""
+        return yaml.safe_load(self.lens) or {}
+
+    @classmethod
+    def of(cls, attrs: Mapping, path: Path) -> BankHeader:
+        """``attrs`` of the bank file ``path`` (an :class:`InputError` naming the file and
+        the attribute when one has the wrong type)."""
+        try:
+            return cls.model_validate(dict(attrs))
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise InputError(
+                f"PSF bank {path}: attribute {key} = {err['input']!r}: {err['msg']}"
+            ) from None
+
+
 def save_bank(bank: FieldBank, path: str | Path) -> Path:
     """Write ``bank`` to HDF5 (temporary name, then rename): PSFs, axes, states, lens."""
     path = Path(path)
@@ -250,9 +295,10 @@ def load_bank(path: str | Path) -> FieldBank:
         raise
     except OSError as e:
         raise InputError(f"PSF bank {path} cannot be read: {e}") from None
+    head = BankHeader.of(attrs, path)
     require(
-        int(attrs.get("format", -1)) == BANK_FORMAT,
-        f"PSF bank {path} has format {attrs.get('format')}; this version reads {BANK_FORMAT}",
+        head.format == BANK_FORMAT,
+        f"PSF bank {path} has format {head.format}; this version reads {BANK_FORMAT}",
     )
     require(grid.ndim == 6, f"PSF bank {path}: psfs has shape {grid.shape}, expected 6-D")
     bad = ~np.isfinite(grid)
@@ -262,16 +308,15 @@ def load_bank(path: str | Path) -> FieldBank:
         np.allclose(sums, 1, atol=1e-4),
         f"PSF bank {path}: PSFs are not normalised (sums {sums.min():.4g}..{sums.max():.4g})",
     )
-    hw = tuple(float(v) for v in attrs["sensor_hw"])
     return FieldBank(
         states=[LensState(*map(float, s)) for s in states],
-        name=str(attrs.get("name", path.stem)),
-        sensor_hw=None if any(math.isnan(v) for v in hw) else hw,
+        name=path.stem if head.name is None else head.name,
+        sensor_hw=head.sensor_hw,
         grid=grid.astype(np.float32),
-        geometry=str(attrs["geometry"]),
+        geometry=str(head.geometry),
         axis1=axis1,
         axis2=axis2,
-        description=yaml.safe_load(str(attrs.get("lens", "{}"))) or {},
+        description=head.description,
     )
 
 

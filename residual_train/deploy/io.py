@@ -1,13 +1,17 @@
 """Files in and out of deployment: an input image decoded to linear ``(C, H, W)``, the
 check that it lies in the sensor's range, residual maps saved and read back (32-bit float
-TIFF and ``maps.json``), and a composed output written as TIFF, NPY or PNG."""
+TIFF and ``maps.json``, read back as :class:`MapsInfo`), and a composed output written as
+TIFF, NPY or PNG."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
@@ -20,6 +24,7 @@ from data_gen.sources import (
     linear_to_srgb,
     read_image_encoded,
 )
+from residual_train.typed import Int
 
 # noise reaches below black by a few of its own standard deviations at black (σ(0) = √B);
 # a float file's rounding by a little (data_gen.sources.BELOW_BLACK_TOLERANCE) either way
@@ -140,26 +145,89 @@ def _read_planes(p: Path, d: Path) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(a, 2, 0).astype(np.float32, copy=False))
 
 
-def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """What :func:`save_maps` wrote to ``d``: the input ``(C, H, W)``, the residual map of
-    each component listed in ``maps.json`` (same shape), and ``maps.json`` itself."""
+def _or(default):
+    """A pydantic check: null (and an empty value) stand for ``default``."""
+    return BeforeValidator(lambda v: v or default)
+
+
+class MapsCard(BaseModel):
+    """What a recomposition reads of the model card that ``maps.json`` repeats."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    layout: Annotated[str, _or("rgb")] = "rgb"  # rgb, or packed Bayer planes (rggb)
+
+
+class MapsInfo(BaseModel):
+    """``maps.json`` of a deploy output (what :func:`save_maps` wrote), read once by
+    :func:`read_maps`. A key that a file written before it existed lacks takes the
+    default here (no correction of distortion, bicubic resampling, RGB data)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    components: Annotated[list[str], Field(min_length=1)]  # the saved residual maps
+    noise_A: list[float]  # the sensor's noise at the image's ISO, per channel
+    noise_B: list[float]
+    iso: float | None = None
+    model: str | None = None
+    input: str | None = None
+    input_encoding: str | None = None  # srgb or linear: what the input was decoded from
+    card: Annotated[MapsCard, _or({})] = MapsCard()
+    distortion: list[float] | None = None  # the radial coefficients the deploy run corrected
+    distortion_order: Int() = 3  # its resampling: 1 (bilinear) or 3 (bicubic)
+
+
+def read_maps_info(path: Path) -> tuple[MapsInfo, dict]:
+    """``maps.json`` at ``path``, typed, and as written; one line naming the file and the
+    key otherwise."""
+    meta = read_mapping(path, "maps description")
+    try:
+        return MapsInfo.model_validate(meta), meta
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = err["loc"]
+        require(loc[:1] != ("components",), f"{path}: 'components' must list the residual maps")
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "missing":
+            raise InputError(f"{path}: {key} is missing (not a deploy output?)") from None
+        what = err["msg"].removeprefix("Value error, ")
+        raise InputError(f"{path}: {key} = {err['input']!r}: {what}") from None
+
+
+@dataclass(frozen=True)
+class SavedMaps:
+    """A deploy output read back: the input ``(C, H, W)``, the residual map of each
+    component (same shape), ``maps.json`` typed (``info``) and as written (``meta``)."""
+
+    x: np.ndarray
+    maps: dict[str, np.ndarray]
+    info: MapsInfo
+    meta: dict
+
+
+def read_maps(d: str | Path) -> SavedMaps:
+    """What :func:`save_maps` wrote to ``d`` (the maps of the components ``maps.json``
+    lists, each checked against the input)."""
     d = Path(d)
     require((d / "maps.json").is_file(), f"maps = {str(d)!r}: no maps.json (not a deploy output)")
-    meta = read_mapping(d / "maps.json", "maps description")
-    comps = meta.get("components")
-    require(
-        isinstance(comps, list) and comps and all(isinstance(c, str) for c in comps),
-        f"{d / 'maps.json'}: 'components' must list the residual maps",
-    )
+    info, meta = read_maps_info(d / "maps.json")
     x = _read_planes(d / "input.tif", d)
-    maps = {k: _read_planes(d / f"R_{k}.tif", d) for k in comps}
+    maps = {k: _read_planes(d / f"R_{k}.tif", d) for k in info.components}
     for k, v in maps.items():
         require(
             v.shape == x.shape,
             f"{d / f'R_{k}.tif'}: shape {v.shape[1:]} x {v.shape[0]} channels, the input "
             f"{x.shape[1:]} x {x.shape[0]}: the maps do not belong to this input",
         )
-    return x, maps, meta
+    return SavedMaps(x, maps, info, meta)
+
+
+def load_maps(d: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """What :func:`save_maps` wrote to ``d``: the input ``(C, H, W)``, the residual map of
+    each component listed in ``maps.json`` (same shape), and ``maps.json`` itself (checked
+    as :class:`MapsInfo`; :func:`read_maps` gives it typed)."""
+    s = read_maps(d)
+    return s.x, s.maps, s.meta
 
 
 def _write_tiff(tmp: Path, y: np.ndarray) -> None:

@@ -17,7 +17,7 @@ from data_gen.noise import NoiseModel
 from data_gen.paths import APPS
 from data_gen.values import boolean, integer
 from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
-from residual_train.deploy.io import load_maps, write_output
+from residual_train.deploy.io import read_maps, write_output
 
 
 def run(o: dict) -> dict:
@@ -26,19 +26,18 @@ def run(o: dict) -> dict:
         not out.exists() or boolean(o["overwrite"], "overwrite"),
         f"out = {str(out)!r} exists; pass overwrite=true to replace it",
     )
-    x, maps, meta = load_maps(str(o["maps"]))
+    saved = read_maps(str(o["maps"]))
+    info = saved.info
     dist = o["distortion"]
     if dist == "auto":  # what the deploy run corrected
-        dist = meta.get("distortion")
-        order = integer(meta.get("distortion_order", 3), f"{o['maps']}/maps.json: distortion_order")
+        dist, order = info.distortion, info.distortion_order
     else:
         order = integer(o["distortion_order"], "distortion_order")
     k_dist = check_distortion(dist)
     t = time.perf_counter()
-    noise = NoiseModel(meta["noise_A"], meta["noise_B"])
-    y = compose(x, maps, dict(o["strengths"]), noise, o["mode"])
-    layout = (meta.get("card") or {}).get("layout") or "rgb"
-    y = correct_distortion_stage(y, k_dist, order, layout)
+    noise = NoiseModel(info.noise_A, info.noise_B)
+    y = compose(saved.x, saved.maps, dict(o["strengths"]), noise, o["mode"])
+    y = correct_distortion_stage(y, k_dist, order, info.card.layout)
     ms = (time.perf_counter() - t) * 1e3
     write_output(out, y)
     return {"out": str(out), "compose_ms": ms}

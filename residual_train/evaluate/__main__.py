@@ -34,7 +34,7 @@ class EvaluateSettings(Settings):
     isos: Annotated[list[float] | None, checked(numbers, positive=True, none_ok=True)]
     baselines: list[Text] | None
     component_baselines: dict[Text, list[Text] | Text | None] | None
-    out: Text
+    out: Text | None  # required: null or ??? is refused by check_settings
     seed: Int(0)
     workers: Int(1)
     tile: Int(8)
@@ -51,10 +51,9 @@ class EvaluateSettings(Settings):
 
 def check_settings(cfg: dict) -> EvaluateSettings:
     """The values of ``conf/apps/evaluate.yaml``, typed (one line otherwise)."""
-    require(
-        cfg.get("out") not in (None, "???"), "out is missing: give the output folder as out=DIR"
-    )
-    return parse(EvaluateSettings, cfg, "")
+    s = parse(EvaluateSettings, cfg, "")
+    require(s.out not in (None, "???"), "out is missing: give the output folder as out=DIR")
+    return s
 
 
 def run(cfg: dict) -> dict:

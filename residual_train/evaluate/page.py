@@ -8,6 +8,7 @@ demo's reports.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from data_gen.html import render, table
 from data_gen.preview import to_rgb8
 from data_gen.sources import linear_to_srgb
+from residual_train.evaluate.result import EvaluationResult
 
 PACKAGE = "residual_train.evaluate"
 METHODS = ("input", "model", "wiener_wavelet", "bm3d_wiener")
@@ -125,11 +127,11 @@ def _mark(r: dict, c: str) -> str | None:
     return None
 
 
-def _tables(result: dict) -> dict[str, dict]:
+def _tables(result: EvaluationResult) -> dict[str, dict]:
     """The evaluation page's tables (:func:`data_gen.html.table`): ``psnr``, ``ssim``,
     ``heads``, ``kept`` (noise kept per brightness bin) and ``per_image``."""
-    b = result["baselines"]
-    per_iso = result["per_iso"]
+    b = result.baselines
+    per_iso = result.per_iso
     psnr_cols = ["iso", "images", *(f"psnr_{m}" for m in ("input", "model", *b))]
     psnr_cols += [f"gain_over_{x}" for x in b]
     ssim_cols = ["iso", *(f"ssim_{m}" for m in ("input", "model", *b))]
@@ -158,50 +160,53 @@ def _tables(result: dict) -> dict[str, dict]:
         "ssim": table(per_iso, ssim_cols, "{:.4f}"),
         "heads": table(per_iso, head_cols, "{:.3f}"),
         "kept": table(kept_rows, kept_cols, "{:.4g}"),
-        "per_image": table(result["per_image"], image_cols, "{:.3f}"),
+        "per_image": table(result.per_image, image_cols, "{:.3f}"),
     }
 
 
-def _sets(result: dict) -> list[dict]:
+def _sets(result: EvaluationResult) -> list[dict]:
     """Per set of photographs ``{"heading", "table", "worst"}``: its margins per ISO and the
     worst image against each BM3D baseline (text)."""
-    b = result["baselines"]
+    b = result.baselines
     cols = ["iso", "images", "psnr_model", *(f"psnr_{x}" for x in b)]
     for x in b:
         cols += [f"gain_over_{x}", f"share_beating_{x}", f"worst_margin_over_{x}"]
     sets = []
-    for name, s in (result.get("per_set") or {}).items():
+    for name, s in result.per_set.items():
         worst = "; ".join(
             f"ISO {r['iso']:g}: "
             + ", ".join(f"{r[f'worst_image_{x}']} vs {x}" for x in b if x.startswith("bm3d"))
-            for r in s["per_iso"]
+            for r in s.per_iso
         )
         sets.append(
             {
-                "heading": f"{name} ({s['role']}, {s['images']} images)",
-                "table": table(s["per_iso"], cols, "{:.2f}", _mark),
+                "heading": f"{name} ({s.role}, {s.images} images)",
+                "table": table(s.per_iso, cols, "{:.2f}", _mark),
                 "worst": worst,
             }
         )
     return sets
 
 
-def write_page(result: dict, out: Path, title: str = "residual-train evaluation") -> Path:
-    """``out/index.html`` (``templates/evaluation.html.j2``) with its PNGs; returns the
-    page's path."""
+def write_page(
+    result: EvaluationResult | Mapping, out: Path, title: str = "residual-train evaluation"
+) -> Path:
+    """``out/index.html`` (``templates/evaluation.html.j2``) of an evaluation's result
+    (:func:`residual_train.evaluate.run.evaluate`) with its PNGs; returns the page's path."""
+    result = EvaluationResult.of(result)
     out.mkdir(parents=True, exist_ok=True)
-    psnr_png, kept_png = _plots(result["per_iso"], result["baselines"], out)
+    psnr_png, kept_png = _plots(result.per_iso, result.baselines, out)
     page = render(
         "evaluation.html.j2",
         PACKAGE,
         title=title,
-        model=result["model"],
-        images=len(result["images"]),
+        model=result.model,
+        images=len(result.images),
         tables=_tables(result),
         sets=_sets(result),
         psnr_png=psnr_png,
         kept_png=kept_png,
-        panels=panels(result.get("arrays", {}), result["baselines"], out),
+        panels=panels(result.arrays, result.baselines, out),
     )
     index = out / "index.html"
     index.write_text(page)

@@ -18,8 +18,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from data_gen import __version__
+from data_gen.environment import environment
 from data_gen.errors import require
 from data_gen.noise_kinds import DEFAULT, kind_name
 from data_gen.optics import PSFBank, build_bank
@@ -39,16 +41,30 @@ def x_of(r: dict) -> np.ndarray:
 
 
 def default_cache() -> Path:
-    root = os.environ.get("RESIDUAL_TRAIN_CACHE") or Path.home() / ".cache" / "residual-train"
-    return Path(root) / "eval"
+    return environment().cache_root / "eval"
+
+
+class SensorISO(BaseModel):
+    """What :func:`card_isos` reads of the sensor settings a card's noise table was computed
+    from (``source``): their ``iso``, a list of values, one value or a ``{min, max}`` range
+    (absent or null: a calibrated table's own ISOs)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    iso: list[float] | float | dict[str, float] | None = None
+
+    @property
+    def listed(self) -> list[float]:
+        """The values the settings list (none for a single value or a range)."""
+        return list(self.iso) if isinstance(self.iso, list) else []
 
 
 def card_isos(card: ModelCard | Mapping) -> list[float]:
     """The ISO values a card's sensor lists, else 4 log-spaced values over its range."""
     table = as_card(card).sensor_noise()
-    iso = table.source.get("iso")  # the sensor settings' own list, when they give one
-    if isinstance(iso, list) and iso:
-        return [float(v) for v in iso]
+    listed = SensorISO.model_validate(table.source).listed
+    if listed:
+        return listed
     lo, hi = table.range
     return [float(v) for v in np.geomspace(lo, hi, 4).round(3)]
 

@@ -25,8 +25,8 @@ model (relight, fog, defocus, lens blur, noise) on real photographs with measure
 
 from __future__ import annotations
 
-import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ import numpy as np
 from data_gen.cli import compose_config
 from data_gen.errors import require
 from data_gen.paths import APPS, CONF
+from residual_train.pipelines.metrics import read_metrics
 
 COMPONENTS = ("relight", "fog", "blur", "noise")
 # pairs of correlated strengths: a smooth correction × a component it transports (the kept
@@ -42,27 +43,45 @@ GRIDS = (("relight", "noise"), ("fog", "blur"), ("fog", "noise"))
 STRENGTHS = (0.0, 0.5, 1.0)
 EVAL_ISO = 1600
 
-PROFILES = {
+
+@dataclass(frozen=True)
+class ShippedProfile:
+    """A shipped model evaluated on photographs with depth; no training."""
+
+    shipped: str  # the shipped model's name
+    isos: tuple[int, ...]  # the evaluation's ISOs
+    images: str | tuple[str, ...]  # a set name (``depth``: every set there is), or names
+    max_size: int | None = None  # centre crop of each photograph (None: whole; grids: 256)
+
+
+@dataclass(frozen=True)
+class TrainedProfile:
+    """A components model generated, trained and published here, then evaluated on one
+    photograph with depth."""
+
+    data: tuple[str, ...]  # overrides of the data generation (conf/data_gen.yaml)
+    train: tuple[str, ...]  # overrides of the training (conf/train.yaml)
+    eval_size: int  # the photograph's centre crop, px
+
+
+PROFILES: dict[str, ShippedProfile | TrainedProfile] = {
     # the shipped model on the photographs with depth (minutes: the classical baselines)
-    "components": {"shipped": "components", "isos": [400, 3200], "images": "depth"},
+    "components": ShippedProfile("components", isos=(400, 3200), images="depth"),
     # seconds: the same wiring on the motorcycle alone, small, one ISO (tests)
-    "components_shipped_tiny": {
-        "shipped": "components",
-        "isos": [400],
-        "images": ["motorcycle"],
-        "max_size": 160,
-    },
+    "components_shipped_tiny": ShippedProfile(
+        "components", isos=(400,), images=("motorcycle",), max_size=160
+    ),
     # train one yourself: about 12 minutes on 2 CPU cores
-    "components_train": {
-        "data": [
+    "components_train": TrainedProfile(
+        data=(
             "shards=4",
             "samples_per_shard=256",
             "patch_size=48",
             "source.size=256",
             "workers=2",
             "sensor.iso=[400,1600]",
-        ],
-        "train": [
+        ),
+        train=(
             "experiment=tiny",
             "data.crop=48",
             "data.batch_size=16",
@@ -71,15 +90,15 @@ PROFILES = {
             "trainer.max_epochs=10",
             "optim.lr=1e-3",
             "val.panel_every=0",
-        ],
-        "eval_size": 256,
-    },
+        ),
+        eval_size=256,
+    ),
     # seconds: for tests
-    "components_tiny": {
-        "data": ["shards=3", "samples_per_shard=16", "patch_size=32", "source.size=96"],
-        "train": ["experiment=tiny", "data.crop=32", "trainer.max_epochs=1", "val.panel_every=0"],
-        "eval_size": 64,
-    },
+    "components_tiny": TrainedProfile(
+        data=("shards=3", "samples_per_shard=16", "patch_size=32", "source.size=96"),
+        train=("experiment=tiny", "data.crop=32", "trainer.max_epochs=1", "val.panel_every=0"),
+        eval_size=64,
+    ),
 }
 
 
@@ -134,21 +153,16 @@ def evaluate_photograph(model, chain, psf: np.ndarray, noise, size: int, margin:
 
 
 def _val_rows(run_dir: Path, heads) -> list[dict]:
-    rows = list(csv.DictReader((run_dir / "logs" / "metrics.csv").open()))
-    last = [r for r in rows if r.get("val/psnr_full")]
+    """The last validation's PSNR per head and with every head (``full``), of the input and
+    of the model's correction (none without a validation)."""
+    last = [r for r in read_metrics(run_dir) if r.validated]
     if not last:
         return []
     r = last[-1]
-    out = []
-    for h in [*heads, "full"]:
-        out.append(
-            {
-                "component": h,
-                "psnr_input": float(r[f"val/psnr_{h}_input"]),
-                "psnr_model": float(r[f"val/psnr_{h}"]),
-            }
-        )
-    return out
+    return [
+        {"component": h, "psnr_input": r.val_psnr_input[h], "psnr_model": r.val_psnr[h]}
+        for h in [*heads, "full"]
+    ]
 
 
 def _figures(ev: dict, out: Path) -> list[dict]:
@@ -261,12 +275,12 @@ def write_components_report(
 def run_components_demo(out: Path, profile_name: str, timer) -> Path:
     """The components demo (module docstring); ``timer``: the demo's stage timer."""
     prof = PROFILES[profile_name]
-    if "shipped" in prof:
+    if isinstance(prof, ShippedProfile):
         return run_shipped(out.resolve(), profile_name, prof, timer)
     return run_trained(out.resolve(), profile_name, prof, timer)
 
 
-def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
+def run_shipped(out: Path, profile_name: str, prof: ShippedProfile, timer) -> Path:
     """The shipped components model: its evaluation on the photographs with depth, then the
     strengths grids on the motorcycle."""
     from data_gen.html import Markup
@@ -275,7 +289,7 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
     from residual_train.evaluate.components import card_chain
     from residual_train.evaluate.run import card_bank
 
-    name = prof["shipped"]
+    name = prof.shipped
     require(
         name in shipped_models(),
         f"profile = {profile_name}: this package ships no {name!r} model; train one with "
@@ -284,12 +298,12 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
     over = [
         f"model={name}",
         f"out={out / 'eval'}",
-        "isos=[" + ",".join(map(str, prof["isos"])) + "]",
+        "isos=[" + ",".join(map(str, prof.isos)) + "]",
     ]
-    images = prof["images"]
+    images = prof.images
     over.append(f"images={images}" if isinstance(images, str) else f"images=[{','.join(images)}]")
-    if prof.get("max_size"):
-        over.append(f"max_size={prof['max_size']}")
+    if prof.max_size:
+        over.append(f"max_size={prof.max_size}")
     cfg = compose_config(APPS, "evaluate", over)
     with timer.stage("evaluate on the photographs with depth"):
         evaluation = run_evaluation(cfg)
@@ -297,7 +311,7 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
         model = load_model(name)
         chain = card_chain(model.card)
         bank = card_bank(model.card, cfg["bank_cache"])  # the lens bank the evaluation made
-        size = int(prof.get("max_size") or 256)
+        size = prof.max_size or 256
         ev = evaluate_photograph(
             model, chain, bank.psfs[0], model.noise_model(EVAL_ISO), size, chain.margin(bank.size)
         )
@@ -314,7 +328,7 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
             "(docs/guides/components.md). Its evaluation on every photograph with measured "
             "depth, at ISO {}, next to each component's classical baselines: "
             '<a href="../eval/index.html">eval/index.html</a>.'
-        ).format(name, ", ".join(model.heads), ", ".join(map(str, prof["isos"])))
+        ).format(name, ", ".join(model.heads), ", ".join(map(str, prof.isos)))
         index = write_components_report(
             out / "report", info, ev, [], f"The shipped {name} model", about
         )
@@ -323,7 +337,7 @@ def run_shipped(out: Path, profile_name: str, prof: dict, timer) -> Path:
     return index
 
 
-def run_trained(out: Path, profile_name: str, prof: dict, timer) -> Path:
+def run_trained(out: Path, profile_name: str, prof: TrainedProfile, timer) -> Path:
     """Generate, train, publish and evaluate a components model of one's own."""
     from data_gen.generate import build_pipeline, generate
     from residual_train.deploy import load_model
@@ -332,17 +346,17 @@ def run_trained(out: Path, profile_name: str, prof: dict, timer) -> Path:
     data_dir, run_dir = out / "data", out / "train"
     with timer.stage("generate data"):
         comp = ["components=[" + ",".join(COMPONENTS) + "]", "+source.depth=[1,20]"]
-        data_cfg = compose_config(CONF, "data_gen", [f"out_dir={data_dir}", *comp, *prof["data"]])
+        data_cfg = compose_config(CONF, "data_gen", [f"out_dir={data_dir}", *comp, *prof.data])
         gen = generate(data_cfg)
     _, result, version = train_and_publish(
-        timer, out, data_dir, run_dir, prof["train"], "components"
+        timer, out, data_dir, run_dir, list(prof.train), "components"
     )
     with timer.stage("evaluate on a photograph with depth"):
         pipe = build_pipeline(data_cfg)
         model = load_model("components:latest", out / "registry")
         noise = pipe.sensor.params(EVAL_ISO).model
         ev = evaluate_photograph(
-            model, pipe.chain, pipe.bank.psfs[0], noise, prof["eval_size"], pipe.margin
+            model, pipe.chain, pipe.bank.psfs[0], noise, prof.eval_size, pipe.margin
         )
     with timer.stage("report"):
         samples = gen["samples"] or int(data_cfg["shards"]) * int(data_cfg["samples_per_shard"])

@@ -9,9 +9,9 @@ curves, a strengths grid and the lens's PSF. The markup is ``templates/report.ht
 
 from __future__ import annotations
 
-import csv
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,8 @@ from PIL import Image
 from data_gen.html import render, table
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.page import save_image, write_page
+from residual_train.evaluate.result import EvaluationResult
+from residual_train.pipelines.metrics import read_metrics
 
 STRENGTHS = (0.0, 0.5, 1.0)
 # the report's template, then the evaluation pages' layout and macros it uses
@@ -34,20 +36,17 @@ def _curves(run_dir: Path, out: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader((run_dir / "logs" / "metrics.csv").open()))
+    rows = read_metrics(run_dir)
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-    tr = [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+    tr = [(r.step, r.train_loss) for r in rows if r.train_loss is not None]
     if tr:
         ax[0].plot(*zip(*tr, strict=True), lw=0.8)
     ax[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
-    for key in ("psnr_full", "psnr_blur", "psnr_noise"):
-        pts = [(int(r["step"]), float(r[f"val/{key}"])) for r in rows if r.get(f"val/{key}")]
-        inp = [
-            (int(r["step"]), float(r[f"val/{key}_input"]))
-            for r in rows
-            if r.get(f"val/{key}_input")
-        ]
+    for c in ("full", "blur", "noise"):
+        pts = [(r.step, r.val_psnr[c]) for r in rows if c in r.val_psnr]
+        inp = [(r.step, r.val_psnr_input[c]) for r in rows if c in r.val_psnr_input]
         if pts:
+            key = f"psnr_{c}"
             line = ax[1].plot(*zip(*pts, strict=True), "-", marker="o", label=key)[0]
             ax[1].plot(*zip(*inp, strict=True), ":", color=line.get_color(), label=f"{key} (input)")
     ax[1].set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR per component")
@@ -73,10 +72,10 @@ def _psf_atlas(psf: np.ndarray, out: Path) -> str:
     return "psf_atlas.png"
 
 
-def _strengths_grid(result: dict, out: Path) -> tuple[str, list]:
+def _strengths_grid(result: EvaluationResult, out: Path) -> tuple[str, list]:
     """Nine compositions of one image's maps (one network pass) as PNGs in ``out``: returns
     which image and ISO, and per row b its cells' file names (columns a)."""
-    name, by_iso = next(iter(result["arrays"].items()))
+    name, by_iso = next(iter(result.arrays.items()))
     isos = sorted(by_iso)
     iso = isos[len(isos) // 2]
     v = by_iso[iso]
@@ -118,14 +117,14 @@ def _run_tables(info: dict) -> tuple[dict, dict]:
     return table(stages, ["stage", "seconds"], "{:.1f}"), table(rows, ["key", "value"], "{}")
 
 
-def _evaluations(evaluations: dict[str, dict], out: Path) -> list[dict]:
+def _evaluations(evaluations: dict[str, EvaluationResult], out: Path) -> list[dict]:
     """Writes each evaluation's own page in ``out/<slug>/``; returns per evaluation
     ``{"label", "ref", "page", "table", "kept"}`` (links relative to ``out``)."""
     shown = []
     for label, res in evaluations.items():
         slug = _slug(label)
         page = write_page(res, out / slug, title=f"evaluation: {label}")
-        b = res["baselines"]
+        b = res.baselines
         cols = [
             "iso",
             *(f"psnr_{m}" for m in ("input", "model", *b)),
@@ -135,20 +134,20 @@ def _evaluations(evaluations: dict[str, dict], out: Path) -> list[dict]:
         shown.append(
             {
                 "label": label,
-                "ref": str(res["model"]["ref"]),
+                "ref": res.model.ref,
                 "page": f"{slug}/{page.name}",
-                "table": table(res["per_iso"], cols, "{:.3f}"),
+                "table": table(res.per_iso, cols, "{:.3f}"),
                 "kept": f"{slug}/noise_kept.png",
             }
         )
     return shown
 
 
-def _grid(evaluations: dict[str, dict], out: Path) -> dict | None:
+def _grid(evaluations: dict[str, EvaluationResult], out: Path) -> dict | None:
     """The strengths grid of the first evaluation's kept arrays (None without them):
     ``{"where", "cols", "rows": [{"label", "cells"}]}``."""
     first = next(iter(evaluations.values()))
-    if not first.get("arrays"):
+    if not first.arrays:
         return None
     where, rows = _strengths_grid(first, out)
     return {
@@ -164,13 +163,15 @@ def write_report(
     data_cfg: dict,
     train_cfg: dict,
     run_dir: Path,
-    evaluations: dict[str, dict],
+    evaluations: dict[str, Mapping],
     psf: np.ndarray,
 ) -> Path:
     """``out/index.html`` (``templates/report.html.j2``) with its PNGs and ``report.json``;
-    each evaluation also gets its own page in ``out/<label>/``. Returns the index's path."""
+    each evaluation (:func:`residual_train.evaluate.evaluate`'s result) also gets its own
+    page in ``out/<label>/``. Returns the index's path."""
     import yaml
 
+    results = {label: EvaluationResult.of(res) for label, res in evaluations.items()}
     out.mkdir(parents=True, exist_ok=True)
     stages, run = _run_tables(info)
     page = render(
@@ -182,8 +183,8 @@ def write_report(
         data_cfg=yaml.safe_dump(data_cfg, sort_keys=False),
         train_cfg=yaml.safe_dump(train_cfg, sort_keys=False),
         curves=_curves(run_dir, out),
-        evaluations=_evaluations(evaluations, out),
-        grid=_grid(evaluations, out),
+        evaluations=_evaluations(results, out),
+        grid=_grid(results, out),
         atlas=_psf_atlas(psf, out),
     )
     index = out / "index.html"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from data_gen.cli import compose_config
 from data_gen.paths import CONF
-from data_gen.shards import read_mapping
+from residual_train.training.result import FILE as RESULT
+from residual_train.training.result import RunResult
 
 
 @dataclass
@@ -41,21 +42,21 @@ def train_and_publish(
         train_cfg = compose_config(
             CONF, "train", [f"data.dir={data_dir}", f"run_dir={run_dir}", *overrides]
         )
-        if (run_dir / "result.json").is_file():
-            result = read_mapping(run_dir / "result.json", "training result")
+        if (run_dir / RESULT).is_file():
             print("[demo] reusing the finished training run", flush=True)
         else:
             # an interrupted demo resumes from its checkpoint (or, killed before the first
             # one, moves the partial run aside and starts again)
             train_cfg["ckpt_path"] = "auto"
-            result = train(train_cfg)
+            train(train_cfg)
+        result = RunResult.read(run_dir / RESULT)
     with timer.stage("export + publish"):
-        ckpt = Path(result["best"] or run_dir / "checkpoints" / "last.ckpt")
+        ckpt = Path(result.best or run_dir / "checkpoints" / "last.ckpt")
         version = sha256_file(ckpt)[:10]
         exp_dir = out / f"export-{version}"
         if not (exp_dir / "card.json").is_file():
             export(ckpt, exp_dir)
         reg = Registry(out / "registry")
-        if version not in reg.index(name)["versions"]:
+        if version not in reg.read_index(name).versions:
             reg.publish(exp_dir, name, version)
-    return train_cfg, result, version
+    return train_cfg, result.to_dict(), version

@@ -2,6 +2,8 @@
 
 * :mod:`~residual_train.release.export` -- checkpoint -> ONNX + safetensors + card, with
   ONNX parity against PyTorch (``python -m residual_train.release.export``);
+* :mod:`~residual_train.release.context` -- what a run left beside its checkpoint (its
+  config, result, and its dataset's config and manifest), typed, as the export reads it;
 * :mod:`~residual_train.release.quantize` -- the float32 graph as float16 or int8;
 * :mod:`~residual_train.release.registry` -- a versioned, checksummed model registry;
 * :mod:`~residual_train.release.publish` -- copy an export into a registry

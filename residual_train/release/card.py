@@ -28,13 +28,13 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from dataclasses import field as _field
-from numbers import Real
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-from data_gen.errors import require
+from data_gen.errors import InputError, require
 from data_gen.shards import read_mapping
 
 if TYPE_CHECKING:
@@ -57,6 +57,40 @@ def _mapping(v: Any, where: str) -> dict | None:
     return v
 
 
+class _Json(BaseModel):
+    """An entry of ``card.json`` as the card reads it (entries it does not read are kept)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+ISO = Annotated[list[StrictInt | StrictFloat], Field(min_length=1)]  # ints stay ints
+_NOISE_SHAPE = "iso (N values) and a, b (N rows of one value per channel) must be lists of numbers"
+
+
+class _NoiseJson(_Json):
+    """The card's ``noise_model`` entry (:class:`NoiseTable`); ``ob``, ``white``: kept."""
+
+    iso: ISO
+    a: list[list[float]]
+    b: list[list[float]]
+    source: dict | None = None
+
+
+class _FieldJson(_Json):
+    """The card's ``field`` entry (:class:`FieldTable`); ``positions``, ``maps``: kept."""
+
+    kernels: StrictInt
+    table: list[list[float]]
+
+
+class _FieldCard(_Json):
+    """A card whose model reads field maps: it has a ``field`` entry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    field: _FieldJson
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseTable:
     """The training sensor's ``σ²(v) = a·max(v, 0) + b`` over ISO: ``a``, ``b`` ``(N, C)`` at
@@ -72,22 +106,21 @@ class NoiseTable:
     @classmethod
     def from_json(cls, nm: Any, where: str) -> NoiseTable:
         require(isinstance(nm, dict), f"{where} = {nm!r}: a table with iso, a and b")
-        iso = nm.get("iso")
         try:
-            a, b = np.asarray(nm.get("a"), float), np.asarray(nm.get("b"), float)
-        except (TypeError, ValueError):
+            j = _NoiseJson.model_validate(nm)
+        except ValidationError as e:
+            bad = {x["loc"][0] for x in e.errors()}
+            require(bad == {"source"}, f"{where}: {_NOISE_SHAPE}")
+            raise InputError(f"{where}.source = {nm['source']!r}: a mapping or null") from None
+        try:
+            a, b = np.asarray(j.a, float), np.asarray(j.b, float)
+        except ValueError:  # rows of different lengths
             a = b = np.zeros(0)
         require(
-            isinstance(iso, list)
-            and len(iso) > 0
-            and all(isinstance(v, Real) and not isinstance(v, bool) for v in iso)
-            and a.ndim == 2
-            and a.shape == b.shape
-            and len(a) == len(iso),
-            f"{where}: iso (N values) and a, b (N rows of one value per channel) must be lists "
-            "of numbers",
+            a.ndim == 2 and a.shape == b.shape and len(a) == len(j.iso),
+            f"{where}: {_NOISE_SHAPE}",
         )
-        return cls(tuple(iso), a, b, _mapping(nm.get("source"), f"{where}.source") or {})
+        return cls(tuple(j.iso), a, b, j.source or {})
 
     @property
     def range(self) -> tuple[float, float]:
@@ -124,18 +157,34 @@ class FieldTable:
 
     @classmethod
     def from_json(cls, f: Any, where: str) -> FieldTable:
-        f = f if isinstance(f, dict) else {}
-        kernels = f.get("kernels")
+        """The table of a card's ``field`` entry ``f``."""
         try:
-            table = np.asarray(f.get("table") or [], np.float32)
-        except (TypeError, ValueError):
+            j = _FieldJson.model_validate(f)
+        except ValidationError:
+            j = None
+        return cls._of(j, where)
+
+    @classmethod
+    def of_card(cls, d: Mapping, where: str) -> FieldTable:
+        """The table of the card mapping ``d`` (the card of a field-aware model)."""
+        try:
+            j = _FieldCard.model_validate(d).field
+        except ValidationError:
+            j = None
+        return cls._of(j, where)
+
+    @classmethod
+    def _of(cls, j: _FieldJson | None, where: str) -> FieldTable:
+        try:
+            table = np.asarray(j.table if j else [], np.float32)
+        except ValueError:  # rows of different lengths
             table = np.zeros(0, np.float32)
         require(
-            isinstance(kernels, int) and table.ndim == 2 and table.shape[1] == kernels,
+            j is not None and table.ndim == 2 and table.shape[1] == j.kernels,
             f"{where}: the model reads field maps but the card's field entry has no "
             "(positions, kernels) table",
         )
-        return cls(kernels, table)
+        return cls(j.kernels, table)
 
     def maps(self, psf_index: np.ndarray) -> np.ndarray:
         """``(K, H, W)`` float32 position maps of a ``(H, W)`` map of bank indices."""
@@ -195,7 +244,7 @@ class ModelCard(Mapping):
         typed = {k: ENTRIES[k](v, f"{where}: {k}") for k, v in given.items()}
         card = cls(**typed, channels=channels, raw=d)
         if "field" in card.inputs:  # a field-aware model: its table must be there
-            card = replace(card, field=FieldTable.from_json(d.get("field"), where))
+            card = replace(card, field=FieldTable.of_card(d, where))
         return card
 
     @classmethod

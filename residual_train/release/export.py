@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,13 +27,16 @@ from data_gen.cli import run_app
 from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.sensor import noise_table
-from data_gen.shards import read_mapping, sha256_file
+from data_gen.shards import sha256_file
 from data_gen.values import integer, number
 from residual_train.models import ResidualNet, build_model
 from residual_train.models.weights import load_weights
 from residual_train.release.card import FORMAT as CARD_FORMAT
 from residual_train.release.card import ModelCard
+from residual_train.release.context import DatasetConfig, TrainingContext
 from residual_train.release.quantize import PRECISIONS, reduce
+from residual_train.training.checkpoint import BadCheckpoint, TrainingCheckpoint
+from residual_train.training.result import RunResult
 
 PARITY_SIZES = ((1, 37, 53), (2, 64, 64), (1, 100, 131), (1, 128, 96))
 
@@ -67,9 +69,11 @@ class OnnxWrapper(torch.nn.Module):
         self.net = net
         self.names = input_names(net)
 
-    def forward(self, *inputs: torch.Tensor):
-        kw = dict(zip(self.names, inputs, strict=True))
-        out = self.net(kw["x"], kw.get("sigma"), kw.get("field"))
+    def forward(self, x: torch.Tensor, *maps: torch.Tensor):
+        rest = iter(maps)  # sigma, then field: those the network reads (input_names)
+        sigma = next(rest) if self.net.sigma_map else None
+        field = next(rest) if self.net.field_kernels else None
+        out = self.net(x, sigma, field)
         return tuple(out[h] for h in self.net.heads)
 
 
@@ -87,8 +91,8 @@ def field_card(net: ResidualNet) -> dict | None:
     }
 
 
-def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
-    """Net (eval mode), its hyper-parameters and the raw checkpoint (loaded without pickle)."""
+def load_checkpoint(path: str | Path) -> tuple[ResidualNet, TrainingCheckpoint]:
+    """Net (eval mode) and the checkpoint it was built from (loaded without pickle)."""
     p = Path(path)
     require(p.is_file(), f"ckpt = {str(path)!r}: file does not exist")
     try:
@@ -96,63 +100,30 @@ def load_checkpoint(path: str | Path) -> tuple[ResidualNet, dict, dict]:
     except Exception as e:
         raise InputError(f"ckpt = {str(path)!r}: not a loadable checkpoint ({e})") from None
     require(isinstance(ck, dict), f"{p}: not a residual-train checkpoint (not a mapping)")
-    hp = ck.get("hyper_parameters") or {}
+    try:
+        rec = TrainingCheckpoint.of(ck)
+    except BadCheckpoint as e:
+        require(
+            e.part != "hyper_parameters",
+            f"{p}: not a residual-train checkpoint (hyper_parameters lack model/channels)",
+        )
+        require(
+            e.part != "state_dict",
+            f"{p}: not a residual-train checkpoint (it holds no state_dict: no weights)",
+        )
+        raise InputError(f"{p}: not a residual-train checkpoint (its {e.part} is wrong)") from None
+    hp = rec.hyper_parameters
     require(
-        "model" in hp and "channels" in hp,
+        hp.channels is not None,
         f"{p}: not a residual-train checkpoint (hyper_parameters lack model/channels)",
     )
-    require(
-        isinstance(ck.get("state_dict"), dict),
-        f"{p}: not a residual-train checkpoint (it holds no state_dict: no weights)",
-    )
-    net = build_model(dict(hp["model"]), int(hp["channels"]))
-    state = {k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")}
+    net = build_model(dict(hp.model), int(hp.channels))
     load_weights(
-        net, state, f"{p}: its weights do not fit the network its hyper_parameters describe"
+        net,
+        rec.state_of("net."),
+        f"{p}: its weights do not fit the network its hyper_parameters describe",
     )
-    return net.eval(), hp, ck
-
-
-@dataclass(frozen=True)
-class TrainingContext:
-    """What the training run left beside a checkpoint: its config, its result, and the
-    config and manifest of its dataset (each None where absent; the manifest with its own
-    sha256 as ``_sha256``)."""
-
-    config: dict | None = None
-    result: dict | None = None
-    data: dict | None = None
-    manifest: dict | None = None
-
-    @classmethod
-    def of(cls, ckpt: Path) -> TrainingContext:
-        run_dir = ckpt.parent.parent
-        cfg = _mapping_if_present(run_dir / "config.yaml", "training config")
-        res = _mapping_if_present(run_dir / "result.json", "training result")
-        data_cfg = manifest = None
-        data_dir = ((cfg or {}).get("data") or {}).get("dir")
-        if data_dir:
-            d = Path(data_dir)
-            data_cfg = _mapping_if_present(d / "config.yaml", "dataset config")
-            manifest = _mapping_if_present(d / "manifest.json", "manifest")
-            if manifest is not None:
-                manifest["_sha256"] = sha256_file(d / "manifest.json")
-        return cls(cfg, res, data_cfg, manifest)
-
-
-def _mapping_if_present(path: Path, what: str) -> dict | None:
-    return read_mapping(path, what) if path.is_file() else None
-
-
-def rendered_components(data_cfg: dict | None, train_cfg: dict | None) -> dict | None:
-    """The ``component`` settings the training data was rendered with: the dataset's, updated
-    by an on-the-fly ``generator`` override (None for blur + noise data)."""
-    settings = dict((data_cfg or {}).get("component") or {})
-    fly = ((train_cfg or {}).get("data") or {}).get("onthefly") or {}
-    extra = (fly.get("generator") or {}).get("component") if fly.get("enabled") else None
-    for name, v in (extra or {}).items():
-        settings[name] = {**(settings.get(name) or {}), **(v or {})}
-    return settings or None
+    return net.eval(), rec
 
 
 def keep_heads(net: ResidualNet, heads: list[str] | None) -> list[str]:
@@ -265,9 +236,9 @@ def export(
     number(tol, "tol", lo=0)
     number(min_device_psnr, "min_device_psnr")
     require_new_dir(out_dir)
-    net, hp, raw = load_checkpoint(ckpt)
+    net, ck = load_checkpoint(ckpt)
     dropped = keep_heads(net, heads)
-    hp = {**hp, "model": {**hp["model"], "heads": list(net.heads)}}
+    model = {**ck.hyper_parameters.model, "heads": list(net.heads)}
     context = TrainingContext.of(ckpt)
     with filled_atomically(out_dir) as tmp:
         write_onnx(net, tmp / "model.onnx", opset)
@@ -275,7 +246,7 @@ def export(
         write_weights(net, tmp / "weights.safetensors")
         card = ModelCard.from_dict(
             {
-                **card_entries(net, hp, raw, ckpt, context, dropped),
+                **card_entries(net, model, ck, ckpt, context, dropped),
                 "parity": parity,
                 "package_version": __version__,
                 "torch_version": torch.__version__,
@@ -323,40 +294,45 @@ def write_weights(net: ResidualNet, path: Path) -> None:
 
 
 def card_entries(
-    net: ResidualNet, hp: dict, raw: dict, ckpt: Path, context: TrainingContext, dropped: list
+    net: ResidualNet,
+    model: dict,
+    ck: TrainingCheckpoint,
+    ckpt: Path,
+    context: TrainingContext,
+    dropped: list,
 ) -> dict:
     """The card's entries from the network to the checkpoint, in the order ``card.json``
-    lists them (parity, versions, precision, device and files follow)."""
-    data = context.data or {}
-    train_cfg, result = context.config, context.result or {}
-    layout = data.get("layout", "rgb")
-    settings = rendered_components(context.data, train_cfg) or {}
+    lists them (parity, versions, precision, device and files follow). ``model``: the
+    network's settings as the card records them (the kept heads)."""
+    data = context.data or DatasetConfig()
+    result = context.result or RunResult()
+    settings = data.rendered_components(context.run) or {}
     return {
         "format": CARD_FORMAT,
         "components": list(net.heads),
         "inputs": input_names(net),
         "outputs": [f"R_{h}" for h in net.heads],
-        "layout": layout,
-        "cfa": data.get("cfa") if layout == "rggb" else None,
+        "layout": data.layout,
+        "cfa": data.cfa if data.layout == "rggb" else None,
         "channels": net.channels,
         "scale": "linear; 0 = black level, 1 = white level",
         "stride": 2**net.levels,
-        "model": dict(hp["model"]),
+        "model": model,
         "field": field_card(net),
-        "noise_model": noise_table(data.get("sensor"), net.channels, layout=layout),
-        "lens": data.get("lens"),
+        "noise_model": noise_table(data.sensor, net.channels, layout=data.layout),
+        "lens": data.lens,
         # the settings each component was rendered with (their ranges): evaluation
         # renders real photographs through the same chain
         "component_settings": {k: v for k, v in settings.items() if k in net.heads} or None,
         "dropped_heads": dropped,
         "dataset": dataset_entry(context),
-        "training": train_cfg,
+        "training": context.config,
         "metrics": {
-            "monitor": result.get("monitor"),
-            "value": result.get("value"),  # the run's best; see "best"
-            "best": Path(result.get("best") or "").name or None,
-            "global_step": raw.get("global_step"),  # of the exported weights
-            "epoch": raw.get("epoch"),
+            "monitor": result.monitor,
+            "value": result.value,  # the run's best; see "best"
+            "best": Path(result.best or "").name or None,
+            "global_step": ck.global_step,  # of the exported weights
+            "epoch": ck.epoch,
         },
         "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt)},
     }
@@ -368,10 +344,10 @@ def dataset_entry(context: TrainingContext) -> dict | None:
     if manifest is None:
         return None
     return {
-        "dir": (context.config or {}).get("data", {}).get("dir"),
-        "config_hash": manifest.get("config_hash"),
-        "manifest_sha256": manifest["_sha256"],
-        "total_samples": manifest.get("total_samples"),
+        "dir": context.run.data.dir,
+        "config_hash": manifest.config_hash,
+        "manifest_sha256": context.manifest_sha256,
+        "total_samples": manifest.total_samples,
     }
 
 

@@ -6,45 +6,62 @@ the device's key) or any static web server holding a registry directory
 (``REGISTRY/NAME/index.json``, ``REGISTRY/NAME/VERSION/<files>``). The index resolves the
 tag; the card's sha256 must equal the index's, every file's sha256 the card's, and
 ``SHA256SUMS`` must agree: a tampered or truncated file is refused and nothing appears under
-``out_dir``, which is filled atomically. It needs no torch (urllib and hashlib do the work).
+``out_dir``, which is filled atomically. It needs no torch (httpx and hashlib do the work);
+a connection that fails is tried again (:data:`RETRIES` times) before the fetch gives up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from data_gen.cli import run_app
+from data_gen.environment import environment
 from data_gen.errors import InputError, require
 from data_gen.paths import APPS, filled_atomically, require_new_dir
 from data_gen.values import number
 from residual_train.release.card import ModelCard
-from residual_train.release.registry import FILES, TamperedError, read_sums
+from residual_train.release.registry import FILES, RegistryIndex, TamperedError, read_sums
 
 CHUNK = 1 << 20
+RETRIES = 3  # connection attempts after the first (httpx: with a growing pause between)
 
 
-def _get(url: str, key: str | None, timeout: float):
-    req = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
+def client(key: str | None, timeout: float) -> httpx.Client:
+    """The HTTP client of one fetch: the device's key (``X-API-Key``) on every request,
+    ``timeout`` seconds per request, redirects followed, failed connections retried."""
+    return httpx.Client(
+        headers={"X-API-Key": key} if key else {},
+        timeout=timeout,
+        follow_redirects=True,
+        transport=httpx.HTTPTransport(retries=RETRIES),
+    )
+
+
+@contextmanager
+def _get(http: httpx.Client, url: str) -> Iterator[httpx.Response]:
+    """The response to ``GET url``, streamed; an HTTP error status or a failed connection
+    is an :class:`InputError` of one line."""
     try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        raise InputError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise InputError(f"{url}: cannot connect ({reason})") from None
+        with http.stream("GET", url) as r:
+            if r.is_error:
+                raise InputError(f"{url}: HTTP {r.status_code} {r.reason_phrase}")
+            yield r
+    except httpx.TransportError as e:
+        raise InputError(f"{url}: cannot connect ({e})") from None
 
 
-def _download(url: str, dest: Path, key: str | None, timeout: float) -> str:
+def _download(http: httpx.Client, url: str, dest: Path) -> str:
     """Stream ``url`` into ``dest``; returns the sha256 of what arrived."""
     h = hashlib.sha256()
-    with _get(url, key, timeout) as r, open(dest, "wb") as f:
-        while chunk := r.read(CHUNK):
+    with _get(http, url) as r, open(dest, "wb") as f:
+        for chunk in r.iter_bytes(CHUNK):
             h.update(chunk)
             f.write(chunk)
     return h.hexdigest()
@@ -62,33 +79,41 @@ def fetch(
     base = url.rstrip("/")
     name, _, tag = str(model).partition(":")
     tag = tag or "latest"
-    with _get(f"{base}/{name}/index.json", key, timeout) as r:
-        try:
-            index = json.loads(r.read())
-        except json.JSONDecodeError:
-            raise InputError(f"{base}/{name}/index.json: not a registry index (not JSON)") from None
-    versions, aliases = index.get("versions") or {}, index.get("aliases") or {}
-    version = aliases.get(tag, tag)
-    require(
-        version in versions,
-        f"{name}:{tag} is neither a version nor an alias at {base} "
-        f"(versions {sorted(versions)}, aliases {sorted(aliases)})",
-    )
-    with filled_atomically(out_dir) as tmp:
-        got = {f: _download(f"{base}/{name}/{version}/{f}", tmp / f, key, timeout) for f in FILES}
-        if got["card.json"] != versions[version].get("card_sha256"):
-            raise TamperedError(f"{base}/{name}/{version}/card.json: sha256 differs from the index")
-        card = ModelCard.from_dict(json.loads((tmp / "card.json").read_text()), "card.json")
-        for f, digest in card.files.items():
-            if got.get(f) != digest:
-                raise TamperedError(
-                    f"{base}/{name}/{version}/{f}: sha256 differs from the card (tampered or "
-                    "truncated); nothing was kept"
-                )
-        for f, digest in read_sums(tmp / "SHA256SUMS").items():
-            if got.get(f) != digest:
-                raise TamperedError(f"{base}/{name}/{version}/{f}: sha256 differs from SHA256SUMS")
+    with client(key, timeout) as http:
+        where = f"{base}/{name}/index.json"
+        with _get(http, where) as r:
+            try:
+                obj = json.loads(r.read())
+            except json.JSONDecodeError:
+                raise InputError(f"{where}: not a registry index (not JSON)") from None
+        index = RegistryIndex.parse(obj, where)
+        version = index.resolve(tag)
+        require(
+            version in index.versions,
+            f"{name}:{tag} is neither a version nor an alias at {base} "
+            f"(versions {sorted(index.versions)}, aliases {sorted(index.aliases)})",
+        )
+        with filled_atomically(out_dir) as tmp:
+            got = {f: _download(http, f"{base}/{name}/{version}/{f}", tmp / f) for f in FILES}
+            check(got, tmp, index.versions[version].card_sha256, f"{base}/{name}/{version}")
     return {"name": name, "version": version, "out_dir": str(out_dir), "files": got}
+
+
+def check(got: dict[str, str], tmp: Path, card_sha256: str, where: str) -> None:
+    """The downloaded files (``got``: name -> sha256, in ``tmp``) against the index's card
+    sha256, the card's file hashes and ``SHA256SUMS``; :class:`TamperedError` otherwise."""
+    if got["card.json"] != card_sha256:
+        raise TamperedError(f"{where}/card.json: sha256 differs from the index")
+    card = ModelCard.from_dict(json.loads((tmp / "card.json").read_text()), "card.json")
+    for f, digest in card.files.items():
+        if got.get(f) != digest:
+            raise TamperedError(
+                f"{where}/{f}: sha256 differs from the card (tampered or truncated); nothing "
+                "was kept"
+            )
+    for f, digest in read_sums(tmp / "SHA256SUMS").items():
+        if got.get(f) != digest:
+            raise TamperedError(f"{where}/{f}: sha256 differs from SHA256SUMS")
 
 
 def run(cfg: dict) -> dict:
@@ -96,7 +121,7 @@ def run(cfg: dict) -> dict:
         str(cfg["url"]),
         str(cfg["model"]),
         str(cfg["out_dir"]),
-        cfg["key"] or os.environ.get("RESIDUAL_TRAIN_KEY") or None,
+        cfg["key"] or environment().registry_key,
         number(cfg["timeout"], "timeout", positive=True),
     )
 

@@ -11,14 +11,14 @@ The registry itself (layout, immutability, verification) is :mod:`residual_train
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from data_gen.cli import run_app
+from data_gen.environment import environment
 from data_gen.errors import require
 from data_gen.paths import APPS
 from data_gen.values import boolean
+from residual_train.release.card import ModelCard
 from residual_train.release.registry import FILES, Registry, TamperedError
 
 __all__ = ["FILES", "Registry", "TamperedError", "log_wandb_artifact", "run"]
@@ -28,12 +28,12 @@ def log_wandb_artifact(path: Path, name: str, version: str, project: str = "resi
     """Log the published files as a wandb model artifact (card as metadata; offline works)."""
     import wandb
 
-    card = json.loads((path / "card.json").read_text())
+    card = ModelCard.read(path / "card.json")
     run = wandb.init(
         project=project, job_type="publish", name=f"publish-{name}-{version}", dir=str(path.parent)
     )
     try:
-        art = wandb.Artifact(name, type="model", metadata={**card, "registry_version": version})
+        art = wandb.Artifact(name, type="model", metadata={**card.raw, "registry_version": version})
         for f in FILES:
             art.add_file(str(path / f))
         run.log_artifact(art, aliases=[version])
@@ -45,9 +45,8 @@ def log_wandb_artifact(path: Path, name: str, version: str, project: str = "resi
 def wandb_ready() -> bool:
     """Whether wandb can log without asking: offline (``WANDB_MODE``), or a key in the
     environment or in ``~/.netrc`` (what ``wandb login`` writes)."""
-    if os.environ.get("WANDB_MODE", "") in ("offline", "disabled", "dryrun"):
-        return True
-    if os.environ.get("WANDB_API_KEY"):
+    env = environment()
+    if env.wandb_offline or env.wandb_api_key:
         return True
     import netrc
 

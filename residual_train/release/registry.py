@@ -14,15 +14,19 @@ The command line is :mod:`residual_train.release.publish`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data_gen.errors import InputError, require
 from data_gen.shards import read_mapping, sha256_file, write_json_atomic
+from data_gen.typed import parse
 from residual_train.release.card import ModelCard
 
 FILES = ("model.onnx", "weights.safetensors", "card.json", "card.md", "SHA256SUMS")
@@ -31,6 +35,84 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class TamperedError(InputError):
     """A registry file does not match its recorded sha256."""
+
+
+class _Entry(BaseModel):
+    """A part of ``index.json``: the entries it declares typed, any other kept as it is
+    (:meth:`RegistryIndex.to_dict` writes back what was read, and only that)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class VersionMetrics(_Entry):
+    """A version's ``metrics``: its card's (the run's monitored metric, its best value —
+    a PSNR, higher is better —, the best checkpoint, the step and epoch of the weights);
+    None where the card has none."""
+
+    monitor: str | None = None
+    value: int | float | None = None  # as the card wrote it (an int stays an int)
+    best: str | None = None
+    global_step: int | None = None
+    epoch: int | None = None
+
+
+class VersionEntry(_Entry):
+    """``versions[V]``: the sha256 of the version's ``card.json``, its metrics and when it
+    was published."""
+
+    card_sha256: str
+    metrics: VersionMetrics = VersionMetrics()
+    published: str | None = None
+
+
+class RegistryIndex(_Entry):
+    """``NAME/index.json``: ``versions`` (version -> :class:`VersionEntry`) and ``aliases``
+    (alias -> version), checked once where it is read (:meth:`parse`)."""
+
+    versions: dict[str, VersionEntry]
+    aliases: dict[str, str]
+
+    @classmethod
+    def empty(cls) -> RegistryIndex:
+        """The index of a name nothing was published under yet."""
+        return cls(versions={}, aliases={})
+
+    @classmethod
+    def parse(cls, obj: Any, where: str) -> RegistryIndex:
+        """The index in the JSON value ``obj`` (``where`` names it in a one-line error)."""
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors()[0]
+        loc = tuple(err["loc"])
+        if not loc:
+            raise InputError(f"{where}: registry index is not a mapping; corrupt")
+        if len(loc) == 1:
+            raise InputError(f"{where}: registry index lacks {loc[0]!r}; corrupt")
+        key = ".".join(map(str, loc))
+        raise InputError(f"{where}: registry index entry {key}: {err['msg']}; corrupt")
+
+    def to_dict(self) -> dict:
+        """The JSON mapping (what was read, with what was added since)."""
+        return self.model_dump(exclude_unset=True)
+
+    def resolve(self, tag: str) -> str:
+        """The version an alias names; any other tag as it is (a version, or nothing)."""
+        return self.aliases.get(tag, tag)
+
+    def alias_value(self, alias: str) -> int | float | None:
+        """The metric value of the version ``alias`` names (None: no such alias, or no
+        value)."""
+        version = self.aliases.get(alias)
+        entry = self.versions[version] if version in self.versions else None
+        return entry.metrics.value if entry is not None else None
+
+    def aliases_of(self) -> dict[str, list[str]]:
+        """version -> the aliases naming it (sorted)."""
+        tags: dict[str, list[str]] = {}
+        for a, v in sorted(self.aliases.items()):
+            tags.setdefault(v, []).append(a)
+        return tags
 
 
 def read_sums(path: Path) -> dict[str, str]:
@@ -79,20 +161,21 @@ class Registry:
     def _index_path(self, name: str) -> Path:
         return self.root / name / "index.json"
 
-    def index(self, name: str) -> dict:
+    def read_index(self, name: str) -> RegistryIndex:
+        """The index of ``name`` (empty when nothing was published under it)."""
         p = self._index_path(name)
         if not p.is_file():
-            return {"versions": {}, "aliases": {}}
-        idx = read_mapping(p, "registry index")
-        for key in ("versions", "aliases"):
-            require(isinstance(idx.get(key), dict), f"{p}: registry index lacks {key!r}; corrupt")
-        return idx
+            return RegistryIndex.empty()
+        return RegistryIndex.parse(read_mapping(p, "registry index"), str(p))
+
+    def index(self, name: str) -> dict:
+        """The index of ``name`` as its JSON mapping (:meth:`read_index`: typed)."""
+        return self.read_index(name).to_dict()
 
     @contextlib.contextmanager
     def _locked(self, name: str):
         (self.root / name).mkdir(parents=True, exist_ok=True)
-        with open(self.root / name / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # several jobs may publish at once
+        with FileLock(self.root / name / ".lock"):  # several jobs may publish at once
             yield
 
     def publish(
@@ -103,10 +186,11 @@ class Registry:
         for n, v in (("name", name), ("version", version), *(("alias", a) for a in aliases)):
             require(bool(_NAME.match(v)), f"{n} = {v!r}: use letters, digits, '.', '_' or '-'")
         card = verify_export(src)
+        metrics = parse(VersionMetrics, card.metrics, f"{src / 'card.json'}: metrics")
         with self._locked(name):
-            idx = self.index(name)
+            idx = self.read_index(name)
             dest = self.root / name / version
-            if version in idx["versions"] or dest.exists():
+            if version in idx.versions or dest.exists():
                 raise InputError(
                     f"{name}/{version} is already published in {self.root}; "
                     "versions are immutable, choose a new version"
@@ -117,42 +201,40 @@ class Registry:
             for f in FILES:
                 shutil.copy2(src / f, tmp / f)
             os.replace(tmp, dest)
-            metrics = card.metrics
-            idx["versions"][version] = {
-                "card_sha256": sha256_file(dest / "card.json"),
-                "metrics": metrics,
-                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            idx["aliases"]["latest"] = version
-            best = idx["aliases"].get("best")
-            value = metrics.get("value")
-            old = idx["versions"].get(best, {}).get("metrics", {}).get("value") if best else None
+            old = idx.alias_value("best")
+            idx.versions[version] = VersionEntry(
+                card_sha256=sha256_file(dest / "card.json"),
+                metrics=metrics,
+                published=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            )
+            idx.aliases["latest"] = version
+            value = metrics.value
             if value is not None and (old is None or value > old):  # metrics are PSNR: higher wins
-                idx["aliases"]["best"] = version
+                idx.aliases["best"] = version
             for a in aliases:
-                idx["aliases"][a] = version
-            write_json_atomic(self._index_path(name), idx)
+                idx.aliases[a] = version
+            write_json_atomic(self._index_path(name), idx.to_dict())
         return dest
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         require(bool(_NAME.match(alias)), f"alias = {alias!r}: letters, digits, '.', '_' or '-'")
         with self._locked(name):
-            idx = self.index(name)
-            require(version in idx["versions"], f"{name}/{version} is not published in {self.root}")
-            idx["aliases"][alias] = version
-            write_json_atomic(self._index_path(name), idx)
+            idx = self.read_index(name)
+            require(version in idx.versions, f"{name}/{version} is not published in {self.root}")
+            idx.aliases[alias] = version
+            write_json_atomic(self._index_path(name), idx.to_dict())
 
     def resolve(self, ref: str) -> tuple[str, str]:
         """``NAME[:VERSION_OR_ALIAS]`` (default alias ``latest``) -> (name, version)."""
         name, _, tag = ref.partition(":")
         tag = tag or "latest"
-        idx = self.index(name)
-        require(bool(idx["versions"]), f"model {name!r} is not in the registry {self.root}")
-        version = idx["aliases"].get(tag, tag)
+        idx = self.read_index(name)
+        require(bool(idx.versions), f"model {name!r} is not in the registry {self.root}")
+        version = idx.resolve(tag)
         require(
-            version in idx["versions"],
+            version in idx.versions,
             f"{name}:{tag} is neither a version nor an alias in {self.root} "
-            f"(versions {sorted(idx['versions'])}, aliases {sorted(idx['aliases'])})",
+            f"(versions {sorted(idx.versions)}, aliases {sorted(idx.aliases)})",
         )
         return name, version
 
@@ -160,8 +242,8 @@ class Registry:
         """Verified directory of ``ref``; raises :class:`TamperedError` on any mismatch."""
         name, version = self.resolve(ref)
         d = self.root / name / version
-        entry = self.index(name)["versions"][version]
-        if sha256_file(d / "card.json") != entry["card_sha256"]:
+        entry = self.read_index(name).versions[version]
+        if sha256_file(d / "card.json") != entry.card_sha256:
             raise TamperedError(f"{d / 'card.json'}: sha256 differs from the registry index")
         for f, digest in ModelCard.read(d / "card.json").files.items():
             if not (d / f).is_file() or sha256_file(d / f) != digest:
@@ -177,19 +259,17 @@ class Registry:
         )
         rows = []
         for n in names:
-            idx = self.index(n)
-            tags = {}
-            for a, v in idx["aliases"].items():
-                tags.setdefault(v, []).append(a)
-            for v, e in sorted(idx["versions"].items()):
+            idx = self.read_index(n)
+            tags = idx.aliases_of()
+            for v, e in sorted(idx.versions.items()):
                 rows.append(
                     {
                         "name": n,
                         "version": v,
-                        "aliases": sorted(tags.get(v, [])),
-                        "monitor": e["metrics"].get("monitor"),
-                        "value": e["metrics"].get("value"),
-                        "published": e["published"],
+                        "aliases": tags.get(v, []),
+                        "monitor": e.metrics.monitor,
+                        "value": e.metrics.value,
+                        "published": e.published,
                     }
                 )
         return rows

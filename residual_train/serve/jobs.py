@@ -69,14 +69,14 @@ class Jobs:
         be smaller than what waits). A job whose input was never completely stored (the
         server died during the upload) cannot run: it is failed with the reason."""
         todo = []
-        for m in self.store.all():
-            if m.get("status") not in ("queued", "running"):
+        for r in self.store.all():
+            if r.status not in ("queued", "running"):
                 continue
-            if not self.store.has_arrays(m["id"], ["input"]):
-                self.store.update(m["id"], status="failed", error=INTERRUPTED_UPLOAD)
+            if not self.store.has_arrays(r.id, ["input"]):
+                self.store.update(r.id, status="failed", error=INTERRUPTED_UPLOAD)
                 continue
-            todo.append(m["id"])
-            self.store.update(m["id"], status="queued", note="resumed after a server restart")
+            todo.append(r.id)
+            self.store.update(r.id, status="queued", note="resumed after a server restart")
 
         def feed() -> None:
             for i in todo:
@@ -98,15 +98,15 @@ class Jobs:
                 self.q.task_done()
 
     def run(self, image_id: str) -> None:
-        m = self.store.update(image_id, status="running")
-        if m is None:  # deleted while queued
+        r = self.store.update(image_id, status="running")
+        if r is None:  # deleted while queued
             return
         t0 = time.perf_counter()
         with self._lock:
             self.network_runs += 1
         try:
             x = np.asarray(self.store.arrays(image_id, ["input"])["input"])
-            maps = self.model.predict(x, tile=self.tile, overlap=self.overlap, iso=m["iso"])
+            maps = self.model.predict(x, tile=self.tile, overlap=self.overlap, iso=r.iso)
             # the gains' slopes depend on the maps only: estimated once, read by every render
             sl = {f"S_{k}": v[None] for k, v in slopes(x, maps).items()}
             self.store.save_arrays(image_id, {**{f"R_{k}": v for k, v in maps.items()}, **sl})

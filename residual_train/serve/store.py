@@ -5,7 +5,8 @@ received (``upload.<ext>``), and once the network has run the input and residual
 float32 ``.npy`` ``(C, H, W)`` (memory-mapped when rendering, so a region reads only its
 rows). Every file appears under its final name only when complete (temporary name, then
 rename); ``meta.json`` says ``done`` only after the maps are in place. Ids are 128-bit
-random tokens, checked against their alphabet before they touch a path.
+random tokens, checked against their alphabet before they touch a path. A record is read
+back as an :class:`ImageRecord`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from data_gen.errors import InputError
 from data_gen.paths import os_error_at, written_atomically
 from data_gen.shards import read_mapping, write_json_atomic
 
@@ -37,8 +40,6 @@ def lock_storage(storage: Path) -> int:
     exclusive ``flock``; the kernel drops it when the process dies, ``kill -9`` included).
     One server per storage: what a killed one left behind can then be cleaned at start."""
     import fcntl
-
-    from data_gen.errors import InputError
 
     storage.mkdir(parents=True, exist_ok=True)
     path = storage / "server.lock"
@@ -59,6 +60,43 @@ def lock_storage(storage: Path) -> int:
         os.close(fd)
         raise os_error_at(e, path) from None
     return fd
+
+
+class ImageRecord(BaseModel):
+    """An image's ``meta.json``, typed: written by the upload (owner, size, ISO, encoding,
+    components, the sensor's noise at that ISO) and the store (id, times), changed by the
+    job (status, error, note, network time). A key an older record lacks is null."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    status: str | None = None  # one of STATES
+    error: str | None = None  # why it failed (one line)
+    width: int | None = None
+    height: int | None = None
+    channels: int | None = None
+    iso: float | None = None
+    components: list[str] | None = None
+    encoding: str | None = None  # srgb or linear: what the upload was decoded from
+    filename: str | None = None  # the upload's display name
+    created: float | None = None  # seconds since the epoch
+    network_seconds: float | None = None
+    owner: str | None = None
+    noise_A: list[float] | None = None
+    noise_B: list[float] | None = None
+    updated: float | None = None
+    note: str | None = None
+
+    @classmethod
+    def of(cls, meta: dict, where: str | Path) -> ImageRecord:
+        """``meta`` (the ``meta.json`` at ``where``) typed; one line naming the file and
+        the key otherwise."""
+        try:
+            return cls.model_validate(meta)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise InputError(f"{where}: image record: {key}: {err['msg']}") from None
 
 
 class ImageStore:
@@ -95,28 +133,36 @@ class ImageStore:
         return read_mapping(d / "meta.json", "image record")
 
     def owned(self, image_id: str, user: str) -> dict | None:
-        """The record when ``user`` owns it; None otherwise (no hint that it exists)."""
+        """The record (``meta.json`` as stored) when ``user`` owns it; None otherwise (no
+        hint that it exists)."""
         m = self.meta(image_id)
-        return m if m is not None and m.get("owner") == user else None
+        if m is None:
+            return None
+        return m if ImageRecord.of(m, self.dir(image_id) / "meta.json").owner == user else None
 
-    def update(self, image_id: str, **changes) -> dict | None:
+    def update(self, image_id: str, **changes) -> ImageRecord | None:
+        """``changes`` written into the record (its other keys kept as they are); the
+        record as it now is, or None when the image was deleted meanwhile."""
         with self._lock:
             m = self.meta(image_id)
             if m is None:  # deleted meanwhile
                 return None
             m.update(changes, updated=time.time())
-            write_json_atomic(self.dir(image_id) / "meta.json", m)
-            return m
+            path = self.dir(image_id) / "meta.json"
+            write_json_atomic(path, m)
+            return ImageRecord.of(m, path)
 
     def count(self, user: str) -> int:
-        return sum(1 for m in self.all() if m.get("owner") == user)
+        return sum(1 for r in self.all() if r.owner == user)
 
-    def all(self) -> list[dict]:
+    def all(self) -> list[ImageRecord]:
+        """Every image's record, by id."""
         out = []
         for d in sorted(self.root.iterdir()):
             if valid_id(d.name) and (d / "meta.json").is_file():
+                path = d / "meta.json"
                 with contextlib.suppress(Exception):  # a record being deleted
-                    out.append(read_mapping(d / "meta.json", "image record"))
+                    out.append(ImageRecord.of(read_mapping(path, "image record"), path))
         return out
 
     def save_arrays(self, image_id: str, arrays: dict[str, np.ndarray]) -> None:

@@ -133,8 +133,20 @@ class ResidualModule(pl.LightningModule):
         h, w = batch["x"].shape[-2:]
         return self.net.field_of(batch["psf_index"], h, w)
 
+    def sigma(self, batch: dict) -> torch.Tensor | None:
+        """The noise-level map of a batch for a model conditioned on one
+        (``batch['sigma']``); None for other models, which do not read it."""
+        if not self.net.sigma_map:
+            return None
+        if "sigma" not in batch:
+            raise InputError(
+                "data.sigma_map: the batch has no sigma (the model is conditioned on a "
+                "noise-level map; the data module gives it with sigma_map=True)"
+            )
+        return batch["sigma"]
+
     def predict_batch(self, batch: dict) -> dict[str, torch.Tensor]:
-        return self(batch["x"], batch.get("sigma"), self.field(batch))
+        return self(batch["x"], self.sigma(batch), self.field(batch))
 
     def losses(self, batch: dict, pred: dict | None = None) -> dict[str, torch.Tensor]:
         if pred is None:

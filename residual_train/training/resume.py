@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ import yaml
 from data_gen.errors import InputError, require
 from data_gen.paths import written_atomically
 from data_gen.shards import read_mapping
+from residual_train.training.checkpoint import BadCheckpoint, HyperParameters, ResumableCheckpoint
 
 # what a run is: a change of any of these makes it another run
 IDENTITY = ("seed", "model", "loss", "optim", "data", "trainer.gradient_clip_val")
@@ -33,10 +35,24 @@ HOW_DATA_IS_READ = (
 )
 
 
-def checkpoint_info(path: str) -> dict:
-    """The parts of a checkpoint a resume needs (``global_step``, ``hyper_parameters``,
-    the shapes of ``state_dict``); loaded without pickle. A file that is not a
-    residual-train checkpoint is an :class:`InputError` naming it."""
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The parts of a checkpoint a resume needs: the step it was saved at, the module's
+    hyper-parameters and the shapes of its weights."""
+
+    global_step: int
+    hparams: HyperParameters
+    shapes: dict[str, tuple]
+
+
+# the order a resume names the entries a checkpoint lacks in
+_ENTRIES = ("global_step", "state_dict", "hyper_parameters")
+
+
+def checkpoint_info(path: str) -> CheckpointInfo:
+    """The parts of a checkpoint a resume needs (:class:`CheckpointInfo`); loaded without
+    pickle. A file that is not a residual-train checkpoint is an :class:`InputError` naming
+    it."""
     import torch
 
     try:
@@ -44,19 +60,24 @@ def checkpoint_info(path: str) -> dict:
     except Exception as e:  # torch raises several types for a bad file
         reason = " ".join(str(e).split())[:200]
         raise InputError(f"ckpt_path: {path} is not a loadable checkpoint ({reason})") from None
-    missing = [k for k in ("global_step", "state_dict", "hyper_parameters") if k not in ck]
-    require(
-        isinstance(ck, dict) and not missing,
-        f"ckpt_path: {path} is not a residual-train training checkpoint (it lacks "
-        f"{', '.join(missing) or 'everything'})",
-    )
-    hp = ck["hyper_parameters"]
-    require(
-        isinstance(hp, dict) and isinstance(hp.get("model"), dict),
-        f"ckpt_path: {path}: its hyper_parameters lack the model",
-    )
-    shapes = {k: tuple(v.shape) for k, v in ck["state_dict"].items()}
-    return {"global_step": int(ck["global_step"]), "hparams": hp, "shapes": shapes}
+    try:
+        rec = ResumableCheckpoint.of(ck)
+    except BadCheckpoint as e:
+        missing = [k for k in _ENTRIES if k in e.missing]
+        if missing or e.part is None:
+            raise InputError(
+                f"ckpt_path: {path} is not a residual-train training checkpoint (it lacks "
+                f"{', '.join(missing) or 'everything'})"
+            ) from None
+        require(
+            e.part != "hyper_parameters", f"ckpt_path: {path}: its hyper_parameters lack the model"
+        )
+        raise InputError(
+            f"ckpt_path: {path} is not a residual-train training checkpoint (its {e.part} is "
+            "not what training writes)"
+        ) from None
+    shapes = {k: tuple(v.shape) for k, v in rec.state_dict.items()}
+    return CheckpointInfo(rec.global_step, rec.hyper_parameters, shapes)
 
 
 def flat(cfg, prefix: str = "") -> dict:
@@ -82,13 +103,13 @@ def identity_changes(old: dict, new: dict) -> dict[str, list]:
     return {k: [a[k], b.get(k)] for k in keys if a[k] != b.get(k)}
 
 
-def check_weights_fit(path: str, info: dict, model_cfg: dict, module) -> None:
+def check_weights_fit(path: str, info: CheckpointInfo, model_cfg: dict, module) -> None:
     """The checkpoint's weights fit ``module``: else one line naming the model settings
     the checkpoint was trained with (``model.width = 8, not 16``)."""
     want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    if want == info["shapes"]:
+    if want == info.shapes:
         return
-    trained = info["hparams"]["model"]
+    trained = info.hparams.model
     differ = [
         f"model.{k} = {trained.get(k)!r}, not {model_cfg.get(k)!r}"
         for k in sorted(set(trained) | set(model_cfg))
@@ -112,14 +133,15 @@ def saved_config(run_dir: Path, ckpt: str) -> tuple[Path | None, dict | None]:
     return None, None
 
 
-def check_resume(cfg: dict, run_dir: Path, ckpt: str, info: dict) -> dict[str, list]:
+def check_resume(cfg: dict, run_dir: Path, ckpt: str, info: CheckpointInfo) -> dict[str, list]:
     """The changes this resume makes to the run (``{key: [old, new]}``), all of them
     allowed by ``resume.allow_changes``; else one line naming the first one."""
     allowed = list(cfg["resume"]["allow_changes"])
     path, old = saved_config(run_dir, ckpt)
     if old is None:  # a bare checkpoint: its own hyper-parameters
-        hp = info["hparams"]
-        old = {k: hp[k] for k in ("model", "loss", "optim") if k in hp}
+        hp = info.hparams
+        own = {"model": hp.model, "loss": hp.loss, "optim": hp.optim}
+        old = {k: v for k, v in own.items() if v is not None}
     new = {k: v for k, v in cfg.items() if k in {i.split(".")[0] for i in IDENTITY}}
     old = {k: v for k, v in old.items() if k in new}
     changes = identity_changes(old, new)

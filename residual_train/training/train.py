@@ -8,26 +8,30 @@ Everything written to disk goes under ``cfg['run_dir']`` on global rank 0:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from pytorch_lightning.callbacks import Callback
+from pydantic import ConfigDict
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from data_gen.environment import environment
 from data_gen.errors import InputError, require
-from data_gen.paths import written_atomically
+from data_gen.typed import Settings
 from residual_train.data import ResidualDataModule
 from residual_train.models import NET_TARGET, resolve_heads
 from residual_train.models.weights import init_from as init_from_weights
 from residual_train.training.callbacks import AtomicCheckpointIO, RecordSeenSamples
 from residual_train.training.lit import ResidualModule
 from residual_train.training.loggers import ResumableCSVLogger
+from residual_train.training.result import FILE as RESULT
+from residual_train.training.result import RunResult
 from residual_train.training.resume import (
     check_resume,
     check_weights_fit,
@@ -36,10 +40,12 @@ from residual_train.training.resume import (
     write_config,
 )
 from residual_train.training.settings import (
+    Int,
     PerfSettings,
     TrainSettings,
     build,
     check_train_config,
+    parse,
 )
 
 log = logging.getLogger("residual_train")
@@ -173,10 +179,21 @@ def build_loggers(cfg: dict, run_dir: Path) -> list:
     return out
 
 
-def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callback]:
+@dataclass(frozen=True)
+class RunCallbacks:
+    """The run's callbacks by their ``cfg['callbacks']`` keys (``named``); ``best``: the
+    checkpoint callback under ``best`` (it watches the monitored metric: ``result.json``'s
+    best checkpoint), ``last``: the one under ``last`` (the newest state); None without."""
+
+    named: dict[str, Callback]
+    best: ModelCheckpoint | None = None
+    last: ModelCheckpoint | None = None
+
+
+def run_callbacks(cfg: dict, run_dir: Path, monitor: str) -> RunCallbacks:
     """``cfg['callbacks']`` instantiated; checkpoint callbacks save in ``run_dir/checkpoints``
     and the ``best`` one watches ``monitor``."""
-    out = {}
+    out, roles = {}, {}
     for key, cc in (cfg["callbacks"] or {}).items():
         require(
             isinstance(cc, dict) and "_target_" in cc,
@@ -188,9 +205,16 @@ def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callbac
             if key == "best":
                 extra["monitor"] = monitor
         out[key] = instantiate(cc, **extra)
+        if key in ("best", "last"):
+            roles[key] = out[key]
     if cfg["record_seen"]:
         out["record_seen"] = RecordSeenSamples(run_dir)
-    return out
+    return RunCallbacks(out, **roles)
+
+
+def build_callbacks(cfg: dict, run_dir: Path, monitor: str) -> dict[str, Callback]:
+    """``cfg['callbacks']`` instantiated, by key (:func:`run_callbacks`)."""
+    return run_callbacks(cfg, run_dir, monitor).named
 
 
 def build_trainer(cfg: dict, run_dir: Path, loggers: list, callbacks: list) -> pl.Trainer:
@@ -293,8 +317,19 @@ def init_weights(module: ResidualModule, dm, init_from: str | None) -> None:
             net.init_deconv(psf)
 
 
+class FieldModel(Settings):
+    """What training reads of ``cfg['model']`` itself (the network checks the rest):
+    ``field_kernels``, absent (None) in a model of another ``_target_``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    field_kernels: Int(0, none_ok=True) = None
+
+
 def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
-    """Fit the model described by ``cfg``; returns ``{"monitor", "value", "best", "run_dir"}``.
+    """Fit the model described by ``cfg``; returns ``result.json``'s mapping
+    (:class:`~residual_train.training.result.RunResult`: ``monitor``, ``value``, ``best``,
+    ``run_dir``, ``global_step``).
 
     Everything is checked before the run_dir is claimed: the config's values
     (:func:`~residual_train.training.settings.check_train_config`), the dataset, the
@@ -310,7 +345,7 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     if tc["precision"] == "auto":  # saved resolved in config.yaml: what this run used
         tc["precision"] = resolve_precision("auto", str(tc["accelerator"]))
         log.info("trainer.precision=auto: %s on this device", tc["precision"])
-    field = int(cfg["model"].get("field_kernels") or 0)  # a model of another _target_: none
+    field = parse(FieldModel, cfg["model"], "model").field_kernels or 0
     dm = build_data(cfg, s, field)
     module = build_module(cfg, s, dm, field, run_dir)
     changes = {}
@@ -321,7 +356,7 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     if ckpt is None:
         init_weights(module, dm, s.init_from)
 
-    rank0 = rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0"
+    rank0 = rank_zero_only.rank == 0 and environment().local_rank == 0
     if rank0:
         claim_run_dir(run_dir, s.ckpt_path, ckpt is not None, s.overwrite)
     dir_existed = run_dir.is_dir()
@@ -342,23 +377,24 @@ def fit(cfg, run_dir, dm, module, ckpt, info, changes, callbacks) -> dict:
         write_config(run_dir / ("config.yaml" if ckpt is None else "config.resumed.yaml"), cfg)
         if ckpt is not None:
             allowed = list(cfg["resume"]["allow_changes"])
-            record_resume(run_dir, ckpt, info["global_step"], changes, allowed)
+            record_resume(run_dir, ckpt, info.global_step, changes, allowed)
     loggers = build_loggers(cfg, run_dir)
     if ckpt is not None and rank_zero_only.rank == 0:
         for lg in loggers:
-            if isinstance(lg, ResumableCSVLogger) and lg.trim_after(info["global_step"]):
+            if isinstance(lg, ResumableCSVLogger) and lg.trim_after(info.global_step):
                 log.info(
                     "metrics.csv: dropped rows logged after step %d (resumed)",
-                    info["global_step"],
+                    info.global_step,
                 )
     # (Lightning >= 2.5 refreshes save_last only when a top-k file was written in the same
     # step: conf/callbacks/default.yaml's `last` always keeps the newest state instead.)
-    named = build_callbacks(cfg, run_dir, monitor)
-    checkpoint = named.get("best")
-    trainer = build_trainer(cfg, run_dir, loggers, [*(callbacks or []), *named.values()])
+    checkpoints = run_callbacks(cfg, run_dir, monitor)
+    trainer = build_trainer(
+        cfg, run_dir, loggers, [*(callbacks or []), *checkpoints.named.values()]
+    )
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        save_final_state(trainer, named.get("last"))
+        save_final_state(trainer, checkpoints.last)
     finally:  # always close the loggers: one failed sweep point must not break the next
         for lg in loggers:
             lg.finalize("success" if trainer.state.status == "finished" else "failed")
@@ -366,17 +402,16 @@ def fit(cfg, run_dir, dm, module, ckpt, info, changes, callbacks) -> dict:
             import wandb
 
             wandb.finish()
-    score = checkpoint.best_model_score if checkpoint is not None else None
+    score = checkpoints.best.best_model_score if checkpoints.best is not None else None
     if score is None:
         score = trainer.callback_metrics.get(monitor)
-    result = {
-        "monitor": monitor,
-        "value": None if score is None else float(score),
-        "best": (checkpoint.best_model_path or None) if checkpoint is not None else None,
-        "run_dir": str(run_dir),
-        "global_step": trainer.global_step,
-    }
+    result = RunResult(
+        monitor=monitor,
+        value=None if score is None else float(score),
+        best=(checkpoints.best.best_model_path or None) if checkpoints.best is not None else None,
+        run_dir=str(run_dir),
+        global_step=trainer.global_step,
+    )
     if rank_zero_only.rank == 0:
-        with written_atomically(run_dir / "result.json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        result.write(run_dir / RESULT)
+    return result.to_dict()

@@ -16,6 +16,7 @@ from data_gen.raw import RAW_SUFFIXES
 from residual_train.deploy.io import check_capture, read_input_encoded
 from residual_train.serve.errors import storage_errors
 from residual_train.serve.service import Service, own, service, user
+from residual_train.serve.store import ImageRecord
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", *RAW_SUFFIXES)
 # an upload's `encoding` form field -> read_input's `linearize`
@@ -29,9 +30,10 @@ PUBLIC = (
 router = APIRouter()
 
 
-def public(m: dict) -> dict:
+def public(r: ImageRecord) -> dict:
     """The client's view of a record (a key an older record lacks is null)."""
-    return {k: m.get(k) for k in PUBLIC}
+    fields = r.model_dump()
+    return {k: fields[k] for k in PUBLIC}
 
 
 def queue_full() -> HTTPException:
@@ -127,12 +129,13 @@ def upload(
 
 @router.get("/v1/images")
 def list_images(who: str = Depends(user), svc: Service = Depends(service)) -> list[dict]:
-    return [public(m) for m in svc.store.all() if m.get("owner") == who]
+    return [public(r) for r in svc.store.all() if r.owner == who]
 
 
 @router.get("/v1/images/{image_id}")
 def status(image_id: str, who: str = Depends(user), svc: Service = Depends(service)) -> dict:
-    return public(own(svc, image_id, who))
+    m = own(svc, image_id, who)  # 404 unless it is theirs
+    return public(ImageRecord.of(m, svc.store.dir(image_id) / "meta.json"))
 
 
 @router.delete("/v1/images/{image_id}", status_code=204)
