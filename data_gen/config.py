@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import ConfigDict, Field, Strict, model_validator
 
 from data_gen.backend import BACKENDS
 from data_gen.cfa import PATTERNS
 from data_gen.render_chain import NORMALS
-from data_gen.typed import Count, Number, Settings, at_least, check, parse
+from data_gen.typed import Count, NullIsEmpty, Number, Settings, at_least, check, parse
 
-Group = Annotated[dict, BeforeValidator(lambda v: {} if v is None else v)]
+Group = Annotated[dict, NullIsEmpty]
 """A config group (null: empty), checked by its own builder."""
 
 

@@ -10,37 +10,34 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field, ValidationError
 
 from data_gen.errors import InputError
+from data_gen.typed import Record
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Profile(_Record):
+class Profile(Record):
     iso: int | float  # as written (ISO 100 stays 100 in messages)
     a: list[float]
     b: list[float]
     skip: bool = False  # darktable's mark of a profile it does not use
 
 
-class Model(_Record):
+class Model(Record):
     model: str = ""
-    profiles: list[Profile] = []
+    profiles: list[Profile] = Field(default_factory=list)
 
     @property
     def used(self) -> list[Profile]:
         return [p for p in self.profiles if not p.skip]
 
 
-class Maker(_Record):
+class Maker(Record):
     maker: str = ""
-    models: list[Model] = []
+    models: list[Model] = Field(default_factory=list)
 
 
-class NoiseProfiles(_Record):
+class NoiseProfiles(Record):
     noiseprofiles: list[Maker]
 
     def models(self, maker: str, model: str) -> list[Model]:

@@ -28,7 +28,7 @@ class Environment:
     debug: bool
     cache_root: Path
     registry_key: str | None
-    local_rank: int
+    first_local_rank: bool  # LOCAL_RANK unset or 0: the node's first (or only) process
     wandb_mode: str
     wandb_api_key: str | None
 
@@ -44,7 +44,7 @@ def environment() -> Environment:
         debug=(os.getenv("RESIDUAL_TRAIN_DEBUG") or "0") != "0",
         cache_root=Path(os.getenv("RESIDUAL_TRAIN_CACHE") or f"{home}/.cache/residual-train"),
         registry_key=os.getenv("RESIDUAL_TRAIN_KEY") or None,
-        local_rank=int(os.getenv("LOCAL_RANK") or 0),
+        first_local_rank=(os.getenv("LOCAL_RANK") or "0") == "0",
         wandb_mode=os.getenv("WANDB_MODE") or "",
         wandb_api_key=os.getenv("WANDB_API_KEY") or None,
     )

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 import h5py
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from data_gen.components import V1 as V1_COMPONENTS
 from data_gen.errors import InputError
+from data_gen.typed import Record
 
 
 def _component_names(v: Any) -> Any:
@@ -34,18 +35,9 @@ Components = Annotated[tuple[str, ...], BeforeValidator(_component_names)]
 """A dataset's component list, in physical order (schema v1: ``("blur", "noise")``)."""
 
 
-class _Record(BaseModel):
-    """Base of the records: immutable, unknown keys ignored."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ShardEntry(_Record):
+class ShardEntry(Record):
     """One shard of ``manifest.json``: file name, index, sample count, size in bytes and
-    sha256 (hex) of the file.
-
-    Also read as a mapping (``entry["name"]``), as the manifest's JSON was, for code that
-    still does."""
+    sha256 (hex) of the file."""
 
     name: str
     index: int
@@ -66,7 +58,7 @@ class ShardRecord(ShardEntry):
         return ShardEntry(**self.model_dump(exclude={"config_hash"}))
 
 
-class Manifest(_Record):
+class Manifest(Record):
     """``manifest.json``: what every shard shares, and the shards.
 
     ``patch_size`` (px, stored: packed Bayer planes are half the rendered patch),
@@ -89,7 +81,7 @@ class Manifest(_Record):
     package_version: str | None = None
 
 
-class ShardHeader(_Record):
+class ShardHeader(Record):
     """The attributes of an HDF5 shard (:func:`data_gen.generate.shard_attrs`).
 
     ``config``: the generation config as YAML; ``margin``: px rendered beyond the patch

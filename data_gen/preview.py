@@ -19,7 +19,7 @@ from data_gen.cli import run_app
 from data_gen.errors import require
 from data_gen.paths import CONF
 from data_gen.render import PATCHES
-from data_gen.shards import load_manifest, patch_names, shard_components
+from data_gen.shards import patch_names, read_manifest, shard_components
 from data_gen.sources import linear_to_srgb
 from data_gen.values import integer, number
 
@@ -44,12 +44,12 @@ def contact_sheet(
     """Build the sheet from the first ``n`` samples of shard ``shard``."""
     require(n >= 1, f"n = {n}: the number of samples to show must be >= 1")
     require(scale >= 1, f"scale = {scale}: the pixel magnification must be >= 1")
-    m = load_manifest(data_dir)
+    shards = read_manifest(data_dir).shards
     require(
-        0 <= shard < len(m["shards"]),
-        f"shard = {shard}: the dataset has shards 0..{len(m['shards']) - 1}",
+        0 <= shard < len(shards),
+        f"shard = {shard}: the dataset has shards 0..{len(shards) - 1}",
     )
-    path = data_dir / m["shards"][shard]["name"]
+    path = data_dir / shards[shard].name
     with h5py.File(path, "r") as f:
         k = min(n, f["clean"].shape[0])
         arr = {name: f[name][:k].astype(np.float32) for name in patch_names(f)}

@@ -287,25 +287,13 @@ def build_manifest(out_dir: Path, total: int, header: dict) -> dict | None:
     }
 
 
-def _manifest_mapping(data_dir: Path) -> tuple[dict, Manifest]:
-    """``manifest.json`` of ``data_dir`` as read, and as checked."""
-    p = Path(data_dir) / MANIFEST
-    if not p.is_file():
-        raise InputError(f"{p}: no manifest (is {data_dir} a generated dataset, and complete?)")
-    m = read_mapping(p, "manifest")
-    return m, parse_record(Manifest, m, f"{p}: manifest")
-
-
 def read_manifest(data_dir: Path) -> Manifest:
     """``manifest.json`` of ``data_dir``; an :class:`InputError` in one line when it is
     missing, corrupt, lacks a key or holds a value of the wrong type."""
-    return _manifest_mapping(data_dir)[1]
-
-
-def load_manifest(data_dir: Path) -> dict:
-    """``manifest.json`` of ``data_dir`` as the JSON mapping, checked as
-    :func:`read_manifest` does (new code reads the :class:`Manifest` of that)."""
-    return _manifest_mapping(data_dir)[0]
+    p = Path(data_dir) / MANIFEST
+    if not p.is_file():
+        raise InputError(f"{p}: no manifest (is {data_dir} a generated dataset, and complete?)")
+    return parse_record(Manifest, read_mapping(p, "manifest"), f"{p}: manifest")
 
 
 CHECKS = ("none", "size", "sha256")  # how far a shard file is checked against its manifest

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError
 
 from data_gen.errors import InputError
 
@@ -78,6 +78,17 @@ class Settings(BaseModel):
     """Base of every typed settings group: no unknown keys, immutable once checked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+NullIsEmpty = BeforeValidator(lambda v: {} if v is None else v)
+"""A mapping-valued key whose null means empty (``Annotated[..., NullIsEmpty]``)."""
+
+
+class Record(BaseModel):
+    """Base of a record read back from a file the project wrote (a manifest, a result, a
+    card's entry): immutable, keys it does not name (a later version's) left alone."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class KindSettings(Settings):

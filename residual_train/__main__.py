@@ -25,7 +25,7 @@ JOB_ENV = "RESIDUAL_TRAIN_JOB_OVERRIDES"
 
 
 def _child_argv() -> list[str] | None:
-    if environment().local_rank != 0 and JOB_ENV in os.environ:
+    if not environment().first_local_rank and JOB_ENV in os.environ:
         return json.loads(os.environ[JOB_ENV])
     return None
 

@@ -85,14 +85,14 @@ def test_the_environment_is_read_in_one_place(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     env = environment()
     assert env.cache_root == tmp_path / ".cache" / "residual-train"
-    assert not env.debug and env.local_rank == 0 and env.registry_key is None
+    assert not env.debug and env.first_local_rank and env.registry_key is None
     assert not env.wandb_offline
     monkeypatch.setenv("RESIDUAL_TRAIN_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("RESIDUAL_TRAIN_DEBUG", "1")
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setenv("WANDB_MODE", "offline")
     env = environment()
-    assert env.cache_root == tmp_path / "c" and env.debug and env.local_rank == 3
+    assert env.cache_root == tmp_path / "c" and env.debug and not env.first_local_rank
     assert env.wandb_offline
     from data_gen.paths import bank_cache_dir
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from data_gen.calibrate import frames as fr
 from data_gen.calibrate.dark import DarkSettings, dark_statistics
@@ -45,7 +45,7 @@ from data_gen.calibrate.single_frame import fit_tiles, tile_stats
 from data_gen.cfa import PLANES
 from data_gen.errors import InputError, require
 from data_gen.paths import filled_atomically
-from data_gen.typed import Count, Number, Settings, parse
+from data_gen.typed import Count, Number, Record, Settings, parse
 
 log = logging.getLogger("data_gen")
 
@@ -322,11 +322,9 @@ def inputs_of(paths: list[Path]) -> list[dict]:
     return out
 
 
-class Identity(BaseModel):
+class Identity(Record):
     """What identifies a calibration in its summary file (``noise.json``, ``mtf.json``):
     the command's settings but ``out``, and its inputs (:func:`inputs_of`)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     config: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] | None = None

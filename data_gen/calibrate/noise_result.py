@@ -7,17 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError
+from pydantic import Field, InstanceOf
 
 from data_gen.calibrate.fit import LineFit
-from data_gen.errors import InputError
+from data_gen.typed import Record, parse
 
 # the dark frames' statistics (dark.json's per-ISO entry), their shading (4, h, w) and
 # their read-noise residuals per plane
 DarkStats = tuple[InstanceOf[dict], InstanceOf[np.ndarray], InstanceOf[np.ndarray]]
 
 
-class IsoNoise(BaseModel):
+class IsoNoise(Record):
     """The noise of one ISO, per Bayer plane R, Gr, Gb, B: ``σ²(v) = A·max(v, 0) + B`` in
     units of the normalised signal, the levels (DN) and what it was measured from. A key
     the method does not give is None (``A`` from dark frames alone without ``k1``; ``r2``
@@ -25,8 +25,6 @@ class IsoNoise(BaseModel):
 
     In memory only (not in ``noise.json``): ``line_fits`` (the fits, for their figure) and
     ``dark`` (the dark frames' statistics, shading and residuals)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     method: str  # photon_transfer, single or dark
     frames: list[str]  # the files used
@@ -47,10 +45,5 @@ class IsoNoise(BaseModel):
     @classmethod
     def of(cls, result: dict[str, Any], where: str) -> IsoNoise:
         """One ISO's result (``calibrate_iso``'s, or ``noise.json``'s entry) typed; one line
-        naming ``where`` and the key otherwise."""
-        try:
-            return cls.model_validate(result)
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "entry"
-            raise InputError(f"{where}: {key}: {err['msg']}") from None
+        naming ``where``, the key and the value otherwise."""
+        return parse(cls, result, where)

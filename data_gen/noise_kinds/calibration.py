@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from data_gen.errors import InputError, require
+from data_gen.typed import Record
 
 
 @dataclass
@@ -43,11 +44,7 @@ class DarkISO:
         return self._shading
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ShapeRecord(_Record):
+class ShapeRecord(Record):
     kind: str
     lambda_: float | None = Field(None, alias="lambda")
 
@@ -57,14 +54,14 @@ class ShapeRecord(_Record):
         return self.lambda_ if self.kind == "tukey_lambda" else 0.14
 
 
-class BadPixels(_Record):
+class BadPixels(Record):
     hot: list[tuple[int, int]]
     cold: list[tuple[int, int]]
     noisy: list[tuple[int, int]]
     stuck: list[tuple[int, int]]
 
 
-class DarkIsoRecord(_Record):
+class DarkIsoRecord(Record):
     """One ISO of ``dark.json`` (written by :func:`data_gen.calibrate.noise.write_dark`)."""
 
     black: list[float]
@@ -78,14 +75,14 @@ class DarkIsoRecord(_Record):
     frame_paths: list[str] | None = None  # absent in files written before it existed
 
 
-class _Input(_Record):
+class _Input(Record):
     file: str
 
 
-class NoiseInputs(_Record):
+class NoiseInputs(Record):
     """What ``noise.json`` says of its inputs."""
 
-    inputs: list[_Input] = []
+    inputs: list[_Input] = Field(default_factory=list)
 
 
 def _frame_paths(doc_dir: Path, names: list[str], listed: list[str] | None) -> list[Path]:

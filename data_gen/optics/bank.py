@@ -29,10 +29,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import field_validator
 
 from data_gen.errors import InputError, require
 from data_gen.optics.psf import parse_zernike, pixel_psf, validate_psf
+from data_gen.typed import Record, parse
 
 BANK_FORMAT = 1
 
@@ -208,7 +209,7 @@ def description_hash(description: Mapping, channels: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class BankHeader(BaseModel):
+class BankHeader(Record):
     """The attributes of a bank file (:func:`save_bank`), None where a file lacks one.
 
     ``format``: :data:`BANK_FORMAT` of the writer; ``geometry``: a key of
@@ -216,8 +217,6 @@ class BankHeader(BaseModel):
     (height, width) the positions refer to, any one unit (None, stored as NaN: the source
     frame's); ``lens``: the description the bank was built from, as YAML, and
     ``lens_hash`` its :func:`description_hash`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     format: int | None = None
     name: str | None = None
@@ -241,14 +240,7 @@ class BankHeader(BaseModel):
     def of(cls, attrs: Mapping, path: Path) -> BankHeader:
         """``attrs`` of the bank file ``path`` (an :class:`InputError` naming the file and
         the attribute when one has the wrong type)."""
-        try:
-            return cls.model_validate(dict(attrs))
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            raise InputError(
-                f"PSF bank {path}: attribute {key} = {err['input']!r}: {err['msg']}"
-            ) from None
+        return parse(cls, dict(attrs), f"PSF bank {path}: attributes")
 
 
 def save_bank(bank: FieldBank, path: str | Path) -> Path:

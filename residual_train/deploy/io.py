@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 
 from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel
@@ -24,6 +24,7 @@ from data_gen.sources import (
     linear_to_srgb,
     read_image_encoded,
 )
+from data_gen.typed import Record
 from residual_train.typed import Int
 
 # noise reaches below black by a few of its own standard deviations at black (σ(0) = √B);
@@ -150,20 +151,16 @@ def _or(default):
     return BeforeValidator(lambda v: v or default)
 
 
-class MapsCard(BaseModel):
+class MapsCard(Record):
     """What a recomposition reads of the model card that ``maps.json`` repeats."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     layout: Annotated[str, _or("rgb")] = "rgb"  # rgb, or packed Bayer planes (rggb)
 
 
-class MapsInfo(BaseModel):
+class MapsInfo(Record):
     """``maps.json`` of a deploy output (what :func:`save_maps` wrote), read once by
     :func:`read_maps`. A key that a file written before it existed lacks takes the
     default here (no correction of distortion, bicubic resampling, RGB data)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     components: Annotated[list[str], Field(min_length=1)]  # the saved residual maps
     noise_A: list[float]  # the sensor's noise at the image's ISO, per channel

@@ -11,24 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import Field
+
+from data_gen.typed import NullIsEmpty, Record, parse
 
 Row = dict[str, Any]
-_NONE_IS_EMPTY = BeforeValidator(lambda v: {} if v is None else v)
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class EvaluatedModel(_Record):
+class EvaluatedModel(Record):
     """Which model was evaluated."""
 
     ref: str  # as given: an export directory, NAME[:VERSION|ALIAS] or a shipped name
     path: str  # the export directory it resolved to
 
 
-class SetResult(_Record):
+class SetResult(Record):
     """One set of photographs: its role (``validation``, ``test``, ...), its number of
     images and its rows per ISO."""
 
@@ -37,7 +34,7 @@ class SetResult(_Record):
     per_iso: list[Row]
 
 
-class EvaluationResult(_Record):
+class EvaluationResult(Record):
     """What :func:`~residual_train.evaluate.run.evaluate` returns, typed. ``per_set`` is
     empty for a result from before sets were reported; ``arrays`` (per image and ISO the
     kept images and maps the pages show) is empty in ``metrics.json``."""
@@ -47,10 +44,13 @@ class EvaluationResult(_Record):
     images: list[str]
     per_iso: list[Row]
     per_image: list[Row]
-    per_set: Annotated[dict[str, SetResult], _NONE_IS_EMPTY] = {}
-    arrays: Annotated[dict[str, dict[float, dict[str, Any]]], _NONE_IS_EMPTY] = {}
+    per_set: Annotated[dict[str, SetResult], NullIsEmpty] = Field(default_factory=dict)
+    arrays: Annotated[dict[str, dict[float, dict[str, Any]]], NullIsEmpty] = Field(
+        default_factory=dict
+    )
 
     @classmethod
     def of(cls, result: EvaluationResult | Mapping) -> EvaluationResult:
-        """``result`` typed (checked once; a typed one is returned as it is)."""
-        return result if isinstance(result, cls) else cls.model_validate(dict(result))
+        """``result`` typed (checked once; a typed one is returned as it is; one line naming
+        the key and the value otherwise)."""
+        return result if isinstance(result, cls) else parse(cls, result, "evaluation result")

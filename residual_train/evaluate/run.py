@@ -18,7 +18,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from data_gen import __version__
 from data_gen.environment import environment
@@ -27,6 +26,7 @@ from data_gen.noise_kinds import DEFAULT, kind_name
 from data_gen.optics import PSFBank, build_bank
 from data_gen.render import render_frame
 from data_gen.sensor import build_sensor
+from data_gen.typed import Record, parse
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
 from residual_train.evaluate.images import image_set, set_role
@@ -44,12 +44,10 @@ def default_cache() -> Path:
     return environment().cache_root / "eval"
 
 
-class SensorISO(BaseModel):
+class SensorISO(Record):
     """What :func:`card_isos` reads of the sensor settings a card's noise table was computed
     from (``source``): their ``iso``, a list of values, one value or a ``{min, max}`` range
     (absent or null: a calibrated table's own ISOs)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     iso: list[float] | float | dict[str, float] | None = None
 
@@ -62,7 +60,7 @@ class SensorISO(BaseModel):
 def card_isos(card: ModelCard | Mapping) -> list[float]:
     """The ISO values a card's sensor lists, else 4 log-spaced values over its range."""
     table = as_card(card).sensor_noise()
-    listed = SensorISO.model_validate(table.source).listed
+    listed = parse(SensorISO, table.source, "model card: noise_model.source").listed
     if listed:
         return listed
     lo, hi = table.range

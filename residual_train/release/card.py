@@ -156,15 +156,6 @@ class FieldTable:
     table: np.ndarray
 
     @classmethod
-    def from_json(cls, f: Any, where: str) -> FieldTable:
-        """The table of a card's ``field`` entry ``f``."""
-        try:
-            j = _FieldJson.model_validate(f)
-        except ValidationError:
-            j = None
-        return cls._of(j, where)
-
-    @classmethod
     def of_card(cls, d: Mapping, where: str) -> FieldTable:
         """The table of the card mapping ``d`` (the card of a field-aware model)."""
         try:

@@ -14,24 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict
-
 from data_gen.manifest import Manifest
 from data_gen.shards import MANIFEST, read_manifest, read_mapping, sha256_file
-from data_gen.typed import Settings, parse
+from data_gen.typed import NullIsEmpty, Record, parse
 from residual_train.training.result import FILE as RESULT
 from residual_train.training.result import RunResult
 
 # a group written as null (``data: null``) reads as the group with its defaults
-_NullIsEmpty = BeforeValidator(lambda v: {} if v is None else v)
 
 ComponentSettings = dict[str, dict | None]  # component -> its settings (their ranges)
 
 
-class _View(Settings):
+class _View(Record):
     """Some entries of a config file, typed; the others are not read here."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Generator(_View):
@@ -51,13 +46,13 @@ class RunData(_View):
     """``data`` of a training config: the dataset directory and on-the-fly rendering."""
 
     dir: str | None = None
-    onthefly: Annotated[OnTheFly, _NullIsEmpty] = OnTheFly()
+    onthefly: Annotated[OnTheFly, NullIsEmpty] = OnTheFly()
 
 
 class RunConfig(_View):
     """A training run's ``config.yaml``: what the card reads of it."""
 
-    data: Annotated[RunData, _NullIsEmpty] = RunData()
+    data: Annotated[RunData, NullIsEmpty] = RunData()
 
 
 class DatasetConfig(_View):

@@ -104,7 +104,7 @@ class RegistryIndex(_Entry):
         """The metric value of the version ``alias`` names (None: no such alias, or no
         value)."""
         version = self.aliases.get(alias)
-        entry = self.versions[version] if version in self.versions else None
+        entry = self.versions.get(version)
         return entry.metrics.value if entry is not None else None
 
     def aliases_of(self) -> dict[str, list[str]]:

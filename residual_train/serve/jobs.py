@@ -92,6 +92,8 @@ class Jobs:
                 self.running += 1
             try:
                 self.run(image_id)
+            except Exception:  # the worker outlives any one job, whatever went wrong
+                log.exception("job %s: the worker caught an error", image_id)
             finally:
                 with self._lock:
                     self.running -= 1

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data_gen.errors import InputError
 from data_gen.paths import os_error_at, written_atomically
 from data_gen.shards import read_mapping, write_json_atomic
+from data_gen.typed import Record, parse
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 STATES = ("queued", "running", "done", "failed")
@@ -62,12 +62,10 @@ def lock_storage(storage: Path) -> int:
     return fd
 
 
-class ImageRecord(BaseModel):
+class ImageRecord(Record):
     """An image's ``meta.json``, typed: written by the upload (owner, size, ISO, encoding,
     components, the sensor's noise at that ISO) and the store (id, times), changed by the
     job (status, error, note, network time). A key an older record lacks is null."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str
     status: str | None = None  # one of STATES
@@ -90,13 +88,8 @@ class ImageRecord(BaseModel):
     @classmethod
     def of(cls, meta: dict, where: str | Path) -> ImageRecord:
         """``meta`` (the ``meta.json`` at ``where``) typed; one line naming the file and
-        the key otherwise."""
-        try:
-            return cls.model_validate(meta)
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            raise InputError(f"{where}: image record: {key}: {err['msg']}") from None
+        the key and the value otherwise."""
+        return parse(cls, meta, f"{where}: image record")
 
 
 class ImageStore:
@@ -161,7 +154,7 @@ class ImageStore:
         for d in sorted(self.root.iterdir()):
             if valid_id(d.name) and (d / "meta.json").is_file():
                 path = d / "meta.json"
-                with contextlib.suppress(Exception):  # a record being deleted
+                with contextlib.suppress(OSError, InputError):  # a record being deleted
                     out.append(ImageRecord.of(read_mapping(path, "image record"), path))
         return out
 

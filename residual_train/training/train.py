@@ -18,12 +18,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from pydantic import ConfigDict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from data_gen.environment import environment
 from data_gen.errors import InputError, require
-from data_gen.typed import Settings
+from data_gen.typed import Record
 from residual_train.data import ResidualDataModule
 from residual_train.models import NET_TARGET, resolve_heads
 from residual_train.models.weights import init_from as init_from_weights
@@ -317,11 +316,9 @@ def init_weights(module: ResidualModule, dm, init_from: str | None) -> None:
             net.init_deconv(psf)
 
 
-class FieldModel(Settings):
+class FieldModel(Record):
     """What training reads of ``cfg['model']`` itself (the network checks the rest):
     ``field_kernels``, absent (None) in a model of another ``_target_``."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     field_kernels: Int(0, none_ok=True) = None
 
@@ -356,7 +353,7 @@ def train(cfg: dict, callbacks: list[Callback] | None = None) -> dict:
     if ckpt is None:
         init_weights(module, dm, s.init_from)
 
-    rank0 = rank_zero_only.rank == 0 and environment().local_rank == 0
+    rank0 = rank_zero_only.rank == 0 and environment().first_local_rank
     if rank0:
         claim_run_dir(run_dir, s.ckpt_path, ckpt is not None, s.overwrite)
     dir_existed = run_dir.is_dir()
