@@ -1,5 +1,5 @@
 """The wheel carries the Hydra config tree: ``conf/`` is copied into ``data_gen/conf``
-(where :mod:`data_gen.paths` finds it when no checkout is around). Everything else is in
+(where :mod:`data_gen.core.paths` finds it when no checkout is around). Everything else is in
 pyproject.toml."""
 
 import shutil

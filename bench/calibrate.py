@@ -40,8 +40,8 @@ from data_gen.calibrate.synthetic import (
     write_frames,
 )
 from data_gen.cfa import pack
-from data_gen.cli import compose_config
-from data_gen.paths import CONF
+from data_gen.core.cli import compose_config
+from data_gen.core.paths import CONF
 from data_gen.sensor import build_sensor
 
 

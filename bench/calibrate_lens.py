@@ -39,9 +39,9 @@ from data_gen.calibrate.lens import run
 from data_gen.calibrate.psf import psf_psnr
 from data_gen.calibrate.sfr import mtf50, mtf_along
 from data_gen.calibrate.synthetic import chart_capture, chart_homography
-from data_gen.cli import compose_config
+from data_gen.core.cli import compose_config
+from data_gen.core.paths import CONF, bank_cache_dir
 from data_gen.optics import build_bank, load_psf_grid
-from data_gen.paths import CONF, bank_cache_dir
 
 K_TRUE = (-0.04, 0.01)
 FREQ = np.linspace(0, 0.5, 2001)

@@ -38,8 +38,8 @@ from data_gen.calibrate.compare import (
 from data_gen.calibrate.lens import run as run_lens
 from data_gen.calibrate.noise import run as run_noise
 from data_gen.calibrate.sfr import mtf50, mtf_along
-from data_gen.cli import compose_config
-from data_gen.paths import CONF
+from data_gen.core.cli import compose_config
+from data_gen.core.paths import CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -45,8 +45,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import save
-from data_gen.errors import InputError
-from data_gen.paths import CONF
+from data_gen.core.errors import InputError
+from data_gen.core.paths import CONF
 from data_gen.physics.convolve import blur_image
 from data_gen.physics.defocus import coc_radius_px, composite_layers, defocus_layers
 from data_gen.physics.fog import add_fog, draw_fog, transmission

@@ -42,8 +42,8 @@ from data_gen.sources import dead_leaves
 def config(
     out_dir: str, samples: int, workers: int, write: bool, extra: list[str], shards: int = 4
 ) -> dict:
-    from data_gen.cli import compose_config
-    from data_gen.paths import CONF
+    from data_gen.core.cli import compose_config
+    from data_gen.core.paths import CONF
 
     overrides = [
         f"out_dir={out_dir}",

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import save
 from bench.datagen import config as datagen_config
-from data_gen.cli import compose_config
+from data_gen.core.cli import compose_config
+from data_gen.core.paths import CONF
 from data_gen.generate import generate
-from data_gen.paths import CONF
 from residual_train.data import ResidualDataModule
 from residual_train.training.lit import ResidualModule
 

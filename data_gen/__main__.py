@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from data_gen.cli import run_app
-from data_gen.paths import CONF
+from data_gen.core.cli import run_app
+from data_gen.core.paths import CONF
 
 log = logging.getLogger("data_gen")
 

@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 import scipy.fft
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 
 
 def fft_size(n: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import is_torch
 
 PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")

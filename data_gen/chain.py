@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from data_gen.components import V1, Chain, check_names, component_class
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseKind, default_kind
 

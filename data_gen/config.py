@@ -17,8 +17,8 @@ from pydantic import ConfigDict, Field, Strict, model_validator
 
 from data_gen.backend import BACKENDS
 from data_gen.cfa import PATTERNS
+from data_gen.core.typed import Count, NullIsEmpty, Number, Settings, at_least, check, parse
 from data_gen.render_chain import NORMALS
-from data_gen.typed import Count, NullIsEmpty, Number, Settings, at_least, check, parse
 
 Group = Annotated[dict, NullIsEmpty]
 """A config group (null: empty), checked by its own builder."""

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from data_gen.errors import InputError
-from data_gen.typed import Record
+from data_gen.core.errors import InputError
+from data_gen.core.typed import Record
 
 
 class Profile(Record):

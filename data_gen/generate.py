@@ -30,13 +30,13 @@ from data_gen import __version__
 from data_gen.backend import BACKENDS
 from data_gen.cfa import PLANE_COLOUR
 from data_gen.chain import stored_names
-from data_gen.cli import die_with_parent
 from data_gen.components import V1, Chain
 from data_gen.config import GenerationSettings, generation_settings
-from data_gen.errors import InputError, require
+from data_gen.core.cli import die_with_parent
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import open_to_umask
 from data_gen.noise_kinds import unhashed_keys
 from data_gen.optics import PSFBank, build_bank
-from data_gen.paths import open_to_umask
 from data_gen.render import draw_sample
 from data_gen.render_chain import NORMALS, SampleRenderer
 from data_gen.sensor import SensorModel, build_sensor

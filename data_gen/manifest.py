@@ -20,8 +20,8 @@ import h5py
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from data_gen.components import V1 as V1_COMPONENTS
-from data_gen.errors import InputError
-from data_gen.typed import Record
+from data_gen.core.errors import InputError
+from data_gen.core.typed import Record
 
 
 def _component_names(v: Any) -> Any:

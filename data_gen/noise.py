@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 
 
 def at_iso(iso: float, isos, values) -> np.ndarray:

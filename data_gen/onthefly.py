@@ -40,7 +40,7 @@ import torch
 from data_gen import chain_batch
 from data_gen.backend import NumpyBackend, TorchBackend
 from data_gen.components import DrawContext
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise

@@ -15,13 +15,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from data_gen.chain import stored_residuals
-from data_gen.cli import run_app
-from data_gen.errors import require
-from data_gen.paths import CONF
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import CONF
+from data_gen.core.values import integer, number
 from data_gen.render import PATCHES
 from data_gen.shards import patch_names, read_manifest, shard_components
 from data_gen.sources import linear_to_srgb
-from data_gen.values import integer, number
 
 COLUMNS = (*PATCHES, "R_b", "R_n")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.cfa import PATTERNS, pack, plane_offsets
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 
 RAW_SUFFIXES = (
     ".dng",

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from data_gen.cfa import PLANE_COLOUR
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, NoiseKind, draw_noise
 from data_gen.optics import PSFBank

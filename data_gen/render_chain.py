@@ -23,7 +23,7 @@ from data_gen import chain_batch
 from data_gen.backend import make_backend
 from data_gen.chain import chain_names, render_chain, stored_names
 from data_gen.components import Chain, DrawContext
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, NoiseKind, batch_draws, default_kind, draw_noise
 from data_gen.render import SampleSpec, batch_noise_model

@@ -21,13 +21,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator
 
+from data_gen.core.errors import InputError, require
+from data_gen.core.registry import Registry
+from data_gen.core.typed import Text, check, parse
 from data_gen.darktable import load_noiseprofiles
-from data_gen.errors import InputError, require
 from data_gen.noise import NoiseModel, at_iso
 from data_gen.noise_kinds import NoiseKind, build_noise_kind, default_kind
 from data_gen.noise_kinds.base import NoiseKeys
-from data_gen.registry import Registry
-from data_gen.typed import Text, check, parse
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from data_gen.chain import stored_names
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
+from data_gen.core.paths import written_atomically
 from data_gen.manifest import Manifest, ShardEntry, ShardHeader, ShardRecord, parse_record
-from data_gen.paths import written_atomically
 from data_gen.render import PATCHES
 
 SCHEMA_VERSIONS = (1, 2)  # v1: what the default [blur, noise] writes

@@ -23,13 +23,13 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from skimage.transform import downscale_local_mean
 
 from data_gen.cfa import superpixel_rgb
-from data_gen.errors import InputError, require
-from data_gen.paths import preset_path
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import preset_path
+from data_gen.core.registry import Registry
+from data_gen.core.typed import KindSettings, Number, Settings, Text, check, parse
+from data_gen.core.values import mapping
 from data_gen.raw import RAW_SUFFIXES, read_raw
-from data_gen.registry import Registry
 from data_gen.splits import select_files
-from data_gen.typed import KindSettings, Number, Settings, Text, check, parse
-from data_gen.values import mapping
 
 log = logging.getLogger("data_gen")
 

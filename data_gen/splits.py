@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_gen.errors import require
-from data_gen.paths import preset_path
+from data_gen.core.errors import require
+from data_gen.core.paths import preset_path
 
 SHARED_DATA = "../shared/data"
 ROLES = ("training", "validation", "test")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from data_gen.cli import run_app
-from data_gen.errors import require
-from data_gen.paths import CONF
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import CONF
 from data_gen.shards import MANIFEST, progress_without_manifest, read_manifest, stray_files, verify
 
 

@@ -14,9 +14,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data_gen.cli import check_value_types, quote_range_overrides, report_hydra_errors, run_task
-from data_gen.environment import environment
-from data_gen.paths import CONF
+from data_gen.core.cli import (
+    check_value_types,
+    quote_range_overrides,
+    report_hydra_errors,
+    run_task,
+)
+from data_gen.core.environment import environment
+from data_gen.core.paths import CONF
 
 # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's argv,
 # which under multirun would sweep again and under ${now:} pick another run_dir. The

@@ -48,11 +48,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_gen.chain import stored_names, stored_residuals
 from data_gen.components import V1 as V1_COMPONENTS
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import bank_cache_dir
 from data_gen.manifest import ShardEntry, ShardHeader
 from data_gen.noise import NoiseModel
 from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral, transform_index
-from data_gen.paths import bank_cache_dir
 from data_gen.sensor import normalised_ab
 from data_gen.shards import read_manifest, shard_file_problem
 from residual_train.data_settings import DataSettings

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from data_gen.typed import Settings
+from data_gen.core.typed import Settings
 from residual_train.typed import Bool, Int, Num, OneOf
 
 # what a training target is: the residual of each component peeled off in chain order,

@@ -1,6 +1,6 @@
 """Checked settings for the learning stages (data, training): pydantic models whose values
-are checked with :mod:`data_gen.values`' wording (``an integer >= 1``, ``one of l1, l2``),
-:func:`parse` (:func:`data_gen.typed.parse`, the one parser of every settings group)
+are checked with :mod:`data_gen.core.values`' wording (``an integer >= 1``, ``one of l1, l2``),
+:func:`parse` (:func:`data_gen.core.typed.parse`, the one parser of every settings group)
 raising the first problem as one line naming the key and its value, the YAML's defaults
 filling a partial mapping (:func:`completed`), and :func:`build` for a group's ``_target_``. The groups themselves: :mod:`residual_train.data_settings` (``data``)
 and :mod:`residual_train.training.settings` (the rest of the training config).
@@ -21,16 +21,16 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BeforeValidator, Field
 
-from data_gen.errors import InputError
-from data_gen.paths import CONF
-from data_gen.typed import parse  # noqa: F401 (the one settings parser, re-exported)
-from data_gen.values import boolean, integer, number, one_of
+from data_gen.core.errors import InputError
+from data_gen.core.paths import CONF
+from data_gen.core.typed import parse  # noqa: F401 (the one settings parser, re-exported)
+from data_gen.core.values import boolean, integer, number, one_of
 
 _KEY = "\x00"  # stands for the key in a value check's message; the key is named by parse
 
 
 def checked(check: Callable, *args, **kw) -> BeforeValidator:
-    """A pydantic check by one of :mod:`data_gen.values`' helpers (their wording: ``an
+    """A pydantic check by one of :mod:`data_gen.core.values`' helpers (their wording: ``an
     integer >= 1``, ``one of l1, l2, charbonnier``); ``None`` passes when it is allowed."""
     none_ok = kw.pop("none_ok", False)
 

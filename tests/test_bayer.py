@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data_gen.cfa import PATTERNS, mosaic, mosaic_packed, pack, plane_offsets, unpack
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import generate
 from data_gen.raw import read_raw
 from data_gen.sources import RawSource
@@ -187,7 +187,7 @@ def test_a_bayer_dataset_trains(tmp_path):
     assert res["global_step"] > 0 and np.isfinite(res["value"])
     assert any((tmp_path / "run" / "panels").iterdir())
     # export and deploy on a real RAW file: its mosaic packed to the model's planes
-    from data_gen.paths import APPS
+    from data_gen.core.paths import APPS
     from residual_train.deploy.__main__ import run as deploy_run
     from residual_train.release.export import export
 

@@ -20,8 +20,8 @@ from data_gen.calibrate.lens import run
 from data_gen.calibrate.psf import psf_psnr
 from data_gen.calibrate.sfr import edge_samples, mtf50, mtf_along, sfr_from_samples
 from data_gen.calibrate.synthetic import chart_capture, chart_homography
-from data_gen.cli import compose_config
-from data_gen.errors import InputError
+from data_gen.core.cli import compose_config
+from data_gen.core.errors import InputError
 from data_gen.optics import build_bank, load_psf_grid
 from tests.conftest import CONF, ROOT
 

@@ -23,8 +23,8 @@ from data_gen.calibrate.synthetic import (
     write_frames,
 )
 from data_gen.cfa import pack
-from data_gen.cli import compose_config
-from data_gen.errors import InputError
+from data_gen.core.cli import compose_config
+from data_gen.core.errors import InputError
 from data_gen.raw import write_dng
 from data_gen.sensor import build_sensor
 from tests.conftest import CONF, ROOT

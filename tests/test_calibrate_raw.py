@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from data_gen.cfa import PATTERNS, pack
-from data_gen.cli import group_files
-from data_gen.errors import InputError
+from data_gen.core.cli import group_files
+from data_gen.core.errors import InputError
 from data_gen.raw import raw_iso, read_raw, write_dng
 from data_gen.sensor import RawNoiseModel, build_sensor
 from tests.conftest import CONF, ROOT

@@ -17,7 +17,7 @@ from data_gen.calibrate.compare import (
 )
 from data_gen.calibrate.lens import run as run_lens
 from data_gen.calibrate.noise import run as run_noise
-from data_gen.cli import compose_config
+from data_gen.core.cli import compose_config
 from tests.conftest import CONF, shared
 
 pytestmark = pytest.mark.shared_data

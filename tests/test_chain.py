@@ -13,7 +13,7 @@ from data_gen import chain_batch
 from data_gen.backend import NumpyBackend, TorchBackend
 from data_gen.chain import chain_names, render_chain, residuals, stored_names, stored_residuals
 from data_gen.components import ORDER, REGISTRY, Chain, DrawContext, check_names
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import NoiseModel
 from residual_train.deploy.compose import compose, compose_reference
 from residual_train.evaluate.metrics import psnr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import NoiseModel
 from data_gen.physics.convolve import blur_image
 from data_gen.physics.defocus import coc_radius_px, composite_layers, defocus_layers

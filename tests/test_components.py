@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.physics.defocus import coc_radius_px, defocus, disc_kernel
 from data_gen.physics.depth import check_depth
 from data_gen.physics.distortion import (
@@ -245,7 +245,7 @@ def test_photographs_take_depth_maps_in_metres_or_disparity(tmp_path):
     ],
 )
 def test_distortion_coefficients_must_keep_the_radial_map_increasing_and_modest(k, ok):
-    from data_gen.errors import InputError
+    from data_gen.core.errors import InputError
     from data_gen.physics.distortion import check_coefficients
 
     if ok:

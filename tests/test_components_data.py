@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from data_gen.chain import before, stored_names, stored_residuals
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import config_hash, generate, generation_config
 from data_gen.noise import NoiseModel
 from data_gen.physics.relight import gain_map

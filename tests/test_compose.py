@@ -116,7 +116,7 @@ def test_the_old_variance_clamp_would_have_exploded_here(photo):
 
 def test_a_model_without_a_noise_model_channel_count_is_refused():
     x = np.zeros((3, 8, 8), np.float32)
-    from data_gen.errors import InputError
+    from data_gen.core.errors import InputError
 
     with pytest.raises(InputError, match="noise model has 1 channel"):
         compose_blur_noise(x, x, x, 1, 1, NoiseModel([1e-3], [1e-6]))

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import generate
 from data_gen.noise import NoiseModel
 from residual_train.deploy import load_maps, load_model, read_input, tile_weights
@@ -468,8 +468,8 @@ def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp
 def test_fp16_and_int8_exports_record_what_they_cost(exported, tmp_path):
     ckpt = Path(json.loads((exported / "card.json").read_text())["checkpoint"]["path"])
     fp32_bytes = (exported / "model.onnx").stat().st_size
-    from data_gen.cli import compose_config
-    from data_gen.paths import APPS
+    from data_gen.core.cli import compose_config
+    from data_gen.core.paths import APPS
     from residual_train.evaluate.device import DeviceCheck
     from residual_train.release.export import run as run_export
 

@@ -4,7 +4,7 @@ fails), the README stays a README, and every command the README and the docs sho
 checked against the code without running it: ``python -m MODULE ...`` and
 ``residual-train STAGE ...`` name a module that exists, and their ``key=value`` overrides
 compose against the command's config tree and pass the command's own value checks
-(:func:`data_gen.cli.check_value_types`), as its command line would. ``make TARGET`` names
+(:func:`data_gen.core.cli.check_value_types`), as its command line would. ``make TARGET`` names
 a Makefile target; ``python FILE.py``, ``bash FILE.sh`` and ``slurm/...`` name files that
 exist. The one-page block of docs/your-camera.md is also *run*, at tiny sizes, by
 tests/test_your_camera.py."""
@@ -142,7 +142,7 @@ def compose_errors(module: str, args: list[str], monkeypatch) -> tuple[list[str]
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
-    import data_gen.cli as cli
+    import data_gen.core.cli as cli
 
     if any(a in ("-h", "--help") for a in args):
         return [], []
@@ -205,7 +205,7 @@ def compose_errors(module: str, args: list[str], monkeypatch) -> tuple[list[str]
     monkeypatch.setattr(cli, "command_line_values", lambda _d: (chosen, changed, added))
     try:
         cli.check_value_types(root, name, cfg)
-    except Exception as e:  # data_gen.errors.InputError
+    except Exception as e:  # data_gen.core.errors.InputError
         return [f"{type(e).__name__}: {e}"], placeholders
     return [], placeholders
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import build_pipeline, generate
 from data_gen.optics import inverse_filter
 from data_gen.optics.symmetry import bank_symmetries, dihedral, transform_index

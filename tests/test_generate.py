@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import generate, generation_config, parse_shard_index
 from data_gen.preview import contact_sheet
 from data_gen.shards import verify

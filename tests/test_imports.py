@@ -62,18 +62,18 @@ ENV_NAMES = (
 
 
 def test_the_environment_is_read_in_one_place(monkeypatch, tmp_path):
-    """The variables the project reads are data_gen.environment's typed record (read afresh
+    """The variables the project reads are data_gen.core.environment's typed record (read afresh
     on every call); no other module reads them from os.environ (two modules computed the
     cache folder, two the debug switch, before)."""
     import re
 
-    from data_gen.environment import environment
+    from data_gen.core.environment import environment
 
     names = "|".join(ENV_NAMES)
     read = rf"(os\.environ\.get|os\.getenv)\(\s*.({names})|os\.environ\[.({names}).\](?!\s*=)"
     hits = []
     for p in sorted([*ROOT.glob("data_gen/**/*.py"), *ROOT.glob("residual_train/**/*.py")]):
-        if p.relative_to(ROOT).as_posix() == "data_gen/environment.py":
+        if p.relative_to(ROOT).as_posix() == "data_gen/core/environment.py":
             continue
         for i, line in enumerate(p.read_text().splitlines(), 1):
             if re.search(read, line):
@@ -94,6 +94,29 @@ def test_the_environment_is_read_in_one_place(monkeypatch, tmp_path):
     env = environment()
     assert env.cache_root == tmp_path / "c" and env.debug and not env.first_local_rank
     assert env.wandb_offline
-    from data_gen.paths import bank_cache_dir
+    from data_gen.core.paths import bank_cache_dir
 
     assert bank_cache_dir() == tmp_path / "c" / "banks"
+
+
+def test_the_shared_plumbing_imports_nothing_else_of_the_project():
+    """data_gen.core (errors, CLI wrapper, paths, values, typed settings, environment,
+    registries, HTML) is the base every module builds on: it imports no physics, data or
+    stage module, at the top of a file or inside a function."""
+    import ast
+
+    bad = []
+    for p in sorted((ROOT / "data_gen" / "core").glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for n in names:
+                root = n.split(".")[0]
+                if root == "residual_train" or (
+                    root == "data_gen" and not n.startswith("data_gen.core")
+                ):
+                    bad.append(f"{p.relative_to(ROOT)}:{node.lineno}: {n}")
+    assert not bad, bad

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import generate
 from data_gen.optics import (
     FieldBank,

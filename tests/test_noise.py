@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import EPS, NoiseModel, variance, variance_scalar
 from tests.conftest import ROOT
 

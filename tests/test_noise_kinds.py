@@ -14,7 +14,7 @@ from data_gen.backend import NumpyBackend, TorchBackend
 from data_gen.calibrate.dark import tukey_shape
 from data_gen.chain import chain_names, render_chain, stored_names
 from data_gen.components import Chain, DrawContext
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import build_pipeline, config_hash, generation_config
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise
@@ -331,7 +331,7 @@ def calibrated(tmp_path_factory):
 
     from data_gen.calibrate.noise import run
     from data_gen.calibrate.synthetic import SyntheticSensor, dark_shading, write_frames
-    from data_gen.cli import compose_config
+    from data_gen.core.cli import compose_config
     from tests.conftest import CONF
 
     d = tmp_path_factory.mktemp("darkcal")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import NoiseModel
 from residual_train.data import ResidualDataModule
 from residual_train.training.train import train

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import j1
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.optics import (
     load_psf_file,
     noll_to_nm,

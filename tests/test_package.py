@@ -67,7 +67,7 @@ def test_the_wheel_carries_configs_weights_and_the_console_script(installed, tmp
         [
             str(py),
             "-c",
-            "import json, residual_train, data_gen.paths as p\n"
+            "import json, residual_train, data_gen.core.paths as p\n"
             "from residual_train.deploy import SHIPPED, shipped_models\n"
             "print(json.dumps([residual_train.__file__, str(p.CONF), str(SHIPPED), shipped_models()]))",
         ],

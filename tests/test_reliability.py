@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import build_pipeline, claim_out_dir, generate
 from data_gen.shards import MANIFEST
 from residual_train.release.registry import Registry, TamperedError
@@ -788,7 +788,7 @@ def test_a_bug_is_one_line_and_its_traceback_is_kept_where_the_run_is(
     created: a failed command leaves no claim), else the cache's ``logs/``."""
     import re
 
-    from data_gen.cli import run_task
+    from data_gen.core.cli import run_task
 
     monkeypatch.setenv("RESIDUAL_TRAIN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RESIDUAL_TRAIN_DEBUG", raising=False)

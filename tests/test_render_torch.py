@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import build_pipeline, config_hash, generate, generation_config
 from data_gen.render import batch_noise_model, draw_sample
 from data_gen.render_chain import SampleRenderer

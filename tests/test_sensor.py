@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.sensor import DarktableNoiseModel, ISOSampler, RawNoiseModel
 from tests.conftest import shared
 

@@ -534,8 +534,8 @@ def export_heads(root: Path, heads: list[str], seed: int | None = None) -> Path:
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     # the run's dataset config gives the card the default sensor's noise model
-    from data_gen.cli import compose_config
-    from data_gen.paths import CONF
+    from data_gen.core.cli import compose_config
+    from data_gen.core.paths import CONF
 
     data_cfg = compose_config(
         CONF, "data_gen", ["out_dir=unused", f"components=[{','.join(heads)}]"]

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.sources import (
     DeadLeavesSource,
     FolderSource,

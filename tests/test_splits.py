@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.generate import build_pipeline, config_hash, generation_config
 from data_gen.sources import FolderSource, build_source
 from data_gen.splits import BSD400_VAL, SETS, every_tenth, photo_set

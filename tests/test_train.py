@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.shards import read_manifest
 from residual_train.data import EpochSampler, ResidualDataModule, ShardDataset
 from residual_train.models import build_model

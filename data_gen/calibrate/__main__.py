@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from data_gen.cli import run_app
-from data_gen.paths import CONF
+from data_gen.core.cli import run_app
+from data_gen.core.paths import CONF
 
 USAGE = (
     "usage: residual-train calibrate noise raws=DIR_OR_FILES out=DIR [method=...]\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.calibrate.sfr import mtf50, mtf_along
+from data_gen.core.errors import require
 from data_gen.darktable import Profile, load_noiseprofiles
-from data_gen.errors import require
 
 
 def planes_to_rgb(v) -> np.ndarray:

@@ -35,7 +35,7 @@ from scipy import stats
 from scipy.ndimage import gaussian_filter
 
 from data_gen.cfa import plane_offsets
-from data_gen.typed import Count, Number, Settings
+from data_gen.core.typed import Count, Number, Settings
 
 NORMAL_LAMBDA = 0.14  # Tukey-λ closest to the normal distribution
 

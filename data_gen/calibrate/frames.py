@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.cfa import pack
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 from data_gen.raw import RAW_SUFFIXES, TAG_EXPOSURE, _tiff_tags, read_raw
 
 UNKNOWN = "unknown"  # the ISO key of frames that carry no ISO

@@ -55,9 +55,9 @@ from data_gen.calibrate.distortion import Geometry, fit_geometry
 from data_gen.calibrate.noise import prepare_output
 from data_gen.calibrate.psf import estimate_psf, recentre
 from data_gen.calibrate.sfr import SFR, edge_samples, sfr_from_samples
-from data_gen.errors import InputError, require
-from data_gen.paths import filled_atomically
-from data_gen.typed import Integer, Number, Settings, parse
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import filled_atomically
+from data_gen.core.typed import Integer, Number, Settings, parse
 
 log = logging.getLogger("data_gen")
 

@@ -43,9 +43,9 @@ from data_gen.calibrate.noise_result import IsoNoise
 from data_gen.calibrate.photon_transfer import photon_transfer
 from data_gen.calibrate.single_frame import fit_tiles, tile_stats
 from data_gen.cfa import PLANES
-from data_gen.errors import InputError, require
-from data_gen.paths import filled_atomically
-from data_gen.typed import Count, Number, Record, Settings, parse
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import filled_atomically
+from data_gen.core.typed import Count, Number, Record, Settings, parse
 
 log = logging.getLogger("data_gen")
 

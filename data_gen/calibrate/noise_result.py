@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field, InstanceOf
 
 from data_gen.calibrate.fit import LineFit
-from data_gen.typed import Record, parse
+from data_gen.core.typed import Record, parse
 
 # the dark frames' statistics (dark.json's per-ISO entry), their shading (4, h, w) and
 # their read-noise residuals per plane

@@ -1,6 +1,6 @@
 """The calibration reports: one self-contained ``index.html`` (matplotlib PNGs embedded)
 so a person can see whether a fit is good. The markup is in ``templates/``
-(``noise.html.j2``, ``lens.html.j2``), rendered with :func:`data_gen.html.render`; its style
+(``noise.html.j2``, ``lens.html.j2``), rendered with :func:`data_gen.core.html.render`; its style
 follows the evaluation pages (``residual_train.evaluate``; ``data_gen`` does not import it)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from data_gen.calibrate.noise_result import IsoNoise
 from data_gen.cfa import PLANES
-from data_gen.html import render, table
+from data_gen.core.html import render, table
 
 PACKAGE = "data_gen.calibrate"
 COLOURS = {"R": "#d62728", "Gr": "#2ca02c", "Gb": "#17becf", "B": "#1f77b4"}

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from data_gen.components.base import BatchContext, Component, DrawContext
-from data_gen.errors import require
+from data_gen.core.errors import require
 
 REGISTRY: dict[str, type[Component]] = {}
 
@@ -67,7 +67,7 @@ def default_settings(names: Sequence[str]) -> dict[str, dict]:
     """``conf/component/<name>.yaml`` of each listed component that has settings there."""
     import yaml
 
-    from data_gen.paths import CONF
+    from data_gen.core.paths import CONF
 
     out = {}
     for n in names:

@@ -3,7 +3,7 @@
 A component is one physical model — relight, fog, defocus, lens blur, camera shake, sensor
 noise — and one object owns everything about it:
 
-* its **settings** (a :class:`~data_gen.typed.Settings` model; the defaults live in
+* its **settings** (a :class:`~data_gen.core.typed.Settings` model; the defaults live in
   ``conf/component/<name>.yaml``, lens blur's in ``conf/lens/``, noise's in
   ``conf/sensor/``) and the resources they name (kernel files);
 * its **place** in the physical order (:attr:`Component.order`) and whether it needs depth;
@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from data_gen.typed import Settings, parse
+from data_gen.core.typed import Settings, parse
 
 Transport = Literal["gain", "spread", "signal"]
 

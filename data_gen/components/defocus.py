@@ -18,6 +18,7 @@ from pydantic import model_validator
 from data_gen.backend import conv_same, fft_size
 from data_gen.components import register
 from data_gen.components.base import BatchContext, Component, DrawContext
+from data_gen.core.typed import Integer, Number, Range, Settings, check
 from data_gen.physics.defocus import (
     coc_radius_px,
     composite_layers,
@@ -26,7 +27,6 @@ from data_gen.physics.defocus import (
     layer_index,
 )
 from data_gen.physics.depth import check_depth
-from data_gen.typed import Integer, Number, Range, Settings, check
 
 CHUNK_BYTES = 48 * 2**20  # a batch's layers are convolved this many bytes at a time
 

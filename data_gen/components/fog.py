@@ -8,9 +8,9 @@ from pydantic import model_validator
 
 from data_gen.components import register
 from data_gen.components.base import BatchContext, Component, DrawContext
+from data_gen.core.typed import Number, Range, Settings, check
 from data_gen.physics.depth import check_depth
 from data_gen.physics.fog import add_fog, draw_fog, estimate_transmission, transmission
-from data_gen.typed import Number, Range, Settings, check
 
 
 class FogSettings(Settings):

@@ -13,10 +13,10 @@ from pydantic import model_validator
 from data_gen.backend import conv_same, fft_size
 from data_gen.components import register
 from data_gen.components.base import BatchContext, Component, DrawContext
-from data_gen.errors import require
+from data_gen.core.errors import require
+from data_gen.core.typed import Integer, Range, Settings, Text, check
 from data_gen.physics.convolve import blur_image
 from data_gen.physics.motion import draw_motion, load_kernels
-from data_gen.typed import Integer, Range, Settings, Text, check
 
 
 class MotionSettings(Settings):

@@ -8,8 +8,8 @@ from pydantic import model_validator
 
 from data_gen.components import register
 from data_gen.components.base import BatchContext, Component, DrawContext
+from data_gen.core.typed import IntRange, Range, Settings, check
 from data_gen.physics.relight import draw_relight, estimate_gain, gain_map, relight
-from data_gen.typed import IntRange, Range, Settings, check
 
 
 class RelightSettings(Settings):

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
+from data_gen.core.typed import parse
 from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
-from data_gen.typed import parse
 
 KINDS: dict[str, type[NoiseKind]] = {}
 DEFAULT = "poisson_gaussian"

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from data_gen.cfa import PLANE_COLOUR, plane_offsets
-from data_gen.typed import KindSettings, Text
+from data_gen.core.typed import KindSettings, Text
 
 
 @dataclass(frozen=True)

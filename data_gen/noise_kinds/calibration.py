@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, ValidationError
 
-from data_gen.errors import InputError, require
-from data_gen.typed import Record
+from data_gen.core.errors import InputError, require
+from data_gen.core.typed import Record
 
 
 @dataclass

@@ -21,13 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from data_gen.cfa import pack
-from data_gen.errors import require
+from data_gen.core.errors import require
+from data_gen.core.typed import Integer, Settings, parse
 from data_gen.noise import at_iso
 from data_gen.noise_kinds import register
 from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
 from data_gen.noise_kinds.calibration import DarkCalibration, DarkISO
 from data_gen.noise_kinds.tables import planes_to_colours
-from data_gen.typed import Integer, Settings, parse
 
 
 class DarkFramesSettings(Settings):

@@ -29,7 +29,8 @@ from typing import Annotated
 import numpy as np
 from pydantic import Strict
 
-from data_gen.errors import require
+from data_gen.core.errors import require
+from data_gen.core.typed import Integer, Number, Settings, parse
 from data_gen.noise_kinds import register
 from data_gen.noise_kinds.base import NoiseContext, NoiseKeys, NoiseKind
 from data_gen.noise_kinds.calibration import DarkCalibration
@@ -42,7 +43,6 @@ from data_gen.physics.sensor_noise import (
     tukey_lambda_quantile,
     tukey_lambda_std,
 )
-from data_gen.typed import Integer, Number, Settings, parse
 
 QUANTISATION = 1 / 12  # DN², the variance rounding to whole DN adds
 MIN_LAMBDA = -0.4  # Tukey-λ has a finite variance for λ > −1/2; keep away from it

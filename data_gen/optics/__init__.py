@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from data_gen.errors import require
+from data_gen.core.errors import require
+from data_gen.core.registry import Registry
+from data_gen.core.typed import Integer, KindSettings, Number, Positive, parse
 from data_gen.optics.bank import (
     FieldBank,
     LensState,
@@ -39,8 +41,6 @@ from data_gen.optics.psf import (
     validate_psf,
     zernike,
 )
-from data_gen.registry import Registry
-from data_gen.typed import Integer, KindSettings, Number, Positive, parse
 
 __all__ = [
     "KINDS",

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data_gen.cli import run_app
-from data_gen.errors import require
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import CONF
+from data_gen.core.typed import KindSettings, parse
+from data_gen.core.values import integer, number, numbers
 from data_gen.optics import FieldBank, LensState, PSFBank, build_bank, save_bank
 from data_gen.optics.atlas import atlas_image, write_atlas
-from data_gen.paths import CONF
-from data_gen.typed import KindSettings, parse
-from data_gen.values import integer, number, numbers
 
 USAGE = "usage: python -m data_gen.optics bank|atlas lens=NAME out=FILE [key=value ...]"
 

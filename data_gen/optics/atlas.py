@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.optics.bank import FieldBank, PSFBank
 
 

@@ -31,9 +31,9 @@ import numpy as np
 import yaml
 from pydantic import field_validator
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
+from data_gen.core.typed import Record, parse
 from data_gen.optics.psf import parse_zernike, pixel_psf, validate_psf
-from data_gen.typed import Record, parse
 
 BANK_FORMAT = 1
 

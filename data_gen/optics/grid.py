@@ -19,10 +19,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from data_gen.errors import InputError, require
-from data_gen.optics.bank import FieldBank, LensState
-from data_gen.paths import PROJECT, preset_path
-from data_gen.typed import (
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import PROJECT, preset_path
+from data_gen.core.typed import (
     Count,
     KindSettings,
     Number,
@@ -32,6 +31,7 @@ from data_gen.typed import (
     Text,
     parse,
 )
+from data_gen.optics.bank import FieldBank, LensState
 
 AXES = ("row", "col", "y", "x", "c")
 

@@ -29,10 +29,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, Field, Strict
 
-from data_gen.errors import require
-from data_gen.optics.bank import FieldBank, LensState
-from data_gen.optics.psf import ZERNIKE_NAMES, sensor_psf, validate_psf
-from data_gen.typed import (
+from data_gen.core.errors import require
+from data_gen.core.typed import (
     Count,
     KindSettings,
     Number,
@@ -43,6 +41,8 @@ from data_gen.typed import (
     check,
     parse,
 )
+from data_gen.optics.bank import FieldBank, LensState
+from data_gen.optics.psf import ZERNIKE_NAMES, sensor_psf, validate_psf
 
 # term: (power of h, power of the pupil radius ratio)
 TERMS: dict[str, tuple[int, int]] = {

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 from scipy.special import factorial
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 
 # Noll index of the named Zernike terms (Noll 1976, RMS-normalised).
 ZERNIKE_NAMES: dict[str, int] = {

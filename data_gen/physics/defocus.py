@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.physics.depth import check_depth
 
 

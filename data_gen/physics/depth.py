@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 
 
 def check_depth(depth: np.ndarray, shape: tuple[int, int] | None = None, name: str = "") -> None:

@@ -77,7 +77,7 @@ def check_coefficients(k: tuple[float, ...], where: str = "distortion") -> tuple
     frame (``r`` in [0, 1], 1 = the corner: a decreasing map folds the frame over itself)
     and moving no point by more than :data:`MAX_SHIFT` half diagonals (a larger one is no
     lens the polynomial model describes). Returns ``k`` as floats."""
-    from data_gen.errors import require
+    from data_gen.core.errors import require
 
     k = tuple(float(v) for v in k)
     require(all(math.isfinite(v) for v in k), f"{where} = {list(k)}: coefficients must be finite")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 
 
 def shake_trajectory(

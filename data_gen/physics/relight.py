@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 
 
 def draw_relight(

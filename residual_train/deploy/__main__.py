@@ -17,11 +17,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from data_gen.cli import run_app
-from data_gen.errors import require
-from data_gen.paths import APPS, filled_atomically, require_new_dir
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import APPS, filled_atomically, require_new_dir
+from data_gen.core.values import integer, number, optional
 from data_gen.sources import check_linearize
-from data_gen.values import integer, number, optional
 from residual_train.deploy.compose import (
     Strengths,
     check_distortion,

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 from residual_train.release.card import ModelCard
 
 

@@ -68,7 +68,7 @@ import numba
 import numpy as np
 
 from data_gen.components import ORDER, REGISTRY
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 from data_gen.noise import EPS, NoiseModel, variance_scalar
 
 MODES = ("consistent", "literal", "sequential")

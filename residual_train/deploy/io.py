@@ -13,9 +13,10 @@ from typing import Annotated
 import numpy as np
 from pydantic import BeforeValidator, Field, ValidationError
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import written_atomically
+from data_gen.core.typed import Record
 from data_gen.noise import NoiseModel
-from data_gen.paths import written_atomically
 from data_gen.raw import RAW_SUFFIXES
 from data_gen.shards import read_mapping
 from data_gen.sources import (
@@ -24,7 +25,6 @@ from data_gen.sources import (
     linear_to_srgb,
     read_image_encoded,
 )
-from data_gen.typed import Record
 from residual_train.typed import Int
 
 # noise reaches below black by a few of its own standard deviations at black (σ(0) = √B);

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
 from residual_train.deploy.backends import open_backend
 from residual_train.deploy.tiling import infer_tiled
@@ -68,8 +68,8 @@ class DeployedModel:
     def bank(self):
         """The PSF bank of the card's lens (built once; field-aware models index it)."""
         if self._bank is None:
+            from data_gen.core.paths import bank_cache_dir
             from data_gen.optics import build_bank
-            from data_gen.paths import bank_cache_dir
 
             lens = self.card.lens
             require(bool(lens), f"{self.path}: the card names no lens (field-aware model)")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from data_gen.cli import run_app
-from data_gen.errors import require
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import APPS
+from data_gen.core.values import boolean, integer
 from data_gen.noise import NoiseModel
-from data_gen.paths import APPS
-from data_gen.values import boolean, integer
 from residual_train.deploy.compose import check_distortion, compose, correct_distortion_stage
 from residual_train.deploy.io import read_maps, write_output
 

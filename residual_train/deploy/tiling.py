@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 
 
 def tile_weights(n: int, start: int, size: int, overlap: int) -> np.ndarray:

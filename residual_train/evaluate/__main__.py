@@ -9,12 +9,12 @@ from typing import Annotated
 import yaml
 from pydantic import Strict
 
-from data_gen.cli import run_app
-from data_gen.errors import require
-from data_gen.paths import APPS, filled_atomically
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import APPS, filled_atomically
+from data_gen.core.typed import Settings, Text
+from data_gen.core.values import numbers
 from data_gen.sources import check_linearize
-from data_gen.typed import Settings, Text
-from data_gen.values import numbers
 from residual_train.typed import Bool, Int, Num, checked, parse
 
 Name = Text | Annotated[int, Strict()]  # a model or set name Hydra read as a number
@@ -22,7 +22,7 @@ Name = Text | Annotated[int, Strict()]  # a model or set name Hydra read as a nu
 
 class EvaluateSettings(Settings):
     """``conf/apps/evaluate.yaml``, typed; its defaults are there (one place). Values are
-    checked by :mod:`data_gen.values`' helpers (their one-line wording)."""
+    checked by :mod:`data_gen.core.values`' helpers (their one-line wording)."""
 
     model: Name
     registry: Text | None

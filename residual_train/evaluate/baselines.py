@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import NoiseModel
 from residual_train.evaluate.deconvolution import wiener_plane
 from residual_train.evaluate.oracle import choose, psnr

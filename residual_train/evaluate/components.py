@@ -28,7 +28,7 @@ import numpy as np
 
 from data_gen.chain import chain_names, render_chain, stored_names, stored_residuals
 from data_gen.components import Chain, DrawContext
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.physics.defocus import defocus_layers
 from data_gen.physics.fog import transmission
 from data_gen.render import psf_index_map

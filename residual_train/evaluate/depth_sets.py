@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.errors import require
-from data_gen.paths import PROJECT
+from data_gen.core.errors import require
+from data_gen.core.paths import PROJECT
 
 DEPTH_ROOT = PROJECT.parent / "shared" / "data" / "depth"
 RELATIVE_RANGE_M = (1.0, 2.0)  # assumed nearest / farthest depth of the relative sets

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.errors import require
-from data_gen.paths import preset_path
+from data_gen.core.errors import require
+from data_gen.core.paths import preset_path
 from data_gen.sources import FolderSource, shrink, srgb_to_linear
 from data_gen.splits import SETS, photo_set, set_folder
 

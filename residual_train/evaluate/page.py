@@ -2,7 +2,7 @@
 
 The markup is in ``templates/`` (``evaluation.html.j2``, ``components.html.j2``, and the
 ``_layout`` and ``_macros`` the demo's reports share); this module computes what they show
-and renders them with :func:`data_gen.html.render`. :func:`save_image` is shared with the
+and renders them with :func:`data_gen.core.html.render`. :func:`save_image` is shared with the
 demo's reports.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_gen.html import render, table
+from data_gen.core.html import render, table
 from data_gen.preview import to_rgb8
 from data_gen.sources import linear_to_srgb
 from residual_train.evaluate.result import EvaluationResult
@@ -128,7 +128,7 @@ def _mark(r: dict, c: str) -> str | None:
 
 
 def _tables(result: EvaluationResult) -> dict[str, dict]:
-    """The evaluation page's tables (:func:`data_gen.html.table`): ``psnr``, ``ssim``,
+    """The evaluation page's tables (:func:`data_gen.core.html.table`): ``psnr``, ``ssim``,
     ``heads``, ``kept`` (noise kept per brightness bin) and ``per_image``."""
     b = result.baselines
     per_iso = result.per_iso

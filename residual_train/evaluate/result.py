@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from data_gen.typed import NullIsEmpty, Record, parse
+from data_gen.core.typed import NullIsEmpty, Record, parse
 
 Row = dict[str, Any]
 

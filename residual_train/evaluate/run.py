@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from data_gen import __version__
-from data_gen.environment import environment
-from data_gen.errors import require
+from data_gen.core.environment import environment
+from data_gen.core.errors import require
+from data_gen.core.typed import Record, parse
 from data_gen.noise_kinds import DEFAULT, kind_name
 from data_gen.optics import PSFBank, build_bank
 from data_gen.render import render_frame
 from data_gen.sensor import build_sensor
-from data_gen.typed import Record, parse
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
 from residual_train.evaluate.images import image_set, set_role
@@ -199,7 +199,7 @@ _worker: dict = {}
 
 
 def _init(model_ref: str, registry: str | None, lens_cache: str | None) -> None:
-    from data_gen.cli import die_with_parent
+    from data_gen.core.cli import die_with_parent
     from residual_train.deploy import load_model
 
     die_with_parent()

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from data_gen.components import ORDER
 from data_gen.components import V1 as V1_COMPONENTS
-from data_gen.errors import InputError, require
-from data_gen.registry import Registry
-from data_gen.values import integer
+from data_gen.core.errors import InputError, require
+from data_gen.core.registry import Registry
+from data_gen.core.values import integer
 from residual_train.models.base import ResidualNet
 from residual_train.models.nafnet import NAFNet
 from residual_train.models.unet import UNet

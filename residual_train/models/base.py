@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 
 
 def fft_correlate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from residual_train.models.base import ResidualNet
 
 

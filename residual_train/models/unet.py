@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from residual_train.models.base import ResidualNet
 
 

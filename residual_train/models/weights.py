@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 
 HEAD_KEY = re.compile(r"^out\.([a-z_]+)\.")  # out.<head>.weight / .bias
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.cli import compose_config
-from data_gen.errors import require
-from data_gen.paths import APPS, CONF
+from data_gen.core.cli import compose_config
+from data_gen.core.errors import require
+from data_gen.core.paths import APPS, CONF
 from residual_train.pipelines.metrics import read_metrics
 
 COMPONENTS = ("relight", "fog", "blur", "noise")
@@ -241,7 +241,7 @@ def write_components_report(
     """``out/index.html`` (``templates/components_report.html.j2``: ``heading``, then the
     paragraph ``about``, what the model is: text, or :class:`markupsafe.Markup` where it
     carries links), its PNGs and ``report.json``; returns the index's path."""
-    from data_gen.html import render, table
+    from data_gen.core.html import render, table
 
     out.mkdir(parents=True, exist_ok=True)
     cols = ["component", "psnr_input", "psnr_model"]
@@ -283,7 +283,7 @@ def run_components_demo(out: Path, profile_name: str, timer) -> Path:
 def run_shipped(out: Path, profile_name: str, prof: ShippedProfile, timer) -> Path:
     """The shipped components model: its evaluation on the photographs with depth, then the
     strengths grids on the motorcycle."""
-    from data_gen.html import Markup
+    from data_gen.core.html import Markup
     from residual_train.deploy import load_model, shipped_models
     from residual_train.evaluate.__main__ import run as run_evaluation
     from residual_train.evaluate.components import card_chain

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.cli import compose_config, run_app
-from data_gen.errors import InputError
-from data_gen.paths import APPS, CONF
+from data_gen.core.cli import compose_config, run_app
+from data_gen.core.errors import InputError
+from data_gen.core.paths import APPS, CONF
 from data_gen.shards import read_mapping
 from residual_train.pipelines.steps import Timer, train_and_publish
 

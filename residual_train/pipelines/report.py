@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_gen.html import render, table
+from data_gen.core.html import render, table
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.page import save_image, write_page
 from residual_train.evaluate.result import EvaluationResult
@@ -100,7 +100,7 @@ def _slug(label: str) -> str:
 
 
 def _run_tables(info: dict) -> tuple[dict, dict]:
-    """What was run (:func:`data_gen.html.table`): seconds per stage, and the versions,
+    """What was run (:func:`data_gen.core.html.table`): seconds per stage, and the versions,
     hardware and results."""
     stages = [{"stage": k, "seconds": float(v)} for k, v in info["timings_s"].items()]
     facts = {

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.cli import compose_config
-from data_gen.paths import CONF
+from data_gen.core.cli import compose_config
+from data_gen.core.paths import CONF
 from residual_train.training.result import FILE as RESULT
 from residual_train.training.result import RunResult
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 from data_gen.shards import read_mapping
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from data_gen.core.typed import NullIsEmpty, Record, parse
 from data_gen.manifest import Manifest
 from data_gen.shards import MANIFEST, read_manifest, read_mapping, sha256_file
-from data_gen.typed import NullIsEmpty, Record, parse
 from residual_train.training.result import FILE as RESULT
 from residual_train.training.result import RunResult
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from data_gen import __version__
-from data_gen.cli import run_app
-from data_gen.errors import InputError, require
-from data_gen.paths import APPS, filled_atomically, require_new_dir
+from data_gen.core.cli import run_app
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import APPS, filled_atomically, require_new_dir
+from data_gen.core.values import integer, number
 from data_gen.sensor import noise_table
 from data_gen.shards import sha256_file
-from data_gen.values import integer, number
 from residual_train.models import ResidualNet, build_model
 from residual_train.models.weights import load_weights
 from residual_train.release.card import FORMAT as CARD_FORMAT

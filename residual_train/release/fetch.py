@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 
-from data_gen.cli import run_app
-from data_gen.environment import environment
-from data_gen.errors import InputError, require
-from data_gen.paths import APPS, filled_atomically, require_new_dir
-from data_gen.values import number
+from data_gen.core.cli import run_app
+from data_gen.core.environment import environment
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import APPS, filled_atomically, require_new_dir
+from data_gen.core.values import number
 from residual_train.release.card import ModelCard
 from residual_train.release.registry import FILES, RegistryIndex, TamperedError, read_sums
 

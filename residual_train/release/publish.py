@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_gen.cli import run_app
-from data_gen.environment import environment
-from data_gen.errors import require
-from data_gen.paths import APPS
-from data_gen.values import boolean
+from data_gen.core.cli import run_app
+from data_gen.core.environment import environment
+from data_gen.core.errors import require
+from data_gen.core.paths import APPS
+from data_gen.core.values import boolean
 from residual_train.release.card import ModelCard
 from residual_train.release.registry import FILES, Registry, TamperedError
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # nodes int8 leaves in float32 (names from the torch exporter)

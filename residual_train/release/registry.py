@@ -24,9 +24,9 @@ from typing import Any
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
+from data_gen.core.typed import parse
 from data_gen.shards import read_mapping, sha256_file, write_json_atomic
-from data_gen.typed import parse
 from residual_train.release.card import ModelCard
 
 FILES = ("model.onnx", "weights.safetensors", "card.json", "card.md", "SHA256SUMS")

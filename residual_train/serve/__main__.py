@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_gen.cli import run_app
-from data_gen.errors import require
-from data_gen.paths import APPS
+from data_gen.core.cli import run_app
+from data_gen.core.errors import require
+from data_gen.core.paths import APPS
 from data_gen.sources import check_linearize
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from data_gen.components import ORDER, REGISTRY, check_names
-from data_gen.errors import require
+from data_gen.core.errors import require
 from residual_train.serve import errors
 from residual_train.serve.limits import UploadLimit
 from residual_train.serve.routes import images, pages, registry, renders

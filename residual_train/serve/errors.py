@@ -10,7 +10,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 
 
 async def bad_input(_request, exc: InputError) -> JSONResponse:

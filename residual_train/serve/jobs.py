@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from residual_train.deploy.compose import slopes
 from residual_train.serve.store import ImageStore
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
 from data_gen.sources import linear_to_srgb, shrink
 from residual_train.deploy.compose import Strengths, compose

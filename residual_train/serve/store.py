@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.errors import InputError
-from data_gen.paths import os_error_at, written_atomically
+from data_gen.core.errors import InputError
+from data_gen.core.paths import os_error_at, written_atomically
+from data_gen.core.typed import Record, parse
 from data_gen.shards import read_mapping, write_json_atomic
-from data_gen.typed import Record, parse
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 STATES = ("queued", "running", "done", "failed")

@@ -49,7 +49,7 @@ class RecordSeenSamples(Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, writing each checkpoint to a hidden sibling and
-    renaming it (:func:`data_gen.paths.written_atomically`): a checkpoint appears under its
+    renaming it (:func:`data_gen.core.paths.written_atomically`): a checkpoint appears under its
     name only complete. (Lightning's own writes a temporary file in the system's temporary
     directory and moves it across file systems, which on a full disk leaves a truncated
     checkpoint under the final name.)"""
@@ -57,7 +57,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         import torch
 
-        from data_gen.paths import written_atomically
+        from data_gen.core.paths import written_atomically
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError
 
-from data_gen.typed import Settings
+from data_gen.core.typed import Settings
 
 
 class HyperParameters(Settings):

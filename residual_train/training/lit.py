@@ -21,7 +21,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from residual_train.models import build_model
 from residual_train.training.losses import LOSSES, pointwise_loss  # noqa: F401 (their home)
 from residual_train.training.settings import (

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import NoiseModel
 
 # loss.type -> the mean of a pointwise penalty of the error d (eps: charbonnier's epsilon)

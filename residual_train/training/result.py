@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pydantic import ConfigDict
 
-from data_gen.paths import written_atomically
+from data_gen.core.paths import written_atomically
+from data_gen.core.typed import Settings, parse
 from data_gen.shards import read_mapping
-from data_gen.typed import Settings, parse
 
 FILE = "result.json"
 
@@ -36,7 +36,7 @@ class RunResult(Settings):
     @classmethod
     def read(cls, path: str | Path) -> RunResult:
         """The result in the file ``path`` (a missing or corrupt file, or a bad entry, is an
-        :class:`~data_gen.errors.InputError` naming it)."""
+        :class:`~data_gen.core.errors.InputError` naming it)."""
         path = Path(path)
         return parse(cls, read_mapping(path, "training result"), f"{path}: training result")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from data_gen.errors import InputError, require
-from data_gen.paths import written_atomically
+from data_gen.core.errors import InputError, require
+from data_gen.core.paths import written_atomically
 from data_gen.shards import read_mapping
 from residual_train.training.checkpoint import BadCheckpoint, HyperParameters, ResumableCheckpoint
 

@@ -16,8 +16,8 @@ from typing import Annotated, ClassVar
 
 from pydantic import ConfigDict
 
-from data_gen.typed import Settings
-from data_gen.values import mapping, numbers
+from data_gen.core.typed import Settings
+from data_gen.core.values import mapping, numbers
 from residual_train.data_settings import DataSettings
 from residual_train.training.losses import LOSSES
 from residual_train.typed import (  # noqa: F401 (parse, completed, build: re-exported)

@@ -20,9 +20,9 @@ from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from data_gen.environment import environment
-from data_gen.errors import InputError, require
-from data_gen.typed import Record
+from data_gen.core.environment import environment
+from data_gen.core.errors import InputError, require
+from data_gen.core.typed import Record
 from residual_train.data import ResidualDataModule
 from residual_train.models import NET_TARGET, resolve_heads
 from residual_train.models.weights import init_from as init_from_weights

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from residual_train.evaluate.baselines import BALANCES
 from residual_train.evaluate.classical.truth import Truth, check_image
 from residual_train.evaluate.deconvolution import deconvolve, deconvolve_each

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import minimum_filter
 
-from data_gen.errors import InputError, require
+from data_gen.core.errors import InputError, require
 from data_gen.physics.fog import remove_fog
 from data_gen.sources import linear_to_srgb, srgb_to_linear
 from residual_train.evaluate.classical.truth import Truth, check_image

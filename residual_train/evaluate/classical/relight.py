@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from residual_train.evaluate.classical.truth import Truth, check_image
 from residual_train.evaluate.oracle import choose, oracle_scale
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from data_gen.errors import require
+from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Response, UploadFile
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 from data_gen.noise import NoiseModel
 from data_gen.raw import RAW_SUFFIXES
 from residual_train.deploy.io import check_capture, read_input_encoded

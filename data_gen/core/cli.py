@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from data_gen.environment import environment
-from data_gen.errors import InputError
-from data_gen.paths import DISK_FULL_TEXTS
-from data_gen.values import boolean, integer, number
+from data_gen.core.environment import environment
+from data_gen.core.errors import InputError
+from data_gen.core.paths import DISK_FULL_TEXTS
+from data_gen.core.values import boolean, integer, number
 
 log = logging.getLogger("data_gen")
 
@@ -98,7 +98,7 @@ def save_traceback(command: str, log_dirs: list[Path] | tuple[Path, ...] = ()) -
     import time
     import traceback
 
-    from data_gen.paths import bank_cache_dir
+    from data_gen.core.paths import bank_cache_dir
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', command)}-{stamp}-{os.getpid()}.traceback.txt"
@@ -238,8 +238,8 @@ def group_files(argv: list[str], config_dir: str | Path) -> list[str]:
 
     import yaml
 
-    from data_gen.errors import InputError, require
-    from data_gen.paths import bank_cache_dir
+    from data_gen.core.errors import InputError, require
+    from data_gen.core.paths import bank_cache_dir
 
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
     out, roots = [], []

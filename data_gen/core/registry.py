@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 
 
 class Registry:

@@ -19,16 +19,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_gen.environment import environment
+from data_gen.core.environment import environment
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _conf_dir() -> Path:
     checkout = PROJECT / "conf"
     if (checkout / "data_gen.yaml").is_file():
         return checkout
-    return Path(__file__).resolve().parent / "conf"  # installed from a wheel
+    return Path(__file__).resolve().parents[1] / "conf"  # installed from a wheel: data_gen/conf
 
 
 CONF = _conf_dir()
@@ -38,7 +38,7 @@ APPS = CONF / "apps"  # entry points whose `model=` names a trained model (not t
 def require_new_dir(path: str | Path, key: str = "out_dir") -> Path:
     """``path`` as a directory a command may fill: absent or empty (nothing is overwritten);
     a file or a non-empty directory is an :class:`InputError` naming ``key``."""
-    from data_gen.errors import require
+    from data_gen.core.errors import require
 
     p = Path(path)
     require(not p.is_file(), f"{key} = {str(p)!r} is a file, not a directory")

@@ -1,5 +1,5 @@
 """Typed config values: each helper returns the value as its type, or raises
-:class:`~data_gen.errors.InputError` in one line naming the key, the value and what the
+:class:`~data_gen.core.errors.InputError` in one line naming the key, the value and what the
 key takes (``data.batch_size = 'abc': an integer >= 1``).
 
 Hydra leaves a value it cannot type as a string (``seed=abc``), and YAML's ``true`` is
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 
 __all__ = ["boolean", "integer", "mapping", "number", "numbers", "one_of", "optional"]
 

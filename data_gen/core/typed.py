@@ -4,7 +4,7 @@ A user-facing group of settings (a component's ``conf/component/<name>.yaml``, s
 :class:`Settings` subclass: unknown keys are refused, numbers are numbers (a boolean or a
 string is not), integers are integers, ranges are ``[min, max]`` pairs with ``min <= max``.
 :func:`parse` turns the first failure into one line naming the key, its value and what was
-expected (an :class:`~data_gen.errors.InputError`), so entry points report it the project's
+expected (an :class:`~data_gen.core.errors.InputError`), so entry points report it the project's
 way.
 """
 
@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError
 
-from data_gen.errors import InputError
+from data_gen.core.errors import InputError
 
 
 def _finite(v: float) -> float:
