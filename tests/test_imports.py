@@ -120,3 +120,19 @@ def test_the_shared_plumbing_imports_nothing_else_of_the_project():
                 ):
                     bad.append(f"{p.relative_to(ROOT)}:{node.lineno}: {n}")
     assert not bad, bad
+
+
+def test_no_function_of_the_packages_runs_over_80_lines():
+    """A function that does one job fits on a screen: none in data_gen, residual_train or
+    scripts runs over 80 lines (bench/ is exempt: a benchmark is one long measurement)."""
+    import ast
+
+    long = []
+    for top in ("data_gen", "residual_train", "scripts"):
+        for p in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > 80:
+                        long.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, long
