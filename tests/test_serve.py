@@ -4,6 +4,7 @@ never run the network, errors, restarts, isolation between users, device fetch."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -735,8 +736,14 @@ def test_device_fetch_from_the_service_and_from_a_static_server(service, tmp_pat
             fetch(base, f"default:{version}", tmp_path / "bad")
         assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.tmp-*"))
         shutil.copy2(SHIPPED / "default" / version / "model.onnx", onnx)
-        fetch(base, "default:best", tmp_path / "good")
-        assert (tmp_path / "good" / "model.onnx").read_bytes() == onnx.read_bytes()
+        best = json.loads((reg / "default" / "index.json").read_text())["aliases"]["best"]
+        got = fetch(base, "default:best", tmp_path / "good")
+        assert got["version"] == best
+        digest = [
+            hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in (tmp_path / "good" / "model.onnx", reg / "default" / best / "model.onnx")
+        ]
+        assert digest[0] == digest[1]
     finally:
         httpd.shutdown()
 
