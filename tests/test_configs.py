@@ -40,6 +40,7 @@ TRAIN_GROUPS = [
 
 
 @pytest.mark.parametrize(("group", "option"), GEN_GROUPS, ids=[f"{g}={o}" for g, o in GEN_GROUPS])
+@pytest.mark.slow
 def test_every_generator_preset_composes_and_resolves(group, option):
     extra = []
     if (group, option) == ("sensor", "darktable"):

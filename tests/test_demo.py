@@ -31,6 +31,7 @@ def report(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_publishes(report):
     out = report.parent.parent
     assert (out / "data" / "manifest.json").is_file()
@@ -56,6 +57,7 @@ def test_demo_runs_every_stage_and_publishes(report):
             assert any(b["enough"] for b in row["noise_kept"])
 
 
+@pytest.mark.slow
 def test_demo_rerun_reuses_the_finished_work(report, capsys):
     out = report.parent.parent
     before = (out / "train" / "result.json").read_text()
@@ -123,6 +125,7 @@ def demo_cli(tmp_path: Path, profile: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
     """``profile=components`` (its tiny twin): relight + fog + blur + noise, four heads,
     evaluated on a real photograph with a real depth map."""
@@ -144,6 +147,7 @@ def test_components_demo_shows_each_residual_and_a_strengths_grid(tmp_path):
     assert card["components"] == comps
 
 
+@pytest.mark.slow
 def test_components_demo_evaluates_the_shipped_components_model(tmp_path):
     """``profile=components`` (its tiny twin): the shipped model, no training; its evaluation
     with the classical baselines is linked from the report with the strengths grids."""

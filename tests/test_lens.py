@@ -79,6 +79,7 @@ def test_diffraction_limited_bank_psf_is_airy_and_widens_with_wavelength():
     assert s[0] > s[1] > s[2]  # 610 > 540 > 465 nm
 
 
+@pytest.mark.slow
 def test_on_axis_psf_of_a_symmetric_lens_is_rotationally_symmetric():
     b = build_bank(preset("sharp_prime"), 3)
     on_axis = b.grid[:, 0]  # (states, azimuths, C, K, K) at h = 0
@@ -166,6 +167,7 @@ def test_pixel_aperture_and_olpf_agree_with_box_integration():
 
 
 @pytest.mark.parametrize("name", ["sharp_prime", "soft_zoom"])
+@pytest.mark.slow
 def test_preset_banks_are_normalised_finite_and_state_dependent(name):
     b = build_bank(preset(name), 3)
     assert np.isfinite(b.grid).all() and (b.grid >= 0).all()
@@ -206,6 +208,7 @@ def test_measured_preset_works_in_the_generator(tmp_path):
     assert np.allclose(meta["f_number"], 2.27)
 
 
+@pytest.mark.slow
 def test_field_bank_in_the_generator_records_state_and_position(tmp_path):
     cfg = compose_cfg(f"out_dir={tmp_path / 'ds'}", "lens=sharp_prime", "samples_per_shard=40")
     generate(cfg)
@@ -225,6 +228,7 @@ def test_field_bank_in_the_generator_records_state_and_position(tmp_path):
     assert {round(float(v), 1) for v in meta["f_number"]} == {1.8, 2.8, 5.6, 16.0}
 
 
+@pytest.mark.slow
 def test_bank_file_round_trip_cache_and_cli(tmp_path):
     out = tmp_path / "bank.h5"
     r = subprocess.run(
@@ -256,6 +260,7 @@ def test_bank_file_round_trip_cache_and_cli(tmp_path):
     assert len(list(cache.glob("bank-*.h5"))) == 2
 
 
+@pytest.mark.slow
 def test_atlas_png(tmp_path):
     out = tmp_path / "atlas.png"
     r = subprocess.run(

@@ -89,6 +89,7 @@ def test_augmentation_uses_only_the_lens_symmetries(dataset):
     assert all(s or f for s, f in zip(same, flipped, strict=True)) and any(flipped)
 
 
+@pytest.mark.slow
 def test_onthefly_training_learns_records_what_it_saw_and_resumes_exactly(dataset, tmp_path):
     common = [
         f"data.dir={dataset}",
@@ -248,6 +249,7 @@ def test_the_fft_deconvolution_path_equals_the_convolution_in_value_and_gradient
     assert not small.deconv_fft
 
 
+@pytest.mark.slow
 def test_a_run_resumed_mid_epoch_renders_what_an_uninterrupted_one_would(dataset, tmp_path):
     crash_mid_epoch_and_resume(
         [

@@ -188,6 +188,7 @@ def npz(service, image_id: str, key: str, scale: int = 1) -> dict:
 
 
 # ---- keys -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_keys_are_shown_once_stored_hashed_and_revocable(tmp_path):
     storage = tmp_path / "s"
     key = new_key(storage, "carol")
@@ -566,6 +567,7 @@ def test_a_model_with_heads_the_service_cannot_compose_is_refused_at_start(tmp_p
 
 
 # ---- queue, crash, restart ------------------------------------------------------------------
+@pytest.mark.slow
 def test_full_queue_answers_503_with_retry_after(tmp_path):
     storage = tmp_path / "s"
     key = new_key(storage, "dave")
@@ -585,6 +587,7 @@ def test_full_queue_answers_503_with_retry_after(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_a_job_killed_with_the_server_is_finished_after_the_restart(tmp_path):
     storage = tmp_path / "s"
     key = new_key(storage, "erin")
@@ -612,6 +615,7 @@ def test_a_job_killed_with_the_server_is_finished_after_the_restart(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_an_upload_cut_by_a_kill_is_failed_with_a_reason_and_cleaned_after_the_restart(
     tmp_path,
 ):
@@ -661,6 +665,7 @@ def fill(d: Path) -> Path:
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="tmpfs: root only")
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_at_start_and_507_for_an_upload(tmp_path):
     from tests.helpers.cli import one_line_error
     from tests.helpers.fs import tmpfs

@@ -92,6 +92,7 @@ def test_epoch_sampler_splits_ranks_disjointly_and_reshuffles():
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.slow
 def test_two_workers_read_the_same_data_as_the_main_process(dataset, method):
     dm = ResidualDataModule(str(dataset), crop=16, batch_size=4, num_workers=2, start_method=method)
     dm.dataset(True)[(0, 0)]  # a handle opened in the parent before the workers start
@@ -541,6 +542,7 @@ def test_sigma_unit_and_border_losses_measure_what_they_say(dataset):
         )
 
 
+@pytest.mark.slow
 def test_a_run_resumed_mid_epoch_continues_the_epoch_where_it_stopped(dataset, tmp_path):
     crash_mid_epoch_and_resume([f"data.dir={dataset}", "record_seen=true"], tmp_path)
     # the resumed epoch trained on the samples the interrupted one had not reached

@@ -1,13 +1,14 @@
 """The project's commands run as a user runs them: ``python -m MODULE key=value ...`` in a
-fresh interpreter, output captured, and what a failure must look like (one line, no
-traceback)."""
+process of their own (forked from a warm interpreter, :mod:`tests.helpers.warm`), output
+captured, and what a failure must look like (one line, no traceback)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import warm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,15 +20,9 @@ def run_module(
     timeout: float = 300,
     cwd: str | Path = ROOT,
 ) -> subprocess.CompletedProcess:
-    """``python -m module *args`` in ``cwd`` with ``env`` added to this environment."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    """``python -m module *args`` in ``cwd`` with ``env`` added to this environment
+    (forked from a warm interpreter: :mod:`tests.helpers.warm`)."""
+    return warm.run(module, list(args), Path(cwd), {**os.environ, **(env or {})}, timeout, ROOT)
 
 
 def succeeded(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
