@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(PY) -m residual_train.pipelines.demo out=$(DEMO_DIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 3 --dist loadscope --no-loadscope-reorder
+	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"

@@ -4,6 +4,7 @@ never run the network, errors, restarts, isolation between users, device fetch."
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -30,6 +32,17 @@ from data_gen.shards import sha256_file
 from residual_train.deploy.compose import compose_reference
 from residual_train.serve.render import area_downscale, to_srgb8
 from tests.conftest import ROOT, chromium_driver, run_if
+
+# httpx's default read timeout (5 s) is a timed assertion in disguise: a first render
+# compiles the composition kernel, which on a loaded machine takes longer. A hang guard
+# instead (a call may still pass its own timeout); a new connection per call, as before.
+HANG_GUARD = 120.0
+http = SimpleNamespace(
+    **{
+        m: functools.partial(getattr(httpx, m), timeout=HANG_GUARD)
+        for m in ("get", "post", "delete")
+    }
+)
 
 PY = sys.executable
 
@@ -86,7 +99,7 @@ class Server:
         while time.time() < deadline:
             assert self.proc.poll() is None, Path(self.log.name).read_text()
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if http.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return
             time.sleep(0.2)
         raise AssertionError("the server did not start: " + Path(self.log.name).read_text())
@@ -120,7 +133,7 @@ def upload(
     form: dict | None = None,
     **kw,
 ):
-    return httpx.post(
+    return http.post(
         url + "/v1/images",
         files={"file": (name, data, "application/octet-stream")},
         data={**({} if iso is None else {"iso": str(iso)}), **(form or {})},
@@ -142,7 +155,7 @@ def wait_status(
     speed bound); an image that ended otherwise fails at once."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        st = httpx.get(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key}).json()
+        st = http.get(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key}).json()
         if st["status"] in want:
             return st
         if st["status"] in ("done", "failed"):
@@ -178,7 +191,7 @@ def done_image(service):
 
 
 def npz(service, image_id: str, key: str, scale: int = 1) -> dict:
-    r = httpx.get(
+    r = http.get(
         f"{service['url']}/v1/images/{image_id}/maps",
         params={"scale": scale},
         headers={"X-API-Key": key},
@@ -211,7 +224,7 @@ def test_keys_are_shown_once_stored_hashed_and_revocable(tmp_path):
 # ---- the API --------------------------------------------------------------------------------
 def test_upload_status_render_and_maps(service, done_image):
     url, key = service["url"], service["alice"]
-    st = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    st = http.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
     assert st["width"] == 130 and st["height"] == 90 and st["iso"] == 1600
     assert st["components"] == ["blur", "noise"] and st["filename"] == "img.png"
     m = npz(service, done_image, key)
@@ -219,7 +232,7 @@ def test_upload_status_render_and_maps(service, done_image):
     noise = NoiseModel(m["noise_A"], m["noise_B"])
     assert x.shape == rb.shape == rn.shape == (3, 90, 130) and np.abs(rn).max() > 0
     # the render is the brightness-consistent composition of the stored maps, any region
-    r = httpx.get(
+    r = http.get(
         f"{url}/v1/images/{done_image}/render",
         params={"blur": 0.7, "noise": 0.2, "x": 10, "y": 5, "w": 64, "h": 48, "format": "tiff"},
         headers={"X-API-Key": key},
@@ -230,7 +243,7 @@ def test_upload_status_render_and_maps(service, done_image):
     want = compose_reference(x, maps, {"blur": 0.7, "noise": 0.2}, noise)[:, 5:53, 10:74]
     np.testing.assert_allclose(got, want, atol=1e-6)
     # PNG at scale 2: composition of the 2x2-averaged maps, 8-bit sRGB
-    r = httpx.get(
+    r = http.get(
         f"{url}/v1/images/{done_image}/render",
         params={"blur": 1, "noise": 0, "scale": 2},
         headers={"X-API-Key": key},
@@ -248,60 +261,60 @@ def test_upload_status_render_and_maps(service, done_image):
 
 def test_renders_never_run_the_network(service, done_image):
     url, key = service["url"], service["alice"]
-    before = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
-    runs_before = httpx.get(f"{url}/healthz").json()["network_runs"]
+    before = http.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    runs_before = http.get(f"{url}/healthz").json()["network_runs"]
     for a in (0, 0.5, 1):
-        r = httpx.get(
+        r = http.get(
             f"{url}/v1/images/{done_image}/render",
             params={"blur": a, "noise": 1 - a},
             headers={"X-API-Key": key},
         )
         assert r.status_code == 200
-    after = httpx.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
+    after = http.get(f"{url}/v1/images/{done_image}", headers={"X-API-Key": key}).json()
     assert after["network_seconds"] == before["network_seconds"]  # one network run, at upload
-    health = httpx.get(f"{url}/healthz").json()
+    health = http.get(f"{url}/healthz").json()
     assert health["running"] == 0 and health["network_runs"] == runs_before
 
 
 @pytest.mark.parametrize(
     "req, code, needle",
     [
-        (lambda u, k, i: httpx.get(f"{u}/v1/images/{i}"), 401, "X-API-Key"),
+        (lambda u, k, i: http.get(f"{u}/v1/images/{i}"), 401, "X-API-Key"),
         (
-            lambda u, k, i: httpx.get(f"{u}/v1/images/{i}", headers={"X-API-Key": "rt_wrong"}),
+            lambda u, k, i: http.get(f"{u}/v1/images/{i}", headers={"X-API-Key": "rt_wrong"}),
             401,
             "unknown API key",
         ),
         (
-            lambda u, k, i: httpx.get(
+            lambda u, k, i: http.get(
                 f"{u}/v1/images/{i}/render", params={"blur": 2.5}, headers={"X-API-Key": k}
             ),
             422,
             "query.blur = 2.5 must be in [-1, 2]",
         ),
         (
-            lambda u, k, i: httpx.get(
+            lambda u, k, i: http.get(
                 f"{u}/v1/images/{i}/render", params={"noise": -1.5}, headers={"X-API-Key": k}
             ),
             422,
             "query.noise = -1.5 must be in [-1, 2]",
         ),
         (
-            lambda u, k, i: httpx.get(
+            lambda u, k, i: http.get(
                 f"{u}/v1/images/{i}/render", params={"x": 120, "w": 50}, headers={"X-API-Key": k}
             ),
             422,
             "not inside the 130x90 image",
         ),
         (
-            lambda u, k, i: httpx.get(
+            lambda u, k, i: http.get(
                 f"{u}/v1/images/{i}/render", params={"format": "gif"}, headers={"X-API-Key": k}
             ),
             422,
             "format = 'gif'",
         ),
         (
-            lambda u, k, i: httpx.get(
+            lambda u, k, i: http.get(
                 f"{u}/v1/images/{i}/render", params={"blur": "lots"}, headers={"X-API-Key": k}
             ),
             422,
@@ -348,7 +361,7 @@ def encoded(fmt: str, seed: int = 4, h: int = 36, w: int = 52) -> tuple[bytes, n
 
 
 def render_at_zero(service, image_id: str, fmt: str) -> np.ndarray:
-    r = httpx.get(
+    r = http.get(
         f"{service['url']}/v1/images/{image_id}/render",
         params={"blur": 0, "noise": 0, "format": fmt},
         headers={"X-API-Key": service["alice"]},
@@ -384,7 +397,7 @@ def test_an_srgb_upload_renders_back_unchanged_at_strengths_zero(service, fmt, s
         x = npz(service, image_id, key)["input"]
         np.testing.assert_allclose(np.moveaxis(x, 0, 2), lin, atol=1e-7)
     finally:
-        httpx.delete(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key})
+        http.delete(f"{url}/v1/images/{image_id}", headers={"X-API-Key": key})
 
 
 def test_a_16_bit_upload_is_linear_unless_the_client_says_srgb(service):
@@ -407,7 +420,7 @@ def test_a_16_bit_upload_is_linear_unless_the_client_says_srgb(service):
             np.testing.assert_allclose(render_at_zero(service, ids[-1], "tiff"), want, atol=1e-6)
     finally:
         for i in ids:
-            httpx.delete(f"{url}/v1/images/{i}", headers={"X-API-Key": key})
+            http.delete(f"{url}/v1/images/{i}", headers={"X-API-Key": key})
 
 
 def test_wrong_channel_count_is_refused(service):
@@ -420,12 +433,12 @@ def test_wrong_channel_count_is_refused(service):
 def test_users_see_only_their_own_images_and_ids_are_not_guessable(service, done_image):
     url = service["url"]
     for path in ("", "/render", "/maps"):
-        r = httpx.get(f"{url}/v1/images/{done_image}{path}", headers={"X-API-Key": service["bob"]})
+        r = http.get(f"{url}/v1/images/{done_image}{path}", headers={"X-API-Key": service["bob"]})
         assert r.status_code == 404
-    r = httpx.delete(f"{url}/v1/images/{done_image}", headers={"X-API-Key": service["bob"]})
+    r = http.delete(f"{url}/v1/images/{done_image}", headers={"X-API-Key": service["bob"]})
     assert r.status_code == 404
     assert done_image not in {
-        m["id"] for m in httpx.get(f"{url}/v1/images", headers={"X-API-Key": service["bob"]}).json()
+        m["id"] for m in http.get(f"{url}/v1/images", headers={"X-API-Key": service["bob"]}).json()
     }
     assert len(done_image) == 22  # 128 random bits, URL-safe base64
     ids = {
@@ -446,21 +459,21 @@ def test_path_traversal_is_refused_everywhere(service, done_image):
         "a" * 22 + "%2F..",
         "....................../",
     ):
-        r = httpx.get(f"{url}/v1/images/{bad}", headers=h, follow_redirects=True)
+        r = http.get(f"{url}/v1/images/{bad}", headers=h, follow_redirects=True)
         assert r.status_code == 404, bad
     for path in (
         "/v1/registry/..%2F..%2Fetc/index.json",
         "/v1/registry/default/..%2F..%2F..%2Fsetup.py/card.json",
         "/v1/registry/default/..%2Findex.json/x",
     ):
-        assert httpx.get(url + path, headers=h).status_code == 404
+        assert http.get(url + path, headers=h).status_code == 404
     # a client's file name is only ever a display name
     r = upload(url, key, png(24, 24, seed=9), name="../../../../escaped.png")
     assert r.status_code == 202
     image_id = r.json()["id"]
     assert wait_done(url, key, image_id)["filename"] == "escaped.png"
     assert not list(service["storage"].parent.rglob("escaped.png"))
-    httpx.delete(f"{url}/v1/images/{image_id}", headers=h)
+    http.delete(f"{url}/v1/images/{image_id}", headers=h)
 
 
 def test_too_large_upload_is_refused_without_being_stored(service):
@@ -477,7 +490,7 @@ def test_too_large_upload_is_refused_without_being_stored(service):
         for _ in range(48):
             yield b"\0" * 2**16
 
-    r = httpx.post(
+    r = http.post(
         url + "/v1/images",
         content=chunks(),
         headers={"X-API-Key": key, "Content-Type": "multipart/form-data; boundary=xyz"},
@@ -499,13 +512,13 @@ def test_delete_and_quota(service):
     assert r.status_code == 429 and "quota of 6 images" in r.json()["detail"]
     for i in ids:
         wait_done(url, key, i)
-        assert httpx.delete(f"{url}/v1/images/{i}", headers={"X-API-Key": key}).status_code == 204
-        assert httpx.get(f"{url}/v1/images/{i}", headers={"X-API-Key": key}).status_code == 404
+        assert http.delete(f"{url}/v1/images/{i}", headers={"X-API-Key": key}).status_code == 204
+        assert http.get(f"{url}/v1/images/{i}", headers={"X-API-Key": key}).status_code == 404
     assert upload(url, key, png(16, 16)).status_code == 202
 
 
 def test_openapi_page_documents_the_api(service):
-    spec = httpx.get(service["url"] + "/openapi.json").json()
+    spec = http.get(service["url"] + "/openapi.json").json()
     for path in (
         "/v1/images",
         "/v1/images/{image_id}",
@@ -513,7 +526,7 @@ def test_openapi_page_documents_the_api(service):
         "/v1/images/{image_id}/maps",
     ):
         assert path in spec["paths"]
-    assert httpx.get(service["url"] + "/docs").status_code == 200
+    assert http.get(service["url"] + "/docs").status_code == 200
 
 
 # ---- what the service serves ------------------------------------------------------------------
@@ -604,7 +617,7 @@ def test_a_job_killed_with_the_server_is_finished_after_the_restart(tmp_path):
     try:
         st = wait_done(srv.url, key, image_id)
         assert st["status"] == "done"
-        r = httpx.get(
+        r = http.get(
             f"{srv.url}/v1/images/{image_id}/render",
             params={"scale": 4},
             headers={"X-API-Key": key},
@@ -640,7 +653,7 @@ def test_an_upload_cut_by_a_kill_is_failed_with_a_reason_and_cleaned_after_the_r
     (half_deleted / "R_noise.npy").write_bytes(b"x" * 1000)
     srv = Server(storage, "tile=128", "overlap=32")
     try:
-        st = httpx.get(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).json()
+        st = http.get(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).json()
         assert st["status"] == "failed" and "upload the image again" in st["error"], st
         assert not partial.exists() and not copy.exists() and not half_deleted.exists()
         assert not list((storage / "uploads").iterdir())
@@ -648,7 +661,7 @@ def test_an_upload_cut_by_a_kill_is_failed_with_a_reason_and_cleaned_after_the_r
         r = serve_cli(f"storage={storage}", f"port={free_port()}")
         assert r.returncode == 2 and "is in use by another server" in r.stderr, r.stderr
         # the user sees why, deletes it, and uploads again
-        assert httpx.delete(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).is_success
+        assert http.delete(f"{srv.url}/v1/images/{cut}", headers={"X-API-Key": key}).is_success
         r = upload(srv.url, key, png(40, 40))
         assert wait_done(srv.url, key, r.json()["id"])["status"] == "done"
     finally:
@@ -784,7 +797,7 @@ def page_sliders_follow_the_server(url: str, key: str, tmp_path, components: lis
             return np.asarray(data, np.int16).reshape(120, 180, 4)[..., :3]
 
         def server(strengths: dict) -> np.ndarray:
-            r = httpx.get(
+            r = http.get(
                 f"{url}/v1/images/{image_id}/render",
                 params=strengths,
                 headers={"X-API-Key": key},
@@ -869,4 +882,4 @@ def test_a_raw_upload_without_iso_uses_the_models_default(service):
     assert st["status"] == "done", st
     assert st["iso"] == pytest.approx(800.0)  # sqrt(100 * 6400): the card's middle
     assert st["width"] > st["height"] > 300
-    httpx.delete(f"{url}/v1/images/{st['id']}", headers={"X-API-Key": key})
+    http.delete(f"{url}/v1/images/{st['id']}", headers={"X-API-Key": key})
