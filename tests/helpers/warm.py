@@ -28,6 +28,7 @@ import json
 import os
 import runpy
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,7 +111,8 @@ def serve(path: str) -> None:
     print("ready", flush=True)
     while True:
         conn, _ = sock.accept()
-        with conn, conn.makefile("rwb") as f:
+        # (a hung-up client also makes the closing flush fail: ignored, as the writes are)
+        with contextlib.suppress(OSError), conn, conn.makefile("rwb") as f:
             line = f.readline()
             if not line:
                 continue
@@ -119,11 +121,14 @@ def serve(path: str) -> None:
             if pid == 0:
                 sock.close()
                 _child(req)
-            f.write(json.dumps({"pid": pid}).encode() + b"\n")
-            f.flush()
+            # a client that timed out has killed the command and hung up: reap it, go on
+            with contextlib.suppress(OSError):
+                f.write(json.dumps({"pid": pid}).encode() + b"\n")
+                f.flush()
             _, status = os.waitpid(pid, 0)
-            f.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
-            f.flush()
+            with contextlib.suppress(OSError):
+                f.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                f.flush()
 
 
 # ---- the client (one server per test process) --------------------------------------------
@@ -134,7 +139,8 @@ _busy = threading.Lock()
 def _start(root: Path) -> tuple[subprocess.Popen, str]:
     global _server
     if _server is None or _server[0].poll() is not None:
-        path = str(Path(tempfile.mkdtemp(prefix="rt-warm-")) / "s")
+        home = tempfile.mkdtemp(prefix="rt-warm-")
+        path = str(Path(home) / "s")
         p = subprocess.Popen(
             [sys.executable, "-m", "tests.helpers.warm", path],
             cwd=root,
@@ -148,6 +154,7 @@ def _start(root: Path) -> tuple[subprocess.Popen, str]:
         if ready != "ready":
             p.kill()
             raise RuntimeError(f"the warm interpreter did not start: {ready!r}")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)  # runs after the kill
         atexit.register(p.kill)
         _server = (p, path)
     return _server
