@@ -197,6 +197,22 @@ def test_export_fails_loudly_on_parity_and_writes_nothing(exported, tmp_path):
         export(ckpt, exported)
 
 
+def test_export_of_a_checkpoint_moved_out_of_its_run_says_what_the_card_lacks(exported, tmp_path):
+    from data_gen.core.cli import compose_config
+    from data_gen.core.paths import APPS
+    from residual_train.release.export import run as run_export
+
+    ckpt = Path(json.loads((exported / "card.json").read_text())["checkpoint"]["path"])
+    loose = tmp_path / "a" / "b.ckpt"
+    loose.parent.mkdir()
+    shutil.copy(ckpt, loose)
+    got = run_export(compose_config(APPS, "export", [f"ckpt={loose}", f"out_dir={tmp_path / 'x'}"]))
+    assert f"no training config at {tmp_path / 'config.yaml'}" in got["warning"]
+    assert json.loads((tmp_path / "x" / "card.json").read_text())["noise_model"] is None
+    got = run_export(compose_config(APPS, "export", [f"ckpt={ckpt}", f"out_dir={tmp_path / 'y'}"]))
+    assert "warning" not in got
+
+
 def test_tiled_inference_equals_whole_image_inference(exported):
     m = load_model(exported)
     x = np.random.default_rng(0).random((3, 150, 190), dtype=np.float32)

@@ -29,18 +29,23 @@ def bank():
     return build_pipeline(compose_cfg("out_dir=x", *LENS)).bank
 
 
-def wiener_path(x: torch.Tensor, psf: np.ndarray, size: int) -> torch.Tensor:
-    """The single Wiener path of one PSF, as the model without positions computes it."""
-    g = inverse_filter(psf.astype(np.float64), size, 1e-3)
-    w = torch.from_numpy(g[:, None, ::-1, ::-1].copy())
+def wiener_path(x: torch.Tensor, psf: np.ndarray, size: int, dc=None) -> torch.Tensor:
+    """The single Wiener path of one PSF, as the model without positions computes it; with
+    ``dc`` (per channel) its kernel's sum moved there by a constant."""
+    g = inverse_filter(psf.astype(np.float64), size, 1e-3).astype(np.float64)
+    if dc is not None:
+        g += (np.asarray(dc)[:, None, None] - g.sum(axis=(1, 2), keepdims=True)) / size**2
+    w = torch.from_numpy(g[:, None, ::-1, ::-1].astype(np.float32))
     r = size // 2
     return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), w, groups=x.shape[1])
 
 
 def test_constant_maps_give_the_wiener_path_of_that_psf(bank):
     """With as many eigen-kernels as the bank's rank, the position-aware path of a patch of
-    PSF j (its constant maps) is the Wiener inverse of PSF j, within rounding — in the
-    convolution (evaluation, ONNX) and the FFT (training) implementations."""
+    PSF j (its constant maps) is the Wiener inverse of PSF j with the mean path's DC gain
+    (the cropped inverses' sums differ; a sum varying by position would change brightness
+    by position), within rounding — in the convolution (evaluation, ONNX) and the FFT
+    (training) implementations."""
     # distinct PSFs: (state · 3 + height) · 4 + azimuth
     pick = [5, 9, 10, 20, 45]
     psfs = bank.psfs[pick]
@@ -50,8 +55,9 @@ def test_constant_maps_give_the_wiener_path_of_that_psf(bank):
     net = build_model({**cfg, "field_positions": 5}, 3)
     net.init_field(psfs)
     x = torch.rand(2, 3, 33, 41, generator=torch.Generator().manual_seed(0))
+    dc = inverse_filter(psfs.mean(axis=0).astype(np.float64), 15, 1e-3).sum(axis=(1, 2))
     for j in range(5):
-        want = wiener_path(x, psfs[j], 15)
+        want = wiener_path(x, psfs[j], 15, dc)
         f = net.field_of(torch.tensor([j, j]), 33, 41)
         for train in (False, True):
             net.train(train)
@@ -60,6 +66,25 @@ def test_constant_maps_give_the_wiener_path_of_that_psf(bank):
         # another position's maps give another image
         other = net._deconvolve(x, net.field_of(torch.tensor([(j + 1) % 5] * 2), 33, 41)).detach()
         assert float((other - want).abs().max()) > 1e-3
+
+
+def test_learnt_eigen_kernels_change_no_brightness(bank):
+    """Whatever the eigen-kernels are learnt to be (here: random, sums far from 0), a flat
+    image comes out of the path at the mean path's DC gain at every position."""
+    net = build_model(
+        dict(arch="unet", width=8, depth=2, blocks=1, deconv=9, field_kernels=3, field_positions=5),
+        3,
+    )
+    net.init_field(bank.psfs[[5, 9, 10, 20, 45]])
+    with torch.no_grad():
+        net.deconv_field.copy_(torch.rand(net.deconv_field.shape) + 0.5)
+    flat = torch.full((1, 3, 24, 24), 0.3)
+    want = 0.3 * net.deconv.weight.detach().sum(dim=(1, 2, 3))[None, :, None, None]
+    for j in range(5):
+        for train in (False, True):
+            net.train(train)
+            got = net._deconvolve(flat, net.field_of(torch.tensor([j]), 24, 24)).detach()
+            torch.testing.assert_close(got, want.expand_as(got), atol=1e-5, rtol=0)
 
 
 def test_fewer_kernels_approximate_the_bank_and_one_psf_is_the_mean_path(bank):

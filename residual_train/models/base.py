@@ -210,9 +210,13 @@ class ResidualNet(nn.Module):
                 if self.training and self.deconv_fft:
                     return fft_correlate(xp, self.deconv.weight[:, 0])
                 return self.deconv(xp)
-            # ḡ and the K eigen-kernels as one set of 1 + K kernels per channel
+            # ḡ and the K eigen-kernels as one set of 1 + K kernels per channel; the
+            # eigen-kernels are kept at zero sum (every bank inverse has the same DC gain, so
+            # the position-dependent part changes no brightness: learnt freely, their sums
+            # drifted by ±0.3 and the path's brightness by tens of % per position)
             c, k, s = self.channels, self.field_kernels, self.deconv_size
-            w = torch.cat([self.deconv.weight, self.deconv_field], dim=1)  # (C, 1 + K, S, S)
+            u = self.deconv_field - self.deconv_field.mean(dim=(-2, -1), keepdim=True)
+            w = torch.cat([self.deconv.weight, u], dim=1)  # (C, 1 + K, S, S)
             if self.training and self.deconv_fft:
                 y = fft_correlate(xp[:, :, None], w)  # (B, C, 1 + K, H, W)
             else:

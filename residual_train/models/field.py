@@ -9,8 +9,12 @@ product-convolution (the eigen-kernel model of field-varying blur):
 * ``ḡ``: the Wiener inverse of the bank's mean PSF (the path without position);
 * ``u_k`` (``k < K``): eigen-kernels, the first ``K`` right singular vectors of the matrix
   whose row ``j`` is ``g_j − ḡ`` (``g_j`` the Wiener inverse of ``h_j``, same size and
-  balance as ``ḡ``): ``ḡ + Σ_k W[j, k] u_k`` is the best rank-``K`` approximation of every
-  ``g_j``, exact when ``K`` reaches the rank;
+  balance as ``ḡ``) less its mean per channel: ``ḡ + Σ_k W[j, k] u_k`` is the best
+  rank-``K`` approximation of every ``g_j`` with the DC gain of ``ḡ``, exact when ``K``
+  reaches the rank. Every untruncated inverse has the same DC gain ``1/(1 + balance)``;
+  cut to ``S × S`` their sums differ, and a position-dependent sum changes brightness by
+  position. The network keeps the ``u_k`` at zero sum while they are learnt (unconstrained,
+  their sums drifted by ±0.3 within 1,000 steps on the measured 63762BB bank);
 * ``W`` ``(N, K)``: the mixing weights of each bank position, scaled to unit RMS per ``k``
   over the bank (the scale moves into ``u_k``) so that they also serve as the trunk's
   position maps.
@@ -38,7 +42,8 @@ def eigen_kernels(
     n, c = p.shape[:2]
     base = inverse_filter(p.mean(axis=0), size, balance).astype(np.float64)
     g = np.stack([inverse_filter(q, size, balance) for q in p]).astype(np.float64)
-    d = (g - base).reshape(n, -1)
+    d = g - base
+    d = (d - d.mean(axis=(-2, -1), keepdims=True)).reshape(n, -1)  # zero sum: ḡ's DC gain
     u, s, vt = np.linalg.svd(d, full_matrices=False)
     r = min(kernels, len(s))
     w = np.zeros((n, kernels))

@@ -457,11 +457,22 @@ def run(cfg: dict) -> dict:
     except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    ckpt_dir = Path(str(cfg["ckpt"])).parent.parent
     return {
         "out_dir": str(cfg["out_dir"]),
         "parity_max_abs_diff": card.parity["max_abs_diff"],
         **({"device": card.device} if card.device else {}),
         "files": card.files,
+        **(
+            {
+                "warning": f"no training config at {ckpt_dir / 'config.yaml'} (the run's folder "
+                "is read two levels above ckpt): the card has no sensor noise model or lens, "
+                "which evaluate, deploy and serve need; export the checkpoint from its "
+                "run's checkpoints/ folder"
+            }
+            if card.noise_model is None
+            else {}
+        ),
     }
 
 
