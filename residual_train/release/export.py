@@ -470,7 +470,7 @@ def run(cfg: dict) -> dict:
                 "which evaluate, deploy and serve need; export the checkpoint from its "
                 "run's checkpoints/ folder"
             }
-            if card.noise_model is None
+            if not (ckpt_dir / "config.yaml").is_file()
             else {}
         ),
     }
