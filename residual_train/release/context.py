@@ -92,9 +92,10 @@ class TrainingContext:
 
     @classmethod
     def of(cls, ckpt: Path) -> TrainingContext:
-        run_dir = ckpt.parent.parent
-        cfg = _mapping_if_present(run_dir / "config.yaml", "training config")
-        run = parse(RunConfig, cfg, f"{run_dir / 'config.yaml'}: training config")
+        config = run_config_path(ckpt)
+        run_dir = config.parent
+        cfg = _mapping_if_present(config, "training config")
+        run = parse(RunConfig, cfg, f"{config}: training config")
         res = RunResult.read(run_dir / RESULT) if (run_dir / RESULT).is_file() else None
         data_cfg = manifest = digest = None
         if run.data.dir:
@@ -105,6 +106,12 @@ class TrainingContext:
             if (d / MANIFEST).is_file():
                 manifest, digest = read_manifest(d), sha256_file(d / MANIFEST)
         return cls(cfg, run, res, data_cfg, manifest, digest)
+
+
+def run_config_path(ckpt: str | Path) -> Path:
+    """Where the training config of checkpoint ``ckpt`` lies: ``RUN_DIR/config.yaml`` for
+    ``RUN_DIR/checkpoints/NAME.ckpt``."""
+    return Path(ckpt).parent.parent / "config.yaml"
 
 
 def _mapping_if_present(path: Path, what: str) -> dict | None:

@@ -33,7 +33,7 @@ from residual_train.models import ResidualNet, build_model
 from residual_train.models.weights import load_weights
 from residual_train.release.card import FORMAT as CARD_FORMAT
 from residual_train.release.card import ModelCard
-from residual_train.release.context import DatasetConfig, TrainingContext
+from residual_train.release.context import DatasetConfig, TrainingContext, run_config_path
 from residual_train.release.quantize import PRECISIONS, reduce
 from residual_train.training.checkpoint import BadCheckpoint, TrainingCheckpoint
 from residual_train.training.result import RunResult
@@ -457,7 +457,6 @@ def run(cfg: dict) -> dict:
     except ExportError as e:  # the graph is wrong, not the input: exit 1, one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    ckpt_dir = Path(str(cfg["ckpt"])).parent.parent
     return {
         "out_dir": str(cfg["out_dir"]),
         "parity_max_abs_diff": card.parity["max_abs_diff"],
@@ -465,12 +464,12 @@ def run(cfg: dict) -> dict:
         "files": card.files,
         **(
             {
-                "warning": f"no training config at {ckpt_dir / 'config.yaml'} (the run's folder "
-                "is read two levels above ckpt): the card has no sensor noise model or lens, "
-                "which evaluate, deploy and serve need; export the checkpoint from its "
-                "run's checkpoints/ folder"
+                "warning": f"no training config at {run_config_path(str(cfg['ckpt']))} (the "
+                "run's folder is read two levels above ckpt): the card has no sensor noise "
+                "model or lens, which evaluate, deploy and serve need; export the checkpoint "
+                "from its run's checkpoints/ folder"
             }
-            if not (ckpt_dir / "config.yaml").is_file()
+            if card["training"] is None
             else {}
         ),
     }
