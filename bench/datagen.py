@@ -50,7 +50,7 @@ def config(
         f"shards={shards}",
         f"samples_per_shard={samples // shards}",
         "patch_size=64",
-        "lens.size=31",
+        *([] if any(e.startswith("lens=") for e in extra) else ["lens.size=31"]),
         "storage.dtype=float16",
         f"workers={workers}",
         f"write={str(write).lower()}",

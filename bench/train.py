@@ -18,6 +18,7 @@ Prints a table and saves ``bench/results/train-<device>.json``.
 
     python bench/train.py [--device cpu|cuda] [--quick]
     python bench/train.py --onthefly-only --components relight,fog,blur,noise --sizes 64
+    python bench/train.py --onthefly-only --lens measured_63762bb --psf-per block --sizes 64
 """
 
 from __future__ import annotations
@@ -264,7 +265,9 @@ def loader_rate(data_dir: Path, workers: int, batch: int, batches: int) -> float
     return n / (time.perf_counter() - t)
 
 
-def onthefly_rates(data_dir: Path, device: str, sizes: list[int], step_rows: dict) -> dict:
+def onthefly_rates(
+    data_dir: Path, device: str, sizes: list[int], step_rows: dict, generator: dict | None = None
+) -> dict:
     out = {}
     for px in sizes:
         n = batch_for(px, device)
@@ -278,7 +281,7 @@ def onthefly_rates(data_dir: Path, device: str, sizes: list[int], step_rows: dic
                 "enabled": True,
                 "pool": 16,
                 "threads": max(1, (os.cpu_count() or 2) // 2),
-                "generator": {"patch_size": px},
+                "generator": {"patch_size": px, **(generator or {})},
             },
         )
         dev = torch.device(device)
@@ -304,10 +307,18 @@ def onthefly_rates(data_dir: Path, device: str, sizes: list[int], step_rows: dic
     return out
 
 
-def onthefly_only(device: str, components: str | None, sizes: list[int] | None) -> None:
+def onthefly_only(
+    device: str,
+    components: str | None,
+    sizes: list[int] | None,
+    lens: str | None = None,
+    psf_per: str = "patch",
+) -> None:
     """The on-the-fly rows against the shipped step of an earlier full run (or of this run,
     measured at the first size, when there is none); ``components``: render that chain
-    (e.g. ``relight,fog,blur,noise``, with dead-leaves depth) instead of blur + noise."""
+    (e.g. ``relight,fog,blur,noise``, with dead-leaves depth) instead of blur + noise;
+    ``lens``: that lens (e.g. ``measured_63762bb``) rendered with ``psf_per`` (``patch``:
+    one bank PSF per patch; ``block``: one per 8-px block, as frames are)."""
     import json
 
     from bench.common import RESULTS
@@ -323,11 +334,17 @@ def onthefly_only(device: str, components: str | None, sizes: list[int] | None) 
     if components:
         extra += [f"components=[{components}]", "+source.depth=[1,20]"]
         key, tag = f"onthefly_{components.replace(',', '_')}", "-components"
+    if lens:
+        extra += [f"lens={lens}"]
+        key, tag = f"{key}_{lens}_psf_per_{psf_per}", f"{tag}-field"
+        saved = json.loads((RESULTS / f"train-{device}{tag}.json").read_text()) if (
+            RESULTS / f"train-{device}{tag}.json").is_file() else saved  # fmt: skip
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         data = root / "ds"
         generate(datagen_config(str(data), 256, 1, True, extra))
-        saved[key] = onthefly_rates(data, device, sizes, saved["step"])
+        gen = {"psf_per": psf_per} if lens else None
+        saved[key] = onthefly_rates(data, device, sizes, saved["step"], gen)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"saved {save(f'train-{device}{tag}', saved)}")
@@ -357,10 +374,12 @@ def main() -> None:
         default=None,
         help="with --onthefly-only: render this component list, e.g. relight,fog,blur,noise",
     )
+    ap.add_argument("--lens", default=None, help="with --onthefly-only: render this lens")
+    ap.add_argument("--psf-per", default="patch", choices=("patch", "block"))
     args = ap.parse_args()
     if args.onthefly_only:
         sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else None
-        return onthefly_only(args.device, args.components, sizes)
+        return onthefly_only(args.device, args.components, sizes, args.lens, args.psf_per)
     device = args.device
     sizes = [64, 128] if args.quick else [64, 128, 256]
     if args.sizes:

@@ -94,6 +94,10 @@ class NumpyBackend:
     def stack(self, parts: list):
         return np.stack(parts)
 
+    def rows(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """``x[index]`` along the first axis (``index`` numpy integers)."""
+        return x[np.asarray(index, np.int64)]
+
     def index_add(self, out: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``out[index[i]] += values[i]`` (repeated indices add up)."""
         for i, j in enumerate(np.asarray(index).tolist()):
@@ -206,6 +210,10 @@ class TorchBackend:
 
     def stack(self, parts: list):
         return self.torch.stack(parts)
+
+    def rows(self, x, index: np.ndarray):
+        i = self.torch.from_numpy(np.asarray(index, np.int64)).to(x.device)
+        return x.index_select(0, i)
 
     def index_add(self, out, index: np.ndarray, values):
         i = self.torch.from_numpy(np.asarray(index, np.int64)).to(out.device)

@@ -66,6 +66,7 @@ class GenerationSettings(Settings):
     renderer: Literal[tuple(BACKENDS)] = "numpy"  # type: ignore[valid-type]
     device: Any = "cpu"  # renderer = torch: checked by the backend
     normals: Literal[tuple(NORMALS)] = "host"  # type: ignore[valid-type]
+    psf_per: Literal["patch", "block"] = "patch"  # block: on-the-fly training only (for now)
     # runtime keys: how a run executes, never what it writes
     out_dir: str | None = None
     shard_index: Any = None  # checked by data_gen.generate.parse_shard_index

@@ -92,6 +92,8 @@ def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> 
     v1 = s.components is None or s.components == list(V1)
     if v1:
         drop.add("components")  # the two components of schema v1
+    if s.psf_per == "patch":  # the rule of every dataset made before the key existed
+        drop.add("psf_per")
     if BACKENDS[s.renderer].reference:
         drop |= {"renderer", "device", "normals"}
     elif not NORMALS[s.normals].on_device:
@@ -459,6 +461,11 @@ def generate(cfg: dict) -> dict:
     """
     pipe = build_pipeline(cfg)
     s = pipe.settings
+    require(
+        s.psf_per == "patch",
+        f"psf_per = {s.psf_per}: patches with a PSF per block are rendered for on-the-fly "
+        "training only (a shard stores one psf_index per patch); use psf_per=patch",
+    )
     total = s.shards
     indices = parse_shard_index(s.shard_index, total)
     require(s.out_dir is not None, "out_dir is missing: give out_dir=DIR")

@@ -45,7 +45,7 @@ from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise
 from data_gen.optics.symmetry import dihedral
-from data_gen.render import batch_noise_model
+from data_gen.render import batch_noise_model, window_index_map
 from data_gen.sources import Frame, cache_decoded_frames
 
 _POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
@@ -253,14 +253,35 @@ class OnTheFlyRenderer:
         """Batch ``k``: the arrays a shard stores (:func:`data_gen.chain.stored_names`)
         ``(n, C, P, P)`` on the device and the per-sample ``meta`` records (as stored in
         shards)."""
-        out, meta, _ = self.render_with_transforms(k, n)
+        out, meta, _, _ = self.render_with_transforms(k, n)
         return out, meta
+
+    def psf_maps(self, d: dict) -> np.ndarray | None:
+        """``psf_per=block`` with a field-varying lens: each window's bank PSF index per pixel
+        ``(n, W, W)`` (the rule of a whole frame, in the lens state of the sample's drawn
+        ``psf_index``); None when each patch has one PSF."""
+        bank = self.pipe.bank
+        if self.pipe.settings.psf_per != "block" or not hasattr(bank, "index_at"):
+            return None
+        cells = bank.grid.shape[1] * bank.grid.shape[2]
+        m, r, k, n = self.window, self.margin, bank.size // 2, bank.size - 1
+        out = np.empty((len(d["slot"]), m, m), np.int32)
+        for i in range(len(out)):
+            h, w = self.slots[int(d["slot"][i])][1].pixels.shape[1:]
+            top = (int(d["y"][i]) - r, int(d["x"][i]) - r)
+            state = int(d["psf_index"][i]) // cells
+            out[i] = window_index_map(bank, (h, w), top, (m, m), (k, k), (h - n, w - n),
+                                      state)  # fmt: skip
+        return out
 
     def render_with_transforms(
         self, k: int, n: int | None = None
-    ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
-        """:meth:`render` and the dihedral transform ``(n,)`` each sample was given after
-        rendering (its ``meta`` records the PSF it was rendered with, as a shard would)."""
+    ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`render`, the dihedral transform ``(n,)`` each sample was given after
+        rendering (its ``meta`` records the PSF it was rendered with, as a shard would), and
+        with ``psf_per=block`` each stored pixel's bank PSF index ``(n, P', P')`` after that
+        transform (None otherwise; packed Bayer planes: the index of each 2 × 2 block's
+        top-left pixel)."""
         n = self.batch if n is None else int(n)
         self.ensure_pool(k)
         seed = self.batch_seed(k)
@@ -304,11 +325,12 @@ class OnTheFlyRenderer:
                 rec.update(nrec)
         if self.device.type == "cpu":
             normal = normal.numpy()
+        maps = self.psf_maps(d)
         batch = chain_batch.Batch(
             x,
             None if depths[0] is None else np.stack(depths),
             params,
-            d["psf_index"],
+            d["psf_index"] if maps is None else maps,
             pipe.bank.psfs,
         )
         out = chain_batch.render_chunked(
@@ -320,6 +342,14 @@ class OnTheFlyRenderer:
                 sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)
                 for v in out.values():
                     v[sel] = dihedral(v[sel], int(t))
+        if maps is not None:  # the stored pixels' indices, transformed as the patches were
+            maps = np.ascontiguousarray(maps[:, r : r + p, r : r + p])
+            if pipe.cfa:
+                maps = np.ascontiguousarray(maps[:, ::2, ::2])
+            for t in np.unique(d["transform"]):
+                if t != 0:
+                    sel = d["transform"] == t
+                    maps[sel] = dihedral(maps[sel], int(t))
         meta = np.zeros(n, pipe.meta_dtype)
         names = np.array([f.name for _, f in self.slots], dtype=object)
         meta["source"] = names[d["slot"]]
@@ -334,7 +364,7 @@ class OnTheFlyRenderer:
             for j, rec in enumerate(records):
                 for key, v in rec.items():
                     meta[key][j] = v
-        return out, meta, np.asarray(d["transform"], np.int64)
+        return out, meta, np.asarray(d["transform"], np.int64), maps
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

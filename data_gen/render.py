@@ -104,18 +104,44 @@ def psf_index_map(
     """Bank PSF index of every pixel of a ``shape`` = (H, W) output whose pixel (0, 0) sits
     at ``(offset, offset)`` in a frame of ``frame_hw``: the generator's per-patch rule
     (nearest bank position, lens ``state``) applied to blocks of ``block`` pixels."""
-    h, w = shape
     out = np.zeros(shape, np.int32)
     if not hasattr(bank, "index_at"):  # position-independent: one PSF (drawn by the caller)
         out[:] = state
         return out
+    return window_index_map(bank, frame_hw, (offset, offset), shape, (offset, offset), shape,
+                            state, block)  # fmt: skip
+
+
+def window_index_map(
+    bank: PSFBank,
+    frame_hw: tuple[int, int],
+    top_left: tuple[int, int],
+    shape: tuple[int, int],
+    origin: tuple[int, int],
+    extent: tuple[int, int],
+    state: int,
+    block: int = 8,
+) -> np.ndarray:
+    """Bank PSF index ``(H, W)`` int32 of the pixels of a window of ``shape`` whose pixel
+    (0, 0) sits at ``top_left`` (rows, columns) in a frame of ``frame_hw``, by the rule of a
+    whole frame's render: blocks of ``block`` pixels tiled from ``origin`` over ``extent``
+    (a last block cut by the extent is centred on what is left of it), each with the bank
+    PSF nearest its centre in lens ``state``; pixels outside the tiled region take the
+    nearest block's. A field-varying bank only (``bank.index_at``)."""
     fh, fw = frame_hw
-    for y0 in range(0, h, block):
-        for x0 in range(0, w, block):
-            cy = offset + y0 + min(block, h - y0) / 2
-            cx = offset + x0 + min(block, w - x0) / 2
-            out[y0 : y0 + block, x0 : x0 + block] = bank.index_at(cy / fh, cx / fw, state)
-    return out
+    axes = []
+    for t, n, o, e in zip(top_left, shape, origin, extent, strict=True):
+        nb = max(1, -(-int(e) // block))
+        b = np.clip((t + np.arange(n) - o) // block, 0, nb - 1)  # each pixel's block
+        centre = o + b * block + np.minimum(block, e - b * block) / 2
+        axes.append((b, centre))
+    (by, cy), (bx, cx) = axes
+    ub_y, iy = np.unique(by, return_index=True)
+    ub_x, ix = np.unique(bx, return_index=True)
+    cells = np.array(
+        [[bank.index_at(cy[i] / fh, cx[j] / fw, state) for j in ix] for i in iy], np.int32
+    )
+    return cells[np.searchsorted(ub_y, by)][:, np.searchsorted(ub_x, bx)]
 
 
 def render_frame(
@@ -126,6 +152,7 @@ def render_frame(
     exposure: float = 1.0,
     kind: NoiseKind | None = None,
     iso: float | None = None,
+    state: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The generator's physics on a whole frame (evaluation on real photographs).
 
@@ -137,7 +164,8 @@ def render_frame(
     support), clipped at white like the shards, plus ``psf_index`` ``(H', W')``.
 
     ``kind``: the sensor's noise kind (default Poisson–Gaussian: ``σ(B)·r``); another kind
-    draws its parameters for the whole frame at ``iso`` after the normals.
+    draws its parameters for the whole frame at ``iso`` after the normals. ``state``: the
+    lens state (None: drawn from ``rng`` when the bank has several).
     """
     from scipy.signal import fftconvolve
 
@@ -147,7 +175,8 @@ def render_frame(
     ho, wo = h - k + 1, w - k + 1
     require(ho > 0 and wo > 0, f"frame {w}x{h} is smaller than the PSF ({k} px)")
     states = bank.grid.shape[0] if hasattr(bank, "grid") else bank.psfs.shape[0]
-    state = 0 if states == 1 else int(rng.integers(states))
+    if state is None:
+        state = 0 if states == 1 else int(rng.integers(states))
     index = psf_index_map(bank, (ho, wo), (h, w), r, state)
     frame = pixels.astype(np.float32) * np.float32(exposure)
     blurred = np.zeros((c, ho, wo), np.float32)

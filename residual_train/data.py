@@ -20,7 +20,8 @@ A batch is a dict of float32 tensors ``(B, C, P, P)``: ``x`` (the input), ``clea
 dataset, optionally ``sigma`` (the per-pixel noise level of ``x``), plus ``iso`` ``(B,)``,
 ``a``/``b`` ``(B, C)`` noise parameters and ``id`` ``(B, 2)`` = (shard, index); with
 ``psf_index=True`` also ``psf_index`` ``(B,)``: the bank PSF each patch shows (its ``meta``
-PSF, mapped through the patch's flip / turn), what a field-aware model reads.
+PSF, mapped through the patch's flip / turn), what a field-aware model reads -- or, on the
+fly with ``psf_per=block``, ``(B, P, P)``: each pixel's.
 
 * Schema v1 (blur, noise): ``x = noise_blur``, ``R_blur = noise − noise_blur``,
   ``R_noise = blur − noise_blur``; the batch also holds ``blur`` and ``noise``.
@@ -295,8 +296,9 @@ class BatchNumberSampler(Sampler):
             yield (base + i) * self.world + self.rank
 
 
-# generator keys that are not part of a stored generation config (data_gen.generate)
-_GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component")
+# generator keys that a stored generation config may lack (data_gen.generate: runtime keys,
+# and psf_per, which is stored only when it is not the shards' own rule, patch)
+_GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component", "psf_per")
 
 
 def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.generator") -> None:
@@ -490,7 +492,7 @@ class ResidualDataModule(pl.LightningDataModule):
     def render_batch(self, k: int, device: torch.device) -> dict:
         """Training batch ``k`` rendered on ``device``: the keys of a shard batch, plus
         ``meta`` (the per-sample records a shard would hold)."""
-        patches, meta, transforms = self.renderer(device).render_with_transforms(k)
+        patches, meta, transforms, maps = self.renderer(device).render_with_transforms(k)
         a, b = noise_params(meta)
         out = {
             **batch_arrays(patches, self.components, self.targets),
@@ -502,8 +504,11 @@ class ResidualDataModule(pl.LightningDataModule):
         }
         if self.sigma_map:
             out["sigma"] = NoiseModel(out["a"], out["b"]).std(out["x"])
-        if self.psf_index:
-            idx = self.psf_perm()[transforms, meta["psf_index"].astype(np.int64)]
+        if self.psf_index:  # one per patch (B,), or with psf_per=block one per pixel (B, P, P)
+            if maps is None:
+                idx = self.psf_perm()[transforms, meta["psf_index"].astype(np.int64)]
+            else:
+                idx = self.psf_perm()[transforms[:, None, None], maps.astype(np.int64)]
             out["psf_index"] = torch.from_numpy(idx).to(device)
         return out
 

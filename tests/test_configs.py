@@ -100,14 +100,18 @@ def test_every_training_preset_composes_and_builds(group, option, tmp_path):
     sigma_map = settings.data.sigma_map
     torch.manual_seed(settings.seed)
     heads = resolve_heads(cfg["model"]["heads"])  # auto: a schema-v1 dataset's
-    net = instantiate({**cfg["model"], "heads": heads, "sigma_map": sigma_map}, channels=3)
+    model = {**cfg["model"], "heads": heads, "sigma_map": sigma_map}
+    if model.get("field_kernels"):  # training sets the bank's size from the dataset
+        model["field_positions"] = 4
+    net = instantiate(model, channels=3)
     net = net.eval()
     assert net.heads == heads
     # a forward step on an odd-sized input: one finite residual per head, input's shape
     x = torch.rand(1, 3, 21, 27) * 0.5
     sigma = torch.full_like(x, 0.01) if sigma_map else None
+    field = net.field_of(torch.tensor([2]), 21, 27) if net.field_kernels else None
     with torch.no_grad():
-        out = net(x, sigma)
+        out = net(x, sigma, field)
     assert list(out) == list(heads)
     assert all(r.shape == x.shape and torch.isfinite(r).all() for r in out.values())
     # the criterion, the optimiser (a partial: called with the parameters) and the schedule
@@ -116,7 +120,7 @@ def test_every_training_preset_composes_and_builds(group, option, tmp_path):
     batch = {"x": x, "signal": x, "a": torch.full((1, 3), 1e-4), "b": torch.full((1, 3), 1e-6)}
     batch.update({f"R_{h}": torch.zeros_like(x) for h in heads})
     net.train()
-    loss = criterion(net(x, sigma), batch)["total"]
+    loss = criterion(net(x, sigma, field), batch)["total"]
     assert torch.isfinite(loss)
     o = settings.optim
     opt = instantiate(o.optimizer_kwargs(), _convert_="all")(net.parameters(), fused=False)

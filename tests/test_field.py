@@ -204,9 +204,9 @@ def test_batches_rendered_on_the_fly_carry_the_psf_each_patch_shows(field_run):
     )  # fmt: skip
     cpu = torch.device("cpu")
     b = dm.render_batch(3, cpu)
-    _, meta, t = dm.renderer(cpu).render_with_transforms(3)  # the same batch again
+    _, meta, t, maps = dm.renderer(cpu).render_with_transforms(3)  # the same batch again
     want = dm.psf_perm()[t, meta["psf_index"]]
-    assert b["psf_index"].tolist() == want.tolist() and (t != 0).any()
+    assert b["psf_index"].tolist() == want.tolist() and (t != 0).any() and maps is None
 
 
 def val_meta(dm):
@@ -249,3 +249,87 @@ def test_models_without_positions_are_unchanged():
     from safetensors.torch import load_file
 
     net.load_state_dict(load_file(str(m.path / "weights.safetensors")))  # strict
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_blur_with_a_psf_per_pixel_matches_a_per_pixel_reference(bank, backend):
+    """``psf_per=block``'s batched blur: every pixel (at least the PSF's radius from the
+    window's border) is the dot product of its neighbourhood with its own PSF."""
+    from data_gen.backend import BACKENDS
+    from data_gen.components import BatchContext
+    from data_gen.components.blur import Blur
+
+    be = BACKENDS[backend].create("cpu", 1)
+    rng = np.random.default_rng(5)
+    b, w, k = 3, 30, bank.size
+    r = k // 2
+    x = rng.random((b, 3, w, w)).astype(np.float32)
+    blocks = rng.integers(len(bank.psfs), size=(b, 4, 4))
+    index = np.repeat(np.repeat(blocks, 8, 1), 8, 2)[:, :w, :w].astype(np.int32)
+    index[2] = index[2, 0, 0]  # a sample with one PSF among ones with several
+    blur = Blur({})
+    prepared = blur.prepare_batch([{}] * b, BatchContext((w, w), None, index, bank.psfs), be)
+    assert blur.kernel(prepared) is None  # applied in the image domain, not as a spectrum
+    out = be.numpy(blur.apply_batch(be.asarray(x), prepared, be))
+    pixels = [rng.integers(lo, hi, 60) for lo, hi in ((0, b), (r, w - r), (r, w - r))]
+    for i, yy, xx in zip(*pixels, strict=True):
+        psf = bank.psfs[index[i, yy, xx]]  # convolution: the kernel flipped over the window
+        patch = x[i, :, yy - r : yy + r + 1, xx - r : xx + r + 1][:, ::-1, ::-1]
+        np.testing.assert_allclose(out[i, :, yy, xx], (patch * psf).sum((1, 2)), atol=2e-5)
+
+
+def test_patches_rendered_per_block_are_crops_of_the_frame_render(field_run):
+    """On the fly with ``psf_per=block``, a training patch is what evaluation renders for the
+    whole frame (data_gen.render.render_frame), cut at the patch, and the batch hands the model
+    each pixel's PSF, flipped and turned with the patch."""
+    from data_gen.render import render_frame
+
+    otf = {"enabled": True, "samples_per_epoch": 32, "pool": 2, "prefetch": 0,
+           "generator": {"psf_per": "block"}}  # fmt: skip
+    dm = ResidualDataModule(
+        str(field_run / "ds"), crop=24, batch_size=8, val_shards="all", onthefly=otf,
+        geometric="all", psf_index=True,
+    )  # fmt: skip
+    cpu = torch.device("cpu")
+    ren = dm.renderer(cpu)
+    out, meta, t, maps = ren.render_with_transforms(2)
+    bank = ren.pipe.bank
+    cells = bank.grid.shape[1] * bank.grid.shape[2]
+    frames = {f.name: f for _, f in ren.slots}
+    r, p = bank.size // 2, 24
+    varied = 0
+    for i in range(len(meta)):
+        state = int(meta["psf_index"][i]) // cells
+        frame = frames[meta["source"][i]]
+        ref = render_frame(
+            frame.pixels, bank, _noise(), np.random.default_rng(0), float(meta["exposure"][i]),
+            state=state,
+        )  # fmt: skip
+        y, x = int(meta["y"][i]) - r, int(meta["x"][i]) - r
+        crop = ref["blur"][:, y : y + p, x : x + p]
+        idx = ref["psf_index"][y : y + p, x : x + p]
+        np.testing.assert_allclose(out["blur"][i].numpy(), dihedral(crop, int(t[i])), atol=2e-5)
+        np.testing.assert_array_equal(maps[i], dihedral(idx, int(t[i])))
+        varied += int(len(np.unique(idx)) > 1)
+    assert varied > 0 and (t != 0).any()
+    b = dm.render_batch(2, cpu)
+    assert b["psf_index"].shape == (8, p, p)
+    assert b["psf_index"].tolist() == dm.psf_perm()[t[:, None, None], maps].tolist()
+    cfg = dict(arch="unet", width=8, depth=2, blocks=1, deconv=9, field_kernels=3)
+    net = build_model({**cfg, "field_positions": len(bank.psfs)}, 3)
+    net.init_field(bank.psfs)
+    maps_b = net.field_of(b["psf_index"], p, p)
+    i = int(np.argmax([len(np.unique(m)) for m in maps]))
+    assert maps_b.shape == (8, 3, p, p) and maps_b[i].flatten(1).std(1).max() > 0
+
+
+def _noise():
+    from data_gen.noise import NoiseModel
+
+    return NoiseModel(np.full(3, 1e-4, np.float32), np.full(3, 1e-6, np.float32))
+
+
+def test_psf_per_block_is_refused_for_shards_in_one_line(tmp_path):
+    with pytest.raises(InputError, match="psf_per = block: .*on-the-fly training only"):
+        generate(compose_cfg(f"out_dir={tmp_path}", "psf_per=block", *LENS))
+    assert not any(tmp_path.iterdir())

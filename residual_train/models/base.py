@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_gen.core.errors import InputError
+from residual_train.models.field import field_maps as maps_of
 
 
 def fft_correlate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -140,9 +141,15 @@ class ResidualNet(nn.Module):
             self.field_table.copy_(torch.from_numpy(table))
 
     def field_of(self, psf_index: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Constant ``(B, K, h, w)`` maps of one bank PSF per sample (``psf_index`` ``(B,)``):
-        how a training patch (rendered with one PSF) is conditioned."""
-        return self.field_table[psf_index.long()][:, :, None, None].expand(-1, -1, h, w)
+        """``(B, K, h, w)`` maps of a batch: constant ones of one bank PSF per sample
+        (``psf_index`` ``(B,)``: a patch rendered with one PSF), or per pixel of an index map
+        ``(B, h, w)`` (a patch rendered with a PSF per block, ``psf_per=block``)."""
+        idx = psf_index.long()
+        if idx.ndim == 3:
+            if tuple(idx.shape[-2:]) != (h, w):
+                raise InputError(f"psf_index map {tuple(idx.shape[-2:])}, patches {(h, w)}")
+            return maps_of(self.field_table, idx)
+        return self.field_table[idx][:, :, None, None].expand(-1, -1, h, w)
 
     def _make_heads(self) -> None:
         self.out = nn.ModuleDict(

@@ -21,8 +21,9 @@ product-convolution (the eigen-kernel model of field-varying blur):
 
 ``ḡ`` and ``u_k`` are learnable and start from that decomposition; ``W`` is fixed (a buffer:
 deployment looks the maps up from it). The network reads ``w_k(p)`` as ``K`` per-pixel
-maps, the ``field`` input: constant over a training patch (one PSF per patch, as patches
-are rendered), per pixel over a whole frame at deployment (``W[psf_index_map]``).
+maps, the ``field`` input: constant over a training patch rendered with one PSF, per pixel
+over a patch rendered with a PSF per block (on the fly, ``psf_per=block``) and over a whole
+frame at deployment (``W[psf_index_map]``).
 """
 
 from __future__ import annotations

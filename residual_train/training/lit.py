@@ -121,8 +121,9 @@ class ResidualModule(pl.LightningModule):
         return self.net(x, sigma, field)
 
     def field(self, batch: dict) -> torch.Tensor | None:
-        """The position maps of a batch for a field-aware model: constant over each patch
-        (one bank PSF per patch, ``batch['psf_index']``); None for other models."""
+        """The position maps of a batch for a field-aware model, from ``batch['psf_index']``:
+        constant over each patch (one bank PSF per patch, ``(B,)``) or per pixel (on the fly
+        with ``psf_per=block``, ``(B, P, P)``); None for other models."""
         if not self.net.field_kernels:
             return None
         if "psf_index" not in batch:
