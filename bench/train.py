@@ -337,8 +337,9 @@ def onthefly_only(
     if lens:
         extra += [f"lens={lens}"]
         key, tag = f"{key}_{lens}_psf_per_{psf_per}", f"{tag}-field"
-        saved = json.loads((RESULTS / f"train-{device}{tag}.json").read_text()) if (
-            RESULTS / f"train-{device}{tag}.json").is_file() else saved  # fmt: skip
+        field = RESULTS / f"train-{device}{tag}.json"  # keeps the other psf_per's rows
+        if field.is_file():
+            saved = {**json.loads(field.read_text()), "step": saved["step"]}
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         data = root / "ds"

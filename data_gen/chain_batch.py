@@ -32,7 +32,8 @@ from data_gen.noise_kinds import NoiseKind, default_kind
 class Batch:
     """One batch to render: ``windows`` ``(B, C, W, W)`` float32 (numpy or the backend's),
     their ``depth`` ``(B, W, W)`` numpy metres or None, each sample's component ``params``
-    (by name), bank ``psf_index`` ``(B,)`` and the bank's ``psfs`` ``(M, C, K, K)``."""
+    (by name), bank ``psf_index`` ``(B,)`` (``psf_per=block``: per pixel ``(B, W, W)``) and
+    the bank's ``psfs`` ``(M, C, K, K)``."""
 
     windows: object
     depth: np.ndarray | None

@@ -274,14 +274,27 @@ class OnTheFlyRenderer:
                                       state)  # fmt: skip
         return out
 
+    def stored_maps(self, maps: np.ndarray | None, d: dict) -> np.ndarray | None:
+        """``psf_per=block``: the stored pixels' PSF indices ``(n, P', P')`` of the windows'
+        ``maps``, flipped and turned as the patches were (packed Bayer planes: each 2 × 2
+        block's top-left pixel); None otherwise."""
+        if maps is None:
+            return None
+        r, p = self.margin, self.patch
+        maps = np.ascontiguousarray(maps[:, r : r + p, r : r + p])
+        if self.pipe.cfa:
+            maps = np.ascontiguousarray(maps[:, ::2, ::2])
+        for t in np.unique(d["transform"]):
+            if t != 0:
+                sel = d["transform"] == t
+                maps[sel] = dihedral(maps[sel], int(t))
+        return maps
+
     def render_with_transforms(
         self, k: int, n: int | None = None
     ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray, np.ndarray | None]:
-        """:meth:`render`, the dihedral transform ``(n,)`` each sample was given after
-        rendering (its ``meta`` records the PSF it was rendered with, as a shard would), and
-        with ``psf_per=block`` each stored pixel's bank PSF index ``(n, P', P')`` after that
-        transform (None otherwise; packed Bayer planes: the index of each 2 × 2 block's
-        top-left pixel)."""
+        """:meth:`render`, the dihedral transform ``(n,)`` given to each sample after
+        rendering (``meta`` has the PSF it was rendered with), and :meth:`stored_maps`."""
         n = self.batch if n is None else int(n)
         self.ensure_pool(k)
         seed = self.batch_seed(k)
@@ -342,14 +355,6 @@ class OnTheFlyRenderer:
                 sel = torch.from_numpy(np.flatnonzero(d["transform"] == t)).to(dev)
                 for v in out.values():
                     v[sel] = dihedral(v[sel], int(t))
-        if maps is not None:  # the stored pixels' indices, transformed as the patches were
-            maps = np.ascontiguousarray(maps[:, r : r + p, r : r + p])
-            if pipe.cfa:
-                maps = np.ascontiguousarray(maps[:, ::2, ::2])
-            for t in np.unique(d["transform"]):
-                if t != 0:
-                    sel = d["transform"] == t
-                    maps[sel] = dihedral(maps[sel], int(t))
         meta = np.zeros(n, pipe.meta_dtype)
         names = np.array([f.name for _, f in self.slots], dtype=object)
         meta["source"] = names[d["slot"]]
@@ -364,7 +369,7 @@ class OnTheFlyRenderer:
             for j, rec in enumerate(records):
                 for key, v in rec.items():
                     meta[key][j] = v
-        return out, meta, np.asarray(d["transform"], np.int64), maps
+        return out, meta, np.asarray(d["transform"], np.int64), self.stored_maps(maps, d)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

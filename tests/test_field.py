@@ -333,3 +333,19 @@ def test_psf_per_block_is_refused_for_shards_in_one_line(tmp_path):
     with pytest.raises(InputError, match="psf_per = block: .*on-the-fly training only"):
         generate(compose_cfg(f"out_dir={tmp_path}", "psf_per=block", *LENS))
     assert not any(tmp_path.iterdir())
+
+
+def test_a_frames_index_map_is_each_blocks_nearest_psf(bank):
+    """``psf_index_map`` (evaluation and deployment) against the plain rule: each 8-px block
+    of the output, the last ones cut by its edge, takes the PSF nearest its centre."""
+    from data_gen.render import psf_index_map
+
+    for shape, frame, off, state in [((77, 93), (77, 93), 0, 0), ((150, 227), (160, 237), 5, 2)]:
+        want = np.zeros(shape, np.int32)
+        for y0 in range(0, shape[0], 8):
+            for x0 in range(0, shape[1], 8):
+                cy = off + y0 + min(8, shape[0] - y0) / 2
+                cx = off + x0 + min(8, shape[1] - x0) / 2
+                want[y0 : y0 + 8, x0 : x0 + 8] = bank.index_at(cy / frame[0], cx / frame[1], state)
+        got = psf_index_map(bank, shape, frame, off, state)
+        assert got.dtype == np.int32 and (got == want).all() and len(np.unique(got)) > 3

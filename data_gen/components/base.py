@@ -132,8 +132,8 @@ class Component:
 @dataclass
 class BatchContext:
     """What a batch's preparation sees: the windows' ``(H, W)``, their depths
-    ``(B, H, W)`` (numpy, metres) or None, each sample's bank PSF index ``(B,)`` and the
-    bank's PSFs ``(M, C, K, K)``."""
+    ``(B, H, W)`` (numpy, metres) or None, each sample's bank PSF index ``(B,)`` (or, with
+    ``psf_per=block``, each pixel's ``(B, H, W)``) and the bank's PSFs ``(M, C, K, K)``."""
 
     shape: tuple[int, int]
     depth: np.ndarray | None
