@@ -45,7 +45,7 @@ from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise
 from data_gen.optics.symmetry import dihedral
-from data_gen.render import batch_noise_model, window_index_map
+from data_gen.render import batch_noise_model, frame_window_index
 from data_gen.sources import Frame, cache_decoded_frames
 
 _POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
@@ -263,15 +263,13 @@ class OnTheFlyRenderer:
         bank = self.pipe.bank
         if self.pipe.settings.psf_per != "block" or not hasattr(bank, "index_at"):
             return None
-        cells = bank.grid.shape[1] * bank.grid.shape[2]
-        m, r, k, n = self.window, self.margin, bank.size // 2, bank.size - 1
+        m, r = self.window, self.margin
         out = np.empty((len(d["slot"]), m, m), np.int32)
         for i in range(len(out)):
-            h, w = self.slots[int(d["slot"][i])][1].pixels.shape[1:]
+            hw = self.slots[int(d["slot"][i])][1].pixels.shape[1:]
             top = (int(d["y"][i]) - r, int(d["x"][i]) - r)
-            state = int(d["psf_index"][i]) // cells
-            out[i] = window_index_map(bank, (h, w), top, (m, m), (k, k), (h - n, w - n),
-                                      state)  # fmt: skip
+            state = bank.state_number(int(d["psf_index"][i]))
+            out[i] = frame_window_index(bank, hw, top, (m, m), state)
         return out
 
     def stored_maps(self, maps: np.ndarray | None, d: dict) -> np.ndarray | None:

@@ -104,12 +104,20 @@ def psf_index_map(
     """Bank PSF index of every pixel of a ``shape`` = (H, W) output whose pixel (0, 0) sits
     at ``(offset, offset)`` in a frame of ``frame_hw``: the generator's per-patch rule
     (nearest bank position, lens ``state``) applied to blocks of ``block`` pixels."""
-    out = np.zeros(shape, np.int32)
-    if not hasattr(bank, "index_at"):  # position-independent: one PSF (drawn by the caller)
-        out[:] = state
-        return out
-    return window_index_map(bank, frame_hw, (offset, offset), shape, (offset, offset), shape,
-                            state, block)  # fmt: skip
+    corner = (offset, offset)
+    return window_index_map(bank, frame_hw, corner, shape, corner, shape, state, block)
+
+
+def frame_window_index(
+    bank: PSFBank, frame_hw: tuple[int, int], top_left: tuple[int, int], shape: tuple[int, int],
+    state: int,
+) -> np.ndarray:  # fmt: skip
+    """The bank PSF index ``(H, W)`` of a window of ``shape`` at ``top_left`` in a frame of
+    ``frame_hw`` as :func:`render_frame` blurs it: blocks tiled over the frame's 'valid'
+    region (every pixel with the PSF's full support)."""
+    k = bank.size
+    origin, extent = (k // 2, k // 2), (frame_hw[0] - k + 1, frame_hw[1] - k + 1)
+    return window_index_map(bank, frame_hw, top_left, shape, origin, extent, state)
 
 
 def window_index_map(
@@ -127,7 +135,10 @@ def window_index_map(
     whole frame's render: blocks of ``block`` pixels tiled from ``origin`` over ``extent``
     (a last block cut by the extent is centred on what is left of it), each with the bank
     PSF nearest its centre in lens ``state``; pixels outside the tiled region take the
-    nearest block's. A field-varying bank only (``bank.index_at``)."""
+    nearest block's. A position-independent bank (no ``index_at``): ``state`` everywhere
+    (the one PSF its caller drew)."""
+    if not hasattr(bank, "index_at"):
+        return np.full(shape, state, np.int32)
     fh, fw = frame_hw
     axes = []
     for t, n, o, e in zip(top_left, shape, origin, extent, strict=True):
@@ -177,7 +188,7 @@ def render_frame(
     states = bank.grid.shape[0] if hasattr(bank, "grid") else bank.psfs.shape[0]
     if state is None:
         state = 0 if states == 1 else int(rng.integers(states))
-    index = psf_index_map(bank, (ho, wo), (h, w), r, state)
+    index = frame_window_index(bank, (h, w), (r, r), (ho, wo), state)
     frame = pixels.astype(np.float32) * np.float32(exposure)
     blurred = np.zeros((c, ho, wo), np.float32)
     for j in np.unique(index):

@@ -160,7 +160,11 @@ class FieldBank(PSFBank):
         return self.index_at(fy, fx, 0 if s == 1 else int(rng.integers(s)))
 
     def state_of(self, index: int) -> LensState:
-        return self.states[index // (self.grid.shape[1] * self.grid.shape[2])]
+        return self.states[self.state_number(index)]
+
+    def state_number(self, index: int) -> int:
+        """The lens state (0..S-1) of bank PSF ``index``."""
+        return int(index) // (self.grid.shape[1] * self.grid.shape[2])
 
 
 def zernike_bank(
