@@ -21,7 +21,7 @@ from residual_train.evaluate.baselines import (
     wiener,
     wiener_wavelet,
 )
-from residual_train.evaluate.metrics import NoiseKept, Pearson
+from residual_train.evaluate.metrics import NoiseKept, Pearson, error_bands
 from tests.conftest import ROOT, compose_cfg
 from tests.helpers.cli import run_module
 
@@ -196,6 +196,31 @@ def _evaluate(tmp_path, *args):
     return run_module("residual_train.evaluate", *args, cwd=tmp_path, timeout=600)
 
 
+def test_error_bands_put_each_error_where_it_lies_and_add_up():
+    rng = np.random.default_rng(0)
+    clean = rng.random((3, 48, 70))
+    yy, xx = np.mgrid[:48, :70]
+    # a slow grey swell (period 70 px): luma, low frequencies
+    swell = 0.01 * np.cos(2 * np.pi * xx / 70)
+    b = error_bands(clean + swell, clean)
+    assert b["low_Y"] < 50 and min(v for k, v in b.items() if k != "low_Y") > 100
+    # a red / blue checkerboard of opposite signs: chroma C1, high frequencies
+    check = 0.01 * (-1.0) ** (yy + xx)
+    b = error_bands(clean + np.stack([check, 0 * check, -check]), clean)
+    assert b["high_C1"] < 50 and min(v for k, v in b.items() if k != "high_C1") > 100
+    # any error: the six parts add up to the whole image's MSE, odd and even widths
+    for w in (70, 71):
+        c = clean[:, :, :w]
+        y = c + 0.02 * rng.standard_normal(c.shape) + swell[:, :w]
+        parts = error_bands(y, c)
+        assert len(parts) == 6
+        assert -10 * np.log10(sum(10 ** (-v / 10) for v in parts.values())) == pytest.approx(
+            psnr(y, c), abs=1e-6
+        )
+    # a grey image keeps its one channel
+    assert set(error_bands(clean[:1] + swell, clean[:1])) == {"low_ch0", "high_ch0"}
+
+
 @pytest.mark.slow
 def test_evaluate_cli_writes_metrics_and_a_page_for_the_shipped_model(tmp_path):
     out = tmp_path / "ev"
@@ -229,6 +254,10 @@ def test_evaluate_cli_writes_metrics_and_a_page_for_the_shipped_model(tmp_path):
             assert np.isfinite(row[key]), key
         assert row["psnr_model"] > row["psnr_input"] + 2
         assert 0 < row["noise_corr"] <= 1
+        # where the error lies, for the model and each baseline (means over images)
+        for who in ("model", "bm3d_wiener", "wiener_wavelet"):
+            parts = list(row[f"bands_{who}"].values())
+            assert len(parts) == 6 and np.isfinite(parts).all(), who
         # the method with the rendering's exact residuals keeps the camera's noise level
         true = [b for b in row["noise_kept_true_residuals"] if b["enough"]]
         assert true and all(abs(b["ratio"] - 1) < 0.1 for b in true), true
@@ -240,7 +269,10 @@ def test_evaluate_cli_writes_metrics_and_a_page_for_the_shipped_model(tmp_path):
             assert 0 <= r[f"share_beating_{b}"] <= 1 and np.isfinite(r[f"worst_margin_over_{b}"])
     assert all(np.isfinite(r["margin_over_bm3d_wiener_practical"]) for r in m["per_image"])
     html = (out / "index.html").read_text()
-    assert "bm3d_wiener" in html and "noise_kept.png" in html
+    assert "bm3d_wiener" in html and "noise_kept.png" in html and "Where the error lies" in html
+    for r in m["per_image"]:  # each image's six parts add up to its PSNR
+        total = -10 * np.log10(sum(10 ** (-v / 10) for v in r["bands_model"].values()))
+        assert total == pytest.approx(r["psnr_model"], abs=1e-4)
     assert (out / "psnr_vs_iso.png").stat().st_size > 1000
     assert (out / "config.yaml").is_file()
     # baselines were cached: a second run with another out reuses them

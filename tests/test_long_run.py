@@ -71,7 +71,7 @@ def test_the_learning_curve_has_one_row_per_validation_and_marks_the_best(tmp_pa
     assert path.read_text().splitlines()[0].startswith("step,epoch,lr,train_loss,val/psnr_full")
 
 
-def test_the_publication_gate_wants_a_win_at_every_iso_on_the_same_photographs():
+def test_the_publication_gate_wants_a_win_beyond_the_noise_at_every_iso_on_the_same_photos():
     cmp = script("compare_validation")
 
     def metrics(psnrs: dict) -> dict:
@@ -82,10 +82,21 @@ def test_the_publication_gate_wants_a_win_at_every_iso_on_the_same_photographs()
         ]
         return {"isos": list(psnrs), "seed": 0, "per_image": rows}
 
-    cur = metrics({100.0: [40, 41], 6400.0: [30, 31]})
-    wins, lines = cmp.compare(metrics({100.0: [40.5, 41], 6400.0: [30.2, 30.9]}), cur)
-    assert wins and "ahead on 50 % of 2 images (worst -0.100)" in lines[1]
-    assert not cmp.compare(metrics({100.0: [40.5, 41], 6400.0: [29.9, 31]}), cur)[0]
+    cur = metrics({100.0: [40, 41, 42, 43], 6400.0: [30, 31, 32, 33]})
+    # ahead at both ISOs by far more than the spread of the per-image gains
+    wins, lines = cmp.compare(
+        metrics({100.0: [40.5, 41.4, 42.5, 43.6], 6400.0: [30.2, 31.3, 32.1, 33.2]}), cur
+    )
+    assert wins and "ahead on 100 % of 4 images (worst +0.100)" in lines[1]
+    # behind at one ISO
+    assert not cmp.compare(
+        metrics({100.0: [40.5, 41.4, 42.5, 43.6], 6400.0: [29.9, 31, 32, 33]}), cur
+    )[0]
+    # ahead on average at ISO 6400, but within the noise: +0.05 ± 0.10 dB
+    noisy = metrics({100.0: [40.5, 41.4, 42.5, 43.6], 6400.0: [30.3, 30.8, 32.2, 32.9]})
+    wins, lines = cmp.compare(noisy, cur)
+    assert not wins and "+0.050 dB (± 0.119 standard error, +0.4 of them)" in lines[1]
+    assert cmp.compare(noisy, cur, z=0.0)[0]  # the bare "higher mean" rule would publish it
     with pytest.raises(ValueError, match="same images"):
         cmp.compare(metrics({100.0: [40], 6400.0: [30]}), cur)
     other = json.loads(json.dumps(cur))

@@ -128,7 +128,8 @@ def _mark(r: dict, c: str) -> str | None:
 
 
 def _tables(result: EvaluationResult) -> dict[str, dict]:
-    """The evaluation page's tables (:func:`data_gen.core.html.table`): ``psnr``, ``ssim``,
+    """The evaluation page's tables (:func:`data_gen.core.html.table`): ``psnr``, ``bands``
+    (where the error lies, :func:`~residual_train.evaluate.metrics.error_bands`), ``ssim``,
     ``heads``, ``kept`` (noise kept per brightness bin) and ``per_image``."""
     b = result.baselines
     per_iso = result.per_iso
@@ -155,8 +156,16 @@ def _tables(result: EvaluationResult) -> dict[str, dict]:
         *(f"margin_over_{x}" for x in b),
         "noise_corr",
     ]
+    bands = [
+        {"iso": r["iso"], "output": m, **r[f"bands_{m}"]}
+        for r in per_iso
+        for m in ("model", *b)
+        if f"bands_{m}" in r  # absent in a result from before they were measured
+    ]
+    band_cols = list(bands[0]) if bands else ["iso", "output"]
     return {
         "psnr": table(per_iso, psnr_cols, "{:.2f}", _mark),
+        "bands": table(bands, band_cols, "{:.2f}"),
         "ssim": table(per_iso, ssim_cols, "{:.4f}"),
         "heads": table(per_iso, head_cols, "{:.3f}"),
         "kept": table(kept_rows, kept_cols, "{:.4g}"),

@@ -30,7 +30,7 @@ from data_gen.sensor import build_sensor
 from residual_train.deploy.compose import compose_blur_noise
 from residual_train.evaluate.baselines import BASELINES
 from residual_train.evaluate.images import image_set, set_role
-from residual_train.evaluate.metrics import NoiseKept, Pearson, psnr, ssim
+from residual_train.evaluate.metrics import NoiseKept, Pearson, error_bands, psnr, ssim
 from residual_train.release.card import ModelCard, as_card
 
 KEEP_PANELS = 3
@@ -114,6 +114,15 @@ class _Cache:
         return y
 
 
+def _scores(y: np.ndarray, clean: np.ndarray, who: str) -> dict:
+    """PSNR, SSIM and where the error lies (:func:`error_bands`) of the output ``who``."""
+    return {
+        f"psnr_{who}": psnr(y, clean),
+        f"ssim_{who}": ssim(y, clean),
+        f"bands_{who}": error_bands(y, clean),
+    }
+
+
 def evaluate_image(
     model,
     bank: PSFBank,
@@ -146,13 +155,12 @@ def evaluate_image(
             "image": name,
             "iso": float(iso),
             "psnr_input": psnr(x, clean),
-            "psnr_model": psnr(full, clean),
             "psnr_blur_head": psnr(x + rb, r["noise"]),
             "psnr_blur_head_input": psnr(x, r["noise"]),
             "psnr_noise_head": psnr(x + rn, r["blur"]),
             "psnr_noise_head_input": psnr(x, r["blur"]),
             "ssim_input": ssim(x, clean),
-            "ssim_model": ssim(full, clean),
+            **_scores(full, clean, "model"),
         }
         outs = {"model": full}
         key = [x, clean, bank.psfs, r["psf_index"], noise.A, noise.B]
@@ -165,7 +173,7 @@ def evaluate_image(
                     x_of(r), bank.psfs, r["psf_index"], noise, r["clean"]
                 ),
             )
-            row[f"psnr_{b}"], row[f"ssim_{b}"] = psnr(y, clean), ssim(y, clean)
+            row.update(_scores(y, clean, b))
             row[f"margin_over_{b}"] = row["psnr_model"] - row[f"psnr_{b}"]
             outs[b] = y
         fid = Pearson().add(rn, rn_t)
@@ -222,6 +230,12 @@ def summarise(rows: list[dict], accum: list[dict], isos, baselines, min_pixels: 
             "iso": float(iso),
             "images": len(rs),
             **{k: float(np.mean([r[k] for r in rs])) for k in keys},
+            **{  # where the error lies (metrics.error_bands), mean over images
+                f"bands_{m}": {
+                    k: float(np.mean([r[f"bands_{m}"][k] for r in rs])) for k in rs[0][f"bands_{m}"]
+                }
+                for m in ("model", *baselines)
+            },
         }
         fid, kept, total, true, unscaled = Pearson(), *(NoiseKept() for _ in range(4))
         for a in accum:
