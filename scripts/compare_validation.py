@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
@@ -42,13 +43,15 @@ def compare(
         )
         mc = np.mean([rows_c[k]["psnr_model"] for k in keys if k[1] == iso])
         mo = np.mean([rows_o[k]["psnr_model"] for k in keys if k[1] == iso])
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
-        wins &= bool(d.mean() > 0 and d.mean() > z * se)
+        gain = float(d.mean())
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
+        # gain / se; ±inf when every image moved by the same amount (se = 0)
+        t = gain / se if se > 0 else math.copysign(math.inf, gain) if gain else 0.0
+        wins &= gain > 0 and (z <= 0 or t > z)
         lines.append(
-            f"ISO {iso:g}: candidate {mc:.3f} dB, current {mo:.3f} dB, {d.mean():+.3f} dB "
-            f"(± {se:.3f} standard error, {d.mean() / se if se > 0 else float('inf'):+.1f} of "
-            f"them); ahead on {100 * (d > 0).mean():.0f} % of {len(d)} images "
-            f"(worst {d.min():+.3f})"
+            f"ISO {iso:g}: candidate {mc:.3f} dB, current {mo:.3f} dB, {gain:+.3f} dB "
+            f"(± {se:.3f} standard error, {t:+.1f} of them); ahead on "
+            f"{100 * (d > 0).mean():.0f} % of {len(d)} images (worst {d.min():+.3f})"
         )
     return wins, lines
 
@@ -69,6 +72,9 @@ def main() -> int:
         wins, lines = compare(cand, cur, a.set, a.z)
     except ValueError as e:
         print(f"error: not comparable: {e}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError) as e:  # e.g. a components evaluation's metrics.json
+        print(f"error: not an evaluation of one model per image: no {e}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     print(

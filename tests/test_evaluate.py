@@ -198,7 +198,7 @@ def _evaluate(tmp_path, *args):
 
 def test_error_bands_put_each_error_where_it_lies_and_add_up():
     rng = np.random.default_rng(0)
-    clean = rng.random((3, 48, 70))
+    clean = rng.random((3, 48, 71))[:, :, :70]
     yy, xx = np.mgrid[:48, :70]
     # a slow grey swell (period 70 px): luma, low frequencies
     swell = 0.01 * np.cos(2 * np.pi * xx / 70)
@@ -209,9 +209,8 @@ def test_error_bands_put_each_error_where_it_lies_and_add_up():
     b = error_bands(clean + np.stack([check, 0 * check, -check]), clean)
     assert b["high_C1"] < 50 and min(v for k, v in b.items() if k != "high_C1") > 100
     # any error: the six parts add up to the whole image's MSE, odd and even widths
-    for w in (70, 71):
-        c = clean[:, :, :w]
-        y = c + 0.02 * rng.standard_normal(c.shape) + swell[:, :w]
+    for c in (clean, rng.random((3, 31, 71))):
+        y = c + 0.02 * rng.standard_normal(c.shape)
         parts = error_bands(y, c)
         assert len(parts) == 6
         assert -10 * np.log10(sum(10 ** (-v / 10) for v in parts.values())) == pytest.approx(

@@ -92,11 +92,17 @@ def test_the_publication_gate_wants_a_win_beyond_the_noise_at_every_iso_on_the_s
     assert not cmp.compare(
         metrics({100.0: [40.5, 41.4, 42.5, 43.6], 6400.0: [29.9, 31, 32, 33]}), cur
     )[0]
-    # ahead on average at ISO 6400, but within the noise: +0.05 ± 0.10 dB
+    # ahead on average at ISO 6400, but within the noise: +0.05 ± 0.12 dB
     noisy = metrics({100.0: [40.5, 41.4, 42.5, 43.6], 6400.0: [30.3, 30.8, 32.2, 32.9]})
     wins, lines = cmp.compare(noisy, cur)
     assert not wins and "+0.050 dB (± 0.119 standard error, +0.4 of them)" in lines[1]
     assert cmp.compare(noisy, cur, z=0.0)[0]  # the bare "higher mean" rule would publish it
+    # every image moved alike (no spread): the sign decides, and one image is enough for z = 0
+    same = cmp.compare(metrics({100.0: [39, 40, 41, 42], 6400.0: [29, 30, 31, 32]}), cur)
+    assert not same[0] and "-1.000 dB (± 0.000 standard error, -inf of them)" in same[1][0]
+    one = metrics({100.0: [40], 6400.0: [30]})
+    assert cmp.compare(metrics({100.0: [41], 6400.0: [31]}), one, z=0.0)[0]
+    assert not cmp.compare(metrics({100.0: [41], 6400.0: [31]}), one)[0]
     with pytest.raises(ValueError, match="same images"):
         cmp.compare(metrics({100.0: [40], 6400.0: [30]}), cur)
     other = json.loads(json.dumps(cur))

@@ -31,7 +31,8 @@ def error_bands(y: np.ndarray, clean: np.ndarray, cutoff: float = BAND_CUTOFF) -
     pixel (radially, the blotches of a denoiser: periods over 16 px by default), ``high``
     the rest. The split is exact (orthonormal colours, Parseval over the periodic FFT), so
     the six parts' mean squared errors add up to the image's: ``psnr = −10·log10(Σ
-    10^(−band/10))``. Keys ``low_Y`` … ``high_C2``."""
+    10^(−band/10))`` (a part with no error at all reads 120 dB, :func:`psnr`'s floor).
+    Keys ``low_Y`` … ``high_C2``."""
     e = np.asarray(y, np.float64) - np.asarray(clean, np.float64)
     c, h, w = e.shape
     names = ("Y", "C1", "C2") if c == 3 else tuple(f"ch{i}" for i in range(c))
