@@ -37,16 +37,17 @@ def error_bands(y: np.ndarray, clean: np.ndarray, cutoff: float = BAND_CUTOFF) -
     c, h, w = e.shape
     names = ("Y", "C1", "C2") if c == 3 else tuple(f"ch{i}" for i in range(c))
     basis = _OPPONENT if c == 3 else np.eye(c)
-    power = np.abs(np.fft.rfft2(np.tensordot(basis, e, 1))) ** 2
     half = np.full(w // 2 + 1, 2.0)  # rfft2 holds each column pair once
     half[0] = 1.0
     if w % 2 == 0:
         half[-1] = 1.0
+    # each frequency's share of the squared error, per channel (sums to Σ e² / (C·H·W))
+    power = np.abs(np.fft.rfft2(np.tensordot(basis, e, 1))) ** 2 * half / ((h * w) * (c * h * w))
     low = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]) < cutoff
     out = {}
     for band, mask in (("low", low), ("high", ~low)):
         for i, name in enumerate(names):
-            mse = float((power[i] * half)[mask].sum()) / (h * w) / (c * h * w)
+            mse = float(power[i][mask].sum())
             out[f"{band}_{name}"] = float(-10 * np.log10(max(mse, 1e-12)))
     return out
 
