@@ -8,6 +8,10 @@ choosing (validation) and which only for reporting (test). docs/design.md §8.
 * ``bsd400_train`` (training): the other 360.
 * ``kodak24``, ``mcmaster18``, ``cbsd68`` (test): evaluated once per shipped model and
   reported; never used to choose anything.
+* ``other_cameras`` (test): the colour photographs of ``depth/`` (:data:`OTHER_CAMERAS`):
+  three KITTI street frames, Middlebury's "Aloe" and "Cones" and one frame each of SUN and
+  TUM RGB-D (NYU's is a PPM, which the folder sources do not read): other cameras, other
+  resolutions (640 x 480 to 1282 x 1110), larger smooth areas; best at ``shrink=1``.
 
 Sets live in the project's shared data (``../shared/data`` from the project root, see
 :func:`shared_data`); a fresh clone does not have it.
@@ -37,6 +41,17 @@ BSD400_VAL = (
     "55075.jpg", "65019.jpg", "69022.jpg", "79073.jpg", "87015.jpg",
 )  # fmt: skip
 
+# the colour frames of the depth folder (the rest of it is depth maps and calibration)
+OTHER_CAMERAS = (
+    "kitti_object_3frames/image_2/000000.png",
+    "kitti_object_3frames/image_2/000001.png",
+    "kitti_object_3frames/image_2/000002.png",
+    "middlebury2006_aloe_opencv/aloeL.jpg",
+    "middlebury2003_ceschini/im2.png",
+    "rgbd_open3d_samples/SUN_color.jpg",
+    "rgbd_open3d_samples/TUM_color.png",
+)
+
 
 def every_tenth(names: Sequence[str]) -> tuple[str, ...]:
     """The rule that made :data:`BSD400_VAL`: every 10th of the sorted names, from the first."""
@@ -63,6 +78,7 @@ SETS = {
         PhotoSet("kodak24", "kodak24", "test"),
         PhotoSet("mcmaster18", "mcmaster18", "test"),
         PhotoSet("cbsd68", "cbsd68", "test"),
+        PhotoSet("other_cameras", "depth", "test", include=OTHER_CAMERAS),
     )
 }
 # the lists a source's `exclude` / `include` may name (the files each set keeps)

@@ -73,6 +73,17 @@ def test_named_sets_load_with_their_role():
         photo_set("kodak25")
 
 
+def test_other_cameras_are_the_colour_frames_of_the_depth_photographs():
+    shared("depth")
+    imgs = load_images("other_cameras", shrink_factor=1, max_size=48)
+    names = [n for n, _ in imgs]
+    assert len(names) == 7 and {image_set(n) for n in names} == {"other_cameras"}
+    assert set_role("other_cameras") == "test"
+    # no depth map, disparity map or second stereo view is read as a photograph
+    assert not any(("depth" in n) or ("GT" in n) or n.endswith(("aloeR", "im6")) for n in names)
+    assert all(a.shape == (3, 48, 48) for _, a in imgs)
+
+
 def test_an_unknown_set_and_absent_shared_data_are_one_line_errors(tmp_path):
     """From a copy of the package that has no ../shared beside it (a user's install)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,6 +1,6 @@
 """Real photographs for evaluation: scikit-image's bundled ones, the project's named sets
 (:data:`data_gen.splits.SETS`: ``bsd400_val`` for choosing, ``kodak24`` / ``mcmaster18`` /
-``cbsd68`` for reporting) or folders of files.
+``cbsd68`` / ``other_cameras`` for reporting) or folders of files.
 
 Images are decoded from sRGB to linear light and shrunk by area averaging (which removes
 most of their own blur and JPEG artefacts), like the generator's ``folder`` source.
@@ -44,8 +44,9 @@ def load_images(
     list of these.
 
     Folders are read recursively in sorted order (PNG / TIFF / JPEG; float TIFF is taken
-    as linear); names are ``<folder>/<file stem>`` (``<set>/<file stem>`` for a named set:
-    the part before the first ``/`` is what :func:`image_set` reports per set). ``max_images`` keeps the first N of
+    as linear); names are ``<folder>/<file stem>`` (``<set>/<file stem>`` for a named set,
+    with the file's sub-folders when it has them: the part before the first ``/`` is what
+    :func:`image_set` reports per set). ``max_images`` keeps the first N of
     each folder; ``max_size`` centre-crops each image to at most that many pixels a side.
     """
     specs = [spec] if isinstance(spec, str) else list(spec)
