@@ -27,11 +27,18 @@ Group = Annotated[dict, NullIsEmpty]
 class Exposure(Settings):
     min: Number
     max: Number
+    at_max: Number = 0.0  # stored configs made before the key existed lack it
 
     @model_validator(mode="after")
     def _ordered(self):
         check(0 < self.min <= self.max, "need 0 < exposure.min <= exposure.max")
+        check(0 <= self.at_max <= 1, f"exposure.at_max = {self.at_max}: a share in [0, 1]")
         return self
+
+    @property
+    def law(self) -> tuple[float, float, float]:
+        """``(min, max, at_max)``: what :func:`data_gen.render.draw_exposure` takes."""
+        return float(self.min), float(self.max), float(self.at_max)
 
 
 class Storage(Settings):

@@ -81,8 +81,9 @@ def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> 
     ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
     than scipy's, and differently per device), and ``normals`` only when it is ``device``,
     so datasets made before these keys existed keep their hash. Likewise ``sensor.noise``
-    counts only when it is not ``poisson_gaussian``, and the noise kinds' own sensor keys
-    (``sensor.physical``, ``sensor.dark``, ...) only for the kind chosen. ``settings``:
+    counts only when it is not ``poisson_gaussian``, ``exposure.at_max`` only when above
+    zero, and the noise kinds' own sensor keys (``sensor.physical``, ``sensor.dark``, ...)
+    only for the kind chosen. ``settings``:
     ``cfg`` already checked (:func:`data_gen.config.generation_settings`)."""
     s = generation_settings(cfg) if settings is None else settings
     drop = set(RUNTIME_KEYS) | {"hydra", "component"}
@@ -94,6 +95,8 @@ def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> 
         drop.add("components")  # the two components of schema v1
     if s.psf_per == "patch":  # the rule of every dataset made before the key existed
         drop.add("psf_per")
+    if not s.exposure.at_max and "exposure" in cfg:  # likewise exposure.at_max = 0
+        cfg = {**cfg, "exposure": {k: v for k, v in cfg["exposure"].items() if k != "at_max"}}
     if BACKENDS[s.renderer].reference:
         drop |= {"renderer", "device", "normals"}
     elif not NORMALS[s.normals].on_device:
@@ -288,7 +291,7 @@ def iter_shard(pipe: Pipeline, shard: int, threads: int = 1):
     """Yield ``(patches, meta)`` batches of shard ``shard`` in sample order."""
     c = pipe.settings
     p, m, per_frame = c.patch_size, c.samples_per_shard, c.patches_per_source
-    exposure = (c.exposure.min, c.exposure.max)
+    exposure = c.exposure.law
     render, threads_ctx = _renderer(pipe, threads)
     support = pipe.min_frame - p + 1  # odd: the crop keeps support // 2 frame pixels around
     frame, frame_id = None, -1

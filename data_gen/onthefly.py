@@ -45,7 +45,7 @@ from data_gen.generate import Pipeline, sample_seed
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import NoiseContext, batch_draws, draw_noise
 from data_gen.optics.symmetry import dihedral
-from data_gen.render import batch_noise_model, frame_window_index
+from data_gen.render import batch_noise_model, draw_exposure, frame_window_index
 from data_gen.sources import Frame, cache_decoded_frames
 
 _POOL_STREAM = 2  # seed domains: frames of the on-the-fly stream, and its batches
@@ -96,7 +96,7 @@ class OnTheFlyRenderer:
         self.window = self.patch + 2 * self.margin
         c = pipe.settings
         self.per_frame = c.patches_per_source
-        self.exposure = (c.exposure.min, c.exposure.max)
+        self.exposure = c.exposure.law
         self.slots: list[tuple[int, Frame] | None] = [None] * pool
         # originals are made in threads (dead leaves and decoding release the GIL)
         self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="onthefly-frames")
@@ -183,8 +183,7 @@ class OnTheFlyRenderer:
         h, w = hw[:, 0], hw[:, 1]
         y = r + (rng.random(n) * (h - p - 2 * r + 1)).astype(np.int64)
         x = r + (rng.random(n) * (w - p - 2 * r + 1)).astype(np.int64)
-        lo, hi = self.exposure
-        e = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n)) if hi > lo else np.full(n, lo)
+        e = draw_exposure(rng, self.exposure, n)
         iso = pipe.sensor.iso.draw_many(rng, n)
         fy, fx = (y + p / 2) / h, (x + p / 2) / w
         bank = pipe.bank

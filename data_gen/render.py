@@ -42,23 +42,40 @@ class SampleSpec:
     rng: np.random.Generator
 
 
+def draw_exposure(
+    rng: np.random.Generator, law: tuple[float, float, float], size: int | None = None
+):
+    """Exposure scale(s) of the original: log-uniform in ``[min, max]``, then a share
+    ``at_max`` of them set to ``max`` (``law = (min, max, at_max)``; the second draw is made
+    only when ``at_max > 0``, so the draws of every config without it are unchanged).
+    ``size``: None for one float, else an array of ``size``."""
+    lo, hi, at_max = law
+    if hi > lo:
+        e = np.exp(rng.uniform(np.log(lo), np.log(hi), size=size))
+    else:
+        e = np.full(size, lo) if size is not None else lo
+    if at_max > 0:
+        e = np.where(rng.random(size) < at_max, hi, e)
+    return float(e) if size is None else e
+
+
 def draw_sample(
     frame: Frame,
     seed: int,
     patch_size: int,
     psf_size: int,
-    exposure: tuple[float, float],
+    exposure: tuple[float, float, float],
     sensor: SensorModel,
     bank: PSFBank,
 ) -> SampleSpec:
-    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO, PSF)."""
+    """Draw a sample's random choices from its own seed (order fixed: crop, exposure, ISO,
+    PSF). ``exposure``: ``(min, max, at_max)``, :func:`draw_exposure`'s law."""
     rng = np.random.default_rng(seed)
     _, h, w = frame.pixels.shape
     r = psf_size // 2
     y = int(rng.integers(r, h - patch_size - r + 1))
     x = int(rng.integers(r, w - patch_size - r + 1))
-    lo, hi = exposure
-    e = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
+    e = draw_exposure(rng, exposure)
     iso = sensor.iso.draw(rng)
     fy, fx = (y + patch_size / 2) / h, (x + patch_size / 2) / w  # patch centre, fraction
     height, az = bank.locate(fy, fx, (h, w))

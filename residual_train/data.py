@@ -297,8 +297,10 @@ class BatchNumberSampler(Sampler):
 
 
 # generator keys that a stored generation config may lack (data_gen.generate: runtime keys,
-# and psf_per, which is stored only when it is not the shards' own rule, patch)
+# and psf_per, which is stored only when it is not the shards' own rule, patch) ...
 _GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component", "psf_per")
+# ... and settings of a group stored only when they are not at their default
+_GENERATOR_OPTIONAL = {"exposure": ("at_max",)}
 
 
 def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.generator") -> None:
@@ -310,15 +312,22 @@ def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.genera
 
     require(isinstance(extra, Mapping), f"{where} = {extra!r}: a mapping of generator settings")
     known = {*stored, *RUNTIME_KEYS, *_GENERATOR_RUNTIME}
-    _check_keys(extra, stored, known, where)
+    _check_keys(extra, stored, known, where, groups=_GENERATOR_OPTIONAL)
 
 
 def _check_keys(
-    extra: Mapping, stored: Mapping, known: set, where: str, in_source: bool = False
+    extra: Mapping,
+    stored: Mapping,
+    known: set,
+    where: str,
+    in_source: bool = False,
+    groups: Mapping | None = None,
 ) -> None:
     """Recursive step of :func:`check_generator_keys`; below ``source`` a mapping of a
     source kind also takes that kind's optional settings (``data_gen.sources.OPTIONAL_KEYS``:
-    ``include`` / ``exclude`` / ``depth`` of a folder, which a stored config may lack)."""
+    ``include`` / ``exclude`` / ``depth`` of a folder, which a stored config may lack);
+    ``groups``: the optional settings of this level's groups (the top level's:
+    ``_GENERATOR_OPTIONAL``)."""
     from data_gen.sources import OPTIONAL_KEYS
 
     for key, value in extra.items():
@@ -335,7 +344,10 @@ def _check_keys(
             and value.get("kind", old.get("kind")) == old.get("kind")
         ):
             below = in_source or key == "source"
-            optional = OPTIONAL_KEYS.get(old.get("kind"), ()) if below else ()
+            if below:
+                optional = OPTIONAL_KEYS.get(old.get("kind"), ())
+            else:
+                optional = (groups or {}).get(key, ())
             _check_keys(value, old, {*old, *optional}, f"{where}.{key}", below)
 
 

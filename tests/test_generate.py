@@ -256,6 +256,7 @@ def _bad_case(tmp: Path, case: str) -> tuple[list[str], str | tuple[str, ...]]:
         "shard out of range": (["shard_index=7"], "shard_index 7 is outside 0..2"),
         "bad dtype": (["storage.dtype=int8"], "storage.dtype = 'int8'"),
         "exposure 0": (["exposure.min=0"], "need 0 < exposure.min"),
+        "exposure share > 1": (["exposure.at_max=1.5"], "exposure.at_max = 1.5: a share in [0, 1]"),
         "f-number < 0": (["lens.f_number=-2"], "lens.f_number = -2"),
     }
     return table[case]
@@ -277,6 +278,7 @@ BAD_CASES = [
     "shard out of range",
     "bad dtype",
     "exposure 0",
+    "exposure share > 1",
     "f-number < 0",
 ]
 

@@ -170,7 +170,7 @@ def test_numpy_and_torch_generators_render_the_same_physical_bayer_noise():
 
     def specs():
         frame = pipe.source.frame(np.random.default_rng(0))
-        return [draw_sample(frame, 100 + i, 24, pipe.min_frame - 24 + 1, (0.25, 1.0),
+        return [draw_sample(frame, 100 + i, 24, pipe.min_frame - 24 + 1, (0.25, 1.0, 0.0),
                             pipe.sensor, pipe.bank) for i in range(5)]  # fmt: skip
 
     a, rec_a = SampleRenderer.for_pipeline(pipe, backend="numpy")(specs())

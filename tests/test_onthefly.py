@@ -131,6 +131,13 @@ def test_onthefly_training_learns_records_what_it_saw_and_resumes_exactly(datase
 def test_generator_overrides_change_what_is_rendered(dataset):
     dm = module(dataset, onthefly={**OTF, "generator": {"sensor": {"iso": [6400]}}})
     assert set(dm.render_batch(0, torch.device("cpu"))["meta"]["iso"]) == {6400.0}
+    # a setting the shards' stored config lacks because it was at its default (at_max = 0)
+    dm = module(dataset, onthefly={**OTF, "generator": {"exposure": {"at_max": 1.0}}})
+    assert set(dm.render_batch(0, torch.device("cpu"))["meta"]["exposure"]) == {1.0}
+    with pytest.raises(InputError, match=r"generator.exposure.at_mx: not a generator setting"):
+        module(dataset, onthefly={**OTF, "generator": {"exposure": {"at_mx": 1.0}}}).render_batch(
+            0, torch.device("cpu")
+        )
 
 
 @pytest.mark.parametrize(

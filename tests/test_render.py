@@ -12,7 +12,8 @@ from PIL import Image
 from scipy.signal import convolve2d
 
 from data_gen.backend import NumpyBackend, TorchBackend, conv_same, fft_size
-from data_gen.generate import generate
+from data_gen.generate import config_hash, generate, generation_config
+from data_gen.render import draw_exposure
 from tests.conftest import compose_cfg
 
 
@@ -180,3 +181,31 @@ def test_fused_noise_kernel_equals_the_numpy_formula():
     _add_noise_and_clip(clean, blurred, normal, noise.std(blurred), noisy, noisy_blur)
     for got, w in zip((noisy, noisy_blur, clean, blurred), want, strict=True):
         assert np.array_equal(got, w)  # bit for bit: shards stay byte-identical
+
+
+def test_a_share_of_exposures_at_max_leaves_every_other_draw_as_it_was():
+    law = (0.25, 1.0, 0.0)
+    old = [float(np.exp(np.random.default_rng(s).uniform(np.log(0.25), 0.0))) for s in range(5)]
+    assert [draw_exposure(np.random.default_rng(s), law) for s in range(5)] == old
+    rng, ref = np.random.default_rng(7), np.random.default_rng(7)
+    np.testing.assert_array_equal(
+        draw_exposure(rng, law, 64), np.exp(ref.uniform(np.log(0.25), 0.0, size=64))
+    )
+    assert rng.random() == ref.random()  # no draw taken beyond the law's own
+    e = draw_exposure(np.random.default_rng(3), (0.25, 1.0, 0.3), 20000)
+    at = e == 1.0
+    assert 0.28 < at.mean() < 0.32 and ((e[~at] >= 0.25) & (e[~at] < 1.0)).all()
+    assert draw_exposure(np.random.default_rng(3), (0.5, 1.0, 1.0)) == 1.0
+    assert (draw_exposure(np.random.default_rng(3), (0.6, 0.6, 0.5), 9) == 0.6).all()
+
+
+def test_exposure_at_max_counts_in_the_hash_only_when_used(tmp_path):
+    base = generation_config(compose_cfg("out_dir=x"))
+    assert "at_max" not in base["exposure"]
+    same = generation_config(compose_cfg("out_dir=x", "exposure.at_max=0"))
+    assert config_hash(same) == config_hash(base)
+    used = generation_config(compose_cfg("out_dir=x", "exposure.at_max=0.25"))
+    assert used["exposure"]["at_max"] == 0.25 and config_hash(used) != config_hash(base)
+    generate(compose_cfg(f"out_dir={tmp_path}", "shards=1", "exposure.at_max=1"))
+    _, meta = read_all(tmp_path)
+    assert set(meta["exposure"]) == {1.0}  # the shards' draws follow the same law

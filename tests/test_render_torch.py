@@ -23,7 +23,7 @@ def _specs(pipe, n=12):
     frame = pipe.source.frame(np.random.default_rng(0))
     p = pipe.cfg["patch_size"]
     return [
-        draw_sample(frame, 1000 + i, p, pipe.bank.size, (0.25, 2.0), pipe.sensor, pipe.bank)
+        draw_sample(frame, 1000 + i, p, pipe.bank.size, (0.25, 2.0, 0.0), pipe.sensor, pipe.bank)
         for i in range(n)
     ]
 
