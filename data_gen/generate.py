@@ -60,6 +60,10 @@ from data_gen.sources import Source, build_source
 
 log = logging.getLogger(__name__)
 
+# Settings of a group that count (hash, stored config) only away from this value, so that
+# datasets made before they existed keep their hash; a stored config may lack them.
+DEFAULT_ONLY_SETTINGS = {"exposure": {"at_max": 0.0}}
+
 # Keys that change how a run executes but never what it writes.
 RUNTIME_KEYS = (
     "out_dir",
@@ -95,8 +99,10 @@ def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> 
         drop.add("components")  # the two components of schema v1
     if s.psf_per == "patch":  # the rule of every dataset made before the key existed
         drop.add("psf_per")
-    if not s.exposure.at_max and "exposure" in cfg:  # likewise exposure.at_max = 0
-        cfg = {**cfg, "exposure": {k: v for k, v in cfg["exposure"].items() if k != "at_max"}}
+    for group, keys in DEFAULT_ONLY_SETTINGS.items():  # likewise exposure.at_max = 0
+        if isinstance(cfg.get(group), dict):
+            kept = {k: v for k, v in cfg[group].items() if keys.get(k, object()) != v}
+            cfg = {**cfg, group: kept}
     if BACKENDS[s.renderer].reference:
         drop |= {"renderer", "device", "normals"}
     elif not NORMALS[s.normals].on_device:

@@ -44,17 +44,18 @@ class SampleSpec:
 
 def draw_exposure(
     rng: np.random.Generator, law: tuple[float, float, float], size: int | None = None
-):
-    """Exposure scale(s) of the original: log-uniform in ``[min, max]``, then a share
-    ``at_max`` of them set to ``max`` (``law = (min, max, at_max)``; the second draw is made
-    only when ``at_max > 0``, so the draws of every config without it are unchanged).
-    ``size``: None for one float, else an array of ``size``."""
+) -> float | np.ndarray:
+    """Exposure scale(s) of the original (unitless: the linear original is multiplied by
+    it): log-uniform in ``[min, max]``, then a share ``at_max`` of them set to ``max``
+    (``law = (min, max, at_max)``; the second draw is made only when ``at_max > 0`` and
+    ``min < max``, so the draws of every config without it are unchanged). ``size``: None
+    for one float, else a float64 array of shape ``(size,)``."""
     lo, hi, at_max = law
     if hi > lo:
         e = np.exp(rng.uniform(np.log(lo), np.log(hi), size=size))
     else:
         e = np.full(size, lo) if size is not None else lo
-    if at_max > 0:
+    if at_max > 0 and hi > lo:
         e = np.where(rng.random(size) < at_max, hi, e)
     return float(e) if size is None else e
 

@@ -11,7 +11,7 @@ choosing (validation) and which only for reporting (test). docs/design.md §8.
 * ``other_cameras`` (test): the colour photographs of ``depth/`` (:data:`OTHER_CAMERAS`):
   three KITTI street frames, Middlebury's "Aloe" and "Cones" and one frame each of SUN and
   TUM RGB-D (NYU's is a PPM, which the folder sources do not read): other cameras, other
-  resolutions (640 x 480 to 1282 x 1110), larger smooth areas; best at ``shrink=1``.
+  resolutions (450 x 375 to 1282 x 1110), larger smooth areas; best at ``shrink=1``.
 
 Sets live in the project's shared data (``../shared/data`` from the project root, see
 :func:`shared_data`); a fresh clone does not have it.

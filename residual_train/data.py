@@ -297,10 +297,9 @@ class BatchNumberSampler(Sampler):
 
 
 # generator keys that a stored generation config may lack (data_gen.generate: runtime keys,
-# and psf_per, which is stored only when it is not the shards' own rule, patch) ...
+# and psf_per, which is stored only when it is not the shards' own rule, patch; and the
+# settings of a group stored only away from their default, DEFAULT_ONLY_SETTINGS)
 _GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component", "psf_per")
-# ... and settings of a group stored only when they are not at their default
-_GENERATOR_OPTIONAL = {"exposure": ("at_max",)}
 
 
 def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.generator") -> None:
@@ -308,11 +307,11 @@ def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.genera
     one of its settings (a typo would otherwise be merged in and never read). Nested
     mappings are checked against the stored ones unless they change their ``kind`` (a
     source or a sensor of another kind has its own settings, checked when it is built)."""
-    from data_gen.generate import RUNTIME_KEYS
+    from data_gen.generate import DEFAULT_ONLY_SETTINGS, RUNTIME_KEYS
 
     require(isinstance(extra, Mapping), f"{where} = {extra!r}: a mapping of generator settings")
     known = {*stored, *RUNTIME_KEYS, *_GENERATOR_RUNTIME}
-    _check_keys(extra, stored, known, where, groups=_GENERATOR_OPTIONAL)
+    _check_keys(extra, stored, known, where, groups=DEFAULT_ONLY_SETTINGS)
 
 
 def _check_keys(
@@ -327,7 +326,7 @@ def _check_keys(
     source kind also takes that kind's optional settings (``data_gen.sources.OPTIONAL_KEYS``:
     ``include`` / ``exclude`` / ``depth`` of a folder, which a stored config may lack);
     ``groups``: the optional settings of this level's groups (the top level's:
-    ``_GENERATOR_OPTIONAL``)."""
+    ``data_gen.generate.DEFAULT_ONLY_SETTINGS``)."""
     from data_gen.sources import OPTIONAL_KEYS
 
     for key, value in extra.items():
