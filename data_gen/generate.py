@@ -60,9 +60,10 @@ from data_gen.sources import Source, build_source
 
 log = logging.getLogger(__name__)
 
-# Settings of a group that count (hash, stored config) only away from this value, so that
-# datasets made before they existed keep their hash; a stored config may lack them.
-DEFAULT_ONLY_SETTINGS = {"exposure": {"at_max": 0.0}}
+# Settings that count (hash, stored config) only away from this value, so that datasets
+# made before they existed keep their hash; a stored config may lack them. A mapping holds
+# the settings of a group.
+DEFAULT_ONLY_SETTINGS = {"psf_per": "patch", "exposure": {"at_max": 0.0}}
 
 # Keys that change how a run executes but never what it writes.
 RUNTIME_KEYS = (
@@ -85,10 +86,10 @@ def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> 
     ``renderer`` and ``device`` count only for the torch renderer (its FFT rounds otherwise
     than scipy's, and differently per device), and ``normals`` only when it is ``device``,
     so datasets made before these keys existed keep their hash. Likewise ``sensor.noise``
-    counts only when it is not ``poisson_gaussian``, ``exposure.at_max`` only when above
-    zero, and the noise kinds' own sensor keys (``sensor.physical``, ``sensor.dark``, ...)
-    only for the kind chosen. ``settings``:
-    ``cfg`` already checked (:func:`data_gen.config.generation_settings`)."""
+    counts only when it is not ``poisson_gaussian``, the :data:`DEFAULT_ONLY_SETTINGS`
+    (``psf_per``, ``exposure.at_max``) only away from their default, and the noise kinds'
+    own sensor keys (``sensor.physical``, ``sensor.dark``, ...) only for the kind chosen.
+    ``settings``: ``cfg`` already checked (:func:`data_gen.config.generation_settings`)."""
     s = generation_settings(cfg) if settings is None else settings
     drop = set(RUNTIME_KEYS) | {"hydra", "component"}
     if s.sensor:  # the noise kinds' keys count only for the kind chosen
@@ -97,12 +98,13 @@ def generation_config(cfg: dict, settings: GenerationSettings | None = None) -> 
     v1 = s.components is None or s.components == list(V1)
     if v1:
         drop.add("components")  # the two components of schema v1
-    if s.psf_per == "patch":  # the rule of every dataset made before the key existed
-        drop.add("psf_per")
-    for group, keys in DEFAULT_ONLY_SETTINGS.items():  # likewise exposure.at_max = 0
-        if isinstance(cfg.get(group), dict):
-            kept = {k: v for k, v in cfg[group].items() if keys.get(k, object()) != v}
-            cfg = {**cfg, group: kept}
+    for key, default in DEFAULT_ONLY_SETTINGS.items():  # psf_per = patch, exposure.at_max = 0
+        if not isinstance(default, dict):
+            if cfg.get(key) == default:
+                drop.add(key)
+        elif isinstance(cfg.get(key), dict):
+            kept = {k: v for k, v in cfg[key].items() if k not in default or default[k] != v}
+            cfg = {**cfg, key: kept}
     if BACKENDS[s.renderer].reference:
         drop |= {"renderer", "device", "normals"}
     elif not NORMALS[s.normals].on_device:

@@ -296,10 +296,9 @@ class BatchNumberSampler(Sampler):
             yield (base + i) * self.world + self.rank
 
 
-# generator keys that a stored generation config may lack (data_gen.generate: runtime keys,
-# and psf_per, which is stored only when it is not the shards' own rule, patch; and the
-# settings of a group stored only away from their default, DEFAULT_ONLY_SETTINGS)
-_GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component", "psf_per")
+# generator keys that a stored generation config may lack (data_gen.generate: runtime keys;
+# and DEFAULT_ONLY_SETTINGS, stored only away from their default)
+_GENERATOR_RUNTIME = ("renderer", "device", "normals", "components", "component")
 
 
 def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.generator") -> None:
@@ -310,8 +309,9 @@ def check_generator_keys(extra, stored: dict, where: str = "data.onthefly.genera
     from data_gen.generate import DEFAULT_ONLY_SETTINGS, RUNTIME_KEYS
 
     require(isinstance(extra, Mapping), f"{where} = {extra!r}: a mapping of generator settings")
-    known = {*stored, *RUNTIME_KEYS, *_GENERATOR_RUNTIME}
-    _check_keys(extra, stored, known, where, groups=DEFAULT_ONLY_SETTINGS)
+    known = {*stored, *RUNTIME_KEYS, *_GENERATOR_RUNTIME, *DEFAULT_ONLY_SETTINGS}
+    groups = {k: v for k, v in DEFAULT_ONLY_SETTINGS.items() if isinstance(v, dict)}
+    _check_keys(extra, stored, known, where, groups=groups)
 
 
 def _check_keys(
@@ -343,10 +343,9 @@ def _check_keys(
             and value.get("kind", old.get("kind")) == old.get("kind")
         ):
             below = in_source or key == "source"
-            if below:
-                optional = OPTIONAL_KEYS.get(old.get("kind"), ())
-            else:
-                optional = (groups or {}).get(key, ())
+            optional = (
+                OPTIONAL_KEYS.get(old.get("kind"), ()) if below else (groups or {}).get(key, ())
+            )
             _check_keys(value, old, {*old, *optional}, f"{where}.{key}", below)
 
 
