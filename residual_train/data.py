@@ -53,7 +53,13 @@ from data_gen.core.errors import InputError, require
 from data_gen.core.paths import bank_cache_dir
 from data_gen.manifest import ShardEntry, ShardHeader
 from data_gen.noise import NoiseModel
-from data_gen.optics.symmetry import ALL, NAMES, bank_symmetries, dihedral, transform_index
+from data_gen.optics.symmetry import (
+    ALL,
+    NAMES,
+    augmentation_transforms,
+    dihedral,
+    transform_index,
+)
 from data_gen.sensor import normalised_ab
 from data_gen.shards import read_manifest, shard_file_problem
 from residual_train.data_settings import DataSettings
@@ -547,19 +553,17 @@ class ResidualDataModule(pl.LightningDataModule):
                 "rotation would give another CFA phase; use lens or none",
             )
             return (0,)
-        if geometric == "all":
-            return ALL
-        if geometric == "none":
-            return (0,)
+        if geometric != "lens":
+            return augmentation_transforms(geometric)
         if self.onthefly.enabled:  # the lens rendered (a generator override may change it)
-            return bank_symmetries(self._pipeline.bank.psfs)
+            return augmentation_transforms(geometric, self._pipeline.bank.psfs)
         first = self.dir / self.manifest.shards[0].name
         with h5py.File(first, "r") as f:
             require(
                 "psfs" in f,
                 f"data.geometric = lens: {first} stores no PSF bank (psfs); use all or none",
             )
-            return bank_symmetries(f["psfs"][:])
+            return augmentation_transforms(geometric, f["psfs"][:])
 
     @property
     def transform_names(self) -> list[str]:

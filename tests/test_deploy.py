@@ -25,6 +25,7 @@ from residual_train.release.export import ExportError, export
 from residual_train.release.registry import Registry, TamperedError
 from residual_train.training.train import train
 from tests.conftest import ROOT, compose_cfg
+from tests.helpers.cli import one_line_error
 from tests.helpers.cli import run_module as run
 from tests.helpers.training import train_cfg
 
@@ -630,3 +631,67 @@ def test_recompose_takes_one_strength_per_component_of_any_chain(tmp_path):
         f"out={tmp_path / 'z.npy'}",
     )
     assert r.returncode == 2 and "strengths.motion: these maps hold no such residual" in r.stderr
+
+
+# ---- self-ensemble: the maps averaged over the flips the model was trained with ------------
+def test_self_ensemble_averages_the_views_the_model_was_trained_with():
+    """``default`` was trained with data.geometric = lens, and soft_prime (coma along x) is
+    symmetric only top to bottom: two views, the second turned back before the mean."""
+    plain, ens = load_model("default"), load_model("default", self_ensemble=True)
+    assert plain.views == ["identity"] and ens.views == ["identity", "flip-y"]
+    x = np.random.default_rng(2).random((3, 60, 84), dtype=np.float32) * 0.6
+    kw = dict(tile=64, overlap=16, iso=800)
+    a = plain.predict(x, **kw)
+    f = plain.predict(np.ascontiguousarray(x[:, ::-1]), **kw)
+    got = ens.predict(x, **kw)
+    for h in a:
+        assert got[h].dtype == np.float32 and got[h].shape == x.shape
+        np.testing.assert_allclose(got[h], (a[h] + f[h][:, ::-1]) / 2, atol=1e-6)
+        assert np.abs(got[h] - a[h]).max() > 1e-5  # the network is not exactly equivariant
+
+
+@pytest.mark.parametrize(
+    "data, views",
+    [
+        ({"augment": True, "geometric": "all"}, 8),
+        ({"augment": True, "geometric": "none"}, 1),
+        ({"augment": False, "geometric": "all"}, 1),  # trained without augmentation
+        (None, "training.data.geometric"),  # the card does not say: refused in one line
+    ],
+)
+def test_self_ensemble_takes_the_views_the_card_records(exported, tmp_path, data, views):
+    d = tmp_path / "m"
+    shutil.copytree(exported, d)
+    card = json.loads((d / "card.json").read_text())
+    if data is None:
+        del card["training"]["data"]
+    else:
+        card["training"]["data"].update(data)
+    (d / "card.json").write_text(json.dumps(card))
+    if isinstance(views, str):
+        with pytest.raises(InputError, match=f"self_ensemble = true: .*{views}"):
+            load_model(d, self_ensemble=True)
+        return
+    m = load_model(d, self_ensemble=True)
+    assert len(m.views) == views and m.views[0] == "identity"
+    x = np.random.default_rng(3).random((3, 40, 56), dtype=np.float32)
+    got, plain = m.predict(x, tile=48, overlap=16), load_model(d).predict(x, tile=48, overlap=16)
+    for h in plain:
+        if views == 1:  # the identity alone: the plain prediction, bit for bit
+            np.testing.assert_array_equal(got[h], plain[h])
+        else:  # quarter turns of a non-square frame come back to its shape
+            assert got[h].shape == x.shape and not np.array_equal(got[h], plain[h])
+
+
+def test_cli_deploy_with_self_ensemble_records_its_views(exported, tmp_path):
+    tifffile.imwrite(tmp_path / "in.tif", np.full((40, 56, 3), 0.3, np.float32), photometric="rgb")
+    common = [f"model={exported}", f"input={tmp_path / 'in.tif'}", "tile=48", "overlap=16"]
+    r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'o'}", "self_ensemble=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    views = json.loads(r.stdout.strip().splitlines()[-1])["views"]
+    geometric = json.loads((exported / "card.json").read_text())["training"]["data"]["geometric"]
+    assert views[0] == "identity" and (len(views) == 8) == (geometric == "all")
+    assert load_maps(tmp_path / "o")[2]["views"] == views
+    r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'p'}", "self_ensemble=maybe")
+    one_line_error(r, 2, "self_ensemble = 'maybe': true or false")
+    assert not (tmp_path / "p").exists()

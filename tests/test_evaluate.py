@@ -278,6 +278,27 @@ def test_evaluate_cli_writes_metrics_and_a_page_for_the_shipped_model(tmp_path):
     assert len(list((tmp_path / "cache").glob("bm3d_wiener-*.npy"))) == 4
 
 
+def test_evaluate_with_self_ensemble_records_its_views_in_every_worker(tmp_path):
+    """The maps averaged over the flips the model was trained with, in this process and in
+    spawned workers alike; the views are recorded with the figures."""
+    common = ["model=default", "images=builtin", "max_images=2", "max_size=96", "isos=[400]"]
+    common += ["baselines=[]", "progress=false"]
+    got = {}
+    for name, args in {
+        "plain": ["workers=1"],
+        "here": ["workers=1", "self_ensemble=true"],
+        "spawned": ["workers=2", "self_ensemble=true"],
+    }.items():
+        r = _evaluate(tmp_path, *common, *args, f"out={tmp_path / name}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        got[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert got["plain"]["model"]["views"] == ["identity"]
+    assert got["here"]["model"]["views"] == ["identity", "flip-y"]
+    psnrs = {k: [r["psnr_model"] for r in m["per_image"]] for k, m in got.items()}
+    assert psnrs["here"] == psnrs["spawned"] and psnrs["here"] != psnrs["plain"]
+    assert np.mean(psnrs["here"]) > np.mean(psnrs["plain"])
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

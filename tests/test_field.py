@@ -127,6 +127,23 @@ def test_transforms_map_each_psf_to_the_one_the_flipped_patch_shows(bank):
             assert (perm != np.arange(len(perm))).any()
 
 
+@pytest.mark.parametrize("h, w", [(66, 130), (130, 300), (9, 70), (7, 20), (256, 264)])
+def test_tiles_have_sides_the_network_does_not_pad_and_cover_the_frame(h, w):
+    """Every tile side is a multiple of the network's stride where the frame allows (a frame
+    under one tile is covered by two overlapping tiles of a multiple, not padded), and the
+    blend of the tiles' maps gives each pixel its own value back."""
+    x = np.random.default_rng(5).random((3, h, w)).astype(np.float32)
+    sides = set()
+
+    def run(tiles):
+        sides.update(tiles.shape[-2:])
+        return {"a": tiles * 2}
+
+    out = infer_tiled(run, x, ["a"], tile=256, overlap=64, multiple=8)
+    np.testing.assert_allclose(out["a"], 2 * x, rtol=1e-6)
+    assert all(s % 8 == 0 or s == min(h, w) < 8 for s in sides), sides
+
+
 def test_tiles_carry_the_slices_of_the_per_pixel_maps():
     """Deployment cuts the frame's position maps into the same tiles as the image: a network
     that returns its maps gives back the whole frame's maps exactly."""
@@ -349,3 +366,31 @@ def test_a_frames_index_map_is_each_blocks_nearest_psf(bank):
                 want[y0 : y0 + 8, x0 : x0 + 8] = bank.index_at(cy / frame[0], cx / frame[1], state)
         got = psf_index_map(bank, shape, frame, off, state)
         assert got.dtype == np.int32 and (got == want).all() and len(np.unique(got)) > 3
+
+
+def test_a_self_ensemble_view_reads_the_psf_each_of_its_pixels_shows(field_run, tmp_path):
+    """Self-ensemble of a field-aware model: each flipped or turned view of a frame reads, at
+    each pixel, the bank PSF that pixel shows after the transform (training's rule for a
+    flipped patch). Under the flips and the half turn, which map the sensor's rectangle
+    onto itself, that is the PSF the view's own position map gives."""
+    from data_gen.optics.symmetry import INVERSE
+    from residual_train.release.export import export
+
+    export(field_run / "run/checkpoints/last.ckpt", tmp_path / "exp")
+    plain, ens = load_model(tmp_path / "exp"), load_model(tmp_path / "exp", self_ensemble=True)
+    psfs = ens.bank().psfs
+    assert ens.transforms == bank_symmetries(psfs) and {2, 4, 6} <= set(ens.transforms)
+    idx = plain.psf_index((64, 64))
+    x = np.random.default_rng(4).random((3, 64, 64)).astype(np.float32)
+    want, kw = 0, dict(tile=48, overlap=16, iso=800)
+    for t in ens.transforms:
+        view = np.ascontiguousarray(ens.psf_perm()[t][dihedral(idx, t)])
+        shown = np.ascontiguousarray(dihedral(psfs[idx], t))  # each source pixel's PSF, moved
+        shown = np.ascontiguousarray(dihedral(np.moveaxis(shown, (0, 1), (-2, -1)), t))
+        assert np.abs(psfs[view] - np.moveaxis(shown, (-2, -1), (0, 1))).max() < 0.02
+        if t in (2, 4, 6):
+            assert np.array_equal(psfs[view], psfs[idx]), t
+        maps = plain.predict(np.ascontiguousarray(dihedral(x, t)), psf_index=view, **kw)
+        want = want + dihedral(maps["blur"], INVERSE[t])
+    got = ens.predict(x, **kw)["blur"]
+    np.testing.assert_allclose(got, want / len(ens.transforms), atol=1e-6)

@@ -362,6 +362,19 @@ def test_bank_symmetries_are_the_flips_and_turns_the_lens_has():
     assert (dihedral(a, 1) == np.rot90(a)).all()
 
 
+def test_each_transform_is_undone_and_training_transforms_follow_the_setting():
+    from data_gen.optics.symmetry import ALL, INVERSE, augmentation_transforms, dihedral
+
+    a = np.arange(12.0).reshape(1, 3, 4)  # not square: a quarter turn changes the shape
+    for t in ALL:
+        assert np.array_equal(dihedral(dihedral(a, t), INVERSE[t]), a), t
+    psfs = build_bank(preset("soft_prime"), 3).psfs
+    assert augmentation_transforms("all") == ALL and augmentation_transforms("none") == (0,)
+    assert augmentation_transforms("lens", psfs) == (0, 6)
+    with pytest.raises(ValueError, match="geometric = 'mirror'"):
+        augmentation_transforms("mirror")
+
+
 def test_a_single_psf_lens_makes_a_one_point_bank_file_and_atlas(tmp_path):
     for cmd, out in (("bank", "sp.h5"), ("atlas", "sp.png")):
         r = subprocess.run(

@@ -18,6 +18,8 @@ import numpy as np
 
 NAMES = ("identity", "rot90", "rot180", "rot270", "flip-x", "transpose", "flip-y", "antitranspose")
 ALL = tuple(range(8))
+INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # the transform that undoes each (a reflection undoes itself)
+GEOMETRIC = ("lens", "all", "none")  # data.geometric: what training augments with
 
 
 def dihedral(a, t: int):
@@ -56,6 +58,21 @@ def bank_symmetries(psfs: np.ndarray, tol: float = 0.02) -> tuple[int, ...]:
         if worst <= tol * norm:
             keep.append(t)
     return tuple(keep)
+
+
+def augmentation_transforms(geometric: str, psfs: np.ndarray | None = None) -> tuple[int, ...]:
+    """The transforms training augments RGB patches with for ``data.geometric``: ``all`` the
+    eight of the square, ``none`` the identity, ``lens`` :func:`bank_symmetries` of the bank
+    ``psfs`` ``(N, C, K, K)`` it renders with (what a model trained so has seen)."""
+    if geometric not in GEOMETRIC:
+        raise ValueError(f"geometric = {geometric!r}: expected one of {', '.join(GEOMETRIC)}")
+    if geometric == "all":
+        return ALL
+    if geometric == "none":
+        return (0,)
+    if psfs is None:
+        raise ValueError("geometric = lens needs the PSF bank")
+    return bank_symmetries(psfs)
 
 
 def transform_index(psfs: np.ndarray, t: int) -> np.ndarray:

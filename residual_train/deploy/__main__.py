@@ -1,7 +1,7 @@
 """``python -m residual_train.deploy model=PATH|NAME[:TAG] input=FILE out_dir=DIR
 strengths.<component>=s ... [registry=PATH] [iso=N] [mode=consistent|literal]
 [blur_model=PATH|NAME[:TAG]] [linearize=auto|true|false] [tile=256] [overlap=64]
-[backend=onnx|torch]`` (every key in ``conf/apps/deploy.yaml``)
+[backend=onnx|torch] [self_ensemble=false|true]`` (every key in ``conf/apps/deploy.yaml``)
 
 Decodes the input to linear light (``linearize=auto``: 8-bit PNG / JPEG / TIFF from sRGB,
 16-bit and float files as linear), runs the network once (tiled), writes its residual
@@ -20,7 +20,7 @@ from pathlib import Path
 from data_gen.core.cli import run_app
 from data_gen.core.errors import require
 from data_gen.core.paths import APPS, filled_atomically, require_new_dir
-from data_gen.core.values import integer, number, optional
+from data_gen.core.values import boolean, integer, number, optional
 from data_gen.sources import check_linearize
 from residual_train.deploy.compose import (
     Strengths,
@@ -41,6 +41,7 @@ def check_settings(o: dict) -> dict:
         "overlap": integer(o["overlap"], "overlap", 4),
         "batch": integer(o["batch"], "batch", 1),
         "distortion_order": integer(o["distortion_order"], "distortion_order"),
+        "self_ensemble": boolean(o["self_ensemble"], "self_ensemble"),
     }
 
 
@@ -55,7 +56,8 @@ def run(o: dict) -> dict:
     out_dir = Path(str(o["out_dir"]))
     require_new_dir(out_dir)
     registry = o["registry"] or None
-    model = load_model(str(o["model"]), registry, o["backend"])
+    ens = s["self_ensemble"]
+    model = load_model(str(o["model"]), registry, o["backend"], self_ensemble=ens)
     x, encoding = read_input_encoded(
         str(o["input"]), o["linearize"], model.channels, model.card.layout
     )
@@ -66,7 +68,7 @@ def run(o: dict) -> dict:
     kw["lens_state"] = integer(o["lens_state"] or 0, "lens_state")
     t0 = time.perf_counter()
     if o["blur_model"]:
-        blur_model = load_model(str(o["blur_model"]), registry, o["backend"])
+        blur_model = load_model(str(o["blur_model"]), registry, o["backend"], self_ensemble=ens)
         maps = predict_sequential(model, blur_model, x, **kw)
     else:
         maps = model.predict(x, **kw)
@@ -92,6 +94,7 @@ def run(o: dict) -> dict:
         },
         "distortion": list(k_dist) if k_dist else None,
         "distortion_order": order,
+        "views": model.views,  # self_ensemble: the flips / turns whose maps were averaged
     }
     layout = model.card.layout
     check_distortion_stage(k_dist, order, layout)
@@ -108,6 +111,7 @@ def run(o: dict) -> dict:
         "out_dir": str(out_dir),
         "megapixels": x.shape[1] * x.shape[2] / 1e6,
         "network_seconds": seconds,
+        "views": model.views,
         "strengths": used.as_dict(),
         "mode": o["mode"],
     }

@@ -11,7 +11,9 @@ import numpy as np
 
 from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
+from data_gen.optics.symmetry import NAMES, augmentation_transforms, transform_index
 from residual_train.deploy.backends import open_backend
+from residual_train.deploy.ensemble import ensemble_maps
 from residual_train.deploy.tiling import infer_tiled
 from residual_train.release.card import ModelCard, as_card
 
@@ -34,7 +36,13 @@ class DeployedModel:
     """An exported model directory: its card and an inference backend
     (:data:`~residual_train.deploy.backends.BACKENDS`: onnxruntime or torch)."""
 
-    def __init__(self, path: str | Path, backend: str = "onnx", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        backend: str = "onnx",
+        threads: int | None = None,
+        self_ensemble: bool = False,
+    ) -> None:
         self.path = Path(path)
         require(
             (self.path / "card.json").is_file(),
@@ -48,6 +56,39 @@ class DeployedModel:
         self._bank = None
         self.backend = backend
         self.runner = open_backend(backend, self.path, self.card, threads)
+        self._perm = None
+        # the views every prediction averages (deploy/ensemble.py); the identity alone: none
+        self.transforms: tuple[int, ...] = self.trained_transforms() if self_ensemble else (0,)
+
+    @property
+    def views(self) -> list[str]:
+        """The names of the views each prediction averages (``["identity"]``: no ensemble)."""
+        return [NAMES[t] for t in self.transforms]
+
+    def trained_transforms(self) -> tuple[int, ...]:
+        """The flips and quarter turns the network was trained with (its card's
+        ``training.data.geometric``; the identity alone for packed Bayer planes, which a flip
+        would give another CFA phase): the views of ``self_ensemble``."""
+        if self.card.layout != "rgb":
+            return (0,)
+        geometric = self.card.trained_geometric()
+        require(
+            geometric is not None,
+            f"self_ensemble = true: {self.path}'s card does not say which flips the model was "
+            "trained with (training.data.geometric); use self_ensemble=false",
+        )
+        return augmentation_transforms(geometric, self.bank().psfs if geometric == "lens" else None)
+
+    def psf_perm(self) -> np.ndarray:
+        """``(8, N)``: the bank PSF a pixel of PSF ``j`` shows after transform ``t`` (rows of
+        the transforms of :attr:`transforms`; :func:`data_gen.optics.symmetry.transform_index`)."""
+        if self._perm is None:
+            psfs = self.bank().psfs
+            perm = np.full((8, len(psfs)), -1, np.int64)
+            for t in self.transforms:
+                perm[t] = transform_index(psfs, t)
+            self._perm = perm
+        return self._perm
 
     def noise_model(self, iso: float | None = None) -> NoiseModel:
         """The training sensor's noise model at ``iso`` (interpolated in the card's table;
@@ -107,13 +148,14 @@ class DeployedModel:
         """Residual maps of the whole frame ``x`` ``(C, H, W)``, by tiles. A field-aware
         model also reads each pixel's position: ``psf_index`` ``(H, W)`` (the bank PSF of
         every pixel, e.g. what :func:`data_gen.render.render_frame` rendered with), else the
-        frame's own positions through the card's lens in state ``lens_state``."""
+        frame's own positions through the card's lens in state ``lens_state``. A model loaded
+        with ``self_ensemble`` returns the mean over the views of :attr:`transforms`
+        (:func:`~residual_train.deploy.ensemble.ensemble_maps`: one network pass per view)."""
         require(
             x.ndim == 3 and x.shape[0] == self.channels,
             f"image has shape {x.shape}; the model wants ({self.channels}, H, W)",
         )
         noise = self.noise_model(iso) if self.sigma_input else None
-        field = None
         if self.field_input:
             if psf_index is None:
                 psf_index = self.psf_index(x.shape[1:], lens_state)
@@ -121,17 +163,24 @@ class DeployedModel:
                 np.shape(psf_index) == x.shape[1:],
                 f"psf_index has shape {np.shape(psf_index)}; the image is {x.shape[1:]}",
             )
-            field = self.field_maps(psf_index)
-        return infer_tiled(
-            lambda t, f=None: self._run(t, noise, f),
-            x.astype(np.float32, copy=False),
-            self.heads,
-            tile,
-            overlap,
-            batch,
-            progress,
-            field,
-        )
+        else:
+            psf_index = None  # a model that does not read positions ignores them
+
+        def view(v: np.ndarray, index: np.ndarray | None) -> dict[str, np.ndarray]:
+            return infer_tiled(
+                lambda t, f=None: self._run(t, noise, f),
+                v.astype(np.float32, copy=False),
+                self.heads,
+                tile,
+                overlap,
+                batch,
+                progress,
+                None if index is None else self.field_maps(index),
+                self.card.stride,
+            )
+
+        perm = self.psf_perm() if psf_index is not None and len(self.transforms) > 1 else None
+        return ensemble_maps(view, x, self.transforms, psf_index, perm)
 
 
 def load_model(
@@ -139,24 +188,26 @@ def load_model(
     registry: str | Path | None = None,
     backend: str = "onnx",
     threads: int | None = None,
+    self_ensemble: bool = False,
 ) -> DeployedModel:
     """An export directory, ``NAME[:VERSION|ALIAS]`` in ``registry``, or without a registry a
     model shipped inside the package (``default``; see :data:`SHIPPED`). Registry models are
-    sha256-verified on every load."""
+    sha256-verified on every load. ``self_ensemble``: every prediction averages the network's
+    maps over the flips and turns it was trained with (:attr:`DeployedModel.transforms`)."""
     from residual_train.release.registry import Registry
 
     if registry:
-        return DeployedModel(Registry(registry).fetch(str(model)), backend, threads)
+        return DeployedModel(Registry(registry).fetch(str(model)), backend, threads, self_ensemble)
     p = Path(str(model)).expanduser()
     if p.is_dir():
-        return DeployedModel(p, backend, threads)
+        return DeployedModel(p, backend, threads, self_ensemble)
     shipped = shipped_models()
     require(
         str(model).partition(":")[0] in shipped,
         f"model = {str(model)!r}: not an export directory, and not a model shipped with the "
         f"package ({', '.join(shipped) or 'none'}); for a registry reference add registry=DIR",
     )
-    return DeployedModel(Registry(SHIPPED).fetch(str(model)), backend, threads)
+    return DeployedModel(Registry(SHIPPED).fetch(str(model)), backend, threads, self_ensemble)
 
 
 def shipped_models() -> list[str]:

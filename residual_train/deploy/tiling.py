@@ -39,6 +39,14 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     return [*s, n - tile]
 
 
+def _side(tile: int, n: int, multiple: int) -> int:
+    """A tile's side on an axis of ``n`` pixels: ``tile``, or ``n`` when shorter, rounded
+    down to a multiple of ``multiple`` where the axis allows (the network pads a side that
+    is not one, and the padding it sees is content no photograph has)."""
+    side = min(tile, n)
+    return side - side % multiple if side >= multiple else side
+
+
 def infer_tiled(
     run: Callable[..., dict[str, np.ndarray]],
     x: np.ndarray,
@@ -48,6 +56,7 @@ def infer_tiled(
     batch: int = 4,
     progress: bool = False,
     aux: np.ndarray | None = None,
+    multiple: int = 1,
 ) -> dict[str, np.ndarray]:
     """Apply ``run(batch (B, C, t, t)) -> {head: (B, C, t, t)}`` over tiles and blend.
 
@@ -62,10 +71,12 @@ def infer_tiled(
         f"per-pixel inputs of shape {None if aux is None else aux.shape} do not cover the "
         f"image {x.shape}",
     )
-    th, tw = min(tile, h), min(tile, w)
+    th, tw = _side(tile, h, multiple), _side(tile, w, multiple)
     out = {k: np.zeros((c, h, w), np.float32) for k in heads}
     norm = np.zeros((h, w), np.float64)
-    boxes = [(y0, x0) for y0 in tile_starts(h, th, overlap) for x0 in tile_starts(w, tw, overlap)]
+    # a side rounded down below the overlap keeps half of it (two tiles then cover the axis)
+    oy, ox = min(overlap, th // 2), min(overlap, tw // 2)
+    boxes = [(y0, x0) for y0 in tile_starts(h, th, oy) for x0 in tile_starts(w, tw, ox)]
     from tqdm import tqdm
 
     for i in tqdm(range(0, len(boxes), batch), desc="tiles", unit="batch", disable=not progress):
@@ -77,7 +88,7 @@ def infer_tiled(
             extra = np.stack([aux[:, y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])
             res = run(np.ascontiguousarray(tiles), np.ascontiguousarray(extra))
         for j, (y0, x0) in enumerate(chunk):
-            wgt = np.outer(tile_weights(h, y0, th, overlap), tile_weights(w, x0, tw, overlap))
+            wgt = np.outer(tile_weights(h, y0, th, oy), tile_weights(w, x0, tw, ox))
             norm[y0 : y0 + th, x0 : x0 + tw] += wgt
             for k in heads:
                 out[k][:, y0 : y0 + th, x0 : x0 + tw] += (res[k][j] * wgt).astype(np.float32)

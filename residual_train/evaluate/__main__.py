@@ -39,6 +39,7 @@ class EvaluateSettings(Settings):
     workers: Int(1)
     tile: Int(8)
     overlap: Int(4)
+    self_ensemble: Bool
     min_bin_pixels: Int(1)
     cache: Text | None
     bank_cache: Text | None
@@ -66,7 +67,7 @@ def run(cfg: dict) -> dict:
         not (out.exists() and any(out.iterdir())),
         f"out = {str(out)!r} already holds files; nothing is overwritten",
     )
-    model = load_model(str(s.model), s.registry)
+    model = load_model(str(s.model), s.registry, self_ensemble=s.self_ensemble)
     if set(model.heads) != {"blur", "noise"}:
         return run_components(cfg, s, model, out)
     images = load_images(s.images, s.shrink, s.linearize, s.max_images, s.max_size)
@@ -84,6 +85,7 @@ def run(cfg: dict) -> dict:
         s.cache_dir,
         s.bank_cache,
         s.progress,
+        s.self_ensemble,
     )
     with filled_atomically(out) as tmp:  # out appears complete, or not at all
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

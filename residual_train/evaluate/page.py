@@ -56,8 +56,10 @@ def _plots(per_iso: list[dict], baselines: list[str], out: Path) -> tuple[str, s
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    judged = False  # a log axis needs data: some bin with enough pixels
     for r in per_iso:
         rows = [b for b in r["noise_kept"] if b["enough"]]
+        judged = judged or bool(rows)
         c = [np.sqrt(b["lo"] * b["hi"]) if b["lo"] > 0 else b["hi"] / 2 for b in rows]
         line = ax.plot(c, [b["ratio"] for b in rows], "o-", label=f"ISO {r['iso']:g}")[0]
         for key, style in (("noise_kept_true_residuals", ":"), ("noise_kept_unscaled", "--")):
@@ -66,7 +68,7 @@ def _plots(per_iso: list[dict], baselines: list[str], out: Path) -> tuple[str, s
             ax.plot(ct, [b["ratio"] for b in rows_t], style, color=line.get_color(), alpha=0.6)
     ax.axhspan(0.8, 1.2, color="0.9", zorder=0)
     ax.axhline(1, color="k", lw=1)
-    if ax.lines[1:]:  # a log axis needs data
+    if judged:
         ax.set_xscale("log")
         ax.legend(fontsize=8)
     else:

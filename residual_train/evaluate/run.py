@@ -206,13 +206,13 @@ def evaluate_image(
 _worker: dict = {}
 
 
-def _init(model_ref: str, registry: str | None, lens_cache: str | None) -> None:
+def _init(model_ref: str, registry: str | None, lens_cache: str | None, ensemble: bool) -> None:
     from data_gen.core.cli import die_with_parent
     from residual_train.deploy import load_model
 
     die_with_parent()
 
-    m = load_model(model_ref, registry, threads=1)
+    m = load_model(model_ref, registry, threads=1, self_ensemble=ensemble)
     _worker.update(model=m, bank=card_bank(m.card, lens_cache))
 
 
@@ -310,11 +310,14 @@ def evaluate(
     cache: Path | None = None,
     lens_cache: str | None = None,
     progress: bool = True,
+    self_ensemble: bool = False,
 ) -> dict:
-    """Evaluate ``model_ref`` (export dir, ``NAME[:TAG]`` in ``registry``, or ``default``)."""
+    """Evaluate ``model_ref`` (export dir, ``NAME[:TAG]`` in ``registry``, or ``default``);
+    ``self_ensemble``: its maps averaged over the flips it was trained with
+    (:mod:`residual_train.deploy.ensemble`)."""
     from residual_train.deploy import load_model
 
-    model = load_model(model_ref, registry)
+    model = load_model(model_ref, registry, self_ensemble=self_ensemble)
     require(
         set(model.heads) == {"blur", "noise"},
         f"model = {model_ref!r} has heads {model.heads}; evaluation needs a blur and a noise head",
@@ -348,6 +351,7 @@ def evaluate(
             "components": model.heads,
             "arch": model.card.model,
             "version": model.card.registry_version,
+            "views": model.views,
         },
         "lens": model.card.lens,
         "isos": isos,
@@ -379,7 +383,10 @@ def _run_jobs(model, bank, jobs: list, workers: int, lens_cache, progress: bool)
         ref = str(model.path)  # resolved export directory: workers load the same files
         ctx = mp.get_context("spawn")  # forked children of a process with thread pools hang
         with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init, initargs=(ref, None, lens_cache)
+            workers,
+            mp_context=ctx,
+            initializer=_init,
+            initargs=(ref, None, lens_cache, len(model.transforms) > 1),
         ) as ex:
             for r in ex.map(_task, jobs):
                 results.append(r)

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from data_gen.core.errors import InputError, require
+from data_gen.optics.symmetry import GEOMETRIC
 from data_gen.shards import read_mapping
 
 if TYPE_CHECKING:
@@ -200,12 +201,14 @@ class ModelCard(Mapping):
     layout: str = "rgb"
     cfa: str | None = None
     scale: str | None = None
+    stride: int = 1
     model: dict = _field(default_factory=dict)
     field: FieldTable | None = None
     noise_model: NoiseTable | None = None
     lens: Any = None
     component_settings: dict | None = None
     dataset: dict | None = None
+    training: dict | None = None
     metrics: dict = _field(default_factory=dict)
     parity: dict | None = None
     package_version: str = ""
@@ -251,6 +254,14 @@ class ModelCard(Mapping):
         """``card.json``'s text: the JSON the card was made from, as exports write it."""
         return json.dumps(self.raw, indent=2, default=str) + "\n"
 
+    def trained_geometric(self) -> str | None:
+        """The flips and turns training augmented with (``data.geometric``: ``lens``, ``all``
+        or ``none``; ``none`` when ``data.augment`` was off); None when the card does not say."""
+        data = (self.training or {}).get("data")
+        if not isinstance(data, dict) or data.get("geometric") not in GEOMETRIC:
+            return None
+        return "none" if data.get("augment") is False else str(data["geometric"])
+
     def sensor_noise(self, where: str = "the model card") -> NoiseTable:
         """The noise table; refused in one line when the card has none."""
         require(self.noise_model is not None, f"{where} has no sensor noise model")
@@ -265,6 +276,14 @@ class ModelCard(Mapping):
 
     def __len__(self) -> int:
         return len(self.raw)
+
+
+def _positive_int(v: Any, where: str) -> int:
+    require(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        f"{where} = {v!r}: a positive integer",
+    )
+    return v
 
 
 def _same(v: Any, where: str) -> Any:
@@ -283,11 +302,13 @@ ENTRIES: dict[str, Any] = {
     "layout": _text,
     "cfa": _same,
     "scale": _same,
+    "stride": lambda v, where: _positive_int(v, where),
     "model": _mapping,
     "noise_model": lambda v, where: NoiseTable.from_json(v, where),
     "lens": _same,
     "component_settings": _mapping,
     "dataset": _mapping,
+    "training": _mapping,
     "metrics": _mapping,
     "parity": _mapping,
     "package_version": _text,

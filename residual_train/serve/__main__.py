@@ -8,6 +8,7 @@ from pathlib import Path
 from data_gen.core.cli import run_app
 from data_gen.core.errors import require
 from data_gen.core.paths import APPS
+from data_gen.core.values import boolean
 from data_gen.sources import check_linearize
 
 
@@ -48,6 +49,7 @@ def check_settings(cfg: dict) -> None:
         cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
     )
     check_linearize(cfg["linearize"])
+    boolean(cfg["self_ensemble"], "self_ensemble")
 
 
 def keys(cfg: dict) -> dict | None:
@@ -81,14 +83,17 @@ def run(cfg: dict) -> dict | None:
     from residual_train.deploy import load_model
     from residual_train.serve.app import check_served, create_app
 
-    model = load_model(str(cfg["model"]), cfg["registry"] or None)
+    model = load_model(
+        str(cfg["model"]), cfg["registry"] or None, self_ensemble=cfg["self_ensemble"]
+    )
     check_served(model)  # before anything is written to the storage
     reg = registry_dir(cfg)
     app = create_app({**cfg, "registry_dir": str(reg) if reg else None}, model)
     if app.state.recovered:
         print(f"resuming {len(app.state.recovered)} unfinished job(s)", flush=True)
     print(
-        f"serving http://{cfg['host']}:{cfg['port']}/ (model {model.path}, storage "
+        f"serving http://{cfg['host']}:{cfg['port']}/ (model {model.path}, views "
+        f"{'+'.join(model.views)}, storage "
         f"{Path(str(cfg['storage'])).expanduser()})",
         flush=True,
     )
