@@ -579,6 +579,30 @@ def test_a_model_with_heads_the_service_cannot_compose_is_refused_at_start(tmp_p
     assert not storage.exists()  # refused before anything was written
 
 
+@pytest.mark.slow
+def test_a_server_with_self_ensemble_stores_the_averaged_maps(tmp_path):
+    """``self_ensemble=true``: each job's maps are the mean over the flips the model was
+    trained with, as ``deploy`` computes them; a bad value is refused before any storage."""
+    from residual_train.deploy import load_model
+
+    r = serve_cli("self_ensemble=maybe", f"storage={tmp_path / 'bad'}", "port=9")
+    assert r.returncode == 2 and "self_ensemble = 'maybe': true or false" in r.stderr
+    assert not (tmp_path / "bad").exists()
+    storage = tmp_path / "s"
+    key = new_key(storage, "gil")
+    srv = Server(storage, "self_ensemble=true", "tile=64", "overlap=16")
+    try:
+        image_id = upload(srv.url, key, png(60, 84, seed=4), iso=800).json()["id"]
+        assert wait_done(srv.url, key, image_id)["status"] == "done"
+        m = npz({"url": srv.url}, image_id, key)
+    finally:
+        srv.stop()
+    assert "views identity+flip-y" in Path(srv.log.name).read_text()
+    want = load_model("default", self_ensemble=True).predict(m["input"], 64, 16, iso=800)
+    for h in ("blur", "noise"):
+        np.testing.assert_allclose(m[f"R_{h}"], want[h], atol=1e-5)
+
+
 # ---- queue, crash, restart ------------------------------------------------------------------
 @pytest.mark.slow
 def test_full_queue_answers_503_with_retry_after(tmp_path):
