@@ -475,9 +475,14 @@ def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp
     r = run(*args)
     assert r.returncode == 2 and "in.tif" in r.stderr  # a missing input is named
     tifffile.imwrite(tmp_path / "in.tif", np.moveaxis(x, 0, 2), photometric="rgb")
-    r = run(*args, "strengths.blur=0.5", "iso=800")
+    r = run(*args, "strengths.blur=0.5", "iso=800", "self_ensemble=true")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert sorted(load_maps(tmp_path / "o")[1]) == ["blur", "noise"]
+    _, maps, meta = load_maps(tmp_path / "o")
+    assert sorted(maps) == ["blur", "noise"]
+    # each model's own views (the test data's lens); the blur model's are recorded too
+    for key, head in (("views", "noise"), ("blur_views", "blur")):
+        views = load_model(tmp_path / f"exp_{head}", self_ensemble=True).views
+        assert meta[key] == views and views[0] == "identity"
 
 
 # ---- device graphs ---------------------------------------------------------------------------
@@ -656,6 +661,7 @@ def test_self_ensemble_averages_the_views_the_model_was_trained_with():
         ({"augment": True, "geometric": "all"}, 8),
         ({"augment": True, "geometric": "none"}, 1),
         ({"augment": False, "geometric": "all"}, 1),  # trained without augmentation
+        ({"augment": False, "geometric": None}, 1),  # ... whatever geometric says
         (None, "training.data.geometric"),  # the card does not say: refused in one line
     ],
 )

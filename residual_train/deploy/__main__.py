@@ -96,6 +96,8 @@ def run(o: dict) -> dict:
         "distortion_order": order,
         "views": model.views,  # self_ensemble: the flips / turns whose maps were averaged
     }
+    if o["blur_model"]:
+        meta["blur_views"] = blur_model.views
     layout = model.card.layout
     check_distortion_stage(k_dist, order, layout)
     # composed before anything is written: a strength for a component the model lacks, or

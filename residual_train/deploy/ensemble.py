@@ -5,7 +5,7 @@ A model trained with ``data.geometric = lens`` saw every patch also as each symm
 lens shows it (``soft_prime``, with coma along x: flipped top to bottom), so each of those
 views of a frame is a photograph it knows how to correct. The network is not exactly
 equivariant to them, and the mean of its answers over the views is a better estimate than
-any one (``default`` 20261204 on validation: +0.10 to +0.21 dB, docs/quality.md), at one
+any one (``default`` 20261204 on validation: +0.08 to +0.14 dB, docs/quality.md), at one
 network pass per view. The maps are averaged before composition, so every component's
 strength still applies without running the network again. A view of a field-varying lens
 reads, at each pixel, the bank PSF that pixel shows after the transform (the rule training

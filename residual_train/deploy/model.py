@@ -77,7 +77,14 @@ class DeployedModel:
             f"self_ensemble = true: {self.path}'s card does not say which flips the model was "
             "trained with (training.data.geometric); use self_ensemble=false",
         )
-        return augmentation_transforms(geometric, self.bank().psfs if geometric == "lens" else None)
+        if geometric != "lens":
+            return augmentation_transforms(geometric)
+        require(
+            bool(self.card.lens),
+            f"self_ensemble = true: {self.path}'s model was trained with the flips of its lens "
+            "(data.geometric = lens) and its card names no lens; use self_ensemble=false",
+        )
+        return augmentation_transforms(geometric, self.bank().psfs)
 
     def psf_perm(self) -> np.ndarray:
         """``(8, N)``: the bank PSF a pixel of PSF ``j`` shows after transform ``t`` (rows of

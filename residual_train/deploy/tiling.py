@@ -75,7 +75,8 @@ def infer_tiled(
     out = {k: np.zeros((c, h, w), np.float32) for k in heads}
     norm = np.zeros((h, w), np.float64)
     # a side rounded down below the overlap keeps half of it (two tiles then cover the axis)
-    oy, ox = min(overlap, th // 2), min(overlap, tw // 2)
+    oy = min(overlap, th // 2) if th < min(tile, h) else overlap
+    ox = min(overlap, tw // 2) if tw < min(tile, w) else overlap
     boxes = [(y0, x0) for y0 in tile_starts(h, th, oy) for x0 in tile_starts(w, tw, ox)]
     from tqdm import tqdm
 

@@ -258,6 +258,7 @@ def evaluate_components(
             "path": str(model.path),
             "components": list(chain.names),
             "version": model.card.registry_version,
+            "views": model.views,
         },
         "component_settings": model.card.component_settings,
         "lens": model.card.lens,

@@ -37,6 +37,10 @@ def save_image(img: np.ndarray, path: Path, scale: int = 1, residual: bool = Fal
     return path.name
 
 
+# the noise kept with the exact residuals (dotted) and with R̂ₙ not rescaled (dashed)
+EXTRA = (("noise_kept_true_residuals", ":"), ("noise_kept_unscaled", "--"))
+
+
 def _plots(per_iso: list[dict], baselines: list[str], out: Path) -> tuple[str, str]:
     """PSNR against ISO and the noise kept per brightness, as PNGs in ``out``; returns their
     names."""
@@ -59,10 +63,10 @@ def _plots(per_iso: list[dict], baselines: list[str], out: Path) -> tuple[str, s
     judged = False  # a log axis needs data: some bin with enough pixels
     for r in per_iso:
         rows = [b for b in r["noise_kept"] if b["enough"]]
-        judged = judged or bool(rows)
+        judged = judged or bool(rows) or any(b["enough"] for k, _ in EXTRA for b in r[k])
         c = [np.sqrt(b["lo"] * b["hi"]) if b["lo"] > 0 else b["hi"] / 2 for b in rows]
         line = ax.plot(c, [b["ratio"] for b in rows], "o-", label=f"ISO {r['iso']:g}")[0]
-        for key, style in (("noise_kept_true_residuals", ":"), ("noise_kept_unscaled", "--")):
+        for key, style in EXTRA:
             rows_t = [b for b in r[key] if b["enough"]]
             ct = [np.sqrt(b["lo"] * b["hi"]) if b["lo"] > 0 else b["hi"] / 2 for b in rows_t]
             ax.plot(ct, [b["ratio"] for b in rows_t], style, color=line.get_color(), alpha=0.6)

@@ -258,9 +258,11 @@ class ModelCard(Mapping):
         """The flips and turns training augmented with (``data.geometric``: ``lens``, ``all``
         or ``none``; ``none`` when ``data.augment`` was off); None when the card does not say."""
         data = (self.training or {}).get("data")
-        if not isinstance(data, dict) or data.get("geometric") not in GEOMETRIC:
+        if not isinstance(data, dict):
             return None
-        return "none" if data.get("augment") is False else str(data["geometric"])
+        if data.get("augment") is False:
+            return "none"
+        return str(data["geometric"]) if data.get("geometric") in GEOMETRIC else None
 
     def sensor_noise(self, where: str = "the model card") -> NoiseTable:
         """The noise table; refused in one line when the card has none."""
