@@ -58,7 +58,7 @@ from data_gen.optics.symmetry import (
     NAMES,
     augmentation_transforms,
     dihedral,
-    transform_index,
+    transform_table,
 )
 from data_gen.sensor import normalised_ab
 from data_gen.shards import read_manifest, shard_file_problem
@@ -610,11 +610,7 @@ class ResidualDataModule(pl.LightningDataModule):
                 f"{self.dir}: no RGB PSF bank in the shards (psfs): a model whose "
                 "deconvolution knows where it is (model.field_kernels) needs one",
             )
-            perm = np.full((8, len(psfs)), -1, np.int64)
-            for t in self.transforms if self.augment_train else (0,):
-                perm[t] = transform_index(psfs, int(t))
-            perm[0] = np.arange(len(psfs))
-            self._perm = perm
+            self._perm = transform_table(psfs, self.transforms if self.augment_train else (0,))
         return self._perm
 
     def dataset(self, train: bool) -> ShardDataset:

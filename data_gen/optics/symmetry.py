@@ -89,3 +89,13 @@ def transform_index(psfs: np.ndarray, t: int) -> np.ndarray:
     for i in range(0, len(q), step):
         out[i : i + step] = np.abs(q[i : i + step, None, :] - flat[None, :, :]).sum(-1).argmin(1)
     return out
+
+
+def transform_table(psfs: np.ndarray, transforms) -> np.ndarray:
+    """``(8, N)`` int64: row ``t`` is :func:`transform_index` of the bank ``psfs`` for each
+    ``t`` of ``transforms`` and for the identity; −1 in the rows of the other transforms."""
+    perm = np.full((8, len(psfs)), -1, np.int64)
+    for t in transforms:
+        perm[t] = transform_index(psfs, int(t))
+    perm[0] = np.arange(len(psfs))
+    return perm

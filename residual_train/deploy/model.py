@@ -11,7 +11,7 @@ import numpy as np
 
 from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
-from data_gen.optics.symmetry import NAMES, augmentation_transforms, transform_index
+from data_gen.optics.symmetry import NAMES, augmentation_transforms, transform_table
 from residual_train.deploy.backends import open_backend
 from residual_train.deploy.ensemble import ensemble_maps
 from residual_train.deploy.tiling import infer_tiled
@@ -88,13 +88,9 @@ class DeployedModel:
 
     def psf_perm(self) -> np.ndarray:
         """``(8, N)``: the bank PSF a pixel of PSF ``j`` shows after transform ``t`` (rows of
-        the transforms of :attr:`transforms`; :func:`data_gen.optics.symmetry.transform_index`)."""
+        the transforms of :attr:`transforms`; :func:`data_gen.optics.symmetry.transform_table`)."""
         if self._perm is None:
-            psfs = self.bank().psfs
-            perm = np.full((8, len(psfs)), -1, np.int64)
-            for t in self.transforms:
-                perm[t] = transform_index(psfs, t)
-            self._perm = perm
+            self._perm = transform_table(self.bank().psfs, self.transforms)
         return self._perm
 
     def noise_model(self, iso: float | None = None) -> NoiseModel:

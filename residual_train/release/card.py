@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from data_gen.core.errors import InputError, require
+from data_gen.core.values import integer
 from data_gen.optics.symmetry import GEOMETRIC
 from data_gen.shards import read_mapping
 
@@ -280,14 +281,6 @@ class ModelCard(Mapping):
         return len(self.raw)
 
 
-def _positive_int(v: Any, where: str) -> int:
-    require(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        f"{where} = {v!r}: a positive integer",
-    )
-    return v
-
-
 def _same(v: Any, where: str) -> Any:
     return v
 
@@ -304,7 +297,7 @@ ENTRIES: dict[str, Any] = {
     "layout": _text,
     "cfa": _same,
     "scale": _same,
-    "stride": lambda v, where: _positive_int(v, where),
+    "stride": lambda v, where: integer(v, where, 1),
     "model": _mapping,
     "noise_model": lambda v, where: NoiseTable.from_json(v, where),
     "lens": _same,
