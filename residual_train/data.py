@@ -556,14 +556,14 @@ class ResidualDataModule(pl.LightningDataModule):
         if geometric != "lens":
             return augmentation_transforms(geometric)
         if self.onthefly.enabled:  # the lens rendered (a generator override may change it)
-            return augmentation_transforms(geometric, self._pipeline.bank.psfs)
+            return augmentation_transforms(geometric, self._pipeline.bank.psfs, bank_cache_dir())
         first = self.dir / self.manifest.shards[0].name
         with h5py.File(first, "r") as f:
             require(
                 "psfs" in f,
                 f"data.geometric = lens: {first} stores no PSF bank (psfs); use all or none",
             )
-            return augmentation_transforms(geometric, f["psfs"][:])
+            return augmentation_transforms(geometric, f["psfs"][:], bank_cache_dir())
 
     @property
     def transform_names(self) -> list[str]:

@@ -19,8 +19,10 @@ from PIL import Image
 from data_gen.core.errors import InputError
 from data_gen.generate import generate
 from data_gen.noise import NoiseModel
+from data_gen.optics.symmetry import INVERSE, dihedral
 from residual_train.deploy import load_maps, load_model, read_input, tile_weights
 from residual_train.deploy.compose import compose, compose_blur_noise, compose_reference
+from residual_train.deploy.ensemble import ensemble_maps
 from residual_train.release.export import ExportError, export
 from residual_train.release.registry import Registry, TamperedError
 from residual_train.training.train import train
@@ -482,7 +484,7 @@ def test_sequential_mode_runs_the_blur_model_on_the_denoised_image(exported, tmp
     # each model's own views (the test data's lens); the blur model's are recorded too
     for key, head in (("views", "noise"), ("blur_views", "blur")):
         views = load_model(tmp_path / f"exp_{head}", self_ensemble=True).views
-        assert meta[key] == views and views[0] == "identity"
+        assert meta[key] == views and list(views) == [head] and views[head][0] == "identity"
 
 
 # ---- device graphs ---------------------------------------------------------------------------
@@ -641,18 +643,54 @@ def test_recompose_takes_one_strength_per_component_of_any_chain(tmp_path):
 # ---- self-ensemble: the maps averaged over the flips the model was trained with ------------
 def test_self_ensemble_averages_the_views_the_model_was_trained_with():
     """``default`` was trained with data.geometric = lens, and soft_prime (coma along x) is
-    symmetric only top to bottom: two views, the second turned back before the mean."""
+    symmetric only top to bottom: its blur map averages two views, the second turned back
+    before the mean; its noise (pixel-independent) has no direction: every flip and turn."""
     plain, ens = load_model("default"), load_model("default", self_ensemble=True)
-    assert plain.views == ["identity"] and ens.views == ["identity", "flip-y"]
+    assert plain.views == {"blur": ["identity"], "noise": ["identity"]}
+    assert ens.views["blur"] == ["identity", "flip-y"] and ens.transforms[:2] == (0, 6)
+    assert sorted(ens.head_transforms["noise"]) == list(range(8)) == sorted(ens.transforms)
     x = np.random.default_rng(2).random((3, 60, 84), dtype=np.float32) * 0.6
     kw = dict(tile=64, overlap=16, iso=800)
-    a = plain.predict(x, **kw)
-    f = plain.predict(np.ascontiguousarray(x[:, ::-1]), **kw)
+    views = {t: plain.predict(np.ascontiguousarray(dihedral(x, t)), **kw) for t in range(8)}
+    back = {t: {h: dihedral(m, INVERSE[t]) for h, m in v.items()} for t, v in views.items()}
     got = ens.predict(x, **kw)
-    for h in a:
+    want = {
+        "blur": (back[0]["blur"] + back[6]["blur"]) / 2,
+        "noise": np.mean([back[t]["noise"] for t in range(8)], axis=0),
+    }
+    for h in want:
         assert got[h].dtype == np.float32 and got[h].shape == x.shape
-        np.testing.assert_allclose(got[h], (a[h] + f[h][:, ::-1]) / 2, atol=1e-6)
-        assert np.abs(got[h] - a[h]).max() > 1e-5  # the network is not exactly equivariant
+        np.testing.assert_allclose(got[h], want[h], atol=1e-6)
+        assert np.abs(got[h] - back[0][h]).max() > 1e-5  # the network is not exactly equivariant
+    # a quarter-turned frame shows a blur the lens never makes: its blur map is far off
+    err = {t: np.abs(back[t]["blur"] - back[0]["blur"]).mean() for t in (1, 6)}
+    assert err[1] > 3 * err[6]
+
+
+def test_ensemble_maps_averages_each_head_over_its_own_views():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+
+    def predict(v, index):  # a 'network' that is not equivariant: it adds the view's row 0
+        return {"a": v + v[:, :1], "b": v * 2 + v[:, :1]}
+
+    got = ensemble_maps(predict, x, (0, 6, 1), heads={"a": (0, 6)})
+    for h, t_all in (("a", (0, 6)), ("b", (0, 6, 1))):
+        want = [dihedral(predict(np.ascontiguousarray(dihedral(x, t)), None)[h], INVERSE[t])
+                for t in t_all]  # fmt: skip
+        np.testing.assert_allclose(got[h], np.mean(want, axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="not a subset"):
+        ensemble_maps(predict, x, (0, 6), heads={"a": (0, 1)})
+
+
+def test_noise_kinds_with_rows_or_a_fixed_pattern_keep_the_trained_views():
+    from data_gen.components import component_class
+    from data_gen.noise_kinds import KINDS
+
+    noise, blur = component_class("noise"), component_class("blur")
+    assert noise.orientation_free(KINDS["poisson_gaussian"])
+    assert not noise.orientation_free(KINDS["physical"])
+    assert not noise.orientation_free(KINDS["dark_frames"])
+    assert not blur.orientation_free(KINDS["poisson_gaussian"])
 
 
 @pytest.mark.parametrize(
@@ -679,14 +717,15 @@ def test_self_ensemble_takes_the_views_the_card_records(exported, tmp_path, data
             load_model(d, self_ensemble=True)
         return
     m = load_model(d, self_ensemble=True)
-    assert len(m.views) == views and m.views[0] == "identity"
+    assert len(m.views["blur"]) == views and m.views["blur"][0] == "identity"
+    assert len(m.views["noise"]) == 8 == len(m.transforms)  # noise: every flip and turn
     x = np.random.default_rng(3).random((3, 40, 56), dtype=np.float32)
     got, plain = m.predict(x, tile=48, overlap=16), load_model(d).predict(x, tile=48, overlap=16)
-    for h in plain:
-        if views == 1:  # the identity alone: the plain prediction, bit for bit
-            np.testing.assert_array_equal(got[h], plain[h])
-        else:  # quarter turns of a non-square frame come back to its shape
-            assert got[h].shape == x.shape and not np.array_equal(got[h], plain[h])
+    if views == 1:  # the identity alone: the plain prediction, bit for bit
+        np.testing.assert_array_equal(got["blur"], plain["blur"])
+    for h in plain:  # quarter turns of a non-square frame come back to its shape
+        assert got[h].shape == x.shape
+        assert (views == 1 and h == "blur") or not np.array_equal(got[h], plain[h])
 
 
 def test_cli_deploy_with_self_ensemble_records_its_views(exported, tmp_path):
@@ -696,7 +735,8 @@ def test_cli_deploy_with_self_ensemble_records_its_views(exported, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     views = json.loads(r.stdout.strip().splitlines()[-1])["views"]
     geometric = json.loads((exported / "card.json").read_text())["training"]["data"]["geometric"]
-    assert views[0] == "identity" and (len(views) == 8) == (geometric == "all")
+    assert views["blur"][0] == "identity" and (len(views["blur"]) == 8) == (geometric == "all")
+    assert len(views["noise"]) == 8
     assert load_maps(tmp_path / "o")[2]["views"] == views
     r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'p'}", "self_ensemble=maybe")
     one_line_error(r, 2, "self_ensemble = 'maybe': true or false")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_gen.generate import build_pipeline
 from data_gen.noise import NoiseModel
@@ -292,11 +295,39 @@ def test_evaluate_with_self_ensemble_records_its_views_in_every_worker(tmp_path)
         r = _evaluate(tmp_path, *common, *args, f"out={tmp_path / name}")
         assert r.returncode == 0, r.stderr[-3000:]
         got[name] = json.loads((tmp_path / name / "metrics.json").read_text())
-    assert got["plain"]["model"]["views"] == ["identity"]
-    assert got["here"]["model"]["views"] == ["identity", "flip-y"]
+    assert got["plain"]["model"]["views"] == {"blur": ["identity"], "noise": ["identity"]}
+    assert got["here"]["model"]["views"]["blur"] == ["identity", "flip-y"]
+    assert len(got["here"]["model"]["views"]["noise"]) == 8
     psnrs = {k: [r["psnr_model"] for r in m["per_image"]] for k, m in got.items()}
     assert psnrs["here"] == psnrs["spawned"] and psnrs["here"] != psnrs["plain"]
     assert np.mean(psnrs["here"]) > np.mean(psnrs["plain"])
+
+
+def test_the_views_script_measures_what_the_self_ensemble_computes(tmp_path):
+    """scripts/ensemble_views.py renders as evaluate does and composes each map over each
+    variant's views: its `plain` and `noise_all` are evaluate's model without and with
+    self_ensemble=true (the blur map over the trained flip, the noise map over all eight)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    img = (np.random.default_rng(5).random((96, 128, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(photos / "a.png")
+    common = [f"images={photos}", "isos=[800]", "baselines=[]", "progress=false", "shrink=1"]
+    got = {}
+    for name, extra in (("plain", []), ("noise_all", ["self_ensemble=true"])):
+        r = _evaluate(tmp_path, *common, *extra, f"out={tmp_path / name}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        got[name] = json.loads((tmp_path / name / "metrics.json").read_text())["per_image"][0]
+    cmd = [sys.executable, str(ROOT / "scripts" / "ensemble_views.py"), "--images", str(photos)]
+    cmd += ["--isos", "800", "--shrink", "1", "--workers", "1", "--out", str(tmp_path / "v.json")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "v.json").read_text())["per_image"]
+    assert "noise_all" in r.stdout and row["image"] == got["plain"]["image"]
+    for name in got:
+        assert row[name] == pytest.approx(got[name]["psnr_model"], abs=1e-4)
+    assert row["trained"] != row["plain"] and row["both_all"] < row["trained"]
+    bad = subprocess.run([*cmd[:2], "--model", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'nope'" in bad.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -360,6 +361,29 @@ def test_bank_symmetries_are_the_flips_and_turns_the_lens_has():
     a = np.arange(9).reshape(3, 3)
     assert (dihedral(a, 6) == a[::-1]).all() and (dihedral(a, 5) == a.T).all()
     assert (dihedral(a, 1) == np.rot90(a)).all()
+
+
+def test_bank_symmetries_are_kept_by_the_bank_they_belong_to(tmp_path):
+    """A large measured bank takes seconds: its symmetries are kept in the cache under the
+    bank's sha256, read back on the next load, and recomputed when the file is damaged."""
+    from data_gen.optics.symmetry import dihedral, kept_bank_symmetries
+
+    rng = np.random.default_rng(1)
+    p = rng.random((1, 3, 9, 9))
+    p /= p.sum(axis=(-2, -1), keepdims=True)
+    both = np.concatenate([p, np.ascontiguousarray(dihedral(p, 6))])
+    assert kept_bank_symmetries(both, tmp_path) == (0, 6)
+    (f,) = tmp_path.glob("symmetries-*.json")
+    assert json.loads(f.read_text()) == {"symmetries": [0, 6]}
+    f.write_text(json.dumps({"symmetries": [0, 2]}))  # what is kept is what is read
+    assert kept_bank_symmetries(both, tmp_path) == (0, 2)
+    assert kept_bank_symmetries(p, tmp_path) == (0,)  # another bank, another file
+    assert len(list(tmp_path.glob("symmetries-*.json"))) == 2
+    for bad in ("{not json", '{"symmetries": [3, 9]}', "[]"):
+        f.write_text(bad)
+        assert kept_bank_symmetries(both, tmp_path) == (0, 6)
+        assert json.loads(f.read_text()) == {"symmetries": [0, 6]}
+    assert kept_bank_symmetries(both, None) == (0, 6)
 
 
 def test_each_transform_is_undone_and_training_transforms_follow_the_setting():

@@ -597,7 +597,9 @@ def test_a_server_with_self_ensemble_stores_the_averaged_maps(tmp_path):
         m = npz({"url": srv.url}, image_id, key)
     finally:
         srv.stop()
-    assert "views identity+flip-y" in Path(srv.log.name).read_text()
+    assert (
+        "views blur identity+flip-y; noise identity+flip-y+rot90" in Path(srv.log.name).read_text()
+    )
     want = load_model("default", self_ensemble=True).predict(m["input"], 64, 16, iso=800)
     for h in ("blur", "noise"):
         np.testing.assert_allclose(m[f"R_{h}"], want[h], atol=1e-5)

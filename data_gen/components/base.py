@@ -93,6 +93,14 @@ class Component:
         """Frame pixels a patch needs on every side for this component's support."""
         return 0
 
+    @classmethod
+    def orientation_free(cls, noise_kind: type | None) -> bool:
+        """Whether this degradation looks the same in a frame flipped or turned a quarter
+        (no direction, no position: a head estimating it may be run on views training never
+        showed, :mod:`residual_train.deploy.ensemble`). ``noise_kind``: the class of the
+        sensor's :class:`~data_gen.noise_kinds.base.NoiseKind`. Blurs have a direction."""
+        return False
+
     def meta_fields(self, channels: int) -> list[tuple]:
         """The ``meta`` fields (numpy dtype entries) of this component's drawn parameters."""
         return []

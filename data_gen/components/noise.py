@@ -17,6 +17,11 @@ class Noise(Component):
     transport = "signal"
     before_is_without = True
 
+    @classmethod
+    def orientation_free(cls, noise_kind: type | None) -> bool:
+        """As the sensor's noise kind is (the default's pixel-independent noise is)."""
+        return bool(getattr(noise_kind, "orientation_free", False))
+
     @staticmethod
     def sample(signal, model, normal):
         """One realisation ``σ(signal)·r`` (numpy or torch, same shape)."""

@@ -87,6 +87,9 @@ class NoiseKind:
     name: ClassVar[str]
     keys: ClassVar[tuple[str, ...]] = ()  # sensor config keys this kind reads
     fields: ClassVar[tuple[str, ...]] = ()  # per-photosite fields beside the normals
+    # the noise of every photosite independent of where it lies and of its neighbours (the
+    # default ``σ(s)·r``): a frame flipped or turned a quarter has noise of the same law
+    orientation_free: ClassVar[bool] = True
 
     def total_variance(self, iso: float, b: np.ndarray) -> np.ndarray:
         """``B`` per colour ``(C,)`` (normalised) at ``iso``, given the sensor's ``b``."""

@@ -49,6 +49,7 @@ def _plane_mask(
 @register
 class DarkFrames(NoiseKind):
     name = "dark_frames"
+    orientation_free = False  # the dark frames' rows, columns and fixed pattern
     keys = ("dark_frames", "dark")
 
     @classmethod

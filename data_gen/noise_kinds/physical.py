@@ -111,6 +111,7 @@ class _Shading:
 @register
 class Physical(NoiseKind):
     name = "physical"
+    orientation_free = False  # row noise and dark shading at the photosite's position
     keys = ("physical", "dark")
     fields = ("uniform",)
 

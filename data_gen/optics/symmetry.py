@@ -14,6 +14,10 @@ quarter turns (numpy's ``rot90`` on the last two axes). 0 is the identity.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 
 NAMES = ("identity", "rot90", "rot180", "rot270", "flip-x", "transpose", "flip-y", "antitranspose")
@@ -60,10 +64,41 @@ def bank_symmetries(psfs: np.ndarray, tol: float = 0.02) -> tuple[int, ...]:
     return tuple(keep)
 
 
-def augmentation_transforms(geometric: str, psfs: np.ndarray | None = None) -> tuple[int, ...]:
+def kept_bank_symmetries(psfs: np.ndarray, cache: str | Path | None) -> tuple[int, ...]:
+    """:func:`bank_symmetries`, kept in the folder ``cache`` under the bank's sha256 (a
+    measured bank of hundreds of PSFs takes seconds, at every load of a model); ``None``:
+    computed. A cache file that cannot be read is computed again and rewritten."""
+    if cache is None:
+        return bank_symmetries(psfs)
+    from data_gen.core.paths import written_atomically
+
+    p = np.ascontiguousarray(psfs)
+    h = hashlib.sha256(f"{p.dtype.str}{p.shape}".encode())
+    h.update(p.tobytes())
+    path = Path(cache).expanduser() / f"symmetries-{h.hexdigest()[:24]}.json"
+    try:
+        got = json.loads(path.read_text())["symmetries"]
+        if got[:1] == [0] and all(t in ALL for t in got):
+            return tuple(int(t) for t in got)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    out = bank_symmetries(p)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with written_atomically(path) as tmp:
+            tmp.write_text(json.dumps({"symmetries": list(out)}))
+    except OSError:
+        pass  # a read-only cache only costs the time
+    return out
+
+
+def augmentation_transforms(
+    geometric: str, psfs: np.ndarray | None = None, cache: str | Path | None = None
+) -> tuple[int, ...]:
     """The transforms training augments RGB patches with for ``data.geometric``: ``all`` the
     eight of the square, ``none`` the identity, ``lens`` :func:`bank_symmetries` of the bank
-    ``psfs`` ``(N, C, K, K)`` it renders with (what a model trained so has seen)."""
+    ``psfs`` ``(N, C, K, K)`` it renders with (what a model trained so has seen; kept in the
+    folder ``cache`` when given: :func:`kept_bank_symmetries`)."""
     if geometric not in GEOMETRIC:
         raise ValueError(f"geometric = {geometric!r}: expected one of {', '.join(GEOMETRIC)}")
     if geometric == "all":
@@ -72,7 +107,7 @@ def augmentation_transforms(geometric: str, psfs: np.ndarray | None = None) -> t
         return (0,)
     if psfs is None:
         raise ValueError("geometric = lens needs the PSF bank")
-    return bank_symmetries(psfs)
+    return kept_bank_symmetries(psfs, cache)
 
 
 def transform_index(psfs: np.ndarray, t: int) -> np.ndarray:

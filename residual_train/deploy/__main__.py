@@ -94,7 +94,7 @@ def run(o: dict) -> dict:
         },
         "distortion": list(k_dist) if k_dist else None,
         "distortion_order": order,
-        "views": model.views,  # self_ensemble: the flips / turns whose maps were averaged
+        "views": model.views,  # self_ensemble: per head, the flips / turns averaged
     }
     if o["blur_model"]:
         meta["blur_views"] = blur_model.views

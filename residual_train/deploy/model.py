@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data_gen.components import component_class
 from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
-from data_gen.optics.symmetry import NAMES, augmentation_transforms, transform_table
+from data_gen.noise_kinds import KINDS, kind_name
+from data_gen.optics.symmetry import ALL, NAMES, augmentation_transforms, transform_table
 from residual_train.deploy.backends import open_backend
 from residual_train.deploy.ensemble import ensemble_maps
 from residual_train.deploy.tiling import infer_tiled
@@ -57,13 +59,36 @@ class DeployedModel:
         self.backend = backend
         self.runner = open_backend(backend, self.path, self.card, threads)
         self._perm = None
-        # the views every prediction averages (deploy/ensemble.py); the identity alone: none
-        self.transforms: tuple[int, ...] = self.trained_transforms() if self_ensemble else (0,)
+        # the views each head's maps average (deploy/ensemble.py); the identity alone: none
+        self.head_transforms: dict[str, tuple[int, ...]] = (
+            self.ensemble_transforms() if self_ensemble else {h: (0,) for h in self.heads}
+        )
+        # the network passes a prediction makes: every view some head averages
+        self.transforms: tuple[int, ...] = tuple(
+            dict.fromkeys(t for v in self.head_transforms.values() for t in v)
+        )
 
     @property
-    def views(self) -> list[str]:
-        """The names of the views each prediction averages (``["identity"]``: no ensemble)."""
-        return [NAMES[t] for t in self.transforms]
+    def views(self) -> dict[str, list[str]]:
+        """Per head, the names of the views its maps average (``["identity"]``: none)."""
+        return {h: [NAMES[t] for t in v] for h, v in self.head_transforms.items()}
+
+    def ensemble_transforms(self) -> dict[str, tuple[int, ...]]:
+        """Per head, the views of ``self_ensemble``: the flips and turns the network was
+        trained with (:meth:`trained_transforms`), and every flip and quarter turn for a head
+        whose degradation has no direction
+        (:meth:`~data_gen.components.base.Component.orientation_free`: the default
+        pixel-independent sensor noise), unless the model reads positions (a view training
+        never made has no position map)."""
+        trained = self.trained_transforms()
+        if self.card.layout != "rgb" or self.field_input:
+            return {h: trained for h in self.heads}
+        src = self.card.noise_model.source if self.card.noise_model else None
+        kind = KINDS.get(kind_name(src))
+        every = trained + tuple(t for t in ALL if t not in trained)
+        return {
+            h: every if component_class(h).orientation_free(kind) else trained for h in self.heads
+        }
 
     def trained_transforms(self) -> tuple[int, ...]:
         """The flips and quarter turns the network was trained with (its card's
@@ -84,7 +109,9 @@ class DeployedModel:
             f"self_ensemble = true: {self.path}'s model was trained with the flips of its lens "
             "(data.geometric = lens) and its card names no lens; use self_ensemble=false",
         )
-        return augmentation_transforms(geometric, self.bank().psfs)
+        from data_gen.core.paths import bank_cache_dir
+
+        return augmentation_transforms(geometric, self.bank().psfs, bank_cache_dir())
 
     def psf_perm(self) -> np.ndarray:
         """``(8, N)``: the bank PSF a pixel of PSF ``j`` shows after transform ``t`` (rows of
@@ -152,8 +179,9 @@ class DeployedModel:
         model also reads each pixel's position: ``psf_index`` ``(H, W)`` (the bank PSF of
         every pixel, e.g. what :func:`data_gen.render.render_frame` rendered with), else the
         frame's own positions through the card's lens in state ``lens_state``. A model loaded
-        with ``self_ensemble`` returns the mean over the views of :attr:`transforms`
-        (:func:`~residual_train.deploy.ensemble.ensemble_maps`: one network pass per view)."""
+        with ``self_ensemble`` returns, per head, the mean over its views of
+        :attr:`head_transforms` (:func:`~residual_train.deploy.ensemble.ensemble_maps`: one
+        network pass per view of :attr:`transforms`)."""
         require(
             x.ndim == 3 and x.shape[0] == self.channels,
             f"image has shape {x.shape}; the model wants ({self.channels}, H, W)",
@@ -183,7 +211,7 @@ class DeployedModel:
             )
 
         perm = self.psf_perm() if psf_index is not None and len(self.transforms) > 1 else None
-        return ensemble_maps(view, x, self.transforms, psf_index, perm)
+        return ensemble_maps(view, x, self.transforms, psf_index, perm, self.head_transforms)
 
 
 def load_model(
@@ -196,7 +224,8 @@ def load_model(
     """An export directory, ``NAME[:VERSION|ALIAS]`` in ``registry``, or without a registry a
     model shipped inside the package (``default``; see :data:`SHIPPED`). Registry models are
     sha256-verified on every load. ``self_ensemble``: every prediction averages the network's
-    maps over the flips and turns it was trained with (:attr:`DeployedModel.transforms`)."""
+    maps over the flips and turns it was trained with, the noise's over every flip and turn
+    (:attr:`DeployedModel.head_transforms`)."""
     from residual_train.release.registry import Registry
 
     if registry:

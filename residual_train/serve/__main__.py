@@ -93,7 +93,7 @@ def run(cfg: dict) -> dict | None:
         print(f"resuming {len(app.state.recovered)} unfinished job(s)", flush=True)
     print(
         f"serving http://{cfg['host']}:{cfg['port']}/ (model {model.path}, views "
-        f"{'+'.join(model.views)}, storage "
+        f"{'; '.join(f'{h} ' + '+'.join(v) for h, v in model.views.items())}, storage "
         f"{Path(str(cfg['storage'])).expanduser()})",
         flush=True,
     )
