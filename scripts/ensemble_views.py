@@ -23,34 +23,43 @@ from pathlib import Path
 
 import numpy as np
 
-ALL8 = tuple(range(8))
-
 
 def variants(trained: tuple[int, ...]) -> dict[str, dict[str, tuple[int, ...]]]:
     """name -> {map: views}: the candidates compared."""
+    from data_gen.optics.symmetry import ALL
+
     flips = (0, 2, 4, 6)  # identity, rot180, flip-x, flip-y
     return {
         "plain": {"blur": (0,), "noise": (0,)},
         "trained": {"blur": trained, "noise": trained},
         "noise_flips": {"blur": trained, "noise": tuple(dict.fromkeys(trained + flips))},
-        "noise_all": {"blur": trained, "noise": ALL8},  # self_ensemble=true for default
+        "noise_all": {"blur": trained, "noise": ALL},  # self_ensemble=true for default
         "both_flips": {"blur": flips, "noise": flips},
-        "both_all": {"blur": ALL8, "noise": ALL8},
+        "both_all": {"blur": ALL, "noise": ALL},
     }
 
 
-def _image(args: tuple) -> list[dict]:
-    from data_gen.optics.symmetry import INVERSE, dihedral
-    from data_gen.render import render_frame
+_worker: dict = {}
+
+
+def _init(model_ref: str, trained: tuple[int, ...]) -> None:
+    """Each worker loads the model and its lens bank once."""
     from residual_train.deploy import load_model
-    from residual_train.deploy.compose import compose_blur_noise
-    from residual_train.evaluate.metrics import psnr
     from residual_train.evaluate.run import card_bank, card_noise_kind
 
-    model_ref, index, name, img, isos, seed = args
     m = load_model(model_ref, threads=1)
-    bank, kind = card_bank(m.card), card_noise_kind(m.card)
-    trained = load_model(model_ref, threads=1, self_ensemble=True).trained_transforms()
+    _worker.update(model=m, bank=card_bank(m.card), kind=card_noise_kind(m.card))
+    _worker["variants"] = variants(trained)
+
+
+def _image(args: tuple) -> list[dict]:
+    from data_gen.optics.symmetry import ALL, INVERSE, dihedral
+    from data_gen.render import render_frame
+    from residual_train.deploy.compose import compose_blur_noise
+    from residual_train.evaluate.metrics import psnr
+
+    index, name, img, isos, seed = args
+    m, bank, kind = _worker["model"], _worker["bank"], _worker["kind"]
     rows = []
     for iso in isos:
         noise = m.noise_model(iso)
@@ -58,11 +67,11 @@ def _image(args: tuple) -> list[dict]:
         r = render_frame(img, bank, noise, rng, kind=kind, iso=iso)
         x, clean = r["noise_blur"], r["clean"]
         back = {}
-        for t in ALL8:
+        for t in ALL:
             p = m.predict(np.ascontiguousarray(dihedral(x, t)), iso=iso)
             back[t] = {h: dihedral(v, INVERSE[t]) for h, v in p.items()}
         row = {"image": name, "iso": float(iso)}
-        for k, views in variants(trained).items():
+        for k, views in _worker["variants"].items():
             maps = {h: np.mean([back[t][h] for t in v], axis=0) for h, v in views.items()}
             y = compose_blur_noise(x, maps["blur"], maps["noise"], 1, 1, noise)
             row[k] = psnr(y, clean)
@@ -111,8 +120,13 @@ def main() -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    jobs = [(a.model, i, n, im, a.isos, a.seed) for i, (n, im) in enumerate(images)]
-    with ProcessPoolExecutor(max(1, a.workers), mp_context=mp.get_context("spawn")) as ex:
+    jobs = [(i, n, im, a.isos, a.seed) for i, (n, im) in enumerate(images)]
+    with ProcessPoolExecutor(
+        max(1, a.workers),
+        mp_context=mp.get_context("spawn"),
+        initializer=_init,
+        initargs=(a.model, m.trained_transforms()),
+    ) as ex:
         rows = [r for rs in ex.map(_image, jobs) for r in rs]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

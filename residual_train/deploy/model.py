@@ -12,7 +12,7 @@ import numpy as np
 from data_gen.components import component_class
 from data_gen.core.errors import require
 from data_gen.noise import NoiseModel
-from data_gen.noise_kinds import KINDS, kind_name
+from data_gen.noise_kinds import KINDS
 from data_gen.optics.symmetry import ALL, NAMES, augmentation_transforms, transform_table
 from residual_train.deploy.backends import open_backend
 from residual_train.deploy.ensemble import ensemble_maps
@@ -83,8 +83,7 @@ class DeployedModel:
         trained = self.trained_transforms()
         if self.card.layout != "rgb" or self.field_input:
             return {h: trained for h in self.heads}
-        src = self.card.noise_model.source if self.card.noise_model else None
-        kind = KINDS.get(kind_name(src))
+        kind = KINDS.get(self.card.noise_kind())
         every = trained + tuple(t for t in ALL if t not in trained)
         return {
             h: every if component_class(h).orientation_free(kind) else trained for h in self.heads

@@ -23,7 +23,7 @@ from data_gen import __version__
 from data_gen.core.environment import environment
 from data_gen.core.errors import require
 from data_gen.core.typed import Record, parse
-from data_gen.noise_kinds import DEFAULT, kind_name
+from data_gen.noise_kinds import DEFAULT
 from data_gen.optics import PSFBank, build_bank
 from data_gen.render import render_frame
 from data_gen.sensor import build_sensor
@@ -72,12 +72,12 @@ def card_noise_kind(card: ModelCard | Mapping):
     Poisson–Gaussian when the card names none), so that evaluation renders the noise the
     model was trained on."""
     card = as_card(card)
-    src = card.noise_model.source if card.noise_model else {}
-    if kind_name(src) == DEFAULT:
+    name = card.noise_kind()
+    if name == DEFAULT:
         return None
     layout = card.layout
-    require(layout == "rgb", f"noise kind {kind_name(src)}: evaluation renders RGB, not {layout}")
-    return build_sensor(src, card.channels).noise
+    require(layout == "rgb", f"noise kind {name}: evaluation renders RGB, not {layout}")
+    return build_sensor(card.noise_model.source, card.channels).noise
 
 
 def card_bank(card: ModelCard | Mapping, cache: str | None = None) -> PSFBank:

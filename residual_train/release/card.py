@@ -265,6 +265,13 @@ class ModelCard(Mapping):
             return "none"
         return str(data["geometric"]) if data.get("geometric") in GEOMETRIC else None
 
+    def noise_kind(self) -> str:
+        """The name of the training sensor's noise kind (``sensor.noise`` in the noise table's
+        source; the default Poisson–Gaussian when the card names none)."""
+        from data_gen.noise_kinds import kind_name
+
+        return kind_name(self.noise_model.source if self.noise_model else {})
+
     def sensor_noise(self, where: str = "the model card") -> NoiseTable:
         """The noise table; refused in one line when the card has none."""
         require(self.noise_model is not None, f"{where} has no sensor noise model")
