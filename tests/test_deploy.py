@@ -665,6 +665,15 @@ def test_self_ensemble_averages_the_views_the_model_was_trained_with():
     # a quarter-turned frame shows a blur the lens never makes: its blur map is far off
     err = {t: np.abs(back[t]["blur"] - back[0]["blur"]).mean() for t in (1, 6)}
     assert err[1] > 3 * err[6]
+    # self_ensemble=trained: every map over the trained views only (two passes)
+    trained = load_model("default", self_ensemble="trained")
+    assert trained.views == {h: ["identity", "flip-y"] for h in ("blur", "noise")}
+    assert trained.transforms == (0, 6)
+    got = trained.predict(x, **kw)
+    np.testing.assert_array_equal(got["blur"], ens.predict(x, **kw)["blur"])
+    np.testing.assert_allclose(got["noise"], (back[0]["noise"] + back[6]["noise"]) / 2, atol=1e-6)
+    with pytest.raises(InputError, match="self_ensemble = 'all': false, trained or true"):
+        load_model("default", self_ensemble="all")
 
 
 def test_ensemble_maps_averages_each_head_over_its_own_views():
@@ -739,5 +748,5 @@ def test_cli_deploy_with_self_ensemble_records_its_views(exported, tmp_path):
     assert len(views["noise"]) == 8
     assert load_maps(tmp_path / "o")[2]["views"] == views
     r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'p'}", "self_ensemble=maybe")
-    one_line_error(r, 2, "self_ensemble = 'maybe': true or false")
+    one_line_error(r, 2, "self_ensemble = 'maybe': false, trained or true")
     assert not (tmp_path / "p").exists()

@@ -291,6 +291,7 @@ def test_evaluate_with_self_ensemble_records_its_views_in_every_worker(tmp_path)
         "plain": ["workers=1"],
         "here": ["workers=1", "self_ensemble=true"],
         "spawned": ["workers=2", "self_ensemble=true"],
+        "trained": ["workers=2", "self_ensemble=trained"],  # the workers load the same choice
     }.items():
         r = _evaluate(tmp_path, *common, *args, f"out={tmp_path / name}")
         assert r.returncode == 0, r.stderr[-3000:]
@@ -298,22 +299,28 @@ def test_evaluate_with_self_ensemble_records_its_views_in_every_worker(tmp_path)
     assert got["plain"]["model"]["views"] == {"blur": ["identity"], "noise": ["identity"]}
     assert got["here"]["model"]["views"]["blur"] == ["identity", "flip-y"]
     assert len(got["here"]["model"]["views"]["noise"]) == 8
+    assert got["trained"]["model"]["views"] == {
+        h: ["identity", "flip-y"] for h in ("blur", "noise")
+    }
     psnrs = {k: [r["psnr_model"] for r in m["per_image"]] for k, m in got.items()}
     assert psnrs["here"] == psnrs["spawned"] and psnrs["here"] != psnrs["plain"]
     assert np.mean(psnrs["here"]) > np.mean(psnrs["plain"])
+    assert psnrs["trained"] not in (psnrs["here"], psnrs["plain"])
 
 
 def test_the_views_script_measures_what_the_self_ensemble_computes(tmp_path):
     """scripts/ensemble_views.py renders as evaluate does and composes each map over each
-    variant's views: its `plain` and `noise_all` are evaluate's model without and with
-    self_ensemble=true (the blur map over the trained flip, the noise map over all eight)."""
+    variant's views: its `plain`, `trained` and `noise_all` are evaluate's model with
+    self_ensemble=false, trained (both maps over the trained flip) and true (the noise map
+    over all eight)."""
     photos = tmp_path / "photos"
     photos.mkdir()
     img = (np.random.default_rng(5).random((96, 128, 3)) * 255).astype(np.uint8)
     Image.fromarray(img).save(photos / "a.png")
     common = [f"images={photos}", "isos=[800]", "baselines=[]", "progress=false", "shrink=1"]
     got = {}
-    for name, extra in (("plain", []), ("noise_all", ["self_ensemble=true"])):
+    runs = [("plain", []), ("trained", ["self_ensemble=trained"])]
+    for name, extra in [*runs, ("noise_all", ["self_ensemble=true"])]:
         r = _evaluate(tmp_path, *common, *extra, f"out={tmp_path / name}")
         assert r.returncode == 0, r.stderr[-3000:]
         got[name] = json.loads((tmp_path / name / "metrics.json").read_text())["per_image"][0]
@@ -326,6 +333,14 @@ def test_the_views_script_measures_what_the_self_ensemble_computes(tmp_path):
     for name in got:
         assert row[name] == pytest.approx(got[name]["psnr_model"], abs=1e-4)
     assert row["trained"] != row["plain"] and row["both_all"] < row["trained"]
+    assert row["noise_all"] != row["trained"]
+    # --colours: the noise map also over the six orders of the colour planes
+    r = subprocess.run([*cmd[:-1], str(tmp_path / "c.json"), "--colours"], capture_output=True,
+                       text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (col,) = json.loads((tmp_path / "c.json").read_text())["per_image"]
+    assert {k: col[k] for k in row} == row  # the variants without colours are unchanged
+    assert len({col["colours"], col["noise_all_colours"], row["noise_all"]}) == 3
     bad = subprocess.run([*cmd[:2], "--model", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'nope'" in bad.stderr
 

@@ -307,6 +307,7 @@ UNTYPED = (
     "trainer.devices",  # a number, a list or "auto"
     "trainer.precision",  # 32, "bf16-mixed", "auto", ...
     "trainer.deterministic",  # true, false or "warn"
+    "self_ensemble",  # true, false or "trained" (deploy, evaluate, serve)
 )
 
 

@@ -1,7 +1,7 @@
 """``python -m residual_train.deploy model=PATH|NAME[:TAG] input=FILE out_dir=DIR
 strengths.<component>=s ... [registry=PATH] [iso=N] [mode=consistent|literal]
 [blur_model=PATH|NAME[:TAG]] [linearize=auto|true|false] [tile=256] [overlap=64]
-[backend=onnx|torch] [self_ensemble=false|true]`` (every key in ``conf/apps/deploy.yaml``)
+[backend=onnx|torch] [self_ensemble=false|trained|true]`` (every key in ``conf/apps/deploy.yaml``)
 
 Decodes the input to linear light (``linearize=auto``: 8-bit PNG / JPEG / TIFF from sRGB,
 16-bit and float files as linear), runs the network once (tiled), writes its residual
@@ -20,7 +20,7 @@ from pathlib import Path
 from data_gen.core.cli import run_app
 from data_gen.core.errors import require
 from data_gen.core.paths import APPS, filled_atomically, require_new_dir
-from data_gen.core.values import boolean, integer, number, optional
+from data_gen.core.values import integer, number, optional
 from data_gen.sources import check_linearize
 from residual_train.deploy.compose import (
     Strengths,
@@ -29,6 +29,7 @@ from residual_train.deploy.compose import (
     compose,
     correct_distortion_stage,
 )
+from residual_train.deploy.ensemble import ensemble_choice
 from residual_train.deploy.io import check_capture, read_input_encoded, save_maps, write_output
 from residual_train.deploy.model import load_model, predict_sequential
 
@@ -41,7 +42,7 @@ def check_settings(o: dict) -> dict:
         "overlap": integer(o["overlap"], "overlap", 4),
         "batch": integer(o["batch"], "batch", 1),
         "distortion_order": integer(o["distortion_order"], "distortion_order"),
-        "self_ensemble": boolean(o["self_ensemble"], "self_ensemble"),
+        "self_ensemble": ensemble_choice(o["self_ensemble"]),
     }
 
 

@@ -10,8 +10,9 @@ network pass per view. A head whose degradation has no direction (pixel-independ
 noise: :meth:`data_gen.components.base.Component.orientation_free`) also averages the views
 training did not show: a frame turned a quarter shows a blur the lens never makes, but
 noise just as it is (every flip and turn: a further +0.02 to +0.05 dB, at eight passes
-instead of two). The maps are averaged before composition, so every component's
-strength still applies without running the network again. A view of a field-varying lens
+instead of two; ``self_ensemble = trained`` keeps every map on the trained views). The
+maps are averaged before composition, so every component's strength still applies without
+running the network again. A view of a field-varying lens
 reads, at each pixel, the bank PSF that pixel shows after the transform (the rule training
 applies to a flipped patch's PSF index).
 """
@@ -22,9 +23,21 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from data_gen.core.errors import InputError
 from data_gen.optics.symmetry import INVERSE, dihedral
 
+# ``self_ensemble``: one pass | every map over the views training used | and a map whose
+# degradation has no direction over every flip and turn (``default``: 1 | 2 | 8 passes)
+CHOICES = (False, "trained", True)
+
 Predict = Callable[[np.ndarray, np.ndarray | None], dict[str, np.ndarray]]
+
+
+def ensemble_choice(value, key: str = "self_ensemble") -> bool | str:
+    """``false``, ``trained`` or ``true`` (:data:`CHOICES`), refused in one line otherwise."""
+    if not any(value is c if isinstance(c, bool) else value == c for c in CHOICES):
+        raise InputError(f"{key} = {value!r}: false, trained or true")
+    return value
 
 
 def ensemble_maps(

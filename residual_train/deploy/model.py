@@ -15,7 +15,7 @@ from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import KINDS
 from data_gen.optics.symmetry import ALL, NAMES, augmentation_transforms, transform_table
 from residual_train.deploy.backends import open_backend
-from residual_train.deploy.ensemble import ensemble_maps
+from residual_train.deploy.ensemble import ensemble_choice, ensemble_maps
 from residual_train.deploy.tiling import infer_tiled
 from residual_train.release.card import ModelCard, as_card
 
@@ -43,9 +43,10 @@ class DeployedModel:
         path: str | Path,
         backend: str = "onnx",
         threads: int | None = None,
-        self_ensemble: bool = False,
+        self_ensemble: bool | str = False,
     ) -> None:
         self.path = Path(path)
+        self.self_ensemble = ensemble_choice(self_ensemble)
         require(
             (self.path / "card.json").is_file(),
             f"model = {str(path)!r}: no card.json (not an exported model directory)",
@@ -60,9 +61,7 @@ class DeployedModel:
         self.runner = open_backend(backend, self.path, self.card, threads)
         self._perm = None
         # the views each head's maps average (deploy/ensemble.py); the identity alone: none
-        self.head_transforms: dict[str, tuple[int, ...]] = (
-            self.ensemble_transforms() if self_ensemble else {h: (0,) for h in self.heads}
-        )
+        self.head_transforms = self.ensemble_transforms(self.self_ensemble)
         # the network passes a prediction makes: every view some head averages
         self.transforms: tuple[int, ...] = tuple(
             dict.fromkeys(t for v in self.head_transforms.values() for t in v)
@@ -73,15 +72,17 @@ class DeployedModel:
         """Per head, the names of the views its maps average (``["identity"]``: none)."""
         return {h: [NAMES[t] for t in v] for h, v in self.head_transforms.items()}
 
-    def ensemble_transforms(self) -> dict[str, tuple[int, ...]]:
-        """Per head, the views of ``self_ensemble``: the flips and turns the network was
-        trained with (:meth:`trained_transforms`), and every flip and quarter turn for a head
-        whose degradation has no direction
+    def ensemble_transforms(self, choice: bool | str = True) -> dict[str, tuple[int, ...]]:
+        """Per head, the views of ``self_ensemble = choice``: the flips and turns the network
+        was trained with (:meth:`trained_transforms`); with ``true`` (not ``trained``) every
+        flip and quarter turn for a head whose degradation has no direction
         (:meth:`~data_gen.components.base.Component.orientation_free`: the default
         pixel-independent sensor noise), unless the model reads positions (a view training
-        never made has no position map)."""
+        never made has no position map); with ``false`` the identity alone."""
+        if not choice:
+            return {h: (0,) for h in self.heads}
         trained = self.trained_transforms()
-        if self.card.layout != "rgb" or self.field_input:
+        if choice == "trained" or self.card.layout != "rgb" or self.field_input:
             return {h: trained for h in self.heads}
         kind = KINDS.get(self.card.noise_kind())
         every = trained + tuple(t for t in ALL if t not in trained)
@@ -96,17 +97,18 @@ class DeployedModel:
         if self.card.layout != "rgb":
             return (0,)
         geometric = self.card.trained_geometric()
+        what = f"self_ensemble = {str(self.self_ensemble).lower()}: {self.path}"
         require(
             geometric is not None,
-            f"self_ensemble = true: {self.path}'s card does not say which flips the model was "
-            "trained with (training.data.geometric); use self_ensemble=false",
+            f"{what}'s card does not say which flips the model was trained with"
+            " (training.data.geometric); use self_ensemble=false",
         )
         if geometric != "lens":
             return augmentation_transforms(geometric)
         require(
             bool(self.card.lens),
-            f"self_ensemble = true: {self.path}'s model was trained with the flips of its lens "
-            "(data.geometric = lens) and its card names no lens; use self_ensemble=false",
+            f"{what}'s model was trained with the flips of its lens (data.geometric = lens)"
+            " and its card names no lens; use self_ensemble=false",
         )
         from data_gen.core.paths import bank_cache_dir
 
@@ -218,13 +220,14 @@ def load_model(
     registry: str | Path | None = None,
     backend: str = "onnx",
     threads: int | None = None,
-    self_ensemble: bool = False,
+    self_ensemble: bool | str = False,
 ) -> DeployedModel:
     """An export directory, ``NAME[:VERSION|ALIAS]`` in ``registry``, or without a registry a
     model shipped inside the package (``default``; see :data:`SHIPPED`). Registry models are
-    sha256-verified on every load. ``self_ensemble``: every prediction averages the network's
-    maps over the flips and turns it was trained with, the noise's over every flip and turn
-    (:attr:`DeployedModel.head_transforms`)."""
+    sha256-verified on every load. ``self_ensemble``: ``true``: every prediction averages the
+    network's maps over the flips and turns it was trained with, the noise's over every flip
+    and turn; ``trained``: every map over the trained views only (fewer passes);
+    ``false``: one pass (:attr:`DeployedModel.head_transforms`)."""
     from residual_train.release.registry import Registry
 
     if registry:

@@ -206,7 +206,9 @@ def evaluate_image(
 _worker: dict = {}
 
 
-def _init(model_ref: str, registry: str | None, lens_cache: str | None, ensemble: bool) -> None:
+def _init(
+    model_ref: str, registry: str | None, lens_cache: str | None, ensemble: bool | str
+) -> None:
     from data_gen.core.cli import die_with_parent
     from residual_train.deploy import load_model
 
@@ -310,10 +312,11 @@ def evaluate(
     cache: Path | None = None,
     lens_cache: str | None = None,
     progress: bool = True,
-    self_ensemble: bool = False,
+    self_ensemble: bool | str = False,
 ) -> dict:
     """Evaluate ``model_ref`` (export dir, ``NAME[:TAG]`` in ``registry``, or ``default``);
-    ``self_ensemble``: its maps averaged over the flips it was trained with
+    ``self_ensemble`` (``false``, ``trained`` or ``true``): its maps averaged over the flips
+    it was trained with, the noise map over all eight with ``true``
     (:mod:`residual_train.deploy.ensemble`)."""
     from residual_train.deploy import load_model
 
@@ -386,7 +389,7 @@ def _run_jobs(model, bank, jobs: list, workers: int, lens_cache, progress: bool)
             workers,
             mp_context=ctx,
             initializer=_init,
-            initargs=(ref, None, lens_cache, len(model.transforms) > 1),
+            initargs=(ref, None, lens_cache, model.self_ensemble),
         ) as ex:
             for r in ex.map(_task, jobs):
                 results.append(r)

@@ -8,7 +8,6 @@ from pathlib import Path
 from data_gen.core.cli import run_app
 from data_gen.core.errors import require
 from data_gen.core.paths import APPS
-from data_gen.core.values import boolean
 from data_gen.sources import check_linearize
 
 
@@ -49,7 +48,9 @@ def check_settings(cfg: dict) -> None:
         cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
     )
     check_linearize(cfg["linearize"])
-    boolean(cfg["self_ensemble"], "self_ensemble")
+    from residual_train.deploy.ensemble import ensemble_choice
+
+    ensemble_choice(cfg["self_ensemble"])
 
 
 def keys(cfg: dict) -> dict | None:
