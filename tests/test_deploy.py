@@ -672,7 +672,7 @@ def test_self_ensemble_averages_the_views_the_model_was_trained_with():
     got = trained.predict(x, **kw)
     np.testing.assert_array_equal(got["blur"], ens.predict(x, **kw)["blur"])
     np.testing.assert_allclose(got["noise"], (back[0]["noise"] + back[6]["noise"]) / 2, atol=1e-6)
-    with pytest.raises(InputError, match="self_ensemble = 'all': false, trained or true"):
+    with pytest.raises(InputError, match="self_ensemble = 'all': one of false, trained, true"):
         load_model("default", self_ensemble="all")
 
 
@@ -748,5 +748,5 @@ def test_cli_deploy_with_self_ensemble_records_its_views(exported, tmp_path):
     assert len(views["noise"]) == 8
     assert load_maps(tmp_path / "o")[2]["views"] == views
     r = run("residual_train.deploy", *common, f"out_dir={tmp_path / 'p'}", "self_ensemble=maybe")
-    one_line_error(r, 2, "self_ensemble = 'maybe': false, trained or true")
+    one_line_error(r, 2, "self_ensemble = 'maybe': one of false, trained, true")
     assert not (tmp_path / "p").exists()

@@ -586,7 +586,7 @@ def test_a_server_with_self_ensemble_stores_the_averaged_maps(tmp_path):
     from residual_train.deploy import load_model
 
     r = serve_cli("self_ensemble=maybe", f"storage={tmp_path / 'bad'}", "port=9")
-    assert r.returncode == 2 and "self_ensemble = 'maybe': false, trained or true" in r.stderr
+    assert r.returncode == 2 and "self_ensemble = 'maybe': one of false, trained, true" in r.stderr
     assert not (tmp_path / "bad").exists()
     storage = tmp_path / "s"
     key = new_key(storage, "gil")

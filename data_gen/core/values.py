@@ -74,10 +74,13 @@ def boolean(value, key: str) -> bool:
 
 
 def one_of(value, key: str, options: Sequence) -> object:
-    """One of ``options`` (compared as they are: ``'1'`` is not ``1``)."""
+    """One of ``options`` (compared as they are: ``'1'`` is not ``1``; named as a config
+    writes them: ``true``, ``false``, ``null``)."""
     ok = value in options and (not isinstance(value, bool) or any(o is value for o in options))
     if not ok:
-        raise InputError(f"{key} = {value!r}: one of {', '.join(map(str, options))}")
+        shown = ("null" if o is None else str(o).lower() if isinstance(o, bool) else str(o)
+                 for o in options)  # fmt: skip
+        raise InputError(f"{key} = {value!r}: one of {', '.join(shown)}")
     return value
 
 

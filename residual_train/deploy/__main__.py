@@ -20,7 +20,7 @@ from pathlib import Path
 from data_gen.core.cli import run_app
 from data_gen.core.errors import require
 from data_gen.core.paths import APPS, filled_atomically, require_new_dir
-from data_gen.core.values import integer, number, optional
+from data_gen.core.values import integer, number, one_of, optional
 from data_gen.sources import check_linearize
 from residual_train.deploy.compose import (
     Strengths,
@@ -29,7 +29,7 @@ from residual_train.deploy.compose import (
     compose,
     correct_distortion_stage,
 )
-from residual_train.deploy.ensemble import ensemble_choice
+from residual_train.deploy.ensemble import CHOICES
 from residual_train.deploy.io import check_capture, read_input_encoded, save_maps, write_output
 from residual_train.deploy.model import load_model, predict_sequential
 
@@ -42,7 +42,7 @@ def check_settings(o: dict) -> dict:
         "overlap": integer(o["overlap"], "overlap", 4),
         "batch": integer(o["batch"], "batch", 1),
         "distortion_order": integer(o["distortion_order"], "distortion_order"),
-        "self_ensemble": ensemble_choice(o["self_ensemble"]),
+        "self_ensemble": one_of(o["self_ensemble"], "self_ensemble", CHOICES),
     }
 
 

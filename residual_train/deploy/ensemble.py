@@ -23,21 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from data_gen.core.errors import InputError
 from data_gen.optics.symmetry import INVERSE, dihedral
 
 # ``self_ensemble``: one pass | every map over the views training used | and a map whose
-# degradation has no direction over every flip and turn (``default``: 1 | 2 | 8 passes)
+# degradation has no direction over every flip and turn (``default``: 1 | 2 | 8 passes);
+# checked with data_gen.core.values.one_of
 CHOICES = (False, "trained", True)
 
 Predict = Callable[[np.ndarray, np.ndarray | None], dict[str, np.ndarray]]
-
-
-def ensemble_choice(value, key: str = "self_ensemble") -> bool | str:
-    """``false``, ``trained`` or ``true`` (:data:`CHOICES`), refused in one line otherwise."""
-    if not any(value is c if isinstance(c, bool) else value == c for c in CHOICES):
-        raise InputError(f"{key} = {value!r}: false, trained or true")
-    return value
 
 
 def ensemble_maps(

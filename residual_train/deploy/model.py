@@ -11,11 +11,12 @@ import numpy as np
 
 from data_gen.components import component_class
 from data_gen.core.errors import require
+from data_gen.core.values import one_of
 from data_gen.noise import NoiseModel
 from data_gen.noise_kinds import KINDS
 from data_gen.optics.symmetry import ALL, NAMES, augmentation_transforms, transform_table
 from residual_train.deploy.backends import open_backend
-from residual_train.deploy.ensemble import ensemble_choice, ensemble_maps
+from residual_train.deploy.ensemble import CHOICES, ensemble_maps
 from residual_train.deploy.tiling import infer_tiled
 from residual_train.release.card import ModelCard, as_card
 
@@ -46,7 +47,7 @@ class DeployedModel:
         self_ensemble: bool | str = False,
     ) -> None:
         self.path = Path(path)
-        self.self_ensemble = ensemble_choice(self_ensemble)
+        self.self_ensemble = one_of(self_ensemble, "self_ensemble", CHOICES)
         require(
             (self.path / "card.json").is_file(),
             f"model = {str(path)!r}: no card.json (not an exported model directory)",

@@ -15,8 +15,8 @@ from data_gen.core.paths import APPS, filled_atomically
 from data_gen.core.typed import Settings, Text
 from data_gen.core.values import numbers
 from data_gen.sources import check_linearize
-from residual_train.deploy.ensemble import ensemble_choice
-from residual_train.typed import Bool, Int, Num, checked, parse
+from residual_train.deploy.ensemble import CHOICES
+from residual_train.typed import Bool, Int, Num, OneOf, checked, parse
 
 Name = Text | Annotated[int, Strict()]  # a model or set name Hydra read as a number
 
@@ -40,7 +40,7 @@ class EvaluateSettings(Settings):
     workers: Int(1)
     tile: Int(8)
     overlap: Int(4)
-    self_ensemble: Annotated[bool | str, checked(ensemble_choice)]
+    self_ensemble: OneOf(*CHOICES)
     min_bin_pixels: Int(1)
     cache: Text | None
     bank_cache: Text | None

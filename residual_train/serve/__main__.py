@@ -8,6 +8,7 @@ from pathlib import Path
 from data_gen.core.cli import run_app
 from data_gen.core.errors import require
 from data_gen.core.paths import APPS
+from data_gen.core.values import one_of
 from data_gen.sources import check_linearize
 
 
@@ -48,9 +49,9 @@ def check_settings(cfg: dict) -> None:
         cfg["tile"] > cfg["overlap"], f"tile = {cfg['tile']} must exceed overlap = {cfg['overlap']}"
     )
     check_linearize(cfg["linearize"])
-    from residual_train.deploy.ensemble import ensemble_choice
+    from residual_train.deploy.ensemble import CHOICES
 
-    ensemble_choice(cfg["self_ensemble"])
+    one_of(cfg["self_ensemble"], "self_ensemble", CHOICES)
 
 
 def keys(cfg: dict) -> dict | None:
